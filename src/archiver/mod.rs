@@ -1,0 +1,851 @@
+//! Folder → snapshot: the backup pipeline.
+//!
+//! Owns: scanning, reading, chunking, dedup decisions, building trees, the file cache. Must not
+//! touch: backends directly (it stores through the repository), printing.
+//!
+//! Stages, each on its own threads, joined by bounded channels (so memory does not grow with
+//! file sizes or tree sizes):
+//!
+//! ```text
+//! walker ──file jobs──▶ readers ──new chunks──▶ compressors ──full packs──▶ uploader
+//!   │ (main thread)     (read, cut, keyed hash,  (zstd, seal into          (store the pack)
+//!   │                    dedup, claim)            their own pack)
+//!   └──events (depth-first order)──▶ tree builder (waits for each file's chunk ids,
+//!                                    writes tree blobs bottom-up)
+//! ```
+//!
+//! A file's chunk ids are known as soon as it is hashed, before its chunks are stored; nothing
+//! refers to them until the index and the snapshot are written, after every stage has finished.
+//! Unreadable files are reported and left out; the rest is committed (exit code 3 in the CLI).
+
+pub mod filecache;
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::chunker::{Chunker, StreamChunker};
+use crate::error::{Error, Result};
+use crate::format::index::IndexPack;
+use crate::format::pack::{BLOB_HEADER_LEN, BlobKind, TAG_LEN};
+use crate::format::tree::valid_name;
+use crate::id::{BlobId, SnapshotId};
+use crate::pack::{FinishedPack, PackWriter, compress};
+use crate::repository::session::Session;
+use crate::repository::{Packer, Repository, hostname, now_ns, username};
+use crate::snapshot::tree::{write_content, write_dir};
+use crate::snapshot::{Content, Node, NodeKind, Snapshot, Summary};
+use filecache::{CacheEntry, CacheReader, FileCache};
+
+/// Returns true for a path (relative to the scanned root, `/`-separated) that must be skipped.
+pub type Exclude = Arc<dyn Fn(&[u8], bool) -> bool + Send + Sync>;
+
+/// Bounded queues between the stages.
+const FILE_JOBS_QUEUE_MAX: usize = 256;
+const EVENTS_QUEUE_MAX: usize = 4096;
+
+/// Live counters for a progress display.
+#[derive(Default, Debug)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub dirs: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_cached: AtomicU64,
+    pub bytes_stored: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct ArchiveOptions {
+    /// redb file cache; `None` reads every file.
+    pub file_cache: Option<PathBuf>,
+    pub ignore_ctime: bool,
+    pub ignore_inode: bool,
+    pub readers: usize,
+    pub compressors: usize,
+    pub exclude: Option<Exclude>,
+    pub progress: Arc<Progress>,
+}
+
+impl Default for ArchiveOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        ArchiveOptions {
+            file_cache: None,
+            ignore_ctime: false,
+            ignore_inode: false,
+            readers: 2,
+            compressors: cores,
+            exclude: None,
+            progress: Arc::new(Progress::default()),
+        }
+    }
+}
+
+/// A per-file problem: reported and counted, the run goes on.
+#[derive(Debug, Clone)]
+pub struct SoftError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// What to archive: the contents of one directory (it becomes the root), or several entries
+/// placed in the root under their base names.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Dir(PathBuf),
+    Entries(Vec<PathBuf>),
+}
+
+pub struct ArchiveResult {
+    pub tree: BlobId,
+    /// Every pack written (data and tree): the caller indexes them.
+    pub packs: Vec<IndexPack>,
+    pub summary: Summary,
+    pub errors: Vec<SoftError>,
+    pub warnings: Vec<SoftError>,
+    cache_updates: Vec<(Vec<u8>, CacheEntry)>,
+    cache: Option<FileCache>,
+}
+
+impl ArchiveResult {
+    /// Records the files read in this run in the file cache. Call only after the snapshot that
+    /// refers to their chunks is committed.
+    pub fn save_cache(&self) -> Result<()> {
+        match &self.cache {
+            Some(c) => c.write(&self.cache_updates),
+            None => Ok(()),
+        }
+    }
+}
+
+enum FileContent {
+    Cached(Vec<BlobId>),
+    Pending {
+        rx: Receiver<FileOutcome>,
+        stat: CacheEntry,
+        key: Vec<u8>,
+        known: bool,
+    },
+}
+
+enum Event {
+    Enter(Node),
+    Leave,
+    Entry(Node, Option<FileContent>),
+    Error(SoftError),
+    Warning(SoftError),
+}
+
+struct FileJob {
+    path: PathBuf,
+    stat: CacheEntry,
+    tx: Sender<FileOutcome>,
+}
+
+enum FileOutcome {
+    Read {
+        ids: Vec<BlobId>,
+        size: u64,
+        changed: bool,
+    },
+    Failed(String),
+}
+
+struct StoreJob {
+    id: BlobId,
+    data: Vec<u8>,
+}
+
+struct Shared<'r> {
+    repo: &'r Repository,
+    chunker: Chunker,
+    claimed: Mutex<HashSet<BlobId>>,
+    abort: AtomicBool,
+    fatal: Mutex<Option<Error>>,
+    progress: Arc<Progress>,
+    blobs_added: AtomicU64,
+    bytes_added_raw: AtomicU64,
+    bytes_added_stored: AtomicU64,
+}
+
+impl Shared<'_> {
+    fn fail(&self, e: Error) {
+        let mut f = self.fatal.lock().expect("lock");
+        if f.is_none() {
+            *f = Some(e);
+        }
+        self.abort.store(true, Ordering::SeqCst);
+    }
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+}
+
+fn mtime_ns(md: &Metadata) -> i64 {
+    md.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec())
+}
+
+fn stat_entry(md: &Metadata) -> CacheEntry {
+    CacheEntry {
+        size: md.len(),
+        mtime_ns: mtime_ns(md),
+        ctime_ns: md
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(md.ctime_nsec()),
+        ino: md.ino(),
+        dev: md.dev(),
+        ids: Vec::new(),
+    }
+}
+
+fn base_node(name: Vec<u8>, md: &Metadata, kind: NodeKind) -> Node {
+    Node {
+        name,
+        kind,
+        mode: md.mode() & 0o7777,
+        mtime_ns: mtime_ns(md),
+        uid: md.uid(),
+        gid: md.gid(),
+    }
+}
+
+/// Archives `source` into tree blobs and data packs. The result is not committed: the caller
+/// writes the index for `packs` and then a snapshot.
+pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Result<ArchiveResult> {
+    let cache = match &opts.file_cache {
+        Some(p) => FileCache::open(p).ok(), // a busy or broken cache only costs speed
+        None => None,
+    };
+    let cache_reader = cache.as_ref().and_then(|c| c.reader().ok());
+    let shared = Shared {
+        repo,
+        chunker: repo.chunker(),
+        claimed: Mutex::new(HashSet::new()),
+        abort: AtomicBool::new(false),
+        fatal: Mutex::new(None),
+        progress: opts.progress.clone(),
+        blobs_added: AtomicU64::new(0),
+        bytes_added_raw: AtomicU64::new(0),
+        bytes_added_stored: AtomicU64::new(0),
+    };
+    let shared = &shared;
+    let built = std::thread::scope(|s| {
+        let (job_tx, job_rx) = bounded::<FileJob>(FILE_JOBS_QUEUE_MAX);
+        let (store_tx, store_rx) = bounded::<StoreJob>(opts.compressors.max(1) * 2);
+        let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
+        let (ev_tx, ev_rx) = bounded::<Event>(EVENTS_QUEUE_MAX);
+
+        let uploader = s.spawn(move || {
+            let mut stored = Vec::new();
+            for p in pack_rx {
+                if shared.aborted() {
+                    continue;
+                }
+                match shared.repo.store_pack(&p) {
+                    Ok(ip) => stored.push(ip),
+                    Err(e) => shared.fail(e),
+                }
+            }
+            stored
+        });
+        for _ in 0..opts.compressors.max(1) {
+            let (rx, tx) = (store_rx.clone(), pack_tx.clone());
+            s.spawn(move || compressor(shared, rx, tx));
+        }
+        drop((store_rx, pack_tx));
+        for _ in 0..opts.readers.max(1) {
+            let (rx, tx) = (job_rx.clone(), store_tx.clone());
+            s.spawn(move || reader(shared, rx, tx));
+        }
+        drop((job_rx, store_tx));
+        let builder = s.spawn(move || {
+            let r = build(shared, ev_rx);
+            if let Err(e) = &r {
+                if !matches!(e, Error::Interrupted) {
+                    shared.fail(Error::invalid(e.to_string()));
+                }
+                shared.abort.store(true, Ordering::SeqCst);
+            }
+            r
+        });
+        let walker = Walker {
+            shared,
+            opts,
+            cache: cache_reader.as_ref(),
+            jobs: job_tx,
+            events: ev_tx,
+        };
+        if let Err(e) = walker.run(source) {
+            shared.fail(e);
+        }
+        drop(walker);
+        let built = builder.join().expect("tree builder thread");
+        let data_packs = uploader.join().expect("uploader thread");
+        built.map(|b| (b, data_packs))
+    });
+    if let Some(e) = shared.fatal.lock().expect("lock").take() {
+        return Err(e);
+    }
+    let (mut b, data_packs) = built?;
+    b.packs.extend(data_packs);
+    b.summary.blobs_added += shared.blobs_added.load(Ordering::SeqCst);
+    b.summary.bytes_added_raw += shared.bytes_added_raw.load(Ordering::SeqCst);
+    b.summary.bytes_added_stored += shared.bytes_added_stored.load(Ordering::SeqCst);
+    Ok(ArchiveResult {
+        tree: b.tree,
+        packs: b.packs,
+        summary: b.summary,
+        errors: b.errors,
+        warnings: b.warnings,
+        cache_updates: b.cache_updates,
+        cache,
+    })
+}
+
+// ---- walker ------------------------------------------------------------------------------------
+
+struct Walker<'a, 'r> {
+    shared: &'a Shared<'r>,
+    opts: &'a ArchiveOptions,
+    cache: Option<&'a CacheReader>,
+    jobs: Sender<FileJob>,
+    events: Sender<Event>,
+}
+
+fn sorted_names(dir: &Path) -> std::io::Result<Vec<OsString>> {
+    let mut names: Vec<OsString> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+impl Walker<'_, '_> {
+    fn send(&self, ev: Event) -> Result<()> {
+        self.events.send(ev).map_err(|_| Error::Interrupted)
+    }
+
+    fn soft(&self, path: &Path, message: String) -> Result<()> {
+        self.shared.progress.errors.fetch_add(1, Ordering::Relaxed);
+        self.send(Event::Error(SoftError {
+            path: path.to_path_buf(),
+            message,
+        }))
+    }
+
+    fn run(&self, source: &Source) -> Result<()> {
+        match source {
+            Source::Dir(root) => {
+                let md = fs::metadata(root).map_err(|e| Error::io(root, e))?;
+                if !md.is_dir() {
+                    return Err(Error::invalid(format!(
+                        "{} is not a directory",
+                        root.display()
+                    )));
+                }
+                let names = sorted_names(root).map_err(|e| Error::io(root, e))?;
+                self.dir_entries(root, &[], names)
+            }
+            Source::Entries(paths) => {
+                let mut named: Vec<(Vec<u8>, &PathBuf)> = Vec::new();
+                for p in paths {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.as_bytes().to_vec())
+                        .ok_or_else(|| {
+                            Error::invalid(format!(
+                                "{} has no file name to store it under: name a file or directory",
+                                p.display()
+                            ))
+                        })?;
+                    named.push((name, p));
+                }
+                named.sort();
+                if let Some(w) = named.windows(2).find(|w| w[0].0 == w[1].0) {
+                    return Err(Error::invalid(format!(
+                        "{} and {} have the same name; back them up separately",
+                        w[0].1.display(),
+                        w[1].1.display()
+                    )));
+                }
+                for (name, p) in named {
+                    if let Err(e) = fs::symlink_metadata(p) {
+                        return Err(Error::io(p, e));
+                    }
+                    self.entry(p, name.clone(), &name)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn dir_entries(&self, dir: &Path, rel: &[u8], names: Vec<OsString>) -> Result<()> {
+        for name in names {
+            if self.shared.aborted() {
+                return Err(Error::Interrupted);
+            }
+            let nb = name.as_bytes().to_vec();
+            let child_rel = crate::snapshot::join(rel, &nb);
+            self.entry(&dir.join(&name), nb, &child_rel)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&self, path: &Path, name: Vec<u8>, rel: &[u8]) -> Result<()> {
+        let md = match fs::symlink_metadata(path) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()), // vanished meanwhile
+            Err(e) => return self.soft(path, e.to_string()),
+        };
+        let ft = md.file_type();
+        if let Some(ex) = &self.opts.exclude
+            && ex(rel, ft.is_dir())
+        {
+            return Ok(());
+        }
+        if !valid_name(&name) {
+            return self.soft(
+                path,
+                "name cannot be stored (longer than 1024 bytes)".into(),
+            );
+        }
+        let progress = &self.shared.progress;
+        if ft.is_dir() {
+            let names = match sorted_names(path) {
+                Ok(n) => n,
+                Err(e) => return self.soft(path, format!("cannot list directory: {e}")),
+            };
+            progress.dirs.fetch_add(1, Ordering::Relaxed);
+            self.send(Event::Enter(base_node(
+                name,
+                &md,
+                NodeKind::Dir {
+                    subtree: BlobId::default(),
+                },
+            )))?;
+            self.dir_entries(path, rel, names)?;
+            self.send(Event::Leave)
+        } else if ft.is_symlink() {
+            let target = match fs::read_link(path) {
+                Ok(t) => t.as_os_str().as_bytes().to_vec(),
+                Err(e) => return self.soft(path, format!("cannot read symlink: {e}")),
+            };
+            if target.is_empty() || target.len() > crate::format::tree::SYMLINK_TARGET_LEN_MAX {
+                return self.soft(
+                    path,
+                    "symlink target is empty or longer than 4096 bytes".into(),
+                );
+            }
+            progress.files.fetch_add(1, Ordering::Relaxed);
+            self.send(Event::Entry(
+                base_node(name, &md, NodeKind::Symlink { target }),
+                None,
+            ))
+        } else if ft.is_file() {
+            let stat = stat_entry(&md);
+            let key = path.as_os_str().as_bytes().to_vec();
+            let node = base_node(
+                name,
+                &md,
+                NodeKind::File {
+                    size: stat.size,
+                    content: Content::Direct(vec![]),
+                },
+            );
+            let cached = self.cache.and_then(|c| c.get(&key));
+            let known = cached.is_some();
+            if let Some(c) =
+                cached.filter(|c| c.matches(&stat, self.opts.ignore_ctime, self.opts.ignore_inode))
+                && c.ids
+                    .iter()
+                    .all(|id| self.shared.repo.has_blob(BlobKind::Data, id))
+            {
+                progress.files.fetch_add(1, Ordering::Relaxed);
+                progress
+                    .bytes_cached
+                    .fetch_add(stat.size, Ordering::Relaxed);
+                return self.send(Event::Entry(node, Some(FileContent::Cached(c.ids))));
+            }
+            let (tx, rx) = bounded(1);
+            self.jobs
+                .send(FileJob {
+                    path: path.to_path_buf(),
+                    stat: stat.clone(),
+                    tx,
+                })
+                .map_err(|_| Error::Interrupted)?;
+            self.send(Event::Entry(
+                node,
+                Some(FileContent::Pending {
+                    rx,
+                    stat,
+                    key,
+                    known,
+                }),
+            ))
+        } else {
+            let what = if ft.is_fifo() {
+                "named pipe"
+            } else if ft.is_socket() {
+                "socket"
+            } else {
+                "device file"
+            };
+            self.send(Event::Warning(SoftError {
+                path: path.to_path_buf(),
+                message: format!("skipped: {what}s are not stored"),
+            }))
+        }
+    }
+}
+
+// ---- readers and compressors -------------------------------------------------------------------
+
+fn reader(shared: &Shared, jobs: Receiver<FileJob>, store: Sender<StoreJob>) {
+    let mut buf = Vec::new();
+    for job in jobs {
+        let outcome = if shared.aborted() {
+            FileOutcome::Failed("interrupted".into())
+        } else {
+            read_file(shared, &job, &store, &mut buf)
+        };
+        let _ = job.tx.send(outcome);
+    }
+}
+
+fn read_file(
+    shared: &Shared,
+    job: &FileJob,
+    store: &Sender<StoreJob>,
+    buf: &mut Vec<u8>,
+) -> FileOutcome {
+    let f = match File::open(&job.path) {
+        Ok(f) => f,
+        Err(e) => return FileOutcome::Failed(e.to_string()),
+    };
+    let keys = shared.repo.keys();
+    let mut sc = StreamChunker::with_buffer(&shared.chunker, &f, std::mem::take(buf));
+    let mut ids = Vec::new();
+    let mut size = 0u64;
+    loop {
+        match sc.next_chunk() {
+            Ok(Some(chunk)) => {
+                let id = keys.blob_id(chunk);
+                size += chunk.len() as u64;
+                shared
+                    .progress
+                    .bytes_read
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                let new = !shared.repo.has_blob(BlobKind::Data, &id)
+                    && shared.claimed.lock().expect("lock").insert(id);
+                if new
+                    && store
+                        .send(StoreJob {
+                            id,
+                            data: chunk.to_vec(),
+                        })
+                        .is_err()
+                {
+                    *buf = sc.into_buffer();
+                    return FileOutcome::Failed("interrupted".into());
+                }
+                ids.push(id);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                *buf = sc.into_buffer();
+                return FileOutcome::Failed(format!("read failed: {e}"));
+            }
+        }
+    }
+    *buf = sc.into_buffer();
+    let changed = match f.metadata() {
+        Ok(md) => {
+            md.len() != job.stat.size || mtime_ns(&md) != job.stat.mtime_ns || size != job.stat.size
+        }
+        Err(_) => true,
+    };
+    shared.progress.files.fetch_add(1, Ordering::Relaxed);
+    FileOutcome::Read { ids, size, changed }
+}
+
+fn compressor(shared: &Shared, jobs: Receiver<StoreJob>, packs: Sender<FinishedPack>) {
+    let repo = shared.repo;
+    let target = repo.config().pack_target_bytes as usize;
+    let mut z = zstd::bulk::Compressor::new(repo.config().zstd_level as i32).expect("zstd context");
+    let mut pack: Option<PackWriter> = None;
+    for job in jobs {
+        if shared.aborted() {
+            continue;
+        }
+        let raw_len = job.data.len();
+        let (body, compressed) = match compress(&mut z, &job.data) {
+            Some(c) => (c, true),
+            None => (job.data, false),
+        };
+        let stored = (body.len() + TAG_LEN + BLOB_HEADER_LEN) as u64;
+        let w = pack.get_or_insert_with(|| {
+            PackWriter::new(repo.keys(), BlobKind::Data, target + (1 << 20))
+        });
+        w.add(job.id, raw_len, compressed, body);
+        shared.blobs_added.fetch_add(1, Ordering::Relaxed);
+        shared
+            .bytes_added_raw
+            .fetch_add(raw_len as u64, Ordering::Relaxed);
+        shared
+            .bytes_added_stored
+            .fetch_add(stored, Ordering::Relaxed);
+        shared
+            .progress
+            .bytes_stored
+            .fetch_add(stored, Ordering::Relaxed);
+        if w.len() >= target {
+            let p = pack.take().expect("pack").finish();
+            if packs.send(p).is_err() {
+                return;
+            }
+        }
+    }
+    if let Some(w) = pack.filter(|w| !w.is_empty())
+        && !shared.aborted()
+    {
+        let _ = packs.send(w.finish());
+    }
+}
+
+// ---- tree builder --------------------------------------------------------------------------------
+
+struct Built {
+    tree: BlobId,
+    packs: Vec<IndexPack>,
+    summary: Summary,
+    errors: Vec<SoftError>,
+    warnings: Vec<SoftError>,
+    cache_updates: Vec<(Vec<u8>, CacheEntry)>,
+}
+
+fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
+    let mut packer = Packer::new(shared.repo);
+    let mut stack: Vec<(Node, Vec<Node>)> = Vec::new();
+    let mut root: Vec<Node> = Vec::new();
+    let mut summary = Summary::default();
+    let (mut errors, mut warnings, mut cache_updates) = (Vec::new(), Vec::new(), Vec::new());
+    for ev in events {
+        match ev {
+            Event::Enter(node) => stack.push((node, Vec::new())),
+            Event::Leave => {
+                let (mut node, children) = stack.pop().ok_or(Error::Interrupted)?;
+                node.kind = NodeKind::Dir {
+                    subtree: write_dir(&mut packer, children)?,
+                };
+                summary.dirs += 1;
+                stack
+                    .last_mut()
+                    .map(|s| &mut s.1)
+                    .unwrap_or(&mut root)
+                    .push(node);
+            }
+            Event::Entry(mut node, content) => {
+                match content {
+                    None => {}
+                    Some(FileContent::Cached(ids)) => {
+                        summary.files_unchanged += 1;
+                        summary.total_bytes += node.size();
+                        let size = node.size();
+                        node.kind = NodeKind::File {
+                            size,
+                            content: write_content(&mut packer, ids)?,
+                        };
+                    }
+                    Some(FileContent::Pending {
+                        rx,
+                        mut stat,
+                        key,
+                        known,
+                    }) => {
+                        let path = PathBuf::from(std::ffi::OsStr::from_bytes(&key));
+                        match rx.recv().map_err(|_| Error::Interrupted)? {
+                            FileOutcome::Read { ids, size, changed } => {
+                                if changed {
+                                    warnings.push(SoftError {
+                                        path,
+                                        message: "changed while it was read; stored as read".into(),
+                                    });
+                                } else {
+                                    stat.ids = ids.clone();
+                                    cache_updates.push((key, stat));
+                                }
+                                if known {
+                                    summary.files_changed += 1;
+                                } else {
+                                    summary.files_new += 1;
+                                }
+                                summary.total_bytes += size;
+                                node.kind = NodeKind::File {
+                                    size,
+                                    content: write_content(&mut packer, ids)?,
+                                };
+                            }
+                            FileOutcome::Failed(msg) => {
+                                if shared.aborted() {
+                                    return Err(Error::Interrupted);
+                                }
+                                shared.progress.errors.fetch_add(1, Ordering::Relaxed);
+                                errors.push(SoftError { path, message: msg });
+                                continue;
+                            }
+                        }
+                    }
+                }
+                stack
+                    .last_mut()
+                    .map(|s| &mut s.1)
+                    .unwrap_or(&mut root)
+                    .push(node);
+            }
+            Event::Error(e) => errors.push(e),
+            Event::Warning(w) => warnings.push(w),
+        }
+    }
+    if shared.aborted() || !stack.is_empty() {
+        return Err(Error::Interrupted);
+    }
+    let tree = write_dir(&mut packer, root)?;
+    let stats = packer.stats;
+    summary.blobs_added += stats.blobs_added;
+    summary.bytes_added_raw += stats.bytes_added_raw;
+    summary.bytes_added_stored += stats.bytes_added_stored;
+    summary.errors = errors.len() as u64;
+    let packs = packer.finish()?;
+    Ok(Built {
+        tree,
+        packs,
+        summary,
+        errors,
+        warnings,
+        cache_updates,
+    })
+}
+
+// ---- backup ----------------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+pub struct BackupOptions {
+    pub archive: ArchiveOptions,
+    pub host: Option<String>,
+    pub tags: Vec<String>,
+    /// Parents to record; `None` = the newest snapshot of the same host and paths.
+    pub parents: Option<Vec<SnapshotId>>,
+    pub sync_set: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+pub struct BackupReport {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    pub errors: Vec<SoftError>,
+    pub warnings: Vec<SoftError>,
+}
+
+/// The source a list of backup paths describes: one directory becomes the root; anything else
+/// is placed in the root under its base name.
+pub fn source_for(paths: &[PathBuf]) -> Result<(Source, Vec<PathBuf>)> {
+    if paths.is_empty() {
+        return Err(Error::invalid("nothing to back up: name at least one PATH"));
+    }
+    let mut abs = Vec::new();
+    for p in paths {
+        let a = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+        let a: PathBuf = a.components().collect(); // normalizes `a/./b` and trailing slashes
+        fs::symlink_metadata(&a).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::invalid(format!("{} does not exist: check the path", p.display()))
+            }
+            _ => Error::io(&a, e),
+        })?;
+        abs.push(a);
+    }
+    let single_dir = abs.len() == 1 && fs::metadata(&abs[0]).map(|m| m.is_dir()).unwrap_or(false);
+    let src = if single_dir {
+        Source::Dir(abs[0].clone())
+    } else {
+        Source::Entries(abs.clone())
+    };
+    Ok((src, abs))
+}
+
+/// A backup: archive, then index, then snapshot (the commit), then the file cache.
+pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Result<BackupReport> {
+    let started = Instant::now();
+    let time_ns = now_ns();
+    let (source, abs) = source_for(paths)?;
+    let session = Session::begin(repo, "backup")?;
+    repo.load_index()?;
+    let host = opts.host.clone().unwrap_or_else(hostname);
+    let path_bytes: Vec<Vec<u8>> = abs
+        .iter()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect();
+    let parents = match &opts.parents {
+        Some(p) => p.clone(),
+        None => {
+            let (snaps, _) = repo.snapshots_lenient()?;
+            snaps
+                .iter()
+                .rev()
+                .find(|(_, s)| {
+                    s.host == host && s.paths == path_bytes && s.sync_set == opts.sync_set
+                })
+                .map(|(id, _)| vec![*id])
+                .unwrap_or_default()
+        }
+    };
+    let result = archive(repo, &source, &opts.archive)?;
+    repo.write_index(result.packs.clone(), vec![], vec![])?;
+    let mut summary = result.summary.clone();
+    summary.duration_ns = started.elapsed().as_nanos() as u64;
+    let snapshot = Snapshot {
+        time_ns,
+        tree: result.tree,
+        host,
+        user: username(),
+        paths: path_bytes,
+        tags: opts.tags.clone(),
+        parents,
+        sync_set: opts.sync_set.clone(),
+        endpoint: opts.endpoint.clone(),
+        summary,
+        program_version: concat!("prism-sync ", env!("CARGO_PKG_VERSION")).to_string(),
+        extra: vec![],
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    session.end()?;
+    // The cache is only a speed-up: failing to write it must not fail a committed backup.
+    let mut warnings = result.warnings.clone();
+    if let Err(e) = result.save_cache() {
+        warnings.push(SoftError {
+            path: PathBuf::from("(file cache)"),
+            message: e.to_string(),
+        });
+    }
+    Ok(BackupReport {
+        id,
+        snapshot,
+        errors: result.errors.clone(),
+        warnings,
+    })
+}

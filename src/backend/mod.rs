@@ -1,0 +1,194 @@
+//! Backends move opaque bytes by (kind, name). They never see keys or plaintext.
+//!
+//! Owns: storage I/O and its error classification. Must not touch: keys, plaintext, layouts.
+//!
+//! Contract (every backend passes `tests/backend_conformance.rs`):
+//! - `create` is write-once and atomic: readers see the whole object or nothing, and creating
+//!   a name that exists fails with [`ErrorKind::AlreadyExists`] without changing it;
+//! - an object that `create` acknowledged survives a crash of the writer (and of the machine,
+//!   where the medium honours fsync);
+//! - `read_range` returns exactly the bytes asked for, or an error;
+//! - `list` shows every acknowledged object of a kind (it may also show ones being deleted).
+
+mod fault;
+mod fs;
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use fault::FaultBackend;
+pub use fs::FsBackend;
+pub use memory::MemoryBackend;
+
+/// The kinds of objects a repository stores; each lives in its own namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Session,
+    Head,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Config,
+        Kind::Key,
+        Kind::Pack,
+        Kind::Index,
+        Kind::Snapshot,
+        Kind::Session,
+        Kind::Head,
+    ];
+
+    /// Directory (or key prefix) of the kind.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Kind::Config => "",
+            Kind::Key => "keys",
+            Kind::Pack => "data",
+            Kind::Index => "index",
+            Kind::Snapshot => "snapshots",
+            Kind::Session => "sessions",
+            Kind::Head => "heads",
+        }
+    }
+
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Config => "config",
+            Kind::Key => "key",
+            Kind::Pack => "pack",
+            Kind::Index => "index",
+            Kind::Snapshot => "snapshot",
+            Kind::Session => "session",
+            Kind::Head => "head",
+        }
+    }
+
+    /// The object's path relative to the repository root (`data/ab/abcd…` for packs).
+    pub fn path(self, name: &str) -> String {
+        match self {
+            Kind::Config => "config".to_string(),
+            Kind::Pack => format!("data/{}/{}", &name[..2.min(name.len())], name),
+            _ => format!("{}/{}", self.dir(), name),
+        }
+    }
+}
+
+/// Human name of an object, for messages: "pack 1a2b3c4d".
+pub fn object_name(kind: Kind, name: &str) -> String {
+    match kind {
+        Kind::Config => "the repository config".into(),
+        _ => format!("{} {}", kind.noun(), name),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    /// Worth retrying (timeouts, throttling, a server restarting).
+    Transient,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendError {
+    pub kind: ErrorKind,
+    pub object: String,
+    pub message: String,
+}
+
+impl BackendError {
+    pub fn new(kind: ErrorKind, object: impl Into<String>, message: impl Into<String>) -> Self {
+        BackendError {
+            kind,
+            object: object.into(),
+            message: message.into(),
+        }
+    }
+    pub fn not_found(object: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, object, "not found")
+    }
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+pub type BResult<T> = Result<T, BackendError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+/// Object names: 1..=128 of `[A-Za-z0-9_.-]`, not starting with `.` (temp files do).
+pub fn valid_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+pub trait Backend: Send + Sync {
+    /// Where the repository is, as the user would write it.
+    fn location(&self) -> String;
+
+    /// Prepares an empty location for a new repository (creates directories).
+    fn prepare(&self) -> BResult<()>;
+
+    /// Stores a new object; fails with `AlreadyExists` if the name is taken.
+    fn create(&self, kind: Kind, name: &str, data: &[u8]) -> BResult<()>;
+
+    fn read(&self, kind: Kind, name: &str) -> BResult<Vec<u8>>;
+
+    fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> BResult<Vec<u8>>;
+
+    fn list(&self, kind: Kind) -> BResult<Vec<ObjectInfo>>;
+
+    /// Removes an object; `NotFound` if it was not there.
+    fn delete(&self, kind: Kind, name: &str) -> BResult<()>;
+
+    /// Removes leftovers of interrupted writes older than `max_age`; returns how many.
+    fn remove_stale_temp(&self, _max_age: std::time::Duration) -> BResult<usize> {
+        Ok(0)
+    }
+}
+
+pub type DynBackend = Arc<dyn Backend>;
+
+/// Opens the backend a repository URL names: a path or `file://…` for now.
+pub fn open(url: &str) -> Result<DynBackend, crate::Error> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        return Ok(Arc::new(FsBackend::new(rest)));
+    }
+    for scheme in ["s3:", "rest:", "efs:", "sftp:", "http:", "https:"] {
+        if url.starts_with(scheme) {
+            return Err(crate::Error::invalid(format!(
+                "repository URL {url}: the {} backend is not available in this build; use a directory path",
+                scheme.trim_end_matches(':')
+            )));
+        }
+    }
+    if url.is_empty() {
+        return Err(crate::Error::invalid(
+            "empty repository URL: pass --repo DIR",
+        ));
+    }
+    Ok(Arc::new(FsBackend::new(url)))
+}

@@ -1,0 +1,351 @@
+//! The command line: parsing, rendering, exit codes. The only module that prints and the only
+//! home of `anyhow`.
+//!
+//! Exit codes (restic's): 0 success; 1 fatal error; 3 finished but some files could not be read
+//! or written (they are listed); 10 repository does not exist; 12 wrong password.
+
+mod render;
+mod repo;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+use crate::repository::Credentials;
+pub use render::Out;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FATAL: i32 = 1;
+pub const EXIT_PARTIAL: i32 = 3;
+pub const EXIT_NO_REPO: i32 = 10;
+pub const EXIT_WRONG_PASSWORD: i32 = 12;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "prism-sync",
+    version,
+    about = "Keeps research folders in sync between a laptop and cloud workspaces, and keeps every version."
+)]
+pub struct Cli {
+    /// Home of all prism-sync config and state (sync sets, keys, caches).
+    #[arg(long, env = "PRISM_HOME", global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Repository: a directory path or file://… (default: the embedded repository under --home).
+    #[arg(long, env = "PRISM_SYNC_REPO", global = true, value_name = "URL")]
+    pub repo: Option<String>,
+    /// Read the password from the first line of this file (else env PRISM_SYNC_PASSWORD).
+    #[arg(
+        long,
+        env = "PRISM_SYNC_PASSWORD_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only what scripts need (ids), and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More detail (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Repository management.
+    Repo {
+        #[command(subcommand)]
+        cmd: RepoCommand,
+    },
+    /// Back up folders or files into a new snapshot; prints its id.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots,
+    /// List the entries of a snapshot (below PATH).
+    Ls(LsArgs),
+    /// Show what changed between two snapshots.
+    Diff { snap_a: String, snap_b: String },
+    /// Write one file of a snapshot to standard output.
+    Dump { snapshot: String, path: String },
+    /// Restore a snapshot (or the state at a time) into a directory.
+    Restore(RestoreArgs),
+    /// Remove snapshots according to a retention policy.
+    Forget(ForgetArgs),
+    /// Reclaim space of data no snapshot uses (safe while backups run).
+    Prune(PruneArgs),
+    /// Verify the repository's structure, and with --read-data its contents.
+    Check(CheckArgs),
+    /// Manage the passwords (key files) that open the repository.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCommand,
+    },
+    /// Sizes and counts of the repository.
+    Stats,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepoCommand {
+    /// Create a repository (without a password, a random key file is kept under --home).
+    Init(InitArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Target pack size in MiB (1..=1024).
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub pack_size: u64,
+    /// zstd level for data (-7..=22).
+    #[arg(long, default_value_t = crate::repository::ZSTD_LEVEL, allow_hyphen_values = true)]
+    pub compression: i64,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Host name to record (default: this machine's).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Read every file instead of trusting the file cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not consider ctime when deciding a file is unchanged (network file systems).
+    #[arg(long)]
+    pub ignore_ctime: bool,
+    /// Do not consider the inode number when deciding a file is unchanged.
+    #[arg(long)]
+    pub ignore_inode: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id, id prefix or `latest`.
+    pub snapshot: String,
+    /// Path inside the snapshot.
+    pub path: Option<String>,
+    /// Show type, mode, size and mtime.
+    #[arg(short, long)]
+    pub long: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id, id prefix or `latest` (or use --at).
+    pub snapshot: Option<String>,
+    /// Directory to restore into (must be empty unless --overwrite).
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// Restore the state at this time: RFC 3339, YYYY-MM-DD, "YYYY-MM-DD HH:MM[:SS]", "N{s,m,h,d,w} ago".
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Restore only this path inside the snapshot (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub include: Vec<String>,
+    /// Allow a non-empty target and replace files that exist there.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Keep snapshots taken within this duration before the newest (e.g. 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// Run prune afterwards.
+    #[arg(long)]
+    pub prune: bool,
+    /// Show what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Show what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Tolerated unused space before partly used packs are repacked (e.g. 5%).
+    #[arg(long, default_value = "5%", value_name = "PERCENT")]
+    pub max_unused: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Also read and verify every pack.
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read and verify a subset of packs: n/t (e.g. 1/5) or a percentage (e.g. 10%).
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a password (from env PRISM_SYNC_NEW_PASSWORD or --new-password-file).
+    Add(NewPasswordArgs),
+    /// List the key files.
+    List,
+    /// Remove a key file by id (prefix).
+    Remove { id: String },
+    /// Change the password: add a new key, remove the one in use.
+    Passwd(NewPasswordArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NewPasswordArgs {
+    /// File whose first line is the new password.
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+/// Global settings every command needs.
+pub struct Ctx {
+    pub home: PathBuf,
+    pub repo: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub out: Out,
+}
+
+impl Ctx {
+    pub fn sync_dir(&self) -> PathBuf {
+        self.home.join("sync")
+    }
+
+    /// The repository URL: --repo, else the embedded default under the home directory.
+    pub fn repo_url(&self) -> String {
+        match &self.repo {
+            Some(r) => r.clone(),
+            None => self
+                .sync_dir()
+                .join("repos")
+                .join("default")
+                .display()
+                .to_string(),
+        }
+    }
+
+    pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        let password = match (&self.password_file, std::env::var_os("PRISM_SYNC_PASSWORD")) {
+            (Some(f), _) => Some(read_password_file(f)?),
+            (None, Some(p)) => Some(p.into_encoded_bytes()),
+            (None, None) => None,
+        };
+        if password.as_ref().is_some_and(|p| p.is_empty()) {
+            anyhow::bail!(Error::invalid(
+                "the password is empty: set a non-empty PRISM_SYNC_PASSWORD or password file"
+            ));
+        }
+        Ok(Credentials {
+            password,
+            local_keys_dir: self.sync_dir().join("keys"),
+        })
+    }
+}
+
+pub fn read_password_file(f: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let s = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+    let line = s.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+}
+
+fn default_home() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".prism"),
+        None => PathBuf::from(".prism"),
+    }
+}
+
+/// What a command reports besides success: files it could not handle (exit code 3).
+pub struct Outcome {
+    pub partial: bool,
+}
+
+impl Outcome {
+    pub fn ok() -> Self {
+        Outcome { partial: false }
+    }
+}
+
+/// Maps an error to its exit code.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<Error>() {
+        Some(Error::RepoNotFound { .. }) => EXIT_NO_REPO,
+        Some(Error::WrongPassword { .. }) => EXIT_WRONG_PASSWORD,
+        _ => EXIT_FATAL,
+    }
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_FATAL } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let ctx = Ctx {
+        home: cli.home.clone().unwrap_or_else(default_home),
+        repo: cli.repo.clone(),
+        password_file: cli.password_file.clone(),
+        out: Out {
+            json: cli.json,
+            quiet: cli.quiet,
+            verbose: cli.verbose,
+        },
+    };
+    match run(&ctx, cli.cmd) {
+        Ok(o) if o.partial => EXIT_PARTIAL,
+        Ok(_) => EXIT_OK,
+        Err(e) => {
+            let msg = e
+                .chain()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
+            eprintln!("❌ {msg}");
+            exit_code(&e)
+        }
+    }
+}
+
+fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
+    match cmd {
+        Command::Repo {
+            cmd: RepoCommand::Init(a),
+        } => repo::init(ctx, &a),
+        Command::Backup(a) => repo::backup(ctx, &a),
+        Command::Snapshots => repo::snapshots(ctx),
+        Command::Ls(a) => repo::ls(ctx, &a),
+        Command::Diff { snap_a, snap_b } => repo::diff(ctx, &snap_a, &snap_b),
+        Command::Dump { snapshot, path } => repo::dump(ctx, &snapshot, &path),
+        Command::Restore(a) => repo::restore(ctx, &a),
+        Command::Forget(a) => repo::forget(ctx, &a),
+        Command::Prune(a) => repo::prune(ctx, &a),
+        Command::Check(a) => repo::check(ctx, &a),
+        Command::Key { cmd } => repo::key(ctx, cmd),
+        Command::Stats => repo::stats(ctx),
+    }
+}

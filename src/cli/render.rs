@@ -1,0 +1,123 @@
+//! Output helpers: the Prism style (✅ 🔄 ⚠️ ❌ 💡 and indented `Key: value` lines) for people,
+//! JSON for machines, progress spinners only on a terminal.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How the user asked us to talk.
+#[derive(Clone, Copy, Debug)]
+pub struct Out {
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+impl Out {
+    pub fn human(&self) -> bool {
+        !self.json && !self.quiet
+    }
+
+    /// Prints a JSON document (pretty) to stdout.
+    pub fn json(&self, v: &serde_json::Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).expect("JSON values serialize")
+        );
+    }
+
+    pub fn line(&self, s: impl AsRef<str>) {
+        if self.human() {
+            println!("{}", s.as_ref());
+        }
+    }
+
+    pub fn kv(&self, key: &str, value: impl std::fmt::Display) {
+        if self.human() {
+            println!("   {key}: {value}");
+        }
+    }
+
+    pub fn warn(&self, s: impl AsRef<str>) {
+        if !self.json || self.verbose > 0 {
+            eprintln!("⚠️  {}", s.as_ref());
+        }
+    }
+
+    /// Whether a progress display may be drawn (stderr is a terminal, not quiet, not JSON).
+    pub fn progress_allowed(&self) -> bool {
+        !self.quiet && !self.json && std::io::stderr().is_terminal()
+    }
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+pub fn seconds(ns: u64) -> String {
+    format!("{:.2} s", ns as f64 / 1e9)
+}
+
+/// A spinner on stderr fed by a closure; stops when dropped.
+pub struct Spinner {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spinner {
+    pub fn start(out: &Out, message: impl Fn() -> String + Send + 'static) -> Spinner {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !out.progress_allowed() {
+            return Spinner { stop, handle: None };
+        }
+        let s = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let pb = indicatif::ProgressBar::new_spinner();
+            pb.set_style(
+                indicatif::ProgressStyle::with_template("🔄 {spinner} {elapsed} {msg}")
+                    .expect("template"),
+            );
+            while !s.load(Ordering::Relaxed) {
+                pb.set_message(message());
+                pb.tick();
+                std::thread::sleep(Duration::from_millis(120));
+            }
+            pb.finish_and_clear();
+        });
+        Spinner {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::bytes(0), "0 B");
+        assert_eq!(super::bytes(1536), "1.50 KiB");
+        assert_eq!(super::bytes(1 << 30), "1.00 GiB");
+    }
+}

@@ -1,0 +1,828 @@
+//! Handlers of the repository commands (`repo init`, `backup`, `snapshots`, `ls`, `diff`, `dump`,
+//! `restore`, `forget`, `prune`, `check`, `key`, `stats`).
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use super::render::{Spinner, bytes, seconds};
+use super::{
+    BackupArgs, CheckArgs, Ctx, ForgetArgs, InitArgs, KeyCommand, LsArgs, NewPasswordArgs, Outcome,
+    PruneArgs, RestoreArgs,
+};
+use crate::archiver::{self, ArchiveOptions, BackupOptions, Progress, SoftError};
+use crate::backend::{self, Kind};
+use crate::error::Error;
+use crate::format::config::Capabilities;
+use crate::format::keyfile::Kdf;
+use crate::format::pack::BlobKind;
+use crate::id::{SnapshotId, hex_encode};
+use crate::repository::check::{ReadData, parse_subset};
+use crate::repository::prune::PruneOptions;
+use crate::repository::{self, InitOptions, Repository};
+use crate::restorer::{self, RestoreOptions, RestoreProgress};
+use crate::snapshot::diff::diff_trees;
+use crate::snapshot::retention::{self, Policy};
+use crate::snapshot::tree::{find, walk};
+use crate::snapshot::{Node, NodeKind, Snapshot, display_path, select};
+use crate::time::{format_local, format_rfc3339, parse_duration, parse_time};
+
+pub fn open(ctx: &Ctx) -> Result<Repository> {
+    Ok(Repository::open_url(&ctx.repo_url(), &ctx.credentials()?)?)
+}
+
+fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
+    let m = &s.summary;
+    json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": format_rfc3339(s.time_ns),
+        "tree": s.tree.to_hex(),
+        "host": s.host,
+        "user": s.user,
+        "paths": s.paths.iter().map(|p| display_path(p)).collect::<Vec<_>>(),
+        "tags": s.tags,
+        "parents": s.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
+        "sync_set": s.sync_set,
+        "endpoint": s.endpoint,
+        "summary": {
+            "files_new": m.files_new, "files_changed": m.files_changed, "files_unchanged": m.files_unchanged,
+            "dirs": m.dirs, "total_bytes": m.total_bytes, "blobs_added": m.blobs_added,
+            "bytes_added_raw": m.bytes_added_raw, "bytes_added_stored": m.bytes_added_stored,
+            "duration_s": m.duration_ns as f64 / 1e9, "errors": m.errors,
+        },
+        "program_version": s.program_version,
+    })
+}
+
+fn report_soft(ctx: &Ctx, what: &str, errors: &[SoftError], warnings: &[SoftError]) {
+    for w in warnings {
+        ctx.out.warn(format!("{}: {}", w.path.display(), w.message));
+    }
+    for e in errors {
+        eprintln!("❌ {what} {}: {}", e.path.display(), e.message);
+    }
+}
+
+// ---- repo init ---------------------------------------------------------------------------------
+
+pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<Outcome> {
+    let url = ctx.repo_url();
+    if !(1..=1024).contains(&a.pack_size) {
+        bail!(Error::invalid(format!(
+            "--pack-size {} MiB is outside 1..=1024",
+            a.pack_size
+        )));
+    }
+    let creds = ctx.credentials()?;
+    let opts = InitOptions {
+        pack_target_bytes: a.pack_size << 20,
+        zstd_level: a.compression,
+        capabilities: Capabilities(Capabilities::CREATE_ONLY),
+        ..Default::default()
+    };
+    let repo = Repository::init(backend::open(&url)?, &creds, &opts)?;
+    let keyfile = creds.local_key_path(&repo.repo_id());
+    let key_desc = if creds.password.is_some() {
+        "password".to_string()
+    } else {
+        format!(
+            "local key file {} (keep a copy somewhere safe: without it nobody can open the repository)",
+            keyfile.display()
+        )
+    };
+    if ctx.out.json {
+        ctx.out.json(&json!({"repository": repo.location(), "id": hex_encode(&repo.repo_id()), "key": key_desc}));
+    } else if ctx.out.quiet {
+        println!("{}", hex_encode(&repo.repo_id()));
+    } else {
+        ctx.out
+            .line(format!("✅ Repository created at {}", repo.location()));
+        ctx.out.kv("ID", &hex_encode(&repo.repo_id())[..8]);
+        ctx.out.kv("Key", key_desc);
+        ctx.out.line(format!(
+            "💡 Back up a folder: prism-sync backup --repo {} DIR",
+            repo.location()
+        ));
+    }
+    Ok(Outcome::ok())
+}
+
+// ---- backup ----------------------------------------------------------------------------------------
+
+pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
+    let repo = open(ctx)?;
+    let progress = Arc::new(Progress::default());
+    let archive = ArchiveOptions {
+        file_cache: (!a.no_cache).then(|| {
+            ctx.sync_dir()
+                .join("cache")
+                .join(format!("{}.redb", hex_encode(&repo.repo_id())))
+        }),
+        ignore_ctime: a.ignore_ctime,
+        ignore_inode: a.ignore_inode,
+        progress: progress.clone(),
+        ..Default::default()
+    };
+    let opts = BackupOptions {
+        archive,
+        host: a.host.clone(),
+        tags: a.tags.clone(),
+        ..Default::default()
+    };
+    let p = progress.clone();
+    let spinner = Spinner::start(&ctx.out, move || {
+        format!(
+            "{} files, {} read, {} unchanged, {} stored",
+            p.files.load(Ordering::Relaxed),
+            bytes(p.bytes_read.load(Ordering::Relaxed)),
+            bytes(p.bytes_cached.load(Ordering::Relaxed)),
+            bytes(p.bytes_stored.load(Ordering::Relaxed))
+        )
+    });
+    let report = archiver::backup(&repo, &a.paths, &opts);
+    drop(spinner);
+    let report = report?;
+    report_soft(ctx, "could not back up", &report.errors, &report.warnings);
+    let s = &report.snapshot.summary;
+    if ctx.out.json {
+        let mut v = snapshot_json(&report.id, &report.snapshot);
+        v["errors"] = json!(
+            report
+                .errors
+                .iter()
+                .map(|e| json!({"path": e.path.display().to_string(), "error": e.message}))
+                .collect::<Vec<_>>()
+        );
+        ctx.out.json(&v);
+    } else if ctx.out.quiet {
+        println!("{}", report.id);
+    } else {
+        ctx.out
+            .line(format!("✅ Snapshot {} saved", report.id.short()));
+        ctx.out.kv("ID", report.id);
+        ctx.out.kv(
+            "Files",
+            format!(
+                "{} new, {} changed, {} unchanged",
+                s.files_new, s.files_changed, s.files_unchanged
+            ),
+        );
+        ctx.out.kv("Dirs", s.dirs);
+        ctx.out.kv(
+            "Data",
+            format!(
+                "{} processed, {} added ({} stored)",
+                bytes(s.total_bytes),
+                bytes(s.bytes_added_raw),
+                bytes(s.bytes_added_stored)
+            ),
+        );
+        ctx.out.kv("Duration", seconds(s.duration_ns));
+        if !report.errors.is_empty() {
+            ctx.out.line(format!(
+                "⚠️  {} file(s) could not be read and are not in the snapshot (listed above)",
+                report.errors.len()
+            ));
+        }
+    }
+    Ok(Outcome {
+        partial: !report.errors.is_empty(),
+    })
+}
+
+// ---- snapshots, ls, diff, dump ----------------------------------------------------------------------
+
+pub fn snapshots(ctx: &Ctx) -> Result<Outcome> {
+    let repo = open(ctx)?;
+    let snaps = repo.snapshots()?;
+    if ctx.out.json {
+        ctx.out.json(&Value::Array(
+            snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
+        ));
+        return Ok(Outcome::ok());
+    }
+    if ctx.out.quiet {
+        for (id, _) in &snaps {
+            println!("{id}");
+        }
+        return Ok(Outcome::ok());
+    }
+    if snaps.is_empty() {
+        ctx.out.line("💡 No snapshots yet: prism-sync backup DIR");
+        return Ok(Outcome::ok());
+    }
+    println!(
+        "{:<8}  {:<19}  {:<16}  {:>10}  {}",
+        "ID", "Time", "Host", "Size", "Paths"
+    );
+    for (id, s) in &snaps {
+        let what = match &s.sync_set {
+            Some(set) => format!("sync set {set}"),
+            None => s
+                .paths
+                .iter()
+                .map(|p| display_path(p))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        println!(
+            "{:<8}  {:<19}  {:<16}  {:>10}  {}",
+            id.short(),
+            format_local(s.time_ns),
+            s.host,
+            bytes(s.summary.total_bytes),
+            what
+        );
+    }
+    println!("{} snapshot(s)", snaps.len());
+    Ok(Outcome::ok())
+}
+
+fn resolve(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+    let snaps = repo.snapshots()?;
+    let (id, s) = select::resolve(&snaps, spec)?;
+    Ok((*id, s.clone()))
+}
+
+fn mode_string(n: &Node) -> String {
+    let t = match n.kind {
+        NodeKind::Dir { .. } => 'd',
+        NodeKind::Symlink { .. } => 'l',
+        NodeKind::File { .. } => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let b = (n.mode >> shift) & 7;
+        s.push(if b & 4 != 0 { 'r' } else { '-' });
+        s.push(if b & 2 != 0 { 'w' } else { '-' });
+        s.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn node_json(path: &[u8], n: &Node) -> Value {
+    let mut v = json!({
+        "path": format!("/{}", display_path(path)),
+        "name": display_path(&n.name),
+        "type": n.type_name(),
+        "mode": format!("{:o}", n.mode),
+        "mtime": format_rfc3339(n.mtime_ns),
+        "uid": n.uid, "gid": n.gid,
+    });
+    match &n.kind {
+        NodeKind::File { size, .. } => v["size"] = json!(size),
+        NodeKind::Symlink { target } => v["target"] = json!(display_path(target)),
+        NodeKind::Dir { .. } => {}
+    }
+    v
+}
+
+pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
+    let repo = open(ctx)?;
+    repo.load_index()?;
+    let (id, snap) = resolve(&repo, &a.snapshot)?;
+    let base = a.path.as_deref().unwrap_or("").as_bytes().to_vec();
+    let base: Vec<u8> = crate::snapshot::components(&base).join(&b'/');
+    let node = find(&repo, &snap.tree, &base)?.with_context(|| {
+        Error::invalid(format!(
+            "{} is not in snapshot {}",
+            display_path(&base),
+            id.short()
+        ))
+    })?;
+    let mut entries: Vec<(Vec<u8>, Node)> = Vec::new();
+    match &node.kind {
+        NodeKind::Dir { subtree } => walk(&repo, subtree, &mut |p, n| {
+            entries.push((crate::snapshot::join(&base, p), n.clone()));
+            Ok(true)
+        })?,
+        _ => entries.push((base.clone(), node.clone())),
+    }
+    if ctx.out.json {
+        ctx.out.json(&Value::Array(
+            entries.iter().map(|(p, n)| node_json(p, n)).collect(),
+        ));
+        return Ok(Outcome::ok());
+    }
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    for (p, n) in &entries {
+        let shown = format!("/{}", display_path(p));
+        if a.long {
+            let extra = match &n.kind {
+                NodeKind::Symlink { target } => format!(" -> {}", display_path(target)),
+                _ => String::new(),
+            };
+            writeln!(
+                w,
+                "{} {:>12} {} {shown}{extra}",
+                mode_string(n),
+                n.size(),
+                format_local(n.mtime_ns)
+            )?;
+        } else {
+            writeln!(w, "{shown}")?;
+        }
+    }
+    Ok(Outcome::ok())
+}
+
+pub fn diff(ctx: &Ctx, a: &str, b: &str) -> Result<Outcome> {
+    let repo = open(ctx)?;
+    repo.load_index()?;
+    let snaps = repo.snapshots()?;
+    let (ia, sa) = select::resolve(&snaps, a)?;
+    let (ib, sb) = select::resolve(&snaps, b)?;
+    let mut changes = Vec::new();
+    diff_trees(&repo, &sa.tree, &sb.tree, &mut |d| changes.push(d))?;
+    if ctx.out.json {
+        ctx.out.json(&json!({
+            "from": ia.to_hex(), "to": ib.to_hex(),
+            "changes": changes.iter().map(|d| json!({
+                "path": format!("/{}", display_path(&d.path)),
+                "change": d.change.code().to_string(),
+                "type": d.new.as_ref().or(d.old.as_ref()).map(|n| n.type_name()),
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(Outcome::ok());
+    }
+    for d in &changes {
+        let dir = if d
+            .new
+            .as_ref()
+            .or(d.old.as_ref())
+            .is_some_and(|n| n.is_dir())
+        {
+            "/"
+        } else {
+            ""
+        };
+        println!("{}    /{}{dir}", d.change.code(), display_path(&d.path));
+    }
+    if ctx.out.human() {
+        let count = |c: char| changes.iter().filter(|d| d.change.code() == c).count();
+        println!(
+            "🔄 {} → {}: {} added, {} removed, {} modified, {} metadata only, {} type changed",
+            ia.short(),
+            ib.short(),
+            count('+'),
+            count('-'),
+            count('M'),
+            count('U'),
+            count('T')
+        );
+    }
+    Ok(Outcome::ok())
+}
+
+pub fn dump(ctx: &Ctx, snapshot: &str, path: &str) -> Result<Outcome> {
+    let repo = open(ctx)?;
+    repo.load_index()?;
+    let (id, snap) = resolve(&repo, snapshot)?;
+    let node = find(&repo, &snap.tree, path.as_bytes())?
+        .with_context(|| Error::invalid(format!("{path} is not in snapshot {}", id.short())))?;
+    if node.is_dir() {
+        bail!(Error::invalid(format!(
+            "{path} is a directory: dump prints one file; use restore --include for directories"
+        )));
+    }
+    if let NodeKind::Symlink { target } = &node.kind {
+        bail!(Error::invalid(format!(
+            "{path} is a symlink to {}: dump prints regular files",
+            display_path(target)
+        )));
+    }
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    restorer::dump(&repo, &node, &mut w)?;
+    w.flush()?;
+    Ok(Outcome::ok())
+}
+
+// ---- restore ----------------------------------------------------------------------------------------
+
+pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
+    let Some(target) = &a.target else {
+        bail!(Error::invalid(
+            "restore needs --target DIR: the directory to restore into"
+        ));
+    };
+    let repo = open(ctx)?;
+    repo.load_index()?;
+    let snaps = repo.snapshots()?;
+    let (id, snap) = match (&a.snapshot, &a.at) {
+        (Some(_), Some(_)) => bail!(Error::invalid(
+            "give either a SNAPSHOT or --at TIME, not both"
+        )),
+        (None, None) => bail!(Error::invalid(
+            "name a SNAPSHOT (id, prefix or `latest`) or --at TIME"
+        )),
+        (Some(s), None) => select::resolve(&snaps, s)?,
+        (None, Some(t)) => select::at(&snaps, parse_time(t)?, t)?,
+    };
+    let progress = Arc::new(RestoreProgress::default());
+    let opts = RestoreOptions {
+        include: a.include.iter().map(|i| i.as_bytes().to_vec()).collect(),
+        overwrite: a.overwrite,
+        progress: progress.clone(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let p = progress.clone();
+    let spinner = Spinner::start(&ctx.out, move || {
+        format!(
+            "{} files, {} restored",
+            p.files.load(Ordering::Relaxed),
+            bytes(p.bytes.load(Ordering::Relaxed))
+        )
+    });
+    let report = restorer::restore(&repo, &snap.tree, target, &opts);
+    drop(spinner);
+    let report = report?;
+    report_soft(ctx, "could not restore", &report.errors, &[]);
+    if ctx.out.json {
+        ctx.out.json(&json!({
+            "snapshot": id.to_hex(), "target": target.display().to_string(),
+            "files": report.files, "dirs": report.dirs, "symlinks": report.symlinks, "bytes": report.bytes,
+            "errors": report.errors.iter().map(|e| json!({"path": e.path.display().to_string(), "error": e.message})).collect::<Vec<_>>(),
+        }));
+    } else {
+        ctx.out.line(format!(
+            "✅ Restored snapshot {} ({}) to {}",
+            id.short(),
+            format_local(snap.time_ns),
+            target.display()
+        ));
+        ctx.out.kv(
+            "Files",
+            format!(
+                "{} ({}), {} dirs, {} symlinks",
+                report.files,
+                bytes(report.bytes),
+                report.dirs,
+                report.symlinks
+            ),
+        );
+        ctx.out
+            .kv("Duration", seconds(started.elapsed().as_nanos() as u64));
+        if !report.errors.is_empty() {
+            ctx.out.line(format!("⚠️  {} path(s) could not be restored (listed above); nothing wrong was written under their names", report.errors.len()));
+        }
+    }
+    Ok(Outcome {
+        partial: !report.errors.is_empty(),
+    })
+}
+
+// ---- forget, prune ----------------------------------------------------------------------------------
+
+pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<Outcome> {
+    let mut policy = Policy {
+        within_ns: a.keep_within.as_deref().map(parse_duration).transpose()?,
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+    };
+    let defaulted = policy.is_empty();
+    if defaulted {
+        policy.within_ns = Some(parse_duration("30d")?);
+    }
+    let repo = open(ctx)?;
+    let snaps = repo.snapshots()?;
+    let decisions = retention::apply(&snaps, &policy, &jiff::tz::TimeZone::system());
+    let by_id: std::collections::HashMap<SnapshotId, &Snapshot> =
+        snaps.iter().map(|(i, s)| (*i, s)).collect();
+    let mut removed = Vec::new();
+    let mut groups_json = Vec::new();
+    if defaulted {
+        ctx.out
+            .line("💡 No --keep option given: using the default retention, --keep-within 30d");
+    }
+    for (group, ds) in &decisions {
+        let keep: Vec<_> = ds.iter().filter(|d| d.keep).collect();
+        let remove: Vec<_> = ds.iter().filter(|d| !d.keep).collect();
+        ctx.out.line(format!(
+            "🔄 {group}: keep {}, remove {}",
+            keep.len(),
+            remove.len()
+        ));
+        if ctx.out.verbose > 0 {
+            for d in &keep {
+                ctx.out.line(format!(
+                    "   keep   {}  {}  ({})",
+                    d.id.short(),
+                    format_local(by_id[&d.id].time_ns),
+                    d.reasons.join(", ")
+                ));
+            }
+        }
+        for d in &remove {
+            ctx.out.line(format!(
+                "   remove {}  {}",
+                d.id.short(),
+                format_local(by_id[&d.id].time_ns)
+            ));
+            removed.push(d.id);
+        }
+        groups_json.push(json!({
+            "group": group,
+            "keep": keep.iter().map(|d| json!({"id": d.id.to_hex(), "reasons": d.reasons})).collect::<Vec<_>>(),
+            "remove": remove.iter().map(|d| d.id.to_hex()).collect::<Vec<_>>(),
+        }));
+    }
+    if !a.dry_run {
+        for id in &removed {
+            match repo.backend().delete(Kind::Snapshot, &id.to_hex()) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(Error::from(e).into()),
+            }
+        }
+    }
+    let pruned = if a.prune && !a.dry_run && !removed.is_empty() {
+        Some(run_prune(ctx, &repo, false, 5.0)?)
+    } else {
+        None
+    };
+    if ctx.out.json {
+        ctx.out.json(&json!({"dry_run": a.dry_run, "groups": groups_json, "removed": removed.len(), "prune": pruned}));
+    } else if a.dry_run {
+        ctx.out.line(format!(
+            "💡 Dry run: {} snapshot(s) would be removed; nothing changed",
+            removed.len()
+        ));
+    } else {
+        ctx.out
+            .line(format!("✅ Removed {} snapshot(s)", removed.len()));
+        if !a.prune && !removed.is_empty() {
+            ctx.out
+                .line("💡 Run prism-sync prune to reclaim their space");
+        }
+    }
+    Ok(Outcome::ok())
+}
+
+fn run_prune(ctx: &Ctx, repo: &Repository, dry_run: bool, max_unused: f64) -> Result<Value> {
+    let r = repository::prune::prune(
+        repo,
+        &PruneOptions {
+            max_unused_percent: max_unused,
+            dry_run,
+        },
+    )?;
+    if ctx.out.human() {
+        let verb = if dry_run { "Would reclaim" } else { "Pruned" };
+        ctx.out
+            .line(format!("✅ {verb}: {} unused blob(s)", r.blobs_unused));
+        ctx.out.kv(
+            "Packs",
+            format!(
+                "{} total, {} repacked, {} marked, {} deleted",
+                r.packs_total, r.packs_repacked, r.packs_marked, r.packs_deleted
+            ),
+        );
+        ctx.out.kv("Freed", bytes(r.bytes_deleted));
+        if r.packs_deferred > 0 {
+            ctx.out.line(format!(
+                "💡 {} pack(s) wait for {} running backup/sync session(s); the next prune deletes them",
+                r.packs_deferred, r.live_sessions
+            ));
+        }
+    }
+    Ok(json!({
+        "dry_run": dry_run, "packs_total": r.packs_total, "bytes_total": r.bytes_total, "blobs_unused": r.blobs_unused,
+        "packs_repacked": r.packs_repacked, "bytes_repacked": r.bytes_repacked, "packs_marked": r.packs_marked,
+        "packs_deleted": r.packs_deleted, "bytes_deleted": r.bytes_deleted, "packs_deferred": r.packs_deferred,
+        "packs_recovered": r.packs_recovered, "orphans_deleted": r.orphans_deleted, "live_sessions": r.live_sessions,
+    }))
+}
+
+pub fn prune(ctx: &Ctx, a: &PruneArgs) -> Result<Outcome> {
+    let pct: f64 = a
+        .max_unused
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .ok()
+        .filter(|v: &f64| (0.0..=100.0).contains(v))
+        .with_context(|| {
+            Error::invalid(format!(
+                "--max-unused {:?}: write a percentage such as 5%",
+                a.max_unused
+            ))
+        })?;
+    let repo = open(ctx)?;
+    let v = run_prune(ctx, &repo, a.dry_run, pct)?;
+    if ctx.out.json {
+        ctx.out.json(&v);
+    }
+    Ok(Outcome::ok())
+}
+
+// ---- check --------------------------------------------------------------------------------------------
+
+pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Outcome> {
+    let how = match (&a.read_data_subset, a.read_data) {
+        (Some(s), _) => parse_subset(s)?,
+        (None, true) => ReadData::All,
+        (None, false) => ReadData::None,
+    };
+    let repo = open(ctx)?;
+    let r = repository::check::check(&repo, &how)?;
+    if ctx.out.json {
+        ctx.out.json(&json!({
+            "ok": r.errors.is_empty(), "errors": r.errors, "warnings": r.warnings,
+            "snapshots": r.snapshots, "packs": r.packs, "blobs": r.blobs, "packs_read": r.packs_read,
+        }));
+    } else {
+        for w in &r.warnings {
+            ctx.out.warn(w);
+        }
+        for e in &r.errors {
+            eprintln!("❌ {e}");
+        }
+        if r.errors.is_empty() {
+            ctx.out
+                .line(format!("✅ No errors found in {}", repo.location()));
+            ctx.out.kv("Snapshots", r.snapshots);
+            ctx.out.kv(
+                "Packs",
+                format!("{} ({} read and verified)", r.packs, r.packs_read),
+            );
+            ctx.out.kv("Blobs", r.blobs);
+        }
+    }
+    if !r.errors.is_empty() {
+        bail!(Error::invalid(format!(
+            "check found {} error(s) in {} (listed above)",
+            r.errors.len(),
+            repo.location()
+        )));
+    }
+    Ok(Outcome::ok())
+}
+
+// ---- key ------------------------------------------------------------------------------------------------
+
+fn new_password(a: &NewPasswordArgs) -> Result<Vec<u8>> {
+    let pw = match (
+        &a.new_password_file,
+        std::env::var_os("PRISM_SYNC_NEW_PASSWORD"),
+    ) {
+        (Some(f), _) => super::read_password_file(f)?,
+        (None, Some(p)) => p.into_encoded_bytes(),
+        (None, None) => bail!(Error::invalid(
+            "no new password: set PRISM_SYNC_NEW_PASSWORD or pass --new-password-file FILE"
+        )),
+    };
+    if pw.is_empty() {
+        bail!(Error::invalid(
+            "the new password is empty: choose a non-empty password"
+        ));
+    }
+    Ok(pw)
+}
+
+pub fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<Outcome> {
+    let repo = open(ctx)?;
+    match cmd {
+        KeyCommand::Add(a) => {
+            let id = repository::add_key(&repo, &new_password(&a)?)?;
+            if ctx.out.json {
+                ctx.out.json(&json!({"added": id.to_hex()}));
+            } else {
+                ctx.out.line(format!("✅ Key {} added", id.short()));
+            }
+        }
+        KeyCommand::List => {
+            let keys = repository::list_keys(&repo)?;
+            if ctx.out.json {
+                ctx.out.json(&Value::Array(
+                    keys.iter()
+                        .map(|k| json!({
+                            "id": k.id.to_hex(), "current": k.current, "host": k.host, "user": k.user,
+                            "created": format_rfc3339(k.created_ns),
+                            "kdf": match k.kdf { Kdf::Raw => "local key file".to_string(), Kdf::Argon2id { memory_kib, iterations, lanes } => format!("argon2id m={memory_kib}KiB t={iterations} p={lanes}") },
+                        }))
+                        .collect(),
+                ));
+            } else {
+                println!(
+                    " {:<8}  {:<16}  {:<12}  {:<19}  {}",
+                    "ID", "Host", "User", "Created", "Kind"
+                );
+                for k in keys {
+                    let kind = match k.kdf {
+                        Kdf::Raw => "local key file",
+                        Kdf::Argon2id { .. } => "password",
+                    };
+                    println!(
+                        "{}{:<8}  {:<16}  {:<12}  {:<19}  {kind}",
+                        if k.current { "*" } else { " " },
+                        k.id.short(),
+                        k.host,
+                        k.user,
+                        format_local(k.created_ns)
+                    );
+                }
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let keys = repository::list_keys(&repo)?;
+            let matches: Vec<_> = keys
+                .iter()
+                .filter(|k| k.id.to_hex().starts_with(&id.to_ascii_lowercase()))
+                .collect();
+            let k = match matches.as_slice() {
+                [k] => k.id,
+                [] => bail!(Error::invalid(format!(
+                    "no key {id}: see `prism-sync key list`"
+                ))),
+                _ => bail!(Error::invalid(format!(
+                    "key prefix {id} is ambiguous: give more digits"
+                ))),
+            };
+            repository::remove_key(&repo, &k)?;
+            ctx.out.line(format!("✅ Key {} removed", k.short()));
+        }
+        KeyCommand::Passwd(a) => {
+            let new = repository::add_key(&repo, &new_password(&a)?)?;
+            let old = repo.key_id();
+            repo.backend()
+                .delete(Kind::Key, &old.to_hex())
+                .map_err(Error::from)?;
+            ctx.out.line(format!(
+                "✅ Password changed: key {} replaces {}",
+                new.short(),
+                old.short()
+            ));
+        }
+    }
+    Ok(Outcome::ok())
+}
+
+// ---- stats ----------------------------------------------------------------------------------------------
+
+pub fn stats(ctx: &Ctx) -> Result<Outcome> {
+    let repo = open(ctx)?;
+    let index = repo.load_index()?;
+    let snaps = repo.snapshots()?;
+    let (mut data_blobs, mut tree_blobs, mut raw, mut stored) = (0u64, 0u64, 0u64, 0u64);
+    let mut seen = HashSet::new();
+    for loc in index.iter() {
+        if !seen.insert((loc.pack.kind, loc.entry.id)) {
+            continue;
+        }
+        match loc.pack.kind {
+            BlobKind::Data => data_blobs += 1,
+            BlobKind::Tree => tree_blobs += 1,
+        }
+        raw += loc.entry.raw_length as u64;
+        stored += loc.entry.length as u64;
+    }
+    let pack_bytes: u64 = index.packs().iter().map(|p| p.length as u64).sum();
+    let latest = snaps
+        .last()
+        .map(|(_, s)| s.summary.total_bytes)
+        .unwrap_or(0);
+    let ratio = if stored > 0 {
+        raw as f64 / stored as f64
+    } else {
+        1.0
+    };
+    if ctx.out.json {
+        ctx.out.json(&json!({
+            "repository": repo.location(), "snapshots": snaps.len(), "packs": index.packs().len(), "pack_bytes": pack_bytes,
+            "data_blobs": data_blobs, "tree_blobs": tree_blobs, "raw_bytes": raw, "stored_bytes": stored,
+            "compression_ratio": ratio, "latest_snapshot_bytes": latest,
+        }));
+    } else {
+        ctx.out.line(format!("📊 Repository {}", repo.location()));
+        ctx.out.kv("Snapshots", snaps.len());
+        ctx.out.kv(
+            "Packs",
+            format!("{} ({})", index.packs().len(), bytes(pack_bytes)),
+        );
+        ctx.out
+            .kv("Blobs", format!("{data_blobs} data, {tree_blobs} tree"));
+        ctx.out.kv(
+            "Unique data",
+            format!(
+                "{} raw, {} stored (compression {ratio:.2}x)",
+                bytes(raw),
+                bytes(stored)
+            ),
+        );
+        ctx.out.kv("Latest snapshot", bytes(latest));
+    }
+    Ok(Outcome::ok())
+}

@@ -1,0 +1,33 @@
+//! prism-sync: an encrypted, deduplicating, content-addressed store of folder snapshots, and the
+//! sync engine built on it.
+//!
+//! The layers, bottom up (each module's own docs say what it owns and what it must not touch):
+//!
+//! - [`id`], [`format`]: identifiers and byte layouts — no I/O, no crypto.
+//! - [`crypto`]: key derivation, key files, AEAD sealing.
+//! - [`chunker`]: content-defined cut points (pure).
+//! - [`pack`], [`index`]: assembling and parsing packs; blob id → location.
+//! - [`backend`]: opaque bytes by (kind, name) on a directory or in memory, plus fault injection.
+//! - [`repository`]: open/init, write ordering (packs → index → snapshot), check, prune.
+//! - [`snapshot`]: trees, nodes, walking, diff, selection, retention.
+//! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
+//! - [`cli`]: the command line; the only place that prints.
+//!
+//! The on-disk format is specified in `format-spec/` at the top of the source tree.
+
+pub mod archiver;
+pub mod backend;
+pub mod chunker;
+pub mod cli;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod repository;
+pub mod restorer;
+pub mod snapshot;
+pub mod time;
+
+pub use error::{Error, Result};

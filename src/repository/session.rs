@@ -1,0 +1,123 @@
+//! Sessions: a short sealed object each writer (backup, sync step, prune) stores for as long as it
+//! may still commit something that refers to existing packs. Nobody waits on a session; prune only
+//! defers deleting packs it marked while a session that might have seen them is live
+//! (`format-spec/repository.md`, "Prune and concurrent writers").
+
+use std::time::Duration;
+
+use super::{Repository, hostname, now_ns};
+use crate::backend::Kind;
+use crate::crypto::random_bytes;
+use crate::error::{Error, Result};
+use crate::format::envelope::ObjectKind;
+use crate::format::tlv::{Fields, TlvWriter, fixed};
+use crate::id::hex_encode;
+
+/// A session older than this is stale (its writer crashed): it no longer delays prune.
+pub const SESSION_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: [u8; 32],
+    pub started_ns: i64,
+    pub host: String,
+    pub pid: u32,
+    pub command: String,
+}
+
+impl SessionInfo {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = TlvWriter::new();
+        w.bytes(1, &self.id)
+            .i64(2, self.started_ns)
+            .bytes(3, self.host.as_bytes())
+            .u32(4, self.pid)
+            .bytes(5, self.command.as_bytes());
+        w.finish()
+    }
+
+    pub fn decode(b: &[u8]) -> crate::format::DecodeResult<Self> {
+        const W: &str = "session";
+        let f = Fields::parse(b, W)?;
+        f.unknown(&[1, 2, 3, 4, 5], W)?;
+        Ok(SessionInfo {
+            id: fixed(f.req(1, W)?, W)?,
+            started_ns: f.req_i64(2, W)?,
+            host: f.req_str(3, W)?,
+            pid: f.req_u32(4, W)?,
+            command: f.req_str(5, W)?,
+        })
+    }
+
+    pub fn is_stale(&self, now_ns: i64) -> bool {
+        now_ns.saturating_sub(self.started_ns) > SESSION_STALE_AFTER.as_nanos() as i64
+    }
+}
+
+/// A live session; ends (its object is deleted) on [`Session::end`] or drop.
+pub struct Session<'r> {
+    repo: &'r Repository,
+    name: String,
+    pub info: SessionInfo,
+    ended: bool,
+}
+
+impl<'r> Session<'r> {
+    pub fn begin(repo: &'r Repository, command: &str) -> Result<Self> {
+        let info = SessionInfo {
+            id: random_bytes(),
+            started_ns: now_ns(),
+            host: hostname(),
+            pid: std::process::id(),
+            command: command.to_string(),
+        };
+        let name = hex_encode(&info.id);
+        let bytes = super::seal_object(repo.keys(), ObjectKind::Session, &info.encode(), false);
+        repo.backend().create(Kind::Session, &name, &bytes)?;
+        Ok(Session {
+            repo,
+            name,
+            info,
+            ended: false,
+        })
+    }
+
+    pub fn end(mut self) -> Result<()> {
+        self.ended = true;
+        match self.repo.backend().delete(Kind::Session, &self.name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            let _ = self.repo.backend().delete(Kind::Session, &self.name);
+        }
+    }
+}
+
+/// Every session object in the repository (unreadable ones are reported as errors).
+pub fn list_sessions(repo: &Repository) -> Result<(Vec<SessionInfo>, Vec<Error>)> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for o in repo.backend().list(Kind::Session)? {
+        let bytes = match repo.backend().read(Kind::Session, &o.name) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let what = format!("session {}", o.name);
+        match super::open_object(repo.keys(), ObjectKind::Session, &what, &bytes)
+            .and_then(|p| SessionInfo::decode(&p).map_err(|e| Error::decode(&what, e)))
+        {
+            Ok(s) if hex_encode(&s.id) == o.name => out.push(s),
+            Ok(_) => errors.push(Error::corrupt(what, "name does not match its id")),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((out, errors))
+}
