@@ -115,8 +115,21 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<Outcome> {
 
 // ---- backup ----------------------------------------------------------------------------------------
 
+/// Opens the repository; without --repo, creates the embedded default on first use so that
+/// `prism-sync backup DIR` works on a fresh machine.
+fn open_or_create_default(ctx: &Ctx) -> Result<Repository> {
+    match Repository::open_url(&ctx.repo_url(), &ctx.credentials()?) {
+        Err(Error::RepoNotFound { .. }) if ctx.repo.is_none() => {
+            let repo = Repository::init(backend::open(&ctx.repo_url())?, &ctx.credentials()?, &InitOptions::default())?;
+            ctx.out.line(format!("✅ Created the embedded repository at {}", repo.location()));
+            Ok(repo)
+        }
+        r => Ok(r?),
+    }
+}
+
 pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
-    let repo = open(ctx)?;
+    let repo = open_or_create_default(ctx)?;
     let progress = Arc::new(Progress::default());
     let archive = ArchiveOptions {
         file_cache: (!a.no_cache).then(|| {

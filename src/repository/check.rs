@@ -179,7 +179,7 @@ pub fn check(repo: &Repository, read_data: &ReadData) -> Result<CheckReport> {
     let now = now_ns();
     for s in sessions.iter().filter(|s| s.is_stale(now)) {
         r.warnings.push(format!(
-            "stale session from {} ({}, pid {}) started {}: its writer crashed; prune ignores it",
+            "stale session from {} ({}, pid {}) started {}: its writer is gone; prune ignores it",
             s.host,
             s.command,
             s.pid,

@@ -49,9 +49,21 @@ impl SessionInfo {
         })
     }
 
+    /// Stale: older than [`SESSION_STALE_AFTER`], or started on this host by a process that no
+    /// longer exists (it was killed or crashed). A reused pid only makes us more careful.
     pub fn is_stale(&self, now_ns: i64) -> bool {
         now_ns.saturating_sub(self.started_ns) > SESSION_STALE_AFTER.as_nanos() as i64
+            || (self.host == hostname() && !pid_alive(self.pid))
     }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: kill with signal 0 only checks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// A live session; ends (its object is deleted) on [`Session::end`] or drop.

@@ -1,0 +1,409 @@
+//! Byte-exact vectors of every stored structure (format-spec/vectors/*.hex).
+//!
+//! For each vector: the encoder, given fixed inputs (a fixed master key and fixed salts — the
+//! test-only path; real writers draw salts at random), must produce exactly the file's bytes;
+//! decoding the file must give back the inputs; re-encoding must give the same bytes.
+//! `PRISM_UPDATE_VECTORS=1 cargo test --test format_vectors` rewrites the files after an
+//! intentional format change (then bump the version history in format-spec/README.md).
+
+use std::path::PathBuf;
+
+use prism_sync::archiver::filecache::CacheEntry;
+use prism_sync::crypto::{Keys, key_encryption_key, unwrap_master, wrap_master};
+use prism_sync::format::config::{self, Capabilities, RepoConfig};
+use prism_sync::format::envelope::ObjectKind;
+use prism_sync::format::index::{DeletionMark, IndexBlob, IndexFile, IndexPack};
+use prism_sync::format::keyfile::{Kdf, KeyFile};
+use prism_sync::format::pack::BlobKind;
+use prism_sync::format::snapshot::{Snapshot, Summary};
+use prism_sync::format::tree::{Content, Node, NodeKind, TreeBlob, TreeChild};
+use prism_sync::id::{BlobId, IndexId, PackId, SnapshotId, hex_encode};
+use prism_sync::pack::{PackWriter, compress, open_blob, read_table};
+use prism_sync::repository::session::SessionInfo;
+use prism_sync::repository::{open_object, seal_object_with_salt};
+
+const MASTER: [u8; 32] = [0x11; 32];
+
+fn keys() -> Keys {
+    Keys::from_master(MASTER)
+}
+
+fn vector_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("format-spec/vectors")
+        .join(format!("{name}.hex"))
+}
+
+fn to_hex_lines(bytes: &[u8]) -> String {
+    bytes.chunks(32).map(|c| hex_encode(c) + "\n").collect()
+}
+
+/// Compares `bytes` with the vector file (or writes it), returns the file's bytes.
+fn vector(name: &str, description: &str, bytes: &[u8]) -> Vec<u8> {
+    let path = vector_path(name);
+    if std::env::var_os("PRISM_UPDATE_VECTORS").is_some() {
+        let text = format!(
+            "# {description}\n# {} bytes\n{}",
+            bytes.len(),
+            to_hex_lines(bytes)
+        );
+        std::fs::write(&path, text).unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let hex: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    let mut file = vec![0u8; hex.len() / 2];
+    assert!(
+        prism_sync::id::hex_decode(&hex, &mut file),
+        "{name}: bad hex"
+    );
+    assert_eq!(
+        hex_encode(&file),
+        hex_encode(bytes),
+        "{name}: the encoder no longer produces the vector"
+    );
+    file
+}
+
+fn node(name: &[u8], kind: NodeKind) -> Node {
+    Node {
+        name: name.to_vec(),
+        kind,
+        mode: 0o644,
+        mtime_ns: 1_764_000_000_123_456_789,
+        uid: 1000,
+        gid: 1000,
+    }
+}
+
+#[test]
+fn key_file() {
+    let salt = [0x22; 32];
+    for (name, kdf, secret) in [
+        (
+            "keyfile-argon2id",
+            Kdf::Argon2id {
+                memory_kib: 64,
+                iterations: 1,
+                lanes: 1,
+            },
+            &b"correct horse"[..],
+        ),
+        ("keyfile-raw", Kdf::Raw, &[0x33; 32][..]),
+    ] {
+        let mut kf = KeyFile {
+            kdf,
+            salt,
+            created_ns: 1_764_000_000_000_000_000,
+            host: "laptop".into(),
+            user: "ada".into(),
+            sealed_master: [0; 48],
+        };
+        let kek = key_encryption_key(kdf, secret, &salt);
+        kf.sealed_master = wrap_master(&kek, &kf.encode_aad(), &MASTER);
+        let file = vector(
+            name,
+            &format!("key file, {kdf:?}, master key 11…11, salt 22…22"),
+            &kf.encode(),
+        );
+        let back = KeyFile::decode(&file).unwrap();
+        assert_eq!(back, kf);
+        assert_eq!(back.encode(), file);
+        assert_eq!(
+            unwrap_master(&kek, &back.encode_aad(), &back.sealed_master).unwrap(),
+            MASTER
+        );
+    }
+}
+
+#[test]
+fn config_file() {
+    let c = RepoConfig {
+        repo_id: [0x44; 32],
+        chunk_min_bytes: 512 << 10,
+        chunk_avg_bytes: 1 << 20,
+        chunk_max_bytes: 4 << 20,
+        normalization: 1,
+        zstd_level: 3,
+        pack_target_bytes: 16 << 20,
+        created_ns: 1_764_000_000_000_000_000,
+        capabilities: Capabilities(Capabilities::CREATE_ONLY),
+        extra: vec![],
+    };
+    let mut bytes = config::encode_header(&c.repo_id).to_vec();
+    bytes.extend(seal_object_with_salt(
+        &keys(),
+        ObjectKind::Config,
+        &c.encode(),
+        false,
+        [0x55; 32],
+    ));
+    let file = vector(
+        "config",
+        "repository config, id 44…44, default parameters, envelope salt 55…55",
+        &bytes,
+    );
+    let (id, sealed) = config::decode_header(&file).unwrap();
+    assert_eq!(id, c.repo_id);
+    let plain = open_object(&keys(), ObjectKind::Config, "config", sealed).unwrap();
+    let back = RepoConfig::decode(&plain).unwrap();
+    assert_eq!(back, c);
+    assert_eq!(back.encode(), plain);
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        time_ns: 1_764_000_000_500_000_000,
+        tree: BlobId([0x66; 32]),
+        host: "laptop".into(),
+        user: "ada".into(),
+        paths: vec![b"/home/ada/research/project1".to_vec()],
+        tags: vec!["daily".into(), "nightly".into()],
+        parents: vec![SnapshotId([0x77; 32])],
+        sync_set: Some("project1-sync".into()),
+        endpoint: Some("local".into()),
+        summary: Summary {
+            files_new: 3,
+            files_changed: 1,
+            files_unchanged: 9485,
+            dirs: 312,
+            total_bytes: 1 << 30,
+            blobs_added: 5,
+            bytes_added_raw: 5 << 20,
+            bytes_added_stored: 3 << 20,
+            duration_ns: 1_500_000_000,
+            errors: 0,
+            extra: vec![],
+        },
+        program_version: "prism-sync 0.1.0".into(),
+        extra: vec![(12, b"a future optional field".to_vec())],
+    }
+}
+
+#[test]
+fn snapshot_object() {
+    let s = snapshot();
+    let plain = vector(
+        "snapshot-plaintext",
+        "snapshot TLV plaintext (with one unknown optional field, tag 12)",
+        &s.encode(),
+    );
+    let back = Snapshot::decode(&plain).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.encode(), plain);
+    let sealed = vector(
+        "snapshot-sealed",
+        "the snapshot sealed (zstd) in an envelope, master key 11…11, salt 88…88",
+        &seal_object_with_salt(&keys(), ObjectKind::Snapshot, &plain, true, [0x88; 32]),
+    );
+    assert_eq!(
+        open_object(&keys(), ObjectKind::Snapshot, "snapshot", &sealed).unwrap(),
+        plain
+    );
+    assert!(
+        open_object(&keys(), ObjectKind::Index, "snapshot", &sealed).is_err(),
+        "kind is bound"
+    );
+}
+
+#[test]
+fn session_object() {
+    let s = SessionInfo {
+        id: [0x99; 32],
+        started_ns: 1_764_000_000_000_000_000,
+        host: "ws-1".into(),
+        pid: 4242,
+        command: "backup".into(),
+    };
+    let plain = vector("session-plaintext", "session TLV plaintext", &s.encode());
+    assert_eq!(SessionInfo::decode(&plain).unwrap(), s);
+}
+
+#[test]
+fn index_file() {
+    let mut f = IndexFile {
+        supersedes: vec![IndexId([0x01; 32])],
+        packs: vec![
+            IndexPack {
+                id: PackId([0xa0; 32]),
+                kind: BlobKind::Data,
+                length: 4096,
+                salt: [0xa1; 32],
+                blobs: vec![
+                    IndexBlob {
+                        id: BlobId([0xb0; 32]),
+                        offset: 108,
+                        length: 1016,
+                        raw_length: 1000,
+                    },
+                    IndexBlob {
+                        id: BlobId([0xb1; 32]),
+                        offset: 1184,
+                        length: 516,
+                        raw_length: 2000,
+                    },
+                ],
+            },
+            IndexPack {
+                id: PackId([0xc0; 32]),
+                kind: BlobKind::Tree,
+                length: 300,
+                salt: [0xc1; 32],
+                blobs: vec![IndexBlob {
+                    id: BlobId([0xd0; 32]),
+                    offset: 108,
+                    length: 116,
+                    raw_length: 100,
+                }],
+            },
+        ],
+        marks: vec![DeletionMark {
+            pack: PackId([0xc0; 32]),
+            marked_ns: 1_764_000_000_000_000_000,
+            wait_for: vec![[0xee; 32]],
+        }],
+    };
+    f.canonicalize();
+    let plain = vector(
+        "index-plaintext",
+        "index plaintext: 1 superseded file, a data pack (2 blobs, the second compressed), a marked tree pack",
+        &f.encode(),
+    );
+    let back = IndexFile::decode(&plain).unwrap();
+    assert_eq!(back, f);
+    assert_eq!(back.encode(), plain);
+    assert!(!back.packs[0].blobs[0].compressed() && back.packs[0].blobs[1].compressed());
+}
+
+#[test]
+fn tree_blobs() {
+    let leaf = TreeBlob::Leaf(vec![
+        node(
+            b"a.txt",
+            NodeKind::File {
+                size: 5,
+                content: Content::Direct(vec![BlobId([0x01; 32])]),
+            },
+        ),
+        node(
+            b"caf\xe9",
+            NodeKind::File {
+                size: 0,
+                content: Content::Direct(vec![]),
+            },
+        ),
+        node(
+            b"data",
+            NodeKind::Dir {
+                subtree: BlobId([0x02; 32]),
+            },
+        ),
+        node(
+            b"huge.h5",
+            NodeKind::File {
+                size: 1 << 40,
+                content: Content::Indirect(vec![BlobId([0x03; 32])]),
+            },
+        ),
+        node(
+            b"link",
+            NodeKind::Symlink {
+                target: b"a.txt".to_vec(),
+            },
+        ),
+    ]);
+    let interior = TreeBlob::Interior(vec![
+        TreeChild {
+            id: BlobId([0x04; 32]),
+            nodes: 700,
+            first_name: b"aaa".to_vec(),
+        },
+        TreeChild {
+            id: BlobId([0x05; 32]),
+            nodes: 512,
+            first_name: b"mmm".to_vec(),
+        },
+    ]);
+    let list = TreeBlob::ContentList(vec![BlobId([0x06; 32]), BlobId([0x07; 32])]);
+    for (name, desc, t) in [
+        (
+            "tree-leaf",
+            "leaf tree: file, empty file with a non-UTF-8 name, directory, indirect file, symlink",
+            leaf,
+        ),
+        ("tree-interior", "interior tree of two leaves", interior),
+        (
+            "tree-content-list",
+            "content list of two data blob ids",
+            list,
+        ),
+    ] {
+        let file = vector(name, desc, &t.encode());
+        let back = TreeBlob::decode(&file).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.encode(), file);
+    }
+}
+
+#[test]
+fn pack_file() {
+    let k = keys();
+    let mut w = PackWriter::with_salt(&k, BlobKind::Data, [0x12; 32], 1 << 16);
+    let text = b"prism-sync keeps every version. ".repeat(16);
+    let random: Vec<u8> = (0..64u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    let mut z = zstd::bulk::Compressor::new(3).unwrap();
+    for b in [&text[..], &random[..]] {
+        match compress(&mut z, b) {
+            Some(c) => w.add(k.blob_id(b), b.len(), true, c),
+            None => w.add(k.blob_id(b), b.len(), false, b.to_vec()),
+        };
+    }
+    let p = w.finish();
+    let file = vector(
+        "pack",
+        "data pack, salt 12…12, master key 11…11: a compressed text blob, a raw 64-byte blob",
+        &p.bytes,
+    );
+    assert_eq!(PackId::of_bytes(&file), p.id);
+    let (salt, entries) = read_table(&k, &file).unwrap();
+    assert_eq!(salt, [0x12; 32]);
+    assert_eq!(entries, p.entries);
+    let cipher = k.pack_cipher(&salt);
+    let got: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|e| {
+            open_blob(
+                &k,
+                &cipher,
+                e,
+                &file[e.offset as usize..(e.offset + e.length) as usize],
+            )
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(got, vec![text.to_vec(), random]);
+    assert!(entries[0].compressed && !entries[1].compressed);
+}
+
+#[test]
+fn file_cache_entry() {
+    let e = CacheEntry {
+        size: 123_456,
+        mtime_ns: 1_764_000_000_000_000_001,
+        ctime_ns: 1_764_000_000_000_000_002,
+        ino: 77,
+        dev: 2049,
+        ids: vec![BlobId([0x31; 32])],
+    };
+    let file = vector(
+        "filecache-entry",
+        "file cache value (redb table files_v1)",
+        &e.encode(),
+    );
+    assert_eq!(CacheEntry::decode(&file).unwrap(), e);
+}

@@ -1,0 +1,112 @@
+//! Helpers for library-level tests: deterministic trees, tree digests, quick repositories.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prism_sync::backend::DynBackend;
+use prism_sync::repository::{Credentials, InitOptions, Repository};
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+/// Compressible text.
+pub fn text(seed: u64, len: usize) -> Vec<u8> {
+    let words = [
+        "alpha ", "beta ", "gamma ", "delta ", "sample ", "result ", "0.125 ", "\n",
+    ];
+    let r = bytes(seed, len);
+    let mut out = Vec::with_capacity(len + 8);
+    let mut i = 0;
+    while out.len() < len {
+        out.extend_from_slice(words[(r[i % r.len()] % 8) as usize].as_bytes());
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+/// A small research-like tree: text, binaries that span several chunks, a symlink, an empty dir.
+pub fn make_tree(root: &Path, seed: u64) {
+    write(&root.join("notes.md"), &text(seed, 5_000));
+    write(&root.join("code/analysis.py"), &text(seed + 1, 20_000));
+    write(&root.join("data/raw/a.bin"), &bytes(seed + 2, 1_500_000));
+    write(&root.join("data/raw/b.bin"), &bytes(seed + 3, 700_000));
+    write(&root.join("data/table.csv"), &text(seed + 4, 900_000));
+    write(&root.join("empty.txt"), b"");
+    std::fs::create_dir_all(root.join("results/empty-dir")).unwrap();
+    let _ = std::os::unix::fs::symlink("notes.md", root.join("latest-notes"));
+    std::fs::set_permissions(
+        root.join("code/analysis.py"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+/// Type, mode, size, mtime and content hash of every entry below `root`.
+pub fn digest(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for p in names {
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let desc = if md.file_type().is_symlink() {
+                format!("l {}", std::fs::read_link(&p).unwrap().display())
+            } else if md.is_dir() {
+                walk(root, &p, out);
+                format!("d {:o}", md.mode() & 0o7777)
+            } else {
+                let h = blake3::hash(&std::fs::read(&p).unwrap());
+                format!(
+                    "f {:o} {} {} {}",
+                    md.mode() & 0o7777,
+                    md.len(),
+                    md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+                    h.to_hex()
+                )
+            };
+            out.insert(rel, desc);
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+pub fn creds(dir: &Path) -> Credentials {
+    Credentials {
+        password: None,
+        local_keys_dir: dir.join("keys"),
+    }
+}
+
+/// A password-less repository with 1 MiB packs (so small trees span several packs).
+pub fn init_repo(backend: DynBackend, keys_dir: &Path) -> Repository {
+    let opts = InitOptions {
+        pack_target_bytes: 1 << 20,
+        ..Default::default()
+    };
+    Repository::init(backend, &creds(keys_dir), &opts).unwrap()
+}
+
+pub fn memory() -> DynBackend {
+    Arc::new(prism_sync::backend::MemoryBackend::new())
+}
