@@ -204,11 +204,22 @@ fn kill_9_of_a_running_backup_never_breaks_the_repository() {
     let first_id = first["id"].as_str().unwrap().to_string();
     let first_digest = digest(&src);
 
+    // How long a full backup takes here, to spread the kills over its whole duration.
+    let t0 = std::time::Instant::now();
+    let full = run(&[
+        "backup",
+        "--repo",
+        repo_s,
+        "--no-cache",
+        src.to_str().unwrap(),
+    ]);
+    assert!(full.status.success());
+    let full_ms = t0.elapsed().as_millis() as u64;
     let mut killed = 0;
     for round in 0..8u64 {
         write(
             &src.join(format!("round-{round}.bin")),
-            &bytes(5000 + round, 8_000_000),
+            &bytes(5000 + round, 4_000_000),
         );
         let mut child = Command::new(bin())
             .args([
@@ -224,8 +235,9 @@ fn kill_9_of_a_running_backup_never_breaks_the_repository() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Pseudo-random moments from 5 ms to ~0.5 s into the backup.
-        let delay = 5 + (blake3::hash(&round.to_le_bytes()).as_bytes()[0] as u64) * 2;
+        // Pseudo-random moments between 3 % and 90 % of a full backup's duration.
+        let frac = 3 + (blake3::hash(&round.to_le_bytes()).as_bytes()[0] as u64) * 87 / 255;
+        let delay = (full_ms * frac / 100).max(1);
         std::thread::sleep(std::time::Duration::from_millis(delay));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL

@@ -180,12 +180,17 @@ struct Shared<'r> {
 }
 
 impl Shared<'_> {
+    /// Stops every stage. The first real error is kept; `Interrupted` (a stage noticing that
+    /// another one stopped) never hides it, whichever thread gets here first.
     fn fail(&self, e: Error) {
+        self.abort.store(true, Ordering::SeqCst);
+        if matches!(e, Error::Interrupted) {
+            return;
+        }
         let mut f = self.fatal.lock().expect("lock");
         if f.is_none() {
             *f = Some(e);
         }
-        self.abort.store(true, Ordering::SeqCst);
     }
     fn aborted(&self) -> bool {
         self.abort.load(Ordering::Relaxed)
@@ -273,14 +278,10 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         }
         drop((job_rx, store_tx));
         let builder = s.spawn(move || {
-            let r = build(shared, ev_rx);
-            if let Err(e) = &r {
-                if !matches!(e, Error::Interrupted) {
-                    shared.fail(Error::invalid(e.to_string()));
-                }
-                shared.abort.store(true, Ordering::SeqCst);
-            }
-            r
+            build(shared, ev_rx).map_err(|e| {
+                shared.fail(e);
+                Error::Interrupted
+            })
         });
         let walker = Walker {
             shared,

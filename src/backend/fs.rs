@@ -7,10 +7,12 @@
 //! `rename` after an existence check is used (create-only is then not atomic; see
 //! `format-spec/media.md`).
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::{
@@ -21,7 +23,13 @@ use crate::id::hex_encode;
 
 pub struct FsBackend {
     root: PathBuf,
+    /// Recently read packs, kept open: restoring many small files reads many blobs from one
+    /// pack, and an open per blob costs a path lookup each (a round trip on NFS/EFS).
+    handles: Mutex<VecDeque<(String, Arc<File>)>>,
 }
+
+/// Open pack handles kept by [`FsBackend`].
+const OPEN_PACKS_MAX: usize = 32;
 
 fn io_err(kind: Kind, name: &str, e: io::Error) -> BackendError {
     let k = match e.kind() {
@@ -46,7 +54,40 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl FsBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        FsBackend { root: root.into() }
+        FsBackend {
+            root: root.into(),
+            handles: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn open_read(&self, kind: Kind, name: &str) -> io::Result<Arc<File>> {
+        let path = self
+            .path(kind, name)
+            .map_err(|e| io::Error::other(e.message))?;
+        if kind != Kind::Pack {
+            return File::open(path).map(Arc::new);
+        }
+        {
+            let mut h = self.handles.lock().expect("lock");
+            if let Some(i) = h.iter().position(|(n, _)| n == name) {
+                let entry = h.remove(i).expect("present");
+                let f = entry.1.clone();
+                h.push_front(entry);
+                return Ok(f);
+            }
+        }
+        let f = Arc::new(File::open(path)?);
+        let mut h = self.handles.lock().expect("lock");
+        h.push_front((name.to_string(), f.clone()));
+        h.truncate(OPEN_PACKS_MAX);
+        Ok(f)
+    }
+
+    fn forget_handle(&self, name: &str) {
+        self.handles
+            .lock()
+            .expect("lock")
+            .retain(|(n, _)| n != name);
     }
 
     pub fn root(&self) -> &Path {
@@ -154,7 +195,9 @@ impl Backend for FsBackend {
     }
 
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> BResult<Vec<u8>> {
-        let f = File::open(self.path(kind, name)?).map_err(|e| io_err(kind, name, e))?;
+        let f = self
+            .open_read(kind, name)
+            .map_err(|e| io_err(kind, name, e))?;
         let mut buf = vec![0u8; length as usize];
         f.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -227,6 +270,7 @@ impl Backend for FsBackend {
 
     fn delete(&self, kind: Kind, name: &str) -> BResult<()> {
         let path = self.path(kind, name)?;
+        self.forget_handle(name);
         fs::remove_file(&path).map_err(|e| io_err(kind, name, e))?;
         sync_dir(path.parent().expect("parent")).map_err(|e| io_err(kind, name, e))
     }

@@ -71,7 +71,10 @@ pub enum Command {
     /// Show what changed between two snapshots.
     Diff { snap_a: String, snap_b: String },
     /// Write one file of a snapshot to standard output.
-    Dump { snapshot: String, path: String },
+    Dump {
+        snapshot: String,
+        path: std::ffi::OsString,
+    },
     /// Restore a snapshot (or the state at a time) into a directory.
     Restore(RestoreArgs),
     /// Remove snapshots according to a retention policy.
@@ -131,7 +134,7 @@ pub struct LsArgs {
     /// Snapshot id, id prefix or `latest`.
     pub snapshot: String,
     /// Path inside the snapshot.
-    pub path: Option<String>,
+    pub path: Option<std::ffi::OsString>,
     /// Show type, mode, size and mtime.
     #[arg(short, long)]
     pub long: bool,
@@ -149,7 +152,7 @@ pub struct RestoreArgs {
     pub at: Option<String>,
     /// Restore only this path inside the snapshot (repeatable).
     #[arg(long, value_name = "PATH")]
-    pub include: Vec<String>,
+    pub include: Vec<std::ffi::OsString>,
     /// Allow a non-empty target and replace files that exist there.
     #[arg(long)]
     pub overwrite: bool,

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -33,7 +34,30 @@ use crate::snapshot::{Node, NodeKind, Snapshot, display_path, select};
 use crate::time::{format_local, format_rfc3339, parse_duration, parse_time};
 
 pub fn open(ctx: &Ctx) -> Result<Repository> {
-    Ok(Repository::open_url(&ctx.repo_url(), &ctx.credentials()?)?)
+    let repo = Repository::open_url(&ctx.repo_url(), &ctx.credentials()?)?;
+    warn_unused_password(ctx, &repo);
+    Ok(repo)
+}
+
+fn warn_unused_password(ctx: &Ctx, repo: &Repository) {
+    if repo.password_unused() {
+        ctx.out.warn(format!(
+            "the password was not used: {} has no password, it opens with the local key file {} (add one with `prism-sync key add`)",
+            repo.location(),
+            ctx.credentials().map(|c| c.local_key_path(&repo.repo_id()).display().to_string()).unwrap_or_default()
+        ));
+    }
+}
+
+/// Snapshots that can be read; damaged ones are named in a warning and left out, so one
+/// damaged snapshot never blocks the others (`check` reports it as an error).
+fn readable_snapshots(ctx: &Ctx, repo: &Repository) -> Result<crate::repository::SnapshotList> {
+    let (snaps, errors) = repo.snapshots_lenient()?;
+    for e in errors {
+        ctx.out
+            .warn(format!("{e}; it is left out (run `prism-sync check`)"));
+    }
+    Ok(snaps)
 }
 
 fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> Value {
@@ -120,11 +144,22 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<Outcome> {
 fn open_or_create_default(ctx: &Ctx) -> Result<Repository> {
     match Repository::open_url(&ctx.repo_url(), &ctx.credentials()?) {
         Err(Error::RepoNotFound { .. }) if ctx.repo.is_none() => {
-            let repo = Repository::init(backend::open(&ctx.repo_url())?, &ctx.credentials()?, &InitOptions::default())?;
-            ctx.out.line(format!("✅ Created the embedded repository at {}", repo.location()));
+            let repo = Repository::init(
+                backend::open(&ctx.repo_url())?,
+                &ctx.credentials()?,
+                &InitOptions::default(),
+            )?;
+            ctx.out.line(format!(
+                "✅ Created the embedded repository at {}",
+                repo.location()
+            ));
             Ok(repo)
         }
-        r => Ok(r?),
+        Ok(repo) => {
+            warn_unused_password(ctx, &repo);
+            Ok(repo)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -190,8 +225,9 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
         ctx.out.kv(
             "Data",
             format!(
-                "{} processed, {} added ({} stored)",
+                "{} in {} files; {} new to the repository ({} after compression and encryption)",
                 bytes(s.total_bytes),
+                s.files_new + s.files_changed + s.files_unchanged,
                 bytes(s.bytes_added_raw),
                 bytes(s.bytes_added_stored)
             ),
@@ -213,7 +249,7 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
 
 pub fn snapshots(ctx: &Ctx) -> Result<Outcome> {
     let repo = open(ctx)?;
-    let snaps = repo.snapshots()?;
+    let snaps = readable_snapshots(ctx, &repo)?;
     if ctx.out.json {
         ctx.out.json(&Value::Array(
             snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
@@ -230,10 +266,7 @@ pub fn snapshots(ctx: &Ctx) -> Result<Outcome> {
         ctx.out.line("💡 No snapshots yet: prism-sync backup DIR");
         return Ok(Outcome::ok());
     }
-    println!(
-        "{:<8}  {:<19}  {:<16}  {:>10}  {}",
-        "ID", "Time", "Host", "Size", "Paths"
-    );
+    println!("ID        Time                 Host                    Size  Paths");
     for (id, s) in &snaps {
         let what = match &s.sync_set {
             Some(set) => format!("sync set {set}"),
@@ -257,8 +290,8 @@ pub fn snapshots(ctx: &Ctx) -> Result<Outcome> {
     Ok(Outcome::ok())
 }
 
-fn resolve(repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-    let snaps = repo.snapshots()?;
+fn resolve(ctx: &Ctx, repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+    let snaps = readable_snapshots(ctx, repo)?;
     let (id, s) = select::resolve(&snaps, spec)?;
     Ok((*id, s.clone()))
 }
@@ -299,8 +332,13 @@ fn node_json(path: &[u8], n: &Node) -> Value {
 pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
     let repo = open(ctx)?;
     repo.load_index()?;
-    let (id, snap) = resolve(&repo, &a.snapshot)?;
-    let base = a.path.as_deref().unwrap_or("").as_bytes().to_vec();
+    let (id, snap) = resolve(ctx, &repo, &a.snapshot)?;
+    let base = a
+        .path
+        .as_deref()
+        .map(|p| p.as_bytes())
+        .unwrap_or(b"")
+        .to_vec();
     let base: Vec<u8> = crate::snapshot::components(&base).join(&b'/');
     let node = find(&repo, &snap.tree, &base)?.with_context(|| {
         Error::invalid(format!(
@@ -349,7 +387,7 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
 pub fn diff(ctx: &Ctx, a: &str, b: &str) -> Result<Outcome> {
     let repo = open(ctx)?;
     repo.load_index()?;
-    let snaps = repo.snapshots()?;
+    let snaps = readable_snapshots(ctx, &repo)?;
     let (ia, sa) = select::resolve(&snaps, a)?;
     let (ib, sb) = select::resolve(&snaps, b)?;
     let mut changes = Vec::new();
@@ -394,20 +432,21 @@ pub fn diff(ctx: &Ctx, a: &str, b: &str) -> Result<Outcome> {
     Ok(Outcome::ok())
 }
 
-pub fn dump(ctx: &Ctx, snapshot: &str, path: &str) -> Result<Outcome> {
+pub fn dump(ctx: &Ctx, snapshot: &str, path: &std::ffi::OsStr) -> Result<Outcome> {
+    let shown = path.to_string_lossy();
     let repo = open(ctx)?;
     repo.load_index()?;
-    let (id, snap) = resolve(&repo, snapshot)?;
+    let (id, snap) = resolve(ctx, &repo, snapshot)?;
     let node = find(&repo, &snap.tree, path.as_bytes())?
-        .with_context(|| Error::invalid(format!("{path} is not in snapshot {}", id.short())))?;
+        .with_context(|| Error::invalid(format!("{shown} is not in snapshot {}", id.short())))?;
     if node.is_dir() {
         bail!(Error::invalid(format!(
-            "{path} is a directory: dump prints one file; use restore --include for directories"
+            "{shown} is a directory: dump prints one file; use restore --include for directories"
         )));
     }
     if let NodeKind::Symlink { target } = &node.kind {
         bail!(Error::invalid(format!(
-            "{path} is a symlink to {}: dump prints regular files",
+            "{shown} is a symlink to {}: dump prints regular files",
             display_path(target)
         )));
     }
@@ -428,7 +467,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     };
     let repo = open(ctx)?;
     repo.load_index()?;
-    let snaps = repo.snapshots()?;
+    let snaps = readable_snapshots(ctx, &repo)?;
     let (id, snap) = match (&a.snapshot, &a.at) {
         (Some(_), Some(_)) => bail!(Error::invalid(
             "give either a SNAPSHOT or --at TIME, not both"
@@ -466,8 +505,13 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
             "errors": report.errors.iter().map(|e| json!({"path": e.path.display().to_string(), "error": e.message})).collect::<Vec<_>>(),
         }));
     } else {
+        let icon = if report.errors.is_empty() {
+            "✅"
+        } else {
+            "⚠️ "
+        };
         ctx.out.line(format!(
-            "✅ Restored snapshot {} ({}) to {}",
+            "{icon} Restored snapshot {} ({}) to {}",
             id.short(),
             format_local(snap.time_ns),
             target.display()
@@ -510,7 +554,7 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<Outcome> {
         policy.within_ns = Some(parse_duration("30d")?);
     }
     let repo = open(ctx)?;
-    let snaps = repo.snapshots()?;
+    let snaps = readable_snapshots(ctx, &repo)?;
     let decisions = retention::apply(&snaps, &policy, &jiff::tz::TimeZone::system());
     let by_id: std::collections::HashMap<SnapshotId, &Snapshot> =
         snaps.iter().map(|(i, s)| (*i, s)).collect();
@@ -729,10 +773,7 @@ pub fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<Outcome> {
                         .collect(),
                 ));
             } else {
-                println!(
-                    " {:<8}  {:<16}  {:<12}  {:<19}  {}",
-                    "ID", "Host", "User", "Created", "Kind"
-                );
+                println!(" ID        Host              User          Created              Kind");
                 for k in keys {
                     let kind = match k.kdf {
                         Kdf::Raw => "local key file",
@@ -788,7 +829,7 @@ pub fn key(ctx: &Ctx, cmd: KeyCommand) -> Result<Outcome> {
 pub fn stats(ctx: &Ctx) -> Result<Outcome> {
     let repo = open(ctx)?;
     let index = repo.load_index()?;
-    let snaps = repo.snapshots()?;
+    let snaps = readable_snapshots(ctx, &repo)?;
     let (mut data_blobs, mut tree_blobs, mut raw, mut stored) = (0u64, 0u64, 0u64, 0u64);
     let mut seen = HashSet::new();
     for loc in index.iter() {

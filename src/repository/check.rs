@@ -139,10 +139,20 @@ pub fn check(repo: &Repository, read_data: &ReadData) -> Result<CheckReport> {
             r.errors.push(format!("snapshot {}: {at}: {e}", id.short()));
         }
     }
+    let gone: HashSet<PackId> = index
+        .packs()
+        .iter()
+        .filter(|p| !stored.contains_key(&p.id.to_hex()))
+        .map(|p| p.id)
+        .collect();
     let missing: HashSet<BlobId> = reach
         .data
         .iter()
-        .filter(|id| index.lookup(BlobKind::Data, id).is_none())
+        .filter(|id| {
+            index
+                .locations(BlobKind::Data, id)
+                .all(|l| gone.contains(&l.pack.id))
+        })
         .copied()
         .collect();
     if !missing.is_empty() {
@@ -156,7 +166,7 @@ pub fn check(repo: &Repository, read_data: &ReadData) -> Result<CheckReport> {
                     && let Some(b) = ids.iter().find(|i| missing.contains(i))
                 {
                     r.errors.push(format!(
-                        "snapshot {}: {}: data blob {} is missing",
+                        "snapshot {}: {}: data blob {} is missing or in a missing pack",
                         sid.short(),
                         display_path(path),
                         b.short()

@@ -64,11 +64,13 @@ fn try_unlock(files: &[(KeyId, KeyFile)], secret: &[u8], want_raw: bool) -> Opti
         })
 }
 
+/// Finds a key that opens with the credentials. The flag is true when a password was given but
+/// went unused because the repository has only local (raw) key files.
 pub(super) fn unlock(
     backend: &dyn Backend,
     creds: &Credentials,
     repo_id: &[u8; 32],
-) -> Result<(Keys, KeyId)> {
+) -> Result<(Keys, KeyId, bool)> {
     let location = backend.location();
     let files = read_key_files(backend)?;
     if files.is_empty() {
@@ -81,11 +83,16 @@ pub(super) fn unlock(
     if let Some(pw) = &creds.password
         && has_password_keys
     {
-        return try_unlock(&files, pw, false).ok_or(Error::WrongPassword { location });
+        let (k, id) = try_unlock(&files, pw, false).ok_or(Error::WrongPassword { location })?;
+        return Ok((k, id, false));
     }
     let keyfile = creds.local_key_path(repo_id);
     match read_local_key(&keyfile)? {
-        Some(secret) => try_unlock(&files, &secret, true).ok_or(Error::WrongPassword { location }),
+        Some(secret) => {
+            let (k, id) =
+                try_unlock(&files, &secret, true).ok_or(Error::WrongPassword { location })?;
+            Ok((k, id, creds.password.is_some()))
+        }
         None if creds.password.is_some() => Err(Error::WrongPassword { location }),
         None => Err(Error::NoPassword { location, keyfile }),
     }

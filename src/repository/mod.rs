@@ -43,6 +43,11 @@ pub const PACK_TARGET_BYTES: u64 = 16 << 20;
 /// Blobs per index file: keeps each file small enough to load and rewrite cheaply.
 pub const INDEX_FILE_BLOBS_MAX: usize = 65_536;
 
+/// Snapshots with their ids, oldest first.
+pub type SnapshotList = Vec<(SnapshotId, Snapshot)>;
+/// Objects that could be read, and the errors of those that could not.
+pub type Lenient<T> = (Vec<T>, Vec<Error>);
+
 /// How to unlock a repository.
 #[derive(Clone, Debug)]
 pub struct Credentials {
@@ -87,6 +92,9 @@ pub struct Repository {
     keys: Keys,
     config: RepoConfig,
     key_id: KeyId,
+    /// True if a password was given but the repository has no password keys, so the local key
+    /// file opened it (the CLI warns: the password protects nothing).
+    password_unused: bool,
     /// The index as last loaded.
     index: RwLock<Arc<Index>>,
     /// Packs this process stored that the loaded index does not list yet.
@@ -111,7 +119,8 @@ pub fn hostname() -> String {
 pub fn username() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_default()
+        // SAFETY: getuid has no preconditions.
+        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
 }
 
 fn write_local_key(path: &Path, secret: &[u8; 32]) -> Result<()> {
@@ -206,6 +215,7 @@ impl Repository {
             keys,
             config,
             key_id,
+            password_unused: false,
             index: RwLock::new(Arc::new(Index::default())),
             added: RwLock::new(Index::default()),
         })
@@ -221,7 +231,7 @@ impl Repository {
         };
         let (repo_id, sealed) = config_layout::decode_header(&bytes)
             .map_err(|e| Error::decode("the repository config", e))?;
-        let (keys, key_id) = keys::unlock(&*backend, creds, &repo_id)?;
+        let (keys, key_id, password_unused) = keys::unlock(&*backend, creds, &repo_id)?;
         let plain = open_object(&keys, ObjectKind::Config, "the repository config", sealed)?;
         let config =
             RepoConfig::decode(&plain).map_err(|e| Error::decode("the repository config", e))?;
@@ -236,9 +246,16 @@ impl Repository {
             keys,
             config,
             key_id,
+            password_unused,
             index: RwLock::new(Arc::new(Index::default())),
             added: RwLock::new(Index::default()),
         })
+    }
+
+    /// True if a password was given but played no part in opening the repository (it has only
+    /// local key files).
+    pub fn password_unused(&self) -> bool {
+        self.password_unused
     }
 
     /// Opens a repository by URL.
@@ -340,7 +357,7 @@ impl Repository {
     }
 
     /// Every readable snapshot, oldest first, plus the errors of unreadable ones.
-    pub fn snapshots_lenient(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<Error>)> {
+    pub fn snapshots_lenient(&self) -> Result<Lenient<(SnapshotId, Snapshot)>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for id in self.snapshot_ids()? {
@@ -355,7 +372,7 @@ impl Repository {
     }
 
     /// Every snapshot, oldest first; fails on the first unreadable one.
-    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    pub fn snapshots(&self) -> Result<SnapshotList> {
         let (out, mut errors) = self.snapshots_lenient()?;
         match errors.pop() {
             Some(e) => Err(e),
@@ -366,7 +383,7 @@ impl Repository {
     // ---- index -----------------------------------------------------------------------------
 
     /// Reads every index file; returns them with the errors of unreadable ones.
-    pub fn index_files_lenient(&self) -> Result<(Vec<(IndexId, IndexFile)>, Vec<Error>)> {
+    pub fn index_files_lenient(&self) -> Result<Lenient<(IndexId, IndexFile)>> {
         let mut files = Vec::new();
         let mut errors = Vec::new();
         for o in self.backend.list(Kind::Index)? {
