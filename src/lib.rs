@@ -11,6 +11,8 @@
 //! - [`repository`]: open/init, write ordering (packs → index → snapshot), check, prune.
 //! - [`snapshot`]: trees, nodes, walking, diff, selection, retention.
 //! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
+//! - [`sync`]: the three-way merge as a pure function, rules and policies.
+//! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
 //! - [`cli`]: the command line; the only place that prints.
 //!
 //! The on-disk format is specified in `format-spec/` at the top of the source tree.
@@ -20,6 +22,7 @@ pub mod backend;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;
+pub mod endpoint;
 pub mod error;
 pub mod format;
 pub mod id;
@@ -28,6 +31,8 @@ pub mod pack;
 pub mod repository;
 pub mod restorer;
 pub mod snapshot;
+pub mod sync;
 pub mod time;
+pub mod units;
 
 pub use error::{Error, Result};

@@ -122,16 +122,25 @@ fn temp_path(dest: &Path) -> PathBuf {
     dest.with_file_name(std::ffi::OsStr::from_bytes(&name))
 }
 
+/// How [`write_file`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// fsync the file before the rename (sync replaces live files; a restore into a new folder
+    /// skips it for speed).
+    pub durable: bool,
+    /// Apply the node's owner (restores as root); sync trees carry no owners.
+    pub owner: bool,
+}
+
 /// Writes one file node to `dest` via a temp file and rename. `blobs` are the file's data blob
-/// ids. On any error the temp file is removed and `dest` is left untouched. `durable` fsyncs the
-/// file before the rename (sync applies changes to live folders; restores into new folders skip
-/// it for speed). Returns the bytes written.
+/// ids. On any error the temp file is removed and `dest` is left untouched. Returns the bytes
+/// written.
 pub fn write_file(
     repo: &Repository,
     node: &Node,
     blobs: &[BlobId],
     dest: &Path,
-    durable: bool,
+    opts: WriteOptions,
     progress: Option<&AtomicU64>,
 ) -> Result<u64> {
     let NodeKind::File { size, .. } = node.kind else {
@@ -173,7 +182,7 @@ pub fn write_file(
                 .set_accessed(system_time(node.mtime_ns)),
         )
         .map_err(|e| Error::io(dest, e))?;
-        if durable {
+        if opts.durable {
             f.sync_all().map_err(|e| Error::io(dest, e))?;
         }
         Ok(off)
@@ -181,7 +190,9 @@ pub fn write_file(
     drop(f);
     match r {
         Ok(n) => {
-            chown_nofollow(&tmp, node.uid, node.gid);
+            if opts.owner {
+                chown_nofollow(&tmp, node.uid, node.gid);
+            }
             fs::rename(&tmp, dest).map_err(|e| {
                 let _ = fs::remove_file(&tmp);
                 Error::io(dest, e)
@@ -271,8 +282,13 @@ pub fn restore(
     let errors = std::sync::Mutex::new(Vec::new());
     let soft = |path: &Path, e: Error| {
         opts.progress.errors.fetch_add(1, Ordering::Relaxed);
+        let rel = path
+            .strip_prefix(target)
+            .map(|r| r.as_os_str().as_bytes().to_vec())
+            .unwrap_or_default();
         errors.lock().expect("lock").push(SoftError {
             path: path.to_path_buf(),
+            rel,
             message: e.to_string(),
         });
     };
@@ -293,7 +309,10 @@ pub fn restore(
                                     &job.node,
                                     &ids,
                                     &job.dest,
-                                    false,
+                                    WriteOptions {
+                                        durable: false,
+                                        owner: true,
+                                    },
                                     Some(&opts.progress.bytes),
                                 )
                             })

@@ -45,8 +45,18 @@ use crate::snapshot::tree::{write_content, write_dir};
 use crate::snapshot::{Content, Node, NodeKind, Snapshot, Summary};
 use filecache::{CacheEntry, CacheReader, FileCache};
 
-/// Returns true for a path (relative to the scanned root, `/`-separated) that must be skipped.
-pub type Exclude = Arc<dyn Fn(&[u8], bool) -> bool + Send + Sync>;
+/// What the scan does with an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    Keep,
+    /// Not stored and not reported (excluded by a rule).
+    Exclude,
+    /// Not stored, reported in `skipped` with the reason (e.g. over a size limit).
+    Skip(String),
+}
+
+/// Decides per entry (path relative to the scanned root, `/`-separated, and its metadata).
+pub type ScanFilter = Arc<dyn Fn(&[u8], &Metadata) -> Filter + Send + Sync>;
 
 /// Bounded queues between the stages.
 const FILE_JOBS_QUEUE_MAX: usize = 256;
@@ -71,7 +81,10 @@ pub struct ArchiveOptions {
     pub ignore_inode: bool,
     pub readers: usize,
     pub compressors: usize,
-    pub exclude: Option<Exclude>,
+    pub filter: Option<ScanFilter>,
+    /// Zero owners and directory mtimes (sync scans): they differ between machines and would
+    /// make equal folders have different tree ids.
+    pub normalize: bool,
     pub progress: Arc<Progress>,
 }
 
@@ -86,7 +99,8 @@ impl Default for ArchiveOptions {
             ignore_inode: false,
             readers: 2,
             compressors: cores,
-            exclude: None,
+            filter: None,
+            normalize: false,
             progress: Arc::new(Progress::default()),
         }
     }
@@ -96,6 +110,8 @@ impl Default for ArchiveOptions {
 #[derive(Debug, Clone)]
 pub struct SoftError {
     pub path: PathBuf,
+    /// The path inside the snapshot (`/`-separated, relative to its root).
+    pub rel: Vec<u8>,
     pub message: String,
 }
 
@@ -114,6 +130,8 @@ pub struct ArchiveResult {
     pub summary: Summary,
     pub errors: Vec<SoftError>,
     pub warnings: Vec<SoftError>,
+    /// Entries a filter skipped with a reason (not stored).
+    pub skipped: Vec<SoftError>,
     cache_updates: Vec<(Vec<u8>, CacheEntry)>,
     cache: Option<FileCache>,
 }
@@ -135,6 +153,7 @@ enum FileContent {
         rx: Receiver<FileOutcome>,
         stat: CacheEntry,
         key: Vec<u8>,
+        rel: Vec<u8>,
         known: bool,
     },
 }
@@ -145,6 +164,7 @@ enum Event {
     Entry(Node, Option<FileContent>),
     Error(SoftError),
     Warning(SoftError),
+    Skipped(SoftError),
 }
 
 struct FileJob {
@@ -217,14 +237,15 @@ fn stat_entry(md: &Metadata) -> CacheEntry {
     }
 }
 
-fn base_node(name: Vec<u8>, md: &Metadata, kind: NodeKind) -> Node {
+fn base_node(name: Vec<u8>, md: &Metadata, kind: NodeKind, normalize: bool) -> Node {
+    let dir = matches!(kind, NodeKind::Dir { .. });
     Node {
         name,
         kind,
         mode: md.mode() & 0o7777,
-        mtime_ns: mtime_ns(md),
-        uid: md.uid(),
-        gid: md.gid(),
+        mtime_ns: if normalize && dir { 0 } else { mtime_ns(md) },
+        uid: if normalize { 0 } else { md.uid() },
+        gid: if normalize { 0 } else { md.gid() },
     }
 }
 
@@ -312,6 +333,7 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         summary: b.summary,
         errors: b.errors,
         warnings: b.warnings,
+        skipped: b.skipped,
         cache_updates: b.cache_updates,
         cache,
     })
@@ -340,10 +362,11 @@ impl Walker<'_, '_> {
         self.events.send(ev).map_err(|_| Error::Interrupted)
     }
 
-    fn soft(&self, path: &Path, message: String) -> Result<()> {
+    fn soft(&self, path: &Path, rel: &[u8], message: String) -> Result<()> {
         self.shared.progress.errors.fetch_add(1, Ordering::Relaxed);
         self.send(Event::Error(SoftError {
             path: path.to_path_buf(),
+            rel: rel.to_vec(),
             message,
         }))
     }
@@ -410,17 +433,25 @@ impl Walker<'_, '_> {
         let md = match fs::symlink_metadata(path) {
             Ok(md) => md,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()), // vanished meanwhile
-            Err(e) => return self.soft(path, e.to_string()),
+            Err(e) => return self.soft(path, rel, e.to_string()),
         };
         let ft = md.file_type();
-        if let Some(ex) = &self.opts.exclude
-            && ex(rel, ft.is_dir())
-        {
-            return Ok(());
+        match self.opts.filter.as_ref().map(|f| f(rel, &md)) {
+            None | Some(Filter::Keep) => {}
+            Some(Filter::Exclude) => return Ok(()),
+            Some(Filter::Skip(message)) => {
+                return self.send(Event::Skipped(SoftError {
+                    path: path.to_path_buf(),
+                    rel: rel.to_vec(),
+                    message,
+                }));
+            }
         }
+        let normalize = self.opts.normalize;
         if !valid_name(&name) {
             return self.soft(
                 path,
+                rel,
                 "name cannot be stored (longer than 1024 bytes)".into(),
             );
         }
@@ -428,7 +459,7 @@ impl Walker<'_, '_> {
         if ft.is_dir() {
             let names = match sorted_names(path) {
                 Ok(n) => n,
-                Err(e) => return self.soft(path, format!("cannot list directory: {e}")),
+                Err(e) => return self.soft(path, rel, format!("cannot list directory: {e}")),
             };
             progress.dirs.fetch_add(1, Ordering::Relaxed);
             self.send(Event::Enter(base_node(
@@ -437,23 +468,25 @@ impl Walker<'_, '_> {
                 NodeKind::Dir {
                     subtree: BlobId::default(),
                 },
+                normalize,
             )))?;
             self.dir_entries(path, rel, names)?;
             self.send(Event::Leave)
         } else if ft.is_symlink() {
             let target = match fs::read_link(path) {
                 Ok(t) => t.as_os_str().as_bytes().to_vec(),
-                Err(e) => return self.soft(path, format!("cannot read symlink: {e}")),
+                Err(e) => return self.soft(path, rel, format!("cannot read symlink: {e}")),
             };
             if target.is_empty() || target.len() > crate::format::tree::SYMLINK_TARGET_LEN_MAX {
                 return self.soft(
                     path,
+                    rel,
                     "symlink target is empty or longer than 4096 bytes".into(),
                 );
             }
             progress.files.fetch_add(1, Ordering::Relaxed);
             self.send(Event::Entry(
-                base_node(name, &md, NodeKind::Symlink { target }),
+                base_node(name, &md, NodeKind::Symlink { target }, normalize),
                 None,
             ))
         } else if ft.is_file() {
@@ -466,6 +499,7 @@ impl Walker<'_, '_> {
                     size: stat.size,
                     content: Content::Direct(vec![]),
                 },
+                normalize,
             );
             let cached = self.cache.and_then(|c| c.get(&key));
             let known = cached.is_some();
@@ -495,6 +529,7 @@ impl Walker<'_, '_> {
                     rx,
                     stat,
                     key,
+                    rel: rel.to_vec(),
                     known,
                 }),
             ))
@@ -508,6 +543,7 @@ impl Walker<'_, '_> {
             };
             self.send(Event::Warning(SoftError {
                 path: path.to_path_buf(),
+                rel: rel.to_vec(),
                 message: format!("skipped: {what}s are not stored"),
             }))
         }
@@ -636,6 +672,7 @@ struct Built {
     summary: Summary,
     errors: Vec<SoftError>,
     warnings: Vec<SoftError>,
+    skipped: Vec<SoftError>,
     cache_updates: Vec<(Vec<u8>, CacheEntry)>,
 }
 
@@ -645,6 +682,7 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
     let mut root: Vec<Node> = Vec::new();
     let mut summary = Summary::default();
     let (mut errors, mut warnings, mut cache_updates) = (Vec::new(), Vec::new(), Vec::new());
+    let mut skipped = Vec::new();
     for ev in events {
         match ev {
             Event::Enter(node) => stack.push((node, Vec::new())),
@@ -676,6 +714,7 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
                         rx,
                         mut stat,
                         key,
+                        rel,
                         known,
                     }) => {
                         let path = PathBuf::from(std::ffi::OsStr::from_bytes(&key));
@@ -684,6 +723,7 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
                                 if changed {
                                     warnings.push(SoftError {
                                         path,
+                                        rel,
                                         message: "changed while it was read; stored as read".into(),
                                     });
                                 } else {
@@ -706,7 +746,11 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
                                     return Err(Error::Interrupted);
                                 }
                                 shared.progress.errors.fetch_add(1, Ordering::Relaxed);
-                                errors.push(SoftError { path, message: msg });
+                                errors.push(SoftError {
+                                    path,
+                                    rel,
+                                    message: msg,
+                                });
                                 continue;
                             }
                         }
@@ -720,6 +764,7 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
             }
             Event::Error(e) => errors.push(e),
             Event::Warning(w) => warnings.push(w),
+            Event::Skipped(w) => skipped.push(w),
         }
     }
     if shared.aborted() || !stack.is_empty() {
@@ -738,6 +783,7 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
         summary,
         errors,
         warnings,
+        skipped,
         cache_updates,
     })
 }
@@ -839,6 +885,7 @@ pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Res
     let mut warnings = result.warnings.clone();
     if let Err(e) = result.save_cache() {
         warnings.push(SoftError {
+            rel: Vec::new(),
             path: PathBuf::from("(file cache)"),
             message: e.to_string(),
         });

@@ -6,6 +6,7 @@
 
 mod render;
 mod repo;
+mod sync;
 
 use std::path::PathBuf;
 
@@ -64,8 +65,11 @@ pub enum Command {
     },
     /// Back up folders or files into a new snapshot; prints its id.
     Backup(BackupArgs),
-    /// List snapshots.
-    Snapshots,
+    /// List snapshots (of the repository, or of sync set NAME).
+    Snapshots {
+        /// A sync set: list its versions.
+        name: Option<String>,
+    },
     /// List the entries of a snapshot (below PATH).
     Ls(LsArgs),
     /// Show what changed between two snapshots.
@@ -90,6 +94,91 @@ pub enum Command {
     },
     /// Sizes and counts of the repository.
     Stats,
+    /// Start syncing a folder (this machine is the laptop, `local`).
+    Init(SyncInitArgs),
+    /// Join a sync set from a workspace: keep DIR in sync with it.
+    Join(JoinArgs),
+    /// Record a workspace and print what it needs (join command, systemd unit, cloud-init).
+    AddInstance {
+        name: String,
+        instance: String,
+        /// The folder on the workspace (default: the laptop's path).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The repository URL as the workspace reaches it (default: the set's).
+        #[arg(long = "instance-repo", value_name = "URL")]
+        instance_repo: Option<String>,
+    },
+    /// One sync step now, in the foreground.
+    Sync {
+        name: String,
+        /// Show the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Make the shared state equal to this folder (up) or this folder equal to it (down).
+    ForceSync {
+        name: String,
+        #[arg(long, value_parser = ["up", "down"])]
+        direction: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the paths parked in conflict.
+    Conflicts { name: String },
+    /// Decide parked conflicts: keep the local, the remote, or both versions.
+    Resolve {
+        name: String,
+        /// The path (as `conflicts` lists it); or --all.
+        path: Option<std::ffi::OsString>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_parser = ["local", "remote", "both"])]
+        keep: String,
+    },
+    /// Every version of one path in a sync set.
+    History {
+        name: String,
+        path: std::ffi::OsString,
+    },
+    /// How each sync set stands (works without a daemon).
+    Status { name: Option<String> },
+}
+
+#[derive(Args, Debug)]
+pub struct SyncInitArgs {
+    /// The folder to keep in sync.
+    pub dir: PathBuf,
+    /// Name of the sync set (default: `<folder name>-sync`).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, value_parser = ["bidirectional", "upload-only", "download-only"], default_value = "bidirectional")]
+    pub mode: String,
+    #[arg(long, value_parser = ["user_prompt", "keep_local", "keep_remote", "keep_both"], default_value = "user_prompt")]
+    pub conflict_policy: String,
+    /// Opt into the research categories (datasets upload-only, code bidirectional, results download-only).
+    #[arg(long, value_parser = ["default", "research"])]
+    pub rules: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    pub name: String,
+    pub dir: PathBuf,
+    /// This endpoint's name (default: the host name).
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// For a repository without a password: a file holding its local key (64 hex digits),
+    /// else env PRISM_SYNC_KEY.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The set's mode (as on the laptop; `add-instance` prints it).
+    #[arg(long, value_parser = ["bidirectional", "upload-only", "download-only"], default_value = "bidirectional")]
+    pub mode: String,
+    #[arg(long, value_parser = ["user_prompt", "keep_local", "keep_remote", "keep_both"], default_value = "user_prompt")]
+    pub conflict_policy: String,
+    #[arg(long, value_parser = ["default", "research"])]
+    pub rules: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,10 +220,13 @@ pub struct BackupArgs {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Snapshot id, id prefix or `latest`.
+    /// Snapshot id, id prefix or `latest` — or a sync set's NAME.
     pub snapshot: String,
     /// Path inside the snapshot.
     pub path: Option<std::ffi::OsString>,
+    /// With a sync set: the state at this time (default: now).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
     /// Show type, mode, size and mtime.
     #[arg(short, long)]
     pub long: bool,
@@ -142,8 +234,11 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Snapshot id, id prefix or `latest` (or use --at).
+    /// Snapshot id, id prefix or `latest` (or use --at) — or a sync set's NAME (with --at).
     pub snapshot: Option<String>,
+    /// With a sync set: restore only this path of it.
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<std::ffi::OsString>,
     /// Directory to restore into (must be empty unless --overwrite).
     #[arg(long, value_name = "DIR")]
     pub target: Option<PathBuf>,
@@ -340,15 +435,50 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             cmd: RepoCommand::Init(a),
         } => repo::init(ctx, &a),
         Command::Backup(a) => repo::backup(ctx, &a),
-        Command::Snapshots => repo::snapshots(ctx),
+        Command::Snapshots { name: Some(n) } => sync::snapshots(ctx, &n),
+        Command::Snapshots { name: None } => repo::snapshots(ctx),
+        Command::Ls(a) if sync::is_set(ctx, &a.snapshot) => sync::ls(ctx, &a),
         Command::Ls(a) => repo::ls(ctx, &a),
         Command::Diff { snap_a, snap_b } => repo::diff(ctx, &snap_a, &snap_b),
         Command::Dump { snapshot, path } => repo::dump(ctx, &snapshot, &path),
+        Command::Restore(a) if a.snapshot.as_deref().is_some_and(|s| sync::is_set(ctx, s)) => {
+            sync::restore(ctx, &a)
+        }
         Command::Restore(a) => repo::restore(ctx, &a),
         Command::Forget(a) => repo::forget(ctx, &a),
         Command::Prune(a) => repo::prune(ctx, &a),
         Command::Check(a) => repo::check(ctx, &a),
         Command::Key { cmd } => repo::key(ctx, cmd),
         Command::Stats => repo::stats(ctx),
+        Command::Init(a) => sync::init(ctx, &a),
+        Command::Join(a) => sync::join(ctx, &a),
+        Command::AddInstance {
+            name,
+            instance,
+            dir,
+            instance_repo,
+        } => sync::add_instance(ctx, &name, &instance, dir, instance_repo),
+        Command::Sync { name, dry_run } => sync::sync(ctx, &name, None, dry_run),
+        Command::ForceSync {
+            name,
+            direction,
+            dry_run,
+        } => {
+            let f = if direction == "up" {
+                crate::sync::Force::Up
+            } else {
+                crate::sync::Force::Down
+            };
+            sync::sync(ctx, &name, Some(f), dry_run)
+        }
+        Command::Conflicts { name } => sync::conflicts(ctx, &name),
+        Command::Resolve {
+            name,
+            path,
+            all,
+            keep,
+        } => sync::resolve(ctx, &name, path, all, &keep),
+        Command::History { name, path } => sync::history(ctx, &name, &path),
+        Command::Status { name } => sync::status(ctx, name.as_deref()),
     }
 }

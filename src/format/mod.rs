@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod envelope;
+pub mod head;
 pub mod index;
 pub mod keyfile;
 pub mod pack;

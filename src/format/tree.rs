@@ -27,7 +27,7 @@ pub const NAME_LEN_MAX: usize = 1024;
 pub const SYMLINK_TARGET_LEN_MAX: usize = 4096;
 pub const MODE_MASK: u32 = 0o7777;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Content {
     /// The file's data blob ids, in order.
     Direct(Vec<BlobId>),

@@ -1,0 +1,1061 @@
+//! Handlers of the sync commands (`init`, `join`, `add-instance`, `sync`, `force-sync`,
+//! `conflicts`, `resolve`, `history`, `status`, and the sync-set forms of `snapshots`, `ls`,
+//! `restore`).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use super::render::{Spinner, bytes};
+use super::{Ctx, JoinArgs, LsArgs, Outcome, RestoreArgs, SyncInitArgs};
+use crate::archiver::Progress;
+use crate::backend::{self, Kind};
+use crate::endpoint::config::{InstanceInfo, SetConfig};
+use crate::endpoint::trees::{RepoTrees, node_at};
+use crate::endpoint::{Endpoint, StepOptions, StepReport, step};
+use crate::error::Error;
+use crate::format::config as config_layout;
+use crate::id::{SnapshotId, hex_decode, hex_encode};
+use crate::repository::heads::list_heads;
+use crate::repository::{InitOptions, Repository, hostname, now_ns};
+use crate::restorer::{RestoreOptions, restore as restore_tree};
+use crate::snapshot::tree::walk;
+use crate::snapshot::{Node, NodeKind, Snapshot, display_path, select};
+use crate::sync::merge::{Action, Outcome as MergeOutcome};
+use crate::sync::{Force, Mode, Policy, Role};
+use crate::time::{format_ago, format_local, format_rfc3339, parse_time};
+
+/// Is `name` a sync set configured here?
+pub fn is_set(ctx: &Ctx, name: &str) -> bool {
+    SetConfig::valid_name(name) && SetConfig::path(&ctx.sync_dir(), name).exists()
+}
+
+fn open_set(ctx: &Ctx, name: &str) -> Result<(Endpoint, Repository)> {
+    let ep = Endpoint::open(&ctx.home, name)?;
+    let repo = Repository::open_url(&ep.cfg.repo, &ctx.credentials()?)?;
+    Ok((ep, repo))
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    let a = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    Ok(a.components().collect())
+}
+
+// ---- init, join, add-instance -----------------------------------------------------------------
+
+pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
+    let dir = absolute(&a.dir)?;
+    if dir.exists() && !dir.is_dir() {
+        bail!(Error::invalid(format!(
+            "{} is not a directory: name the folder to sync",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let base = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "folder".into());
+    let name = a.name.clone().unwrap_or_else(|| format!("{base}-sync"));
+    for other in SetConfig::list(&ctx.sync_dir())? {
+        if let Ok(c) = SetConfig::load(&ctx.sync_dir(), &other)
+            && c.local_path == dir
+        {
+            bail!(Error::invalid(format!(
+                "{} is already synced by set {other:?}: one folder, one set",
+                dir.display()
+            )));
+        }
+    }
+    let url = match &ctx.repo {
+        Some(r) if !r.contains("://") && !r.contains(':') => {
+            absolute(Path::new(r))?.display().to_string()
+        }
+        _ => ctx.repo_url(),
+    };
+    let creds = ctx.credentials()?;
+    let (repo, created) = match Repository::open_url(&url, &creds) {
+        Ok(r) => (r, false),
+        Err(Error::RepoNotFound { .. }) => (
+            Repository::init(backend::open(&url)?, &creds, &InitOptions::default())?,
+            true,
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    let cfg = SetConfig {
+        name: name.clone(),
+        local_path: dir.clone(),
+        repo: url.clone(),
+        endpoint: "local".into(),
+        role: Role::Local,
+        sync_mode: Mode::parse(&a.mode).expect("clap checked"),
+        conflict_policy: Policy::parse(&a.conflict_policy).expect("clap checked"),
+        automatic_rules: vec![],
+        exclude_patterns: vec![],
+        builtin_excludes: true,
+        rules: a.rules.clone().filter(|r| r != "default"),
+        instances: vec![],
+        retention: "30d".into(),
+        max_delete_count: 1000,
+        max_delete_percent: 50.0,
+        case_insensitive: false,
+    };
+    Endpoint::create(&ctx.home, cfg.clone())?;
+    if ctx.out.json {
+        ctx.out.json(&json!({"name": name, "folder": dir.display().to_string(), "repository": repo.location(), "repository_created": created, "mode": cfg.sync_mode.name(), "conflict_policy": cfg.conflict_policy.name()}));
+        return Ok(Outcome::ok());
+    }
+    ctx.out.line(format!("✅ Sync set {name} created"));
+    ctx.out.kv("Folder", dir.display());
+    ctx.out.kv(
+        "Repository",
+        format!("{}{}", repo.location(), if created { " (new)" } else { "" }),
+    );
+    ctx.out.kv("Endpoint", "local (this laptop)");
+    ctx.out.kv("Mode", cfg.sync_mode.name());
+    ctx.out.kv("Conflict policy", cfg.conflict_policy.name());
+    if let Some(r) = &cfg.rules {
+        ctx.out.kv("Rules", r);
+    }
+    ctx.out.kv("Retention", "every version for 30 days");
+    ctx.out.line(format!(
+        "💡 Sync now: prism-sync sync {name}   (or keep it in sync: prism-sync start {name})"
+    ));
+    ctx.out.line(format!(
+        "💡 Add a workspace: prism-sync add-instance {name} WORKSPACE"
+    ));
+    Ok(Outcome::ok())
+}
+
+fn install_key(ctx: &Ctx, url: &str, a: &JoinArgs) -> Result<()> {
+    let secret = match (&a.key_file, std::env::var("PRISM_SYNC_KEY")) {
+        (Some(f), _) => std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?,
+        (None, Ok(k)) => k,
+        (None, Err(_)) => return Ok(()),
+    };
+    let mut raw = [0u8; 32];
+    if !hex_decode(secret.trim(), &mut raw) {
+        bail!(Error::invalid(
+            "the repository key must be 64 hex digits (as `add-instance` prints it)"
+        ));
+    }
+    let bytes = match backend::open(url)?.read(Kind::Config, "") {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => bail!(Error::RepoNotFound {
+            location: url.to_string()
+        }),
+        Err(e) => return Err(Error::from(e).into()),
+    };
+    let (repo_id, _) = config_layout::decode_header(&bytes)
+        .map_err(|e| Error::decode("the repository config", e))?;
+    let path = ctx.credentials()?.local_key_path(&repo_id);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if existing.trim() == hex_encode(&raw) {
+            return Ok(());
+        }
+        bail!(Error::invalid(format!(
+            "{} already holds a different key for this repository",
+            path.display()
+        )));
+    }
+    let dir = path.parent().expect("key dir");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    f.write_all(format!("{}\n", hex_encode(&raw)).as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(())
+}
+
+pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
+    let Some(url) = ctx.repo.clone() else {
+        bail!(Error::invalid(
+            "join needs --repo URL: the repository the set lives in (add-instance prints the command)"
+        ));
+    };
+    let url = if !url.contains(':') {
+        absolute(Path::new(&url))?.display().to_string()
+    } else {
+        url
+    };
+    install_key(ctx, &url, a)?;
+    let repo = Repository::open_url(&url, &ctx.credentials()?)?;
+    if list_heads(&repo, &a.name)?.is_empty() {
+        bail!(Error::invalid(format!(
+            "the repository at {} has no sync set {:?} yet: run `prism-sync sync {}` on the laptop first, or check the name",
+            repo.location(),
+            a.name,
+            a.name
+        )));
+    }
+    let dir = absolute(&a.dir)?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let endpoint = a.endpoint.clone().unwrap_or_else(hostname);
+    if endpoint == "local" || endpoint == "merge" {
+        bail!(Error::invalid(format!(
+            "{endpoint:?} is reserved: give this workspace another --endpoint name"
+        )));
+    }
+    let cfg = SetConfig {
+        name: a.name.clone(),
+        local_path: dir.clone(),
+        repo: url.clone(),
+        endpoint: endpoint.clone(),
+        role: Role::Instance,
+        sync_mode: Mode::parse(&a.mode).expect("clap checked"),
+        conflict_policy: Policy::parse(&a.conflict_policy).expect("clap checked"),
+        automatic_rules: vec![],
+        exclude_patterns: vec![],
+        builtin_excludes: true,
+        rules: a.rules.clone().filter(|r| r != "default"),
+        instances: vec![],
+        retention: "30d".into(),
+        max_delete_count: 1000,
+        max_delete_percent: 50.0,
+        case_insensitive: false,
+    };
+    Endpoint::create(&ctx.home, cfg)?;
+    ctx.out
+        .line(format!("✅ Joined {} as workspace {endpoint}", a.name));
+    ctx.out.kv("Folder", dir.display());
+    ctx.out.kv("Repository", repo.location());
+    ctx.out.line(format!(
+        "💡 Sync now: prism-sync sync {}   (or keep it in sync: prism-sync start {})",
+        a.name, a.name
+    ));
+    Ok(Outcome::ok())
+}
+
+pub fn add_instance(
+    ctx: &Ctx,
+    name: &str,
+    instance: &str,
+    dir: Option<PathBuf>,
+    instance_repo: Option<String>,
+) -> Result<Outcome> {
+    let (ep, repo) = open_set(ctx, name)?;
+    if !SetConfig::valid_name(instance) || instance == "local" || instance == "merge" {
+        bail!(Error::invalid(format!(
+            "{instance:?} is not a usable workspace name: letters, digits, '-', '_', '.'"
+        )));
+    }
+    let mut cfg = ep.cfg.clone();
+    if !cfg.instances.iter().any(|i| i.name == instance) {
+        cfg.instances.push(InstanceInfo {
+            name: instance.into(),
+            added: jiff::Timestamp::now().to_string(),
+        });
+        cfg.save(&ctx.sync_dir())?;
+    }
+    let dir = dir.unwrap_or_else(|| cfg.local_path.clone());
+    let url = instance_repo.unwrap_or_else(|| cfg.repo.clone());
+    let creds = ctx.credentials()?;
+    let key_env = match std::fs::read_to_string(creds.local_key_path(&repo.repo_id())) {
+        Ok(k) if creds.password.is_none() || repo.password_unused() => {
+            format!("PRISM_SYNC_KEY={} ", k.trim())
+        }
+        _ => "PRISM_SYNC_PASSWORD='<the repository password>' ".into(),
+    };
+    let mut flags = format!(" --endpoint {instance}");
+    if cfg.sync_mode != Mode::Bidirectional {
+        flags += &format!(" --mode {}", cfg.sync_mode.name());
+    }
+    if cfg.conflict_policy != Policy::UserPrompt {
+        flags += &format!(" --conflict-policy {}", cfg.conflict_policy.name());
+    }
+    if let Some(r) = &cfg.rules {
+        flags += &format!(" --rules {r}");
+    }
+    let join = format!(
+        "{key_env}prism-sync join {name} {} --repo {url}{flags}",
+        dir.display()
+    );
+    let unit_name = format!("prism-sync-{name}.service");
+    let unit = format!(
+        "[Unit]\nDescription=prism-sync agent keeping {dir} in sync ({name})\nAfter=network-online.target remote-fs.target\nWants=network-online.target\n\n[Service]\nType=simple\nExecStart=/usr/local/bin/prism-sync start {name} --foreground\nRestart=on-failure\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
+        dir = dir.display()
+    );
+    let cloud_init = format!(
+        "#cloud-config\nwrite_files:\n  - path: /etc/systemd/system/{unit_name}\n    permissions: '0644'\n    content: |\n{}\nruncmd:\n  - [ sh, -c, \"{}\" ]\n  - [ systemctl, daemon-reload ]\n  - [ systemctl, enable, --now, {unit_name} ]\n",
+        unit.lines()
+            .map(|l| format!("      {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        join.replace('"', "\\\"")
+    );
+    if ctx.out.json {
+        ctx.out.json(&json!({"set": name, "instance": instance, "join": join, "systemd_unit_name": unit_name, "systemd_unit": unit, "cloud_init": cloud_init}));
+        return Ok(Outcome::ok());
+    }
+    ctx.out
+        .line(format!("✅ Workspace {instance} added to {name}"));
+    ctx.out.line(format!(
+        "💡 On {instance}, join the set (the key opens the repository: treat it like a password):"
+    ));
+    println!("   {join}");
+    ctx.out.line(format!("💡 Keep it syncing: install this unit as /etc/systemd/system/{unit_name}, then `systemctl enable --now {unit_name}`:"));
+    println!("{unit}");
+    ctx.out.line("💡 Or at launch, with cloud-init:");
+    println!("{cloud_init}");
+    Ok(Outcome::ok())
+}
+
+// ---- sync, force-sync ---------------------------------------------------------------------------
+
+fn action_line(a: &Action) -> (char, String) {
+    match a {
+        Action::Mkdir { path, .. } => ('+', format!("{}/", display_path(path))),
+        Action::Write {
+            path, expect: None, ..
+        } => ('↓', display_path(path)),
+        Action::Write { path, .. } => ('↓', format!("{} (update)", display_path(path))),
+        Action::Rename {
+            from,
+            to,
+            node: Some(_),
+            ..
+        } => (
+            '→',
+            format!("{} → {}", display_path(from), display_path(to)),
+        ),
+        Action::Rename {
+            from,
+            to,
+            node: None,
+            ..
+        } => (
+            '⇄',
+            format!("{} kept as {}", display_path(from), display_path(to)),
+        ),
+        Action::Delete { path, .. } => ('✗', display_path(path)),
+        Action::Rmdir { path } => ('✗', format!("{}/", display_path(path))),
+    }
+}
+
+fn report_json(name: &str, r: &StepReport) -> Value {
+    json!({
+        "set": name,
+        "halted": r.halted,
+        "dry_run": r.dry_run,
+        "published": r.published.map(|s| s.to_hex()),
+        "heads_combined": r.heads_combined,
+        "uploads": r.uploads.iter().map(|(p, c)| json!({"path": display_path(p), "change": c.to_string()})).collect::<Vec<_>>(),
+        "actions": r.actions.iter().map(|a| { let (c, t) = action_line(a); json!({"op": c.to_string(), "what": t}) }).collect::<Vec<_>>(),
+        "conflicts": r.conflicts.iter().map(|c| json!({"path": display_path(&c.path), "kind": c.kind.name(), "outcome": format!("{:?}", c.outcome)})).collect::<Vec<_>>(),
+        "failures": r.failures.iter().map(|(p, m)| json!({"path": display_path(p), "error": m})).collect::<Vec<_>>(),
+        "skipped": r.skipped.iter().map(|(p, m)| json!({"path": display_path(p), "reason": m})).collect::<Vec<_>>(),
+        "scan_errors": r.scan_errors.iter().map(|e| json!({"path": e.path.display().to_string(), "error": e.message})).collect::<Vec<_>>(),
+        "local_files": r.local_files, "local_bytes": r.local_bytes,
+    })
+}
+
+pub fn sync(ctx: &Ctx, name: &str, force: Option<Force>, dry_run: bool) -> Result<Outcome> {
+    let (ep, repo) = open_set(ctx, name)?;
+    let progress = Arc::new(Progress::default());
+    let p = progress.clone();
+    let spinner = Spinner::start(&ctx.out, move || {
+        format!(
+            "scanning: {} files, {} read",
+            p.files.load(Ordering::Relaxed),
+            bytes(p.bytes_read.load(Ordering::Relaxed))
+        )
+    });
+    let r = step(
+        &ep,
+        &repo,
+        &StepOptions {
+            force,
+            dry_run,
+            progress: Some(progress),
+            ..Default::default()
+        },
+    );
+    drop(spinner);
+    let r = r?;
+    if ctx.out.json {
+        ctx.out.json(&report_json(name, &r));
+    }
+    if let Some(why) = &r.halted {
+        bail!(Error::invalid(format!("{name} is halted: {why}")));
+    }
+    for e in &r.scan_errors {
+        eprintln!("❌ could not read {}: {}", e.path.display(), e.message);
+    }
+    for (p, m) in &r.failures {
+        eprintln!("❌ {}: {m}", display_path(p));
+    }
+    let partial = !r.scan_errors.is_empty() || !r.failures.is_empty();
+    if ctx.out.json {
+        return Ok(Outcome { partial });
+    }
+    let verbose = ctx.out.verbose > 0 || dry_run;
+    let show = |lines: Vec<String>| {
+        for l in lines.iter().take(if verbose { usize::MAX } else { 10 }) {
+            ctx.out.line(format!("   {l}"));
+        }
+        if !verbose && lines.len() > 10 {
+            ctx.out
+                .line(format!("   … and {} more (-v lists all)", lines.len() - 10));
+        }
+    };
+    if dry_run {
+        ctx.out
+            .line(format!("🔄 {name}: plan (dry run, nothing changed)"));
+        if !r.uploads.is_empty() {
+            ctx.out
+                .line(format!("   Would publish {} change(s)", r.uploads.len()));
+        }
+        show(
+            r.actions
+                .iter()
+                .map(|a| {
+                    let (c, t) = action_line(a);
+                    format!("{c} {t}")
+                })
+                .collect(),
+        );
+        if r.actions.is_empty() {
+            ctx.out.line("   No changes to this folder");
+        }
+        if r.local_deletes + r.publish_deletes > 0 {
+            ctx.out.kv(
+                "Deletions",
+                format!(
+                    "{} here, {} in the shared state",
+                    r.local_deletes, r.publish_deletes
+                ),
+            );
+        }
+        return Ok(Outcome::ok());
+    }
+    if r.heads_combined > 1 {
+        ctx.out.line(format!(
+            "🔄 Merged {} concurrent versions of the shared state",
+            r.heads_combined
+        ));
+    }
+    if !r.changed()
+        && r.conflicts
+            .iter()
+            .all(|c| c.outcome == MergeOutcome::Parked)
+        && r.conflicts.is_empty()
+    {
+        ctx.out.line(format!(
+            "✅ {name} is in sync ({} files, {})",
+            r.local_files,
+            bytes(r.local_bytes)
+        ));
+    } else {
+        ctx.out.line(format!(
+            "✅ {name} synced ({} files, {})",
+            r.local_files,
+            bytes(r.local_bytes)
+        ));
+    }
+    if !r.uploads.is_empty() {
+        ctx.out
+            .line(format!("   ↑ {} change(s) published", r.uploads.len()));
+        show(
+            r.uploads
+                .iter()
+                .map(|(p, c)| format!("  {c} {}", display_path(p)))
+                .collect(),
+        );
+    }
+    let local: Vec<String> = r
+        .actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Mkdir { .. } | Action::Rmdir { .. }))
+        .map(|a| {
+            let (c, t) = action_line(a);
+            format!("  {c} {t}")
+        })
+        .collect();
+    if !local.is_empty() {
+        ctx.out
+            .line(format!("   ↓ {} change(s) applied here", local.len()));
+        show(local);
+    }
+    let parked: Vec<_> = r
+        .conflicts
+        .iter()
+        .filter(|c| c.outcome == MergeOutcome::Parked)
+        .collect();
+    for c in r
+        .conflicts
+        .iter()
+        .filter(|c| c.outcome != MergeOutcome::Parked)
+    {
+        let what = match &c.outcome {
+            MergeOutcome::KeptBoth { copy } => format!(
+                "kept both; this side's version is now {}",
+                display_path(copy)
+            ),
+            MergeOutcome::KeptLocal => "kept this side's version".into(),
+            MergeOutcome::KeptRemote => {
+                "took the other side's version (yours is in the snapshots)".into()
+            }
+            _ => "a change met a deletion: the change was kept".into(),
+        };
+        ctx.out.line(format!(
+            "   ⚠️  {}: {} — {what}",
+            display_path(&c.path),
+            c.kind.name()
+        ));
+    }
+    if !parked.is_empty() {
+        ctx.out.line(format!("⚠️  {} path(s) in conflict, parked (both sides keep their version): prism-sync conflicts {name}", parked.len()));
+    }
+    for (p, m) in &r.skipped {
+        ctx.out.warn(format!("skipped {}: {m}", display_path(p)));
+    }
+    Ok(Outcome { partial })
+}
+
+// ---- conflicts, resolve ---------------------------------------------------------------------------
+
+fn summary_text(s: &Option<crate::endpoint::state::NodeSummary>) -> String {
+    match s {
+        None => "deleted".into(),
+        Some(s) => format!(
+            "{} {} modified {}",
+            s.kind,
+            bytes(s.size),
+            format_local(s.mtime_ns)
+        ),
+    }
+}
+
+pub fn conflicts(ctx: &Ctx, name: &str) -> Result<Outcome> {
+    let ep = Endpoint::open(&ctx.home, name)?;
+    let list = ep.state.conflicts()?;
+    if ctx.out.json {
+        ctx.out.json(&Value::Array(
+            list.iter()
+                .map(|(p, c)| json!({"path": display_path(p), "kind": c.kind, "local": c.local, "remote": c.remote, "detected": format_rfc3339(c.detected_ns), "resolution": c.resolution.map(|r| r.name())}))
+                .collect(),
+        ));
+        return Ok(Outcome::ok());
+    }
+    if list.is_empty() {
+        ctx.out.line(format!("✅ {name}: no conflicts"));
+        return Ok(Outcome::ok());
+    }
+    ctx.out.line(format!(
+        "⚠️  {name}: {} path(s) in conflict (each side keeps its own version until resolved)",
+        list.len()
+    ));
+    for (p, c) in &list {
+        ctx.out
+            .line(format!("   {}  ({})", display_path(p), c.kind));
+        ctx.out.kv("     Here", summary_text(&c.local));
+        ctx.out.kv("     Shared", summary_text(&c.remote));
+        ctx.out.kv("     Since", format_local(c.detected_ns));
+    }
+    ctx.out.line(format!(
+        "💡 prism-sync resolve {name} PATH --keep local|remote|both   (or --all)"
+    ));
+    Ok(Outcome::ok())
+}
+
+pub fn resolve(
+    ctx: &Ctx,
+    name: &str,
+    path: Option<std::ffi::OsString>,
+    all: bool,
+    keep: &str,
+) -> Result<Outcome> {
+    let policy = match keep {
+        "local" => Policy::KeepLocal,
+        "remote" => Policy::KeepRemote,
+        _ => Policy::KeepBoth,
+    };
+    let ep = Endpoint::open(&ctx.home, name)?;
+    let list = ep.state.conflicts()?;
+    let targets: Vec<Vec<u8>> = match (path, all) {
+        (Some(_), true) => bail!(Error::invalid("give a PATH or --all, not both")),
+        (None, false) => bail!(Error::invalid(format!(
+            "name the PATH to resolve (see `prism-sync conflicts {name}`), or --all"
+        ))),
+        (None, true) => list.iter().map(|(p, _)| p.clone()).collect(),
+        (Some(p), false) => {
+            let p: Vec<u8> = crate::snapshot::components(p.as_bytes()).join(&b'/');
+            if !list.iter().any(|(q, _)| *q == p) {
+                bail!(Error::invalid(format!(
+                    "{} is not in conflict: see `prism-sync conflicts {name}`",
+                    display_path(&p)
+                )));
+            }
+            vec![p]
+        }
+    };
+    if targets.is_empty() {
+        ctx.out.line(format!("✅ {name}: no conflicts to resolve"));
+        return Ok(Outcome::ok());
+    }
+    for t in &targets {
+        ep.state.set_resolution(t, policy)?;
+    }
+    drop(ep);
+    ctx.out.line(format!(
+        "🔄 Resolving {} path(s), keeping {keep}",
+        targets.len()
+    ));
+    sync(ctx, name, None, false)
+}
+
+// ---- history, snapshots, ls, restore ----------------------------------------------------------------
+
+/// The set's published states (not the pre-sync safety snapshots), oldest first.
+fn set_snapshots(
+    ctx: &Ctx,
+    repo: &Repository,
+    name: &str,
+    include_safety: bool,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let (snaps, errors) = repo.snapshots_lenient()?;
+    for e in errors {
+        ctx.out
+            .warn(format!("{e}; it is left out (run `prism-sync check`)"));
+    }
+    Ok(snaps
+        .into_iter()
+        .filter(|(_, s)| {
+            s.sync_set.as_deref() == Some(name)
+                && (include_safety || !s.tags.iter().any(|t| t == "before-sync"))
+        })
+        .collect())
+}
+
+pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome> {
+    let (_ep, repo) = open_set(ctx, name)?;
+    repo.load_index()?;
+    let p: Vec<u8> = crate::snapshot::components(path.as_bytes()).join(&b'/');
+    let snaps = set_snapshots(ctx, &repo, name, true)?;
+    let trees = RepoTrees::new(&repo);
+    let mut last: Option<Option<Node>> = None;
+    let mut rows = Vec::new();
+    for (id, s) in &snaps {
+        let node = node_at(&trees, Some(s.tree), &p)?;
+        let changed = match (&last, &node) {
+            (None, None) => false,
+            (None, Some(_)) => true,
+            (Some(prev), now) => match (prev, now) {
+                (Some(a), Some(b)) => !crate::sync::merge::same_content(Some(a), Some(b)),
+                (None, None) => false,
+                _ => true,
+            },
+        };
+        if changed {
+            let event = match (&last, &node) {
+                (Some(Some(_)), None) => "deleted",
+                (None | Some(None), Some(_)) => "created",
+                _ => "modified",
+            };
+            let safety = s.tags.iter().any(|t| t == "before-sync");
+            rows.push((id, s, node.clone(), event, safety));
+        }
+        last = Some(node);
+    }
+    if ctx.out.json {
+        ctx.out.json(&Value::Array(
+            rows.iter()
+                .map(|(id, s, n, ev, safety)| json!({"snapshot": id.to_hex(), "time": format_rfc3339(s.time_ns), "endpoint": s.endpoint, "event": ev, "size": n.as_ref().map(|n| n.size()), "local_before_sync": safety}))
+                .collect(),
+        ));
+        return Ok(Outcome::ok());
+    }
+    if rows.is_empty() {
+        ctx.out
+            .line(format!("💡 {} has no versions in {name}", display_path(&p)));
+        return Ok(Outcome::ok());
+    }
+    ctx.out.line(format!(
+        "📜 {} in {name}: {} version(s)",
+        display_path(&p),
+        rows.len()
+    ));
+    for (id, s, n, ev, safety) in &rows {
+        let size = n.as_ref().map(|n| bytes(n.size())).unwrap_or_default();
+        let note = if *safety {
+            " (local copy saved before a sync replaced it)"
+        } else {
+            ""
+        };
+        println!(
+            "   {}  {}  {:<9} {:>10}  by {}{note}",
+            id.short(),
+            format_local(s.time_ns),
+            ev,
+            size,
+            s.endpoint.as_deref().unwrap_or("?")
+        );
+    }
+    ctx.out.line(format!(
+        "💡 prism-sync restore {name} --at \"TIME\" --path {}",
+        display_path(&p)
+    ));
+    Ok(Outcome::ok())
+}
+
+pub fn snapshots(ctx: &Ctx, name: &str) -> Result<Outcome> {
+    let (_ep, repo) = open_set(ctx, name)?;
+    let snaps = set_snapshots(ctx, &repo, name, true)?;
+    if ctx.out.json {
+        ctx.out.json(&Value::Array(
+            snaps.iter()
+                .map(|(id, s)| json!({"id": id.to_hex(), "short_id": id.short(), "time": format_rfc3339(s.time_ns), "endpoint": s.endpoint, "parents": s.parents.iter().map(|p| p.to_hex()).collect::<Vec<_>>(), "tags": s.tags, "files": s.summary.files_unchanged, "bytes": s.summary.total_bytes}))
+                .collect(),
+        ));
+        return Ok(Outcome::ok());
+    }
+    if snaps.is_empty() {
+        ctx.out.line(format!(
+            "💡 {name} has no versions yet: prism-sync sync {name}"
+        ));
+        return Ok(Outcome::ok());
+    }
+    println!("ID        Time                 Endpoint       Files        Size  Note");
+    for (id, s) in &snaps {
+        let note = if s.tags.iter().any(|t| t == "before-sync") {
+            "local state saved before a sync changed it"
+        } else if s.parents.len() > 1 {
+            "merge"
+        } else {
+            ""
+        };
+        println!(
+            "{:<8}  {:<19}  {:<12} {:>7}  {:>10}  {note}",
+            id.short(),
+            format_local(s.time_ns),
+            s.endpoint.as_deref().unwrap_or("?"),
+            s.summary.files_unchanged,
+            bytes(s.summary.total_bytes)
+        );
+    }
+    println!("{} version(s)", snaps.len());
+    Ok(Outcome::ok())
+}
+
+fn state_at(
+    ctx: &Ctx,
+    repo: &Repository,
+    name: &str,
+    at: Option<&str>,
+) -> Result<(SnapshotId, Snapshot)> {
+    let snaps = set_snapshots(ctx, repo, name, false)?;
+    let (id, s) = match at {
+        Some(t) => select::at(&snaps, parse_time(t)?, t)?,
+        None => snaps.last().ok_or_else(|| {
+            Error::invalid(format!(
+                "{name} has no versions yet: prism-sync sync {name}"
+            ))
+        })?,
+    };
+    Ok((*id, s.clone()))
+}
+
+pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
+    let name = &a.snapshot;
+    let (_ep, repo) = open_set(ctx, name)?;
+    repo.load_index()?;
+    let (id, snap) = state_at(ctx, &repo, name, a.at.as_deref())?;
+    let base: Vec<u8> = a
+        .path
+        .as_deref()
+        .map(|p| crate::snapshot::components(p.as_bytes()).join(&b'/'))
+        .unwrap_or_default();
+    let node = crate::snapshot::tree::find(&repo, &snap.tree, &base)?.with_context(|| {
+        Error::invalid(format!(
+            "{} is not in {name} at {}",
+            display_path(&base),
+            format_local(snap.time_ns)
+        ))
+    })?;
+    let mut entries = Vec::new();
+    match &node.kind {
+        NodeKind::Dir { subtree } => walk(&repo, subtree, &mut |p, n| {
+            entries.push((crate::snapshot::join(&base, p), n.clone()));
+            Ok(true)
+        })?,
+        _ => entries.push((base.clone(), node.clone())),
+    }
+    if ctx.out.json {
+        ctx.out.json(&json!({"snapshot": id.to_hex(), "time": format_rfc3339(snap.time_ns), "entries": entries.iter().map(|(p, n)| json!({"path": display_path(p), "type": n.type_name(), "size": n.size(), "mtime": format_rfc3339(n.mtime_ns)})).collect::<Vec<_>>()}));
+        return Ok(Outcome::ok());
+    }
+    for (p, n) in &entries {
+        let suffix = if n.is_dir() { "/" } else { "" };
+        if a.long {
+            println!(
+                "{:>12}  {}  {}{suffix}",
+                n.size(),
+                format_local(n.mtime_ns),
+                display_path(p)
+            );
+        } else {
+            println!("{}{suffix}", display_path(p));
+        }
+    }
+    Ok(Outcome::ok())
+}
+
+pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
+    let name = a.snapshot.as_deref().expect("dispatched with a set name");
+    let (ep, repo) = open_set(ctx, name)?;
+    repo.load_index()?;
+    let (id, snap) = state_at(ctx, &repo, name, a.at.as_deref())?;
+    let live = &ep.cfg.local_path;
+    let target = match &a.target {
+        Some(t) => absolute(t)?,
+        None => {
+            let stamp = jiff::Timestamp::from_nanosecond(snap.time_ns as i128)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+                .to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y%m%d-%H%M%S")
+                .to_string();
+            let mut t = live.clone().into_os_string();
+            t.push(format!(".restored-{stamp}"));
+            PathBuf::from(t)
+        }
+    };
+    if (target.starts_with(live) || live.starts_with(&target)) && !a.overwrite {
+        bail!(Error::invalid(format!(
+            "{} is inside the live folder {}: restore into another folder (the default is a new one beside it), or pass --overwrite to replace live files",
+            target.display(),
+            live.display()
+        )));
+    }
+    let mut include: Vec<Vec<u8>> = a.include.iter().map(|i| i.as_bytes().to_vec()).collect();
+    if let Some(p) = &a.path {
+        include.push(p.as_bytes().to_vec());
+    }
+    let r = restore_tree(
+        &repo,
+        &snap.tree,
+        &target,
+        &RestoreOptions {
+            include,
+            overwrite: a.overwrite,
+            ..Default::default()
+        },
+    )?;
+    for e in &r.errors {
+        eprintln!("❌ could not restore {}: {}", e.path.display(), e.message);
+    }
+    if ctx.out.json {
+        ctx.out.json(&json!({"set": name, "snapshot": id.to_hex(), "time": format_rfc3339(snap.time_ns), "target": target.display().to_string(), "files": r.files, "bytes": r.bytes, "errors": r.errors.len()}));
+    } else {
+        ctx.out.line(format!(
+            "✅ Restored {name} as of {} to {}",
+            format_local(snap.time_ns),
+            target.display()
+        ));
+        ctx.out
+            .kv("Files", format!("{} ({})", r.files, bytes(r.bytes)));
+        ctx.out.kv("Version", id.short());
+    }
+    Ok(Outcome {
+        partial: !r.errors.is_empty(),
+    })
+}
+
+// ---- status ----------------------------------------------------------------------------------------
+
+fn status_one(ctx: &Ctx, name: &str) -> Result<Value> {
+    let ep = Endpoint::open(&ctx.home, name)?;
+    let meta = ep.state.meta()?;
+    let conflicts = ep.state.conflicts()?;
+    let skipped = ep.state.skipped()?;
+    let activity = ep.state.activity(10)?;
+    let now = now_ns();
+    // One list call: has anyone published since our last step?
+    let remote = Repository::open_url(&ep.cfg.repo, &ctx.credentials()?).and_then(|repo| {
+        let heads = crate::repository::heads::head_names(&repo, name)?;
+        Ok(heads != meta.heads)
+    });
+    let (reachable, remote_changed) = match &remote {
+        Ok(c) => (true, *c),
+        Err(_) => (false, false),
+    };
+    let state = if let Some(h) = &meta.halt {
+        format!("halted: {h}")
+    } else if meta.last_step_ns.is_none() {
+        "not synced yet".into()
+    } else if !reachable {
+        "repository unreachable".into()
+    } else if remote_changed {
+        "behind: the shared state changed since the last step".into()
+    } else if !conflicts.is_empty() {
+        format!("in sync except {} conflict(s)", conflicts.len())
+    } else {
+        "in sync".into()
+    };
+    Ok(json!({
+        "name": name,
+        "state": state,
+        "in_sync": meta.halt.is_none() && reachable && !remote_changed && conflicts.is_empty() && meta.last_step_ns.is_some(),
+        "folder": ep.cfg.local_path.display().to_string(),
+        "repository": ep.cfg.repo,
+        "repository_error": remote.err().map(|e| e.to_string()),
+        "endpoint": ep.cfg.endpoint,
+        "role": ep.cfg.role,
+        "mode": ep.cfg.sync_mode.name(),
+        "conflict_policy": ep.cfg.conflict_policy.name(),
+        "local": {"files": meta.local_files, "bytes": meta.local_bytes},
+        "shared": {"files": meta.remote_files, "bytes": meta.remote_bytes},
+        "last_step": meta.last_step_ns.map(format_rfc3339),
+        "last_step_ago": meta.last_step_ns.map(|t| format_ago(t, now)),
+        "last_update": meta.last_change_ns.map(format_rfc3339),
+        "last_update_ago": meta.last_change_ns.map(|t| format_ago(t, now)),
+        "halt": meta.halt,
+        "endpoints": meta.endpoints_seen.iter().map(|(e, t)| json!({"name": e, "last_seen": format_rfc3339(*t), "ago": format_ago(*t, now)})).collect::<Vec<_>>(),
+        "conflicts": conflicts.iter().map(|(p, c)| json!({"path": display_path(p), "kind": c.kind})).collect::<Vec<_>>(),
+        "skipped": skipped.iter().map(|(p, s)| json!({"path": display_path(p), "reason": s.reason})).collect::<Vec<_>>(),
+        "activity": activity.iter().map(|a| json!({"time": format_rfc3339(a.time_ns), "ago": format_ago(a.time_ns, now), "action": a.action, "path": a.path, "size": a.size, "direction": a.direction})).collect::<Vec<_>>(),
+        "daemon": "not running",
+    }))
+}
+
+pub fn status(ctx: &Ctx, name: Option<&str>) -> Result<Outcome> {
+    let names = match name {
+        Some(n) => vec![n.to_string()],
+        None => SetConfig::list(&ctx.sync_dir())?,
+    };
+    let all: Vec<Value> = names
+        .iter()
+        .map(|n| status_one(ctx, n))
+        .collect::<Result<_>>()?;
+    if ctx.out.json {
+        ctx.out.json(&if name.is_some() {
+            all[0].clone()
+        } else {
+            Value::Array(all)
+        });
+        return Ok(Outcome::ok());
+    }
+    if all.is_empty() {
+        ctx.out
+            .line("💡 No sync sets here yet: prism-sync init DIR");
+        return Ok(Outcome::ok());
+    }
+    for s in &all {
+        let icon = if s["in_sync"].as_bool() == Some(true) {
+            "✅"
+        } else if s["halt"].is_null() {
+            "🔄"
+        } else {
+            "❌"
+        };
+        println!(
+            "{icon} {}: {}",
+            s["name"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or("")
+        );
+        let kv = |k: &str, v: String| println!("   {k}: {v}");
+        kv(
+            "Folder",
+            format!(
+                "{} ({} files, {})",
+                s["folder"].as_str().unwrap_or(""),
+                s["local"]["files"],
+                bytes(s["local"]["bytes"].as_u64().unwrap_or(0))
+            ),
+        );
+        kv(
+            "Shared",
+            format!(
+                "{} files, {} in {}",
+                s["shared"]["files"],
+                bytes(s["shared"]["bytes"].as_u64().unwrap_or(0)),
+                s["repository"].as_str().unwrap_or("")
+            ),
+        );
+        kv(
+            "Mode",
+            format!(
+                "{}, conflicts: {}",
+                s["mode"].as_str().unwrap_or(""),
+                s["conflict_policy"].as_str().unwrap_or("")
+            ),
+        );
+        if let Some(ago) = s["last_update_ago"].as_str() {
+            kv("Last update", ago.to_string());
+        }
+        if let Some(ago) = s["last_step_ago"].as_str() {
+            kv("Last check", ago.to_string());
+        }
+        let eps: Vec<String> = s["endpoints"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|e| {
+                        format!(
+                            "{} ({})",
+                            e["name"].as_str().unwrap_or(""),
+                            e["ago"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !eps.is_empty() {
+            kv("Endpoints", eps.join(", "));
+        }
+        kv(
+            "Daemon",
+            format!(
+                "not running (keep it in sync: prism-sync start {})",
+                s["name"].as_str().unwrap_or("")
+            ),
+        );
+        if let Some(e) = s["repository_error"].as_str() {
+            println!("   ⚠️  {e}");
+        }
+        if let Some(acts) = s["activity"].as_array().filter(|a| !a.is_empty()) {
+            println!("   Recent activity:");
+            for a in acts.iter().rev().take(5) {
+                let arrow = match a["direction"].as_str() {
+                    Some("up") => "↑",
+                    Some("down") => "↓",
+                    _ => "•",
+                };
+                println!(
+                    "     {arrow} {:<12} {}  ({})",
+                    a["action"].as_str().unwrap_or(""),
+                    a["path"].as_str().unwrap_or(""),
+                    a["ago"].as_str().unwrap_or("")
+                );
+            }
+        }
+        if let Some(c) = s["conflicts"].as_array().filter(|c| !c.is_empty()) {
+            println!(
+                "   ⚠️  {} conflict(s): prism-sync conflicts {}",
+                c.len(),
+                s["name"].as_str().unwrap_or("")
+            );
+        }
+        if let Some(sk) = s["skipped"].as_array().filter(|c| !c.is_empty()) {
+            println!("   ⚠️  {} file(s) skipped:", sk.len());
+            for x in sk.iter().take(10) {
+                println!(
+                    "     {}: {}",
+                    x["path"].as_str().unwrap_or(""),
+                    x["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(Outcome::ok())
+}

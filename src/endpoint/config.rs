@@ -1,0 +1,336 @@
+//! Configuration: `$PRISM_HOME/sync/<NAME>.yml` (one sync set at this endpoint) and
+//! `$PRISM_HOME/sync-rules.yml` (the Prism plan's rules schema). Unknown keys are refused with
+//! the line and column, so a typo never silently changes what syncs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sync::rules::{Category, Rules, RulesBuilder, parse_size};
+use crate::sync::{Mode, Policy, Role};
+
+fn yes() -> bool {
+    true
+}
+fn thirty_days() -> String {
+    "30d".into()
+}
+fn delete_count() -> u64 {
+    1000
+}
+fn delete_percent() -> f64 {
+    50.0
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AutoRule {
+    pub pattern: String,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceInfo {
+    pub name: String,
+    /// RFC 3339.
+    pub added: String,
+}
+
+/// One sync set at this endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SetConfig {
+    pub name: String,
+    pub local_path: PathBuf,
+    /// Repository URL.
+    pub repo: String,
+    /// This endpoint's name: `local` on the laptop, the workspace's name on a workspace.
+    pub endpoint: String,
+    pub role: Role,
+    #[serde(default)]
+    pub sync_mode: Mode,
+    #[serde(default)]
+    pub conflict_policy: Policy,
+    #[serde(default)]
+    pub automatic_rules: Vec<AutoRule>,
+    #[serde(default)]
+    pub exclude_patterns: Vec<String>,
+    #[serde(default = "yes")]
+    pub builtin_excludes: bool,
+    /// `research` opts into the `research_rules` categories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<String>,
+    #[serde(default)]
+    pub instances: Vec<InstanceInfo>,
+    #[serde(default = "thirty_days")]
+    pub retention: String,
+    /// A step that would delete more files than this halts the set.
+    #[serde(default = "delete_count")]
+    pub max_delete_count: u64,
+    /// … or more than this share of the files (when it deletes at least 10).
+    #[serde(default = "delete_percent")]
+    pub max_delete_percent: f64,
+    /// The local file system folds case (macOS, Windows): report case-only name collisions.
+    #[serde(default)]
+    pub case_insensitive: bool,
+}
+
+impl SetConfig {
+    pub fn path(sync_dir: &Path, name: &str) -> PathBuf {
+        sync_dir.join(format!("{name}.yml"))
+    }
+
+    pub fn load(sync_dir: &Path, name: &str) -> Result<SetConfig> {
+        let path = Self::path(sync_dir, name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::invalid(format!(
+                    "no sync set {name:?} here ({} does not exist): see `prism-sync status`, or create it with `prism-sync init DIR`",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let c: SetConfig = serde_saphyr::from_str(&text)
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+        if c.name != name {
+            return Err(Error::invalid(format!(
+                "{}: it describes set {:?}, not {name:?}",
+                path.display(),
+                c.name
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Writes the config via a temp file and rename.
+    pub fn save(&self, sync_dir: &Path) -> Result<()> {
+        let path = Self::path(sync_dir, &self.name);
+        let text = serde_saphyr::to_string(self)
+            .map_err(|e| Error::invalid(format!("cannot write {}: {e}", path.display())))?;
+        let header =
+            "# prism-sync: one sync set at this endpoint. Edit freely; unknown keys are refused.\n";
+        write_atomic(&path, format!("{header}{text}").as_bytes())
+    }
+
+    /// Set names: letters, digits, `-`, `_`, `.`; not starting with `.` or `-`.
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with(['.', '-'])
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    }
+
+    /// Every set configured under `sync_dir`.
+    pub fn list(sync_dir: &Path) -> Result<Vec<String>> {
+        let mut v = Vec::new();
+        let rd = match std::fs::read_dir(sync_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+            Err(e) => return Err(Error::io(sync_dir, e)),
+        };
+        for e in rd.flatten() {
+            if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".yml"))
+                && Self::valid_name(n)
+            {
+                v.push(n.to_string());
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+}
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().expect("config paths have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeLimits {
+    #[serde(default)]
+    pub max_file_size: Option<String>,
+    #[serde(default)]
+    pub warn_file_size: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultRules {
+    #[serde(default)]
+    pub include_patterns: Vec<String>,
+    #[serde(default)]
+    pub exclude_patterns: Vec<String>,
+    #[serde(default)]
+    pub size_limits: SizeLimits,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryRules {
+    #[serde(default)]
+    pub include_patterns: Vec<String>,
+    #[serde(default)]
+    pub max_file_size: Option<String>,
+    #[serde(default)]
+    pub sync_mode: Option<String>,
+    #[serde(default)]
+    pub real_time: Option<bool>,
+}
+
+/// `$PRISM_HOME/sync-rules.yml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    #[serde(default)]
+    pub default_rules: DefaultRules,
+    #[serde(default)]
+    pub research_rules: BTreeMap<String, CategoryRules>,
+}
+
+/// The `research` preset when `sync-rules.yml` does not define `research_rules` (the Prism
+/// plan's categories).
+pub fn research_preset() -> BTreeMap<String, CategoryRules> {
+    let cat = |p: &[&str], size: Option<&str>, mode: &str, rt: bool| CategoryRules {
+        include_patterns: p.iter().map(|s| s.to_string()).collect(),
+        max_file_size: size.map(str::to_string),
+        sync_mode: Some(mode.into()),
+        real_time: Some(rt),
+    };
+    BTreeMap::from([
+        (
+            "code".into(),
+            cat(
+                &[
+                    "*.py", "*.R", "*.r", "*.jl", "*.ipynb", "*.sh", "*.m", "*.cpp", "*.c", "*.h",
+                    "*.rs",
+                ],
+                None,
+                "bidirectional",
+                true,
+            ),
+        ),
+        (
+            "datasets".into(),
+            cat(
+                &[
+                    "data/",
+                    "datasets/",
+                    "*.h5",
+                    "*.hdf5",
+                    "*.parquet",
+                    "*.npy",
+                    "*.npz",
+                    "*.csv",
+                ],
+                Some("1GB"),
+                "upload_only",
+                false,
+            ),
+        ),
+        (
+            "results".into(),
+            cat(
+                &["results/", "figures/", "output/", "outputs/"],
+                None,
+                "download_only",
+                false,
+            ),
+        ),
+    ])
+}
+
+impl RulesFile {
+    pub fn load(home: &Path) -> Result<RulesFile> {
+        let path = home.join("sync-rules.yml");
+        match std::fs::read_to_string(&path) {
+            Ok(t) => serde_saphyr::from_str(&t)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RulesFile::default()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+}
+
+/// Builds the rules of a set: config + rules file + the folder's `.prismsyncignore`.
+pub fn build_rules(cfg: &SetConfig, file: &RulesFile, ignore_file: Option<&str>) -> Result<Rules> {
+    let mut b = RulesBuilder::new();
+    b.builtin_excludes = cfg.builtin_excludes;
+    b.excludes
+        .extend(file.default_rules.exclude_patterns.iter().cloned());
+    b.excludes.extend(cfg.exclude_patterns.iter().cloned());
+    if let Some(text) = ignore_file {
+        b.ignore_file(text);
+    }
+    b.includes = file.default_rules.include_patterns.clone();
+    b.default_mode = cfg.sync_mode;
+    b.default_policy = cfg.conflict_policy;
+    b.auto = cfg
+        .automatic_rules
+        .iter()
+        .map(|r| (r.pattern.clone(), r.policy))
+        .collect();
+    b.max_file_size = file
+        .default_rules
+        .size_limits
+        .max_file_size
+        .as_deref()
+        .map(parse_size)
+        .transpose()?;
+    b.warn_file_size = file
+        .default_rules
+        .size_limits
+        .warn_file_size
+        .as_deref()
+        .map(parse_size)
+        .transpose()?;
+    match cfg.rules.as_deref() {
+        None | Some("default") => {}
+        Some("research") => {
+            let cats = if file.research_rules.is_empty() {
+                research_preset()
+            } else {
+                file.research_rules.clone()
+            };
+            for (name, c) in cats {
+                let mode = match c.sync_mode.as_deref() {
+                    None => Mode::Bidirectional,
+                    Some(m) => Mode::parse(m).ok_or_else(|| {
+                        Error::invalid(format!("research_rules.{name}.sync_mode {m:?}: use bidirectional, upload_only or download_only"))
+                    })?,
+                };
+                b.categories.push(Category {
+                    name,
+                    patterns: c.include_patterns,
+                    mode,
+                    max_file_size: c.max_file_size.as_deref().map(parse_size).transpose()?,
+                    real_time: c.real_time.unwrap_or(false),
+                });
+            }
+        }
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "rules: {other:?} is not a preset: use `research` or leave it out"
+            )));
+        }
+    }
+    b.build()
+}

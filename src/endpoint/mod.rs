@@ -1,0 +1,104 @@
+//! A sync set at this endpoint: its config, its redb state, and the sync step.
+//!
+//! Owns: `$PRISM_HOME/sync/<NAME>.yml`, `<NAME>.state.redb`, `<NAME>.cache.redb`,
+//! `<NAME>.lock`, and carrying out a step (scan → heads → merge → guards → apply → publish →
+//! commit). Must not touch: merge decisions (the `sync` module makes them), printing.
+
+pub mod apply;
+pub mod config;
+pub mod state;
+mod step;
+pub mod trees;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+pub use config::SetConfig;
+pub use state::State;
+pub use step::{StepOptions, StepReport, combine_heads, heads_changed, step};
+
+use crate::error::{Error, Result};
+
+pub struct Endpoint {
+    pub home: PathBuf,
+    pub cfg: SetConfig,
+    pub state: State,
+}
+
+impl Endpoint {
+    pub fn sync_dir(home: &Path) -> PathBuf {
+        home.join("sync")
+    }
+
+    fn file(&self, suffix: &str) -> PathBuf {
+        Self::sync_dir(&self.home).join(format!("{}.{suffix}", self.cfg.name))
+    }
+
+    pub fn state_path(home: &Path, name: &str) -> PathBuf {
+        Self::sync_dir(home).join(format!("{name}.state.redb"))
+    }
+
+    pub fn cache_path(&self) -> PathBuf {
+        self.file("cache.redb")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.file("lock")
+    }
+
+    /// Opens an existing set.
+    pub fn open(home: &Path, name: &str) -> Result<Endpoint> {
+        let cfg = SetConfig::load(&Self::sync_dir(home), name)?;
+        let state = State::open(&Self::state_path(home, name))?;
+        Ok(Endpoint {
+            home: home.to_path_buf(),
+            cfg,
+            state,
+        })
+    }
+
+    /// Creates a set at this endpoint (refuses if one of that name exists).
+    pub fn create(home: &Path, cfg: SetConfig) -> Result<Endpoint> {
+        let dir = Self::sync_dir(home);
+        if !SetConfig::valid_name(&cfg.name) {
+            return Err(Error::invalid(format!(
+                "{:?} is not a usable set name: use letters, digits, '-', '_' and '.' (up to 64)",
+                cfg.name
+            )));
+        }
+        if SetConfig::path(&dir, &cfg.name).exists() {
+            return Err(Error::invalid(format!(
+                "a sync set named {:?} already exists here: pick another --name, or use it",
+                cfg.name
+            )));
+        }
+        cfg.save(&dir)?;
+        let state = State::open(&Self::state_path(home, &cfg.name))?;
+        Ok(Endpoint {
+            home: home.to_path_buf(),
+            cfg,
+            state,
+        })
+    }
+}
+
+/// One step at a time per set on this machine (the daemon and a `sync` command may race).
+pub struct StepLock(#[allow(dead_code)] File);
+
+impl StepLock {
+    pub fn acquire(path: &Path) -> Result<StepLock> {
+        use std::os::fd::AsRawFd;
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        // SAFETY: flock on a valid descriptor; released when the file is closed.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if r != 0 {
+            return Err(Error::io(path, std::io::Error::last_os_error()));
+        }
+        Ok(StepLock(f))
+    }
+}

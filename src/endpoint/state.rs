@@ -1,0 +1,285 @@
+//! An endpoint's state for one sync set, in redb (`$PRISM_HOME/sync/<NAME>.state.redb`, opened
+//! in multi-process mode so `status` reads while a daemon writes). Everything a step decides is
+//! committed in one transaction after the step's effects are durable, so a crash before it just
+//! makes the next step redo the work (see `format-spec/sync.md`).
+//!
+//! Tables (values are JSON):
+//! - `meta`: `state` → [`Meta`];
+//! - `conflicts`: path bytes → [`ConflictState`];
+//! - `activity`: sequence number (u64) → [`Activity`] (the last [`ACTIVITY_KEPT`]);
+//! - `skipped`: path bytes → [`SkippedFile`] (replaced by every step).
+
+use std::path::{Path, PathBuf};
+
+use redb::{
+    ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sync::Policy;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const CONFLICTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("conflicts");
+const ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
+const SKIPPED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("skipped");
+
+/// Activity entries kept.
+pub const ACTIVITY_KEPT: u64 = 1000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Meta {
+    /// Hex tree id of the shared state this endpoint last agreed on.
+    pub base_tree: Option<String>,
+    /// Hex id of the snapshot that state came from (parents of the next publish).
+    pub base_snapshot: Option<String>,
+    /// Hex tree id of what the folder held after the last step.
+    pub applied_tree: Option<String>,
+    pub last_step_ns: Option<i64>,
+    /// Set when the last step changed something.
+    pub last_change_ns: Option<i64>,
+    /// Why the set is halted (a guard tripped); cleared by a step that passes them.
+    pub halt: Option<String>,
+    pub local_files: u64,
+    pub local_bytes: u64,
+    pub remote_files: u64,
+    pub remote_bytes: u64,
+    /// Head names seen at the last step (the cheap change check compares them).
+    pub heads: Vec<String>,
+    /// Last error of a step (unreachable repository, …).
+    pub last_error: Option<String>,
+    /// Endpoints seen in heads, with the time of their last publish (ns).
+    #[serde(default)]
+    pub endpoints_seen: Vec<(String, i64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeSummary {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConflictState {
+    pub kind: String,
+    pub local: Option<NodeSummary>,
+    pub remote: Option<NodeSummary>,
+    pub detected_ns: i64,
+    /// Set by `resolve`; the next step applies it.
+    pub resolution: Option<Policy>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Activity {
+    pub time_ns: i64,
+    /// `uploaded`, `downloaded`, `deleted`, `moved`, `conflict`, `kept-both`, …
+    pub action: String,
+    pub path: String,
+    pub size: u64,
+    /// `up` (to the shared state), `down` (into this folder), or `none`.
+    pub direction: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SkippedFile {
+    pub reason: String,
+}
+
+pub struct State {
+    db: Database,
+    path: PathBuf,
+}
+
+/// What one step changes, written in one transaction.
+#[derive(Default)]
+pub struct Commit {
+    pub meta: Meta,
+    pub conflicts_set: Vec<(Vec<u8>, ConflictState)>,
+    pub conflicts_remove: Vec<Vec<u8>>,
+    pub activity: Vec<Activity>,
+    /// `Some` replaces the skipped list.
+    pub skipped: Option<Vec<(Vec<u8>, SkippedFile)>>,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("sync state {}: {e}", path.display()))
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("state values serialize")
+}
+
+impl State {
+    pub fn open(path: &Path) -> Result<State> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+        let db = redb::Builder::new()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+            .map_err(|e| err(path, e))?;
+        Ok(State {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn meta(&self) -> Result<Meta> {
+        let txn = self.db.begin_read().map_err(|e| err(&self.path, e))?;
+        let t = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Meta::default()),
+            Err(e) => return Err(err(&self.path, e)),
+        };
+        match t.get("state").map_err(|e| err(&self.path, e))? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(|e| err(&self.path, e)),
+            None => Ok(Meta::default()),
+        }
+    }
+
+    pub fn conflicts(&self) -> Result<Vec<(Vec<u8>, ConflictState)>> {
+        let txn = self.db.begin_read().map_err(|e| err(&self.path, e))?;
+        let t = match txn.open_table(CONFLICTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(err(&self.path, e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| err(&self.path, e))? {
+            let (k, v) = row.map_err(|e| err(&self.path, e))?;
+            out.push((
+                k.value().to_vec(),
+                serde_json::from_slice(v.value()).map_err(|e| err(&self.path, e))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    pub fn skipped(&self) -> Result<Vec<(Vec<u8>, SkippedFile)>> {
+        let txn = self.db.begin_read().map_err(|e| err(&self.path, e))?;
+        let t = match txn.open_table(SKIPPED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(err(&self.path, e)),
+        };
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| err(&self.path, e))? {
+            let (k, v) = row.map_err(|e| err(&self.path, e))?;
+            out.push((
+                k.value().to_vec(),
+                serde_json::from_slice(v.value()).map_err(|e| err(&self.path, e))?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The newest `n` activity entries, newest last.
+    pub fn activity(&self, n: u64) -> Result<Vec<Activity>> {
+        let txn = self.db.begin_read().map_err(|e| err(&self.path, e))?;
+        let t = match txn.open_table(ACTIVITY) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(err(&self.path, e)),
+        };
+        let mut out = Vec::new();
+        for row in t
+            .iter()
+            .map_err(|e| err(&self.path, e))?
+            .rev()
+            .take(n as usize)
+        {
+            let (_, v) = row.map_err(|e| err(&self.path, e))?;
+            out.push(serde_json::from_slice(v.value()).map_err(|e| err(&self.path, e))?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Records the user's choice for a parked path; false if the path is not parked.
+    pub fn set_resolution(&self, path: &[u8], policy: Policy) -> Result<bool> {
+        let txn = self.db.begin_write().map_err(|e| err(&self.path, e))?;
+        let found = {
+            let mut t = txn.open_table(CONFLICTS).map_err(|e| err(&self.path, e))?;
+            let current: Option<ConflictState> = t
+                .get(path)
+                .map_err(|e| err(&self.path, e))?
+                .map(|v| serde_json::from_slice(v.value()))
+                .transpose()
+                .map_err(|e| err(&self.path, e))?;
+            match current {
+                Some(mut c) => {
+                    c.resolution = Some(policy);
+                    t.insert(path, json(&c).as_slice())
+                        .map_err(|e| err(&self.path, e))?;
+                    true
+                }
+                None => false,
+            }
+        };
+        txn.commit().map_err(|e| err(&self.path, e))?;
+        Ok(found)
+    }
+
+    /// Updates the meta record alone (halts, errors).
+    pub fn update_meta(&self, f: impl FnOnce(&mut Meta)) -> Result<()> {
+        let mut m = self.meta()?;
+        f(&mut m);
+        let txn = self.db.begin_write().map_err(|e| err(&self.path, e))?;
+        {
+            let mut t = txn.open_table(META).map_err(|e| err(&self.path, e))?;
+            t.insert("state", json(&m).as_slice())
+                .map_err(|e| err(&self.path, e))?;
+        }
+        txn.commit().map_err(|e| err(&self.path, e))
+    }
+
+    /// Writes a step's results in one transaction.
+    pub fn commit(&self, c: Commit) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| err(&self.path, e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| err(&self.path, e))?;
+            meta.insert("state", json(&c.meta).as_slice())
+                .map_err(|e| err(&self.path, e))?;
+            let mut conflicts = txn.open_table(CONFLICTS).map_err(|e| err(&self.path, e))?;
+            for p in &c.conflicts_remove {
+                conflicts
+                    .remove(p.as_slice())
+                    .map_err(|e| err(&self.path, e))?;
+            }
+            for (p, v) in &c.conflicts_set {
+                conflicts
+                    .insert(p.as_slice(), json(v).as_slice())
+                    .map_err(|e| err(&self.path, e))?;
+            }
+            let mut act = txn.open_table(ACTIVITY).map_err(|e| err(&self.path, e))?;
+            let mut next = act
+                .last()
+                .map_err(|e| err(&self.path, e))?
+                .map(|(k, _)| k.value() + 1)
+                .unwrap_or(0);
+            for a in &c.activity {
+                act.insert(next, json(a).as_slice())
+                    .map_err(|e| err(&self.path, e))?;
+                next += 1;
+            }
+            let len = act.len().map_err(|e| err(&self.path, e))?;
+            if len > ACTIVITY_KEPT {
+                let cut = next.saturating_sub(ACTIVITY_KEPT);
+                act.retain(|k, _| k >= cut)
+                    .map_err(|e| err(&self.path, e))?;
+            }
+            if let Some(sk) = &c.skipped {
+                let mut t = txn.open_table(SKIPPED).map_err(|e| err(&self.path, e))?;
+                t.retain(|_, _| false).map_err(|e| err(&self.path, e))?;
+                for (p, v) in sk {
+                    t.insert(p.as_slice(), json(v).as_slice())
+                        .map_err(|e| err(&self.path, e))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| err(&self.path, e))
+    }
+}

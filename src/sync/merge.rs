@@ -1,0 +1,817 @@
+//! The merge: (applied, local, base, remote, rules, policy) → merged tree + local plan +
+//! conflicts. Pure: trees are read through [`TreeSource`], nothing is written anywhere.
+//!
+//! Per path, with `a` = applied, `l` = local scan, `b` = base, `r` = remote head:
+//! - local changed = `a ≠ l`, remote changed = `b ≠ r` (files compare type, content, mode and
+//!   mtime; directories compare subtree ids, so unchanged subtrees are skipped whole);
+//! - equal content on both sides is never a conflict (the newer mtime wins);
+//! - a change beats a deletion, on either side; a directory deleted on one side keeps whatever
+//!   was edited inside it on the other;
+//! - both changed differently: one-way modes keep the receiving side's own version and publish
+//!   the sending side's; otherwise the path's conflict policy decides;
+//! - excluded, oversized and unreadable paths are untracked: never published, never deleted.
+//!
+//! The outputs: `merged` (the new shared state), `applied` (what the folder will hold after the
+//! plan runs), `actions` (in an order that is safe to execute), conflict records.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::rules::Rules;
+use super::{ConflictKind, Force, Policy, Role, conflict_name};
+use crate::error::Result;
+use crate::id::BlobId;
+use crate::snapshot::{Content, Node, NodeKind, join};
+
+/// Where the merge reads directory listings from (the repository, or memory in tests).
+pub trait TreeSource {
+    fn dir(&self, id: &BlobId) -> Result<Vec<Node>>;
+}
+
+/// A tree being built: an existing node taken whole (a file, a symlink, or a directory with its
+/// subtree id), or a directory whose entries changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MTree {
+    Same(Node),
+    Dir(Node, Vec<MTree>),
+}
+
+impl MTree {
+    pub fn name(&self) -> &[u8] {
+        match self {
+            MTree::Same(n) | MTree::Dir(n, _) => &n.name,
+        }
+    }
+    pub fn node(&self) -> &Node {
+        match self {
+            MTree::Same(n) | MTree::Dir(n, _) => n,
+        }
+    }
+}
+
+/// One change to make in the local folder. `expect` is the node the scan saw there: the
+/// executor re-checks it right before acting and refuses if the path changed since.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Mkdir {
+        path: Vec<u8>,
+        node: Node,
+    },
+    /// Create or overwrite a file or symlink with `node`.
+    Write {
+        path: Vec<u8>,
+        node: Node,
+        expect: Option<Node>,
+    },
+    /// Move a file (a detected move, or a conflict copy); `node`, if given, is the metadata the
+    /// moved file must end up with.
+    Rename {
+        from: Vec<u8>,
+        to: Vec<u8>,
+        expect: Node,
+        node: Option<Node>,
+    },
+    Delete {
+        path: Vec<u8>,
+        expect: Node,
+    },
+    /// Remove a directory if it is empty (untracked files keep it).
+    Rmdir {
+        path: Vec<u8>,
+    },
+}
+
+impl Action {
+    pub fn path(&self) -> &[u8] {
+        match self {
+            Action::Mkdir { path, .. }
+            | Action::Write { path, .. }
+            | Action::Delete { path, .. }
+            | Action::Rmdir { path } => path,
+            Action::Rename { to, .. } => to,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Left for the user (`user_prompt`): both sides keep their own version.
+    Parked,
+    KeptLocal,
+    KeptRemote,
+    /// The local version was kept under this name beside the remote one.
+    KeptBoth {
+        copy: Vec<u8>,
+    },
+    /// A change met a deletion; the change was kept.
+    ChangeKept,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConflictRecord {
+    pub path: Vec<u8>,
+    pub kind: ConflictKind,
+    pub local: Option<Node>,
+    pub remote: Option<Node>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub path: Vec<u8>,
+    pub size: u64,
+    pub limit: u64,
+}
+
+pub struct Input<'a> {
+    pub applied: Option<BlobId>,
+    pub local: Option<BlobId>,
+    pub base: Option<BlobId>,
+    pub remote: Option<BlobId>,
+    pub rules: &'a Rules,
+    pub role: Role,
+    /// Name and time used for conflict copies of the local side's versions.
+    pub endpoint: &'a str,
+    pub now_ns: i64,
+    /// Parked paths: `None` = unresolved, `Some(policy)` = the user chose.
+    pub parked: &'a BTreeMap<Vec<u8>, Option<Policy>>,
+    /// Local paths the scan could not read or skipped: their current state is unknown.
+    pub untracked: &'a BTreeSet<Vec<u8>>,
+    pub force: Option<Force>,
+}
+
+#[derive(Debug, Default)]
+pub struct Output {
+    pub merged: Vec<MTree>,
+    pub applied: Vec<MTree>,
+    pub actions: Vec<Action>,
+    pub conflicts: Vec<ConflictRecord>,
+    /// Previously parked paths that are no longer in conflict.
+    pub resolved: Vec<Vec<u8>>,
+    pub skipped: Vec<Skipped>,
+    /// Files this step deletes from the shared state.
+    pub publish_deletes: u64,
+    /// Local files this step deletes.
+    pub local_deletes: u64,
+}
+
+type Opt<'n> = Option<&'n Node>;
+
+/// Same state: type, content, mode and mtime for files; target for symlinks; subtree for dirs.
+pub fn same(x: Opt, y: Opt) -> bool {
+    match (x, y) {
+        (None, None) => true,
+        (Some(x), Some(y)) => match (&x.kind, &y.kind) {
+            (NodeKind::Dir { subtree: s }, NodeKind::Dir { subtree: t }) => s == t,
+            _ => x.kind == y.kind && x.mode == y.mode && x.mtime_ns == y.mtime_ns,
+        },
+        _ => false,
+    }
+}
+
+/// Same content, times aside (two sides that made the same edit agree).
+pub fn same_content(x: Opt, y: Opt) -> bool {
+    match (x, y) {
+        (None, None) => true,
+        (Some(x), Some(y)) => match (&x.kind, &y.kind) {
+            (NodeKind::Dir { subtree: s }, NodeKind::Dir { subtree: t }) => s == t,
+            _ => x.kind == y.kind && x.mode == y.mode,
+        },
+        _ => false,
+    }
+}
+
+fn content_key(n: &Node) -> Option<(u64, &Content)> {
+    match &n.kind {
+        NodeKind::File { size, content } if *size > 0 => Some((*size, content)),
+        _ => None,
+    }
+}
+
+fn parent_and_name(p: &[u8]) -> (&[u8], &[u8]) {
+    match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (&b""[..], p),
+    }
+}
+
+struct Merger<'a> {
+    src: &'a dyn TreeSource,
+    inp: &'a Input<'a>,
+    out: Output,
+}
+
+/// Runs the merge of the whole tree.
+pub fn merge(src: &dyn TreeSource, inp: &Input) -> Result<Output> {
+    let root = |id: Option<BlobId>| {
+        id.map(|subtree| Node {
+            name: Vec::new(),
+            kind: NodeKind::Dir { subtree },
+            mode: 0o755,
+            mtime_ns: 0,
+            uid: 0,
+            gid: 0,
+        })
+    };
+    let (a, l, b, r) = (
+        root(inp.applied),
+        root(inp.local),
+        root(inp.base),
+        root(inp.remote),
+    );
+    let mut m = Merger {
+        src,
+        inp,
+        out: Output::default(),
+    };
+    let (merged, applied, _, _) =
+        m.merge_dir(&[], a.as_ref(), l.as_ref(), b.as_ref(), r.as_ref())?;
+    m.out.merged = merged;
+    m.out.applied = applied;
+    detect_moves(&mut m.out.actions);
+    Ok(m.out)
+}
+
+fn push(v: &mut Vec<MTree>, n: Opt) {
+    if let Some(n) = n {
+        v.push(MTree::Same(n.clone()));
+    }
+}
+
+impl<'a> Merger<'a> {
+    fn children(&self, n: Opt) -> Result<Vec<Node>> {
+        match n.map(|n| &n.kind) {
+            Some(NodeKind::Dir { subtree }) => self.src.dir(subtree),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Merges the entries of one directory; returns merged and applied entries and whether each
+    /// equals the remote (resp. local) listing unchanged.
+    fn merge_dir(
+        &mut self,
+        path: &[u8],
+        a: Opt,
+        l: Opt,
+        b: Opt,
+        r: Opt,
+    ) -> Result<(Vec<MTree>, Vec<MTree>, bool, bool)> {
+        let lists = [
+            self.children(a)?,
+            self.children(l)?,
+            self.children(b)?,
+            self.children(r)?,
+        ];
+        let mut by_name: BTreeMap<Vec<u8>, [Option<Node>; 4]> = BTreeMap::new();
+        for (side, list) in lists.iter().enumerate() {
+            for n in list {
+                by_name.entry(n.name.clone()).or_default()[side] = Some(n.clone());
+            }
+        }
+        let taken: BTreeSet<Vec<u8>> = by_name.keys().cloned().collect();
+        let (mut merged, mut applied) = (Vec::new(), Vec::new());
+        for (name, [a, l, b, r]) in &by_name {
+            let p = join(path, name);
+            self.entry(
+                &p,
+                a.as_ref(),
+                l.as_ref(),
+                b.as_ref(),
+                r.as_ref(),
+                &taken,
+                &mut merged,
+                &mut applied,
+            )?;
+        }
+        merged.sort_by(|x, y| x.name().cmp(y.name()));
+        applied.sort_by(|x, y| x.name().cmp(y.name()));
+        let unchanged = |v: &[MTree], list: &[Node]| {
+            v.len() == list.len()
+                && v.iter()
+                    .zip(list)
+                    .all(|(m, n)| matches!(m, MTree::Same(x) if x == n))
+        };
+        let m_same = unchanged(&merged, &lists[3]);
+        let a_same = unchanged(&applied, &lists[1]);
+        Ok((merged, applied, m_same, a_same))
+    }
+
+    /// True if a parked path at or below `p` has a resolution waiting (no shortcuts then).
+    fn resolution_at_or_below(&self, p: &[u8]) -> bool {
+        let mut lo = p.to_vec();
+        if !lo.is_empty() {
+            lo.push(b'/');
+        }
+        self.inp.parked.get(p).is_some_and(|r| r.is_some())
+            || self
+                .inp
+                .parked
+                .range(lo.clone()..)
+                .take_while(|(k, _)| k.starts_with(&lo))
+                .any(|(_, r)| r.is_some())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &mut self,
+        p: &[u8],
+        a: Opt,
+        l: Opt,
+        b: Opt,
+        r: Opt,
+        taken: &BTreeSet<Vec<u8>>,
+        merged: &mut Vec<MTree>,
+        applied: &mut Vec<MTree>,
+    ) -> Result<()> {
+        let inp = self.inp;
+        let is_dir = l.or(r).or(a).or(b).is_some_and(|n| n.is_dir());
+        // Untracked here: excluded by rules (dropped from applied), or unknown to the scan
+        // (unreadable or oversized: assumed unchanged). The shared state keeps its version.
+        if inp.rules.excluded(p, is_dir) {
+            push(merged, r);
+            return Ok(());
+        }
+        if inp.untracked.contains(p) {
+            push(merged, r);
+            push(applied, a);
+            return Ok(());
+        }
+        if let Some(rn) = r
+            && let NodeKind::File { size, .. } = rn.kind
+            && let Some(limit) = inp.rules.size_limit(p)
+            && size > limit
+        {
+            self.out.skipped.push(Skipped {
+                path: p.to_vec(),
+                size,
+                limit,
+            });
+            push(merged, r);
+            push(applied, l);
+            return Ok(());
+        }
+        let mode = inp.rules.mode(p);
+        let (pubs, apps) = (mode.publishes(inp.role), mode.applies(inp.role));
+        if let Some(f) = inp.force {
+            return self.forced(p, f, a, l, b, r, merged, applied);
+        }
+        if same(a, l) && same(b, r) && !self.resolution_at_or_below(p) {
+            push(merged, r);
+            push(applied, l);
+            return Ok(());
+        }
+        if [a, l, b, r].iter().flatten().all(|n| n.is_dir()) {
+            return self.dir_entry(p, a, l, b, r, pubs, apps, merged, applied);
+        }
+        self.leaf(p, a, l, b, r, pubs, apps, taken, merged, applied)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dir_entry(
+        &mut self,
+        p: &[u8],
+        a: Opt,
+        l: Opt,
+        b: Opt,
+        r: Opt,
+        pubs: bool,
+        apps: bool,
+        merged: &mut Vec<MTree>,
+        applied: &mut Vec<MTree>,
+    ) -> Result<()> {
+        let mark = self.out.actions.len();
+        let (mc, ac, m_same, a_same) = self.merge_dir(p, a, l, b, r)?;
+        let (ae, le, be, re) = (a.is_some(), l.is_some(), b.is_some(), r.is_some());
+        let (lc, rc) = (ae != le, be != re);
+        let merged_v = if lc && pubs { le } else { re };
+        // Take the shared side's existence when only it changed, or to refill a receiving
+        // side's deletion; otherwise the folder keeps what it has.
+        let refill = lc && !pubs && apps && !le;
+        let applied_v = if (rc && apps && !lc) || refill { re } else { le };
+        let merged_exists = merged_v || !mc.is_empty();
+        let applied_exists = applied_v || !ac.is_empty();
+        let meta = |prefer_local: bool| {
+            let n = if prefer_local { l.or(r) } else { r.or(l) }
+                .or(a)
+                .or(b)
+                .expect("some side has the directory");
+            n.clone()
+        };
+        if merged_exists {
+            merged.push(match (m_same, r) {
+                (true, Some(r)) => MTree::Same(r.clone()),
+                _ => MTree::Dir(meta(lc && pubs), mc),
+            });
+        }
+        if applied_exists {
+            applied.push(match (a_same, l) {
+                (true, Some(l)) => MTree::Same(l.clone()),
+                _ => MTree::Dir(meta(true), ac),
+            });
+        }
+        if applied_exists && !le {
+            self.out.actions.insert(
+                mark,
+                Action::Mkdir {
+                    path: p.to_vec(),
+                    node: meta(false),
+                },
+            );
+        }
+        if !applied_exists && le {
+            self.out.actions.push(Action::Rmdir { path: p.to_vec() });
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn leaf(
+        &mut self,
+        p: &[u8],
+        a: Opt,
+        l: Opt,
+        b: Opt,
+        r: Opt,
+        pubs: bool,
+        apps: bool,
+        taken: &BTreeSet<Vec<u8>>,
+        merged: &mut Vec<MTree>,
+        applied: &mut Vec<MTree>,
+    ) -> Result<()> {
+        let parked = self.inp.parked.get(p);
+        if same_content(l, r) {
+            if parked.is_some() {
+                self.out.resolved.push(p.to_vec());
+            }
+            let newer = match (l, r) {
+                (Some(x), Some(y)) if pubs && x.mtime_ns > y.mtime_ns => Some(x),
+                _ => r,
+            };
+            push(merged, newer);
+            push(applied, l);
+            return Ok(());
+        }
+        match parked {
+            Some(None) => {
+                // Still parked: both sides keep their own version.
+                push(merged, r);
+                push(applied, l);
+                self.record(p, ConflictKind::ModifiedBoth, l, r, Outcome::Parked);
+                return Ok(());
+            }
+            Some(Some(choice)) => {
+                self.out.resolved.push(p.to_vec());
+                return self.policy(p, *choice, l, r, taken, merged, applied);
+            }
+            None => {}
+        }
+        let (lc, rc) = (!same(a, l), !same(b, r));
+        match (lc, rc) {
+            (false, false) => {
+                push(merged, r);
+                push(applied, l);
+            }
+            (true, false) => {
+                if pubs {
+                    if a.is_none() && l.is_some() && r.is_some() {
+                        // Newly tracked here while the shared state had its own version.
+                        return self.both_changed(p, l, r, pubs, apps, taken, merged, applied);
+                    }
+                    if l.is_none() {
+                        self.out.publish_deletes += 1;
+                    }
+                    push(merged, l);
+                    push(applied, l);
+                } else if apps && l.is_none() {
+                    self.make_local(p, None, r)?;
+                    push(merged, r);
+                    push(applied, r);
+                } else {
+                    push(merged, r);
+                    push(applied, l);
+                }
+            }
+            (false, true) => {
+                if apps {
+                    if b.is_none() && l.is_some() && r.is_some() {
+                        return self.both_changed(p, l, r, pubs, apps, taken, merged, applied);
+                    }
+                    self.make_local(p, l, r)?;
+                    push(merged, r);
+                    push(applied, r);
+                } else {
+                    push(merged, r);
+                    push(applied, l);
+                }
+            }
+            (true, true) => match (l, r) {
+                (None, Some(_)) => {
+                    self.record(p, ConflictKind::DeletedLocal, l, r, Outcome::ChangeKept);
+                    if apps {
+                        self.make_local(p, None, r)?;
+                        push(applied, r);
+                    }
+                    push(merged, r);
+                }
+                (Some(_), None) => {
+                    self.record(p, ConflictKind::DeletedRemote, l, r, Outcome::ChangeKept);
+                    if pubs {
+                        push(merged, l);
+                    }
+                    push(applied, l);
+                }
+                _ => return self.both_changed(p, l, r, pubs, apps, taken, merged, applied),
+            },
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn both_changed(
+        &mut self,
+        p: &[u8],
+        l: Opt,
+        r: Opt,
+        pubs: bool,
+        apps: bool,
+        taken: &BTreeSet<Vec<u8>>,
+        merged: &mut Vec<MTree>,
+        applied: &mut Vec<MTree>,
+    ) -> Result<()> {
+        if apps && !pubs {
+            // Receiving side of a one-way mode: its own version is never clobbered.
+            push(merged, r);
+            push(applied, l);
+            return Ok(());
+        }
+        if pubs && !apps {
+            push(merged, l);
+            push(applied, l);
+            return Ok(());
+        }
+        let policy = self.inp.rules.policy(p);
+        self.policy(p, policy, l, r, taken, merged, applied)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn policy(
+        &mut self,
+        p: &[u8],
+        policy: Policy,
+        l: Opt,
+        r: Opt,
+        taken: &BTreeSet<Vec<u8>>,
+        merged: &mut Vec<MTree>,
+        applied: &mut Vec<MTree>,
+    ) -> Result<()> {
+        let kind = ConflictKind::ModifiedBoth;
+        match (policy, l, r) {
+            (Policy::UserPrompt, _, _) => {
+                push(merged, r);
+                push(applied, l);
+                self.record(p, kind, l, r, Outcome::Parked);
+            }
+            (Policy::KeepLocal, _, _) => {
+                if l.is_none() && r.is_some() {
+                    self.out.publish_deletes += 1;
+                }
+                push(merged, l);
+                push(applied, l);
+                self.record(p, kind, l, r, Outcome::KeptLocal);
+            }
+            (Policy::KeepRemote, _, _)
+            | (Policy::KeepBoth, None, _)
+            | (Policy::KeepBoth, _, None) => {
+                self.make_local(p, l, r)?;
+                push(merged, r);
+                push(applied, r);
+                self.record(p, kind, l, r, Outcome::KeptRemote);
+            }
+            (Policy::KeepBoth, Some(ln), Some(_)) => {
+                let (parent, name) = parent_and_name(p);
+                let mut copy = conflict_name(name, self.inp.now_ns, self.inp.endpoint);
+                let mut n = 2;
+                while taken.contains(&copy) {
+                    copy =
+                        conflict_name(name, self.inp.now_ns, &format!("{}-{n}", self.inp.endpoint));
+                    n += 1;
+                }
+                let to = join(parent, &copy);
+                self.out.actions.push(Action::Rename {
+                    from: p.to_vec(),
+                    to: to.clone(),
+                    expect: ln.clone(),
+                    node: None,
+                });
+                self.make_local(p, None, r)?;
+                let mut kept = ln.clone();
+                kept.name = copy.clone();
+                push(merged, r);
+                push(merged, Some(&kept));
+                push(applied, r);
+                push(applied, Some(&kept));
+                self.record(p, kind, l, r, Outcome::KeptBoth { copy: to });
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forced(
+        &mut self,
+        p: &[u8],
+        f: Force,
+        a: Opt,
+        l: Opt,
+        b: Opt,
+        r: Opt,
+        merged: &mut Vec<MTree>,
+        applied: &mut Vec<MTree>,
+    ) -> Result<()> {
+        if same(l, r) {
+            push(merged, r);
+            push(applied, l);
+            return Ok(());
+        }
+        if l.is_some_and(|n| n.is_dir()) && r.is_some_and(|n| n.is_dir()) {
+            let (mc, ac, _, _) = self.merge_dir(p, a, l, b, r)?;
+            let n = match f {
+                Force::Up => l,
+                Force::Down => r,
+            }
+            .expect("both directories");
+            merged.push(MTree::Dir(n.clone(), mc));
+            applied.push(MTree::Dir(n.clone(), ac));
+            return Ok(());
+        }
+        match f {
+            Force::Up => {
+                if l.is_none() && r.is_some() {
+                    self.out.publish_deletes += 1;
+                }
+                push(merged, l);
+                push(applied, l);
+            }
+            Force::Down => {
+                self.make_local(p, l, r)?;
+                push(merged, r);
+                push(applied, r);
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, p: &[u8], kind: ConflictKind, l: Opt, r: Opt, outcome: Outcome) {
+        self.out.conflicts.push(ConflictRecord {
+            path: p.to_vec(),
+            kind,
+            local: l.cloned(),
+            remote: r.cloned(),
+            outcome,
+        });
+    }
+
+    /// Plans the local changes that turn `from` (what the scan saw) into `to`.
+    fn make_local(&mut self, p: &[u8], from: Opt, to: Opt) -> Result<()> {
+        match (from, to) {
+            (None, None) => {}
+            (Some(x), None) => self.remove_local(p, x)?,
+            (None, Some(y)) => self.create_local(p, y)?,
+            (Some(x), Some(y)) => {
+                if x.is_dir() && y.is_dir() {
+                    let mut by: BTreeMap<Vec<u8>, [Option<Node>; 2]> = BTreeMap::new();
+                    for n in self.children(Some(x))? {
+                        let name = n.name.clone();
+                        by.entry(name).or_default()[0] = Some(n);
+                    }
+                    for n in self.children(Some(y))? {
+                        let name = n.name.clone();
+                        by.entry(name).or_default()[1] = Some(n);
+                    }
+                    for (name, [cx, cy]) in by {
+                        let cp = join(p, &name);
+                        if self
+                            .inp
+                            .rules
+                            .excluded(&cp, cx.as_ref().or(cy.as_ref()).is_some_and(|n| n.is_dir()))
+                        {
+                            continue;
+                        }
+                        if !same(cx.as_ref(), cy.as_ref()) {
+                            self.make_local(&cp, cx.as_ref(), cy.as_ref())?;
+                        }
+                    }
+                } else if !x.is_dir() && !y.is_dir() {
+                    self.out.actions.push(Action::Write {
+                        path: p.to_vec(),
+                        node: y.clone(),
+                        expect: Some(x.clone()),
+                    });
+                } else {
+                    self.remove_local(p, x)?;
+                    self.create_local(p, y)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_local(&mut self, p: &[u8], x: &Node) -> Result<()> {
+        if x.is_dir() {
+            for c in self.children(Some(x))? {
+                self.remove_local(&join(p, &c.name), &c)?;
+            }
+            self.out.actions.push(Action::Rmdir { path: p.to_vec() });
+        } else {
+            self.out.local_deletes += 1;
+            self.out.actions.push(Action::Delete {
+                path: p.to_vec(),
+                expect: x.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn create_local(&mut self, p: &[u8], y: &Node) -> Result<()> {
+        if y.is_dir() {
+            self.out.actions.push(Action::Mkdir {
+                path: p.to_vec(),
+                node: y.clone(),
+            });
+            for c in self.children(Some(y))? {
+                let cp = join(p, &c.name);
+                if !self.inp.rules.excluded(&cp, c.is_dir()) {
+                    self.create_local(&cp, &c)?;
+                }
+            }
+        } else {
+            self.out.actions.push(Action::Write {
+                path: p.to_vec(),
+                node: y.clone(),
+                expect: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A file deleted at one path and created with the same content at another in one step is a
+/// move: rename it locally instead of downloading it again. Directory removals wait until the
+/// end (a moved file may still be inside), unless something is created at the same path later.
+fn detect_moves(actions: &mut Vec<Action>) {
+    let mut deletes: HashMap<(u64, Content), Vec<usize>> = HashMap::new();
+    for (i, a) in actions.iter().enumerate() {
+        if let Action::Delete { expect, .. } = a
+            && let Some((size, content)) = content_key(expect)
+        {
+            deletes.entry((size, content.clone())).or_default().push(i);
+        }
+    }
+    let mut consumed = BTreeSet::new();
+    for i in 0..actions.len() {
+        let Action::Write {
+            path,
+            node,
+            expect: None,
+        } = &actions[i]
+        else {
+            continue;
+        };
+        let Some((size, content)) = content_key(node) else {
+            continue;
+        };
+        let Some(candidates) = deletes.get_mut(&(size, content.clone())) else {
+            continue;
+        };
+        let Some(d) = candidates.pop() else { continue };
+        let Action::Delete { path: from, expect } = &actions[d] else {
+            unreachable!("indexed deletes")
+        };
+        let mv = Action::Rename {
+            from: from.clone(),
+            to: path.clone(),
+            expect: expect.clone(),
+            node: Some(node.clone()),
+        };
+        consumed.insert(d);
+        actions[i] = mv;
+    }
+    let created: BTreeSet<Vec<u8>> = actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Delete { .. } | Action::Rmdir { .. }))
+        .map(|a| a.path().to_vec())
+        .collect();
+    let mut deferred = Vec::new();
+    let mut kept = Vec::with_capacity(actions.len());
+    for (i, a) in std::mem::take(actions).into_iter().enumerate() {
+        if consumed.contains(&i) {
+            continue;
+        }
+        match a {
+            Action::Rmdir { ref path } if !created.contains(path) => deferred.push(a),
+            other => kept.push(other),
+        }
+    }
+    deferred.sort_by_key(|a| std::cmp::Reverse(a.path().iter().filter(|&&b| b == b'/').count()));
+    kept.extend(deferred);
+    *actions = kept;
+}
