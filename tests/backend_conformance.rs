@@ -23,14 +23,26 @@ fn create_is_write_once() {
         b.create(Kind::Snapshot, &name(1), b"first").unwrap();
         let err = b.create(Kind::Snapshot, &name(1), b"second").unwrap_err();
         assert_eq!(err.kind, ErrorKind::AlreadyExists, "{label}");
-        assert_eq!(b.read(Kind::Snapshot, &name(1)).unwrap(), b"first", "{label}: unchanged");
+        assert_eq!(
+            b.read(Kind::Snapshot, &name(1)).unwrap(),
+            b"first",
+            "{label}: unchanged"
+        );
         // Namespaces are separate.
         b.create(Kind::Index, &name(1), b"other kind").unwrap();
-        assert_eq!(b.read(Kind::Index, &name(1)).unwrap(), b"other kind", "{label}");
+        assert_eq!(
+            b.read(Kind::Index, &name(1)).unwrap(),
+            b"other kind",
+            "{label}"
+        );
         // The config has its own fixed name.
         b.create(Kind::Config, "", b"cfg").unwrap();
         assert_eq!(b.read(Kind::Config, "").unwrap(), b"cfg", "{label}");
-        assert_eq!(b.create(Kind::Config, "", b"cfg2").unwrap_err().kind, ErrorKind::AlreadyExists, "{label}");
+        assert_eq!(
+            b.create(Kind::Config, "", b"cfg2").unwrap_err().kind,
+            ErrorKind::AlreadyExists,
+            "{label}"
+        );
     }
 }
 
@@ -40,10 +52,25 @@ fn ranged_reads_are_exact() {
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     for (label, b) in backends(tmp.path()) {
         b.create(Kind::Pack, &name(2), &data).unwrap();
-        assert_eq!(b.read_range(Kind::Pack, &name(2), 0, 10).unwrap(), &data[..10], "{label}");
-        assert_eq!(b.read_range(Kind::Pack, &name(2), 9_990, 10).unwrap(), &data[9_990..], "{label}");
-        assert_eq!(b.read_range(Kind::Pack, &name(2), 1234, 0).unwrap(), b"", "{label}");
-        assert!(b.read_range(Kind::Pack, &name(2), 9_995, 10).is_err(), "{label}: reading past the end fails");
+        assert_eq!(
+            b.read_range(Kind::Pack, &name(2), 0, 10).unwrap(),
+            &data[..10],
+            "{label}"
+        );
+        assert_eq!(
+            b.read_range(Kind::Pack, &name(2), 9_990, 10).unwrap(),
+            &data[9_990..],
+            "{label}"
+        );
+        assert_eq!(
+            b.read_range(Kind::Pack, &name(2), 1234, 0).unwrap(),
+            b"",
+            "{label}"
+        );
+        assert!(
+            b.read_range(Kind::Pack, &name(2), 9_995, 10).is_err(),
+            "{label}: reading past the end fails"
+        );
     }
 }
 
@@ -53,22 +80,54 @@ fn listing_and_not_found() {
     for (label, b) in backends(tmp.path()) {
         assert!(b.list(Kind::Pack).unwrap().is_empty(), "{label}");
         for i in 0..5u8 {
-            b.create(Kind::Pack, &name(i), &vec![i; i as usize * 10]).unwrap();
+            b.create(Kind::Pack, &name(i), &vec![i; i as usize * 10])
+                .unwrap();
         }
         let mut l = b.list(Kind::Pack).unwrap();
         l.sort_by(|a, b| a.name.cmp(&b.name));
-        assert_eq!(l.iter().map(|o| o.name.clone()).collect::<Vec<_>>(), (0..5).map(name).collect::<Vec<_>>(), "{label}");
-        assert_eq!(l.iter().map(|o| o.size).collect::<Vec<_>>(), vec![0, 10, 20, 30, 40], "{label}");
-        assert!(b.list(Kind::Snapshot).unwrap().is_empty(), "{label}: other kinds unaffected");
-        assert!(b.read(Kind::Pack, &name(9)).unwrap_err().is_not_found(), "{label}");
-        assert!(b.read_range(Kind::Pack, &name(9), 0, 1).unwrap_err().is_not_found(), "{label}");
-        assert!(b.delete(Kind::Pack, &name(9)).unwrap_err().is_not_found(), "{label}");
+        assert_eq!(
+            l.iter().map(|o| o.name.clone()).collect::<Vec<_>>(),
+            (0..5).map(name).collect::<Vec<_>>(),
+            "{label}"
+        );
+        assert_eq!(
+            l.iter().map(|o| o.size).collect::<Vec<_>>(),
+            vec![0, 10, 20, 30, 40],
+            "{label}"
+        );
+        assert!(
+            b.list(Kind::Snapshot).unwrap().is_empty(),
+            "{label}: other kinds unaffected"
+        );
+        assert!(
+            b.read(Kind::Pack, &name(9)).unwrap_err().is_not_found(),
+            "{label}"
+        );
+        assert!(
+            b.read_range(Kind::Pack, &name(9), 0, 1)
+                .unwrap_err()
+                .is_not_found(),
+            "{label}"
+        );
+        assert!(
+            b.delete(Kind::Pack, &name(9)).unwrap_err().is_not_found(),
+            "{label}"
+        );
         b.delete(Kind::Pack, &name(3)).unwrap();
         assert_eq!(b.list(Kind::Pack).unwrap().len(), 4, "{label}");
-        assert!(b.read(Kind::Pack, &name(3)).unwrap_err().is_not_found(), "{label}");
+        assert!(
+            b.read(Kind::Pack, &name(3)).unwrap_err().is_not_found(),
+            "{label}"
+        );
         // Invalid names are refused, not mapped somewhere surprising.
-        assert!(b.create(Kind::Snapshot, "../escape", b"x").is_err(), "{label}");
-        assert!(b.create(Kind::Snapshot, ".hidden", b"x").is_err(), "{label}");
+        assert!(
+            b.create(Kind::Snapshot, "../escape", b"x").is_err(),
+            "{label}"
+        );
+        assert!(
+            b.create(Kind::Snapshot, ".hidden", b"x").is_err(),
+            "{label}"
+        );
     }
 }
 
@@ -76,11 +135,19 @@ fn listing_and_not_found() {
 fn large_objects_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let mut data = vec![0u8; 40 << 20];
-    blake3::Hasher::new().update(b"large").finalize_xof().fill(&mut data);
+    blake3::Hasher::new()
+        .update(b"large")
+        .finalize_xof()
+        .fill(&mut data);
     for (label, b) in backends(tmp.path()) {
         b.create(Kind::Pack, &name(7), &data).unwrap();
         assert!(b.read(Kind::Pack, &name(7)).unwrap() == data, "{label}");
-        assert!(b.read_range(Kind::Pack, &name(7), 30 << 20, 1 << 20).unwrap() == data[30 << 20..31 << 20], "{label}");
+        assert!(
+            b.read_range(Kind::Pack, &name(7), 30 << 20, 1 << 20)
+                .unwrap()
+                == data[30 << 20..31 << 20],
+            "{label}"
+        );
     }
 }
 
@@ -93,14 +160,19 @@ fn concurrent_creators_of_one_name_have_exactly_one_winner() {
                 let hs: Vec<_> = (0..8u8)
                     .map(|t| {
                         let b = b.clone();
-                        s.spawn(move || b.create(Kind::Head, &name(round), &[t; 100]).is_ok() as usize)
+                        s.spawn(move || {
+                            b.create(Kind::Head, &name(round), &[t; 100]).is_ok() as usize
+                        })
                     })
                     .collect();
                 hs.into_iter().map(|h| h.join().unwrap()).sum()
             });
             assert_eq!(winners, 1, "{label}: round {round}");
             let got = b.read(Kind::Head, &name(round)).unwrap();
-            assert!(got.iter().all(|&x| x == got[0]) && got.len() == 100, "{label}: one writer's complete bytes");
+            assert!(
+                got.iter().all(|&x| x == got[0]) && got.len() == 100,
+                "{label}: one writer's complete bytes"
+            );
         }
     }
 }
@@ -130,13 +202,19 @@ fn fs_backend_leaves_no_temp_files_and_ignores_them_in_listings() {
     let b = FsBackend::new(&root);
     b.prepare().unwrap();
     b.create(Kind::Index, &name(1), b"x").unwrap();
-    let stray: Vec<_> = std::fs::read_dir(root.join("index")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let stray: Vec<_> = std::fs::read_dir(root.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(stray.len(), 1, "only the object, no temp file: {stray:?}");
     std::fs::write(root.join("index/.tmp-leftover"), b"partial").unwrap();
     assert_eq!(b.list(Kind::Index).unwrap().len(), 1);
     // Objects are read-only on disk.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(root.join("index").join(name(1))).unwrap().permissions().mode();
+    let mode = std::fs::metadata(root.join("index").join(name(1)))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o222, 0, "objects are not writable");
     // prepare refuses a non-empty directory that is not a repository.
     let other = tmp.path().join("other");

@@ -12,6 +12,7 @@ use prism_sync::archiver::filecache::CacheEntry;
 use prism_sync::crypto::{Keys, key_encryption_key, unwrap_master, wrap_master};
 use prism_sync::format::config::{self, Capabilities, RepoConfig};
 use prism_sync::format::envelope::ObjectKind;
+use prism_sync::format::head::Head;
 use prism_sync::format::index::{DeletionMark, IndexBlob, IndexFile, IndexPack};
 use prism_sync::format::keyfile::{Kdf, KeyFile};
 use prism_sync::format::pack::BlobKind;
@@ -217,9 +218,30 @@ fn session_object() {
         host: "ws-1".into(),
         pid: 4242,
         command: "backup".into(),
+        extra: vec![],
     };
     let plain = vector("session-plaintext", "session TLV plaintext", &s.encode());
     assert_eq!(SessionInfo::decode(&plain).unwrap(), s);
+}
+
+#[test]
+fn head_object() {
+    let h = Head {
+        set: "project1-sync".into(),
+        snapshot: SnapshotId([0x5a; 32]),
+        endpoint: "ws-1".into(),
+        time_ns: 1_764_000_000_250_000_000,
+        merged: vec![SnapshotId([0x5b; 32]), SnapshotId([0x5c; 32])],
+        extra: vec![],
+    };
+    let plain = vector(
+        "head-plaintext",
+        "sync set head TLV plaintext: set, snapshot, endpoint, time, two merged heads",
+        &h.encode(),
+    );
+    let back = Head::decode(&plain).unwrap();
+    assert_eq!(back, h);
+    assert_eq!(back.encode(), plain);
 }
 
 #[test]
@@ -398,6 +420,7 @@ fn file_cache_entry() {
         ctime_ns: 1_764_000_000_000_000_002,
         ino: 77,
         dev: 2049,
+        racy: true,
         ids: vec![BlobId([0x31; 32])],
     };
     let file = vector(

@@ -4,8 +4,11 @@
 //! is not read again. Entries are only trusted if every chunk id is still stored in the repository.
 //!
 //! Location: `$PRISM_HOME/sync/cache/<repository id>.redb`, table `files_v1`: key = path bytes,
-//! value (LE) = size u64 | mtime ns i64 | ctime ns i64 | inode u64 | device u64 | u32 n | n ids.
-//! It is a cache: deleting it only costs a re-read.
+//! value (LE) = size u64 | mtime ns i64 | ctime ns i64 | inode u64 | device u64 | flags u8 |
+//! u32 n | n ids. Flag bit 0, *racy*: the file changed so close to the scan that a same-size
+//! rewrite within one timestamp tick would be invisible; such an entry is never trusted, only
+//! used to tell "re-read, unchanged" from "changed". It is a cache: deleting it only costs a
+//! re-read.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,8 @@ pub struct CacheEntry {
     pub ctime_ns: i64,
     pub ino: u64,
     pub dev: u64,
+    /// Never trusted: see the module docs.
+    pub racy: bool,
     pub ids: Vec<BlobId>,
 }
 
@@ -35,6 +40,7 @@ impl CacheEntry {
         v.put_i64(self.ctime_ns);
         v.put_u64(self.ino);
         v.put_u64(self.dev);
+        v.put_u8(self.racy as u8);
         v.put_u32(crate::format::len_u32(self.ids.len()));
         for id in &self.ids {
             v.put(&id.0);
@@ -49,6 +55,11 @@ impl CacheEntry {
         let ctime_ns = r.i64("cache").ok()?;
         let ino = r.u64("cache").ok()?;
         let dev = r.u64("cache").ok()?;
+        let racy = match r.u8("cache").ok()? {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
         let n = r.count(32, "cache").ok()?;
         let ids = (0..n)
             .map(|_| r.array("cache").map(BlobId))
@@ -61,13 +72,15 @@ impl CacheEntry {
             ctime_ns,
             ino,
             dev,
+            racy,
             ids,
         })
     }
 
     /// Does a fresh stat describe the same file version?
     pub fn matches(&self, now: &CacheEntry, ignore_ctime: bool, ignore_inode: bool) -> bool {
-        self.size == now.size
+        !self.racy
+            && self.size == now.size
             && self.mtime_ns == now.mtime_ns
             && (ignore_ctime || self.ctime_ns == now.ctime_ns)
             && (ignore_inode || (self.ino == now.ino && self.dev == now.dev))

@@ -154,7 +154,8 @@ enum FileContent {
         stat: CacheEntry,
         key: Vec<u8>,
         rel: Vec<u8>,
-        known: bool,
+        /// The chunk ids the cache remembered for this path, if any.
+        known: Option<Vec<BlobId>>,
     },
 }
 
@@ -197,7 +198,15 @@ struct Shared<'r> {
     blobs_added: AtomicU64,
     bytes_added_raw: AtomicU64,
     bytes_added_stored: AtomicU64,
+    /// Files modified after this (ns) are not cached: see [`RACY_WINDOW_NS`].
+    racy_after_ns: i64,
 }
+
+/// A file whose mtime or ctime is this close to the scan's start is recorded in the file cache
+/// as racy (never trusted): file systems keep coarse timestamps (a few ms on ext4, seconds
+/// elsewhere), so a second same-size write within one tick would look unchanged. It is read
+/// again next time.
+pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
 impl Shared<'_> {
     /// Stops every stage. The first real error is kept; `Interrupted` (a stage noticing that
@@ -233,6 +242,7 @@ fn stat_entry(md: &Metadata) -> CacheEntry {
             .saturating_add(md.ctime_nsec()),
         ino: md.ino(),
         dev: md.dev(),
+        racy: false,
         ids: Vec::new(),
     }
 }
@@ -267,6 +277,7 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         blobs_added: AtomicU64::new(0),
         bytes_added_raw: AtomicU64::new(0),
         bytes_added_stored: AtomicU64::new(0),
+        racy_after_ns: crate::repository::now_ns() - RACY_WINDOW_NS,
     };
     let shared = &shared;
     let built = std::thread::scope(|s| {
@@ -502,7 +513,7 @@ impl Walker<'_, '_> {
                 normalize,
             );
             let cached = self.cache.and_then(|c| c.get(&key));
-            let known = cached.is_some();
+            let known = cached.as_ref().map(|c| c.ids.clone());
             if let Some(c) =
                 cached.filter(|c| c.matches(&stat, self.opts.ignore_ctime, self.opts.ignore_inode))
                 && c.ids
@@ -727,13 +738,15 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
                                         message: "changed while it was read; stored as read".into(),
                                     });
                                 } else {
+                                    stat.racy = stat.mtime_ns >= shared.racy_after_ns
+                                        || stat.ctime_ns >= shared.racy_after_ns;
                                     stat.ids = ids.clone();
                                     cache_updates.push((key, stat));
                                 }
-                                if known {
-                                    summary.files_changed += 1;
-                                } else {
-                                    summary.files_new += 1;
+                                match known {
+                                    Some(k) if k == ids => summary.files_unchanged += 1,
+                                    Some(_) => summary.files_changed += 1,
+                                    None => summary.files_new += 1,
                                 }
                                 summary.total_bytes += size;
                                 node.kind = NodeKind::File {

@@ -115,6 +115,9 @@ pub enum Command {
         /// Show the plan; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Go ahead although the folder was emptied or many files were deleted (on purpose).
+        #[arg(long)]
+        allow_deletions: bool,
     },
     /// Make the shared state equal to this folder (up) or this folder equal to it (down).
     ForceSync {
@@ -458,7 +461,11 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             dir,
             instance_repo,
         } => sync::add_instance(ctx, &name, &instance, dir, instance_repo),
-        Command::Sync { name, dry_run } => sync::sync(ctx, &name, None, dry_run),
+        Command::Sync {
+            name,
+            dry_run,
+            allow_deletions,
+        } => sync::sync(ctx, &name, None, dry_run, allow_deletions),
         Command::ForceSync {
             name,
             direction,
@@ -469,7 +476,7 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             } else {
                 crate::sync::Force::Down
             };
-            sync::sync(ctx, &name, Some(f), dry_run)
+            sync::sync(ctx, &name, Some(f), dry_run, false)
         }
         Command::Conflicts { name } => sync::conflicts(ctx, &name),
         Command::Resolve {

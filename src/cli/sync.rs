@@ -360,7 +360,13 @@ fn report_json(name: &str, r: &StepReport) -> Value {
     })
 }
 
-pub fn sync(ctx: &Ctx, name: &str, force: Option<Force>, dry_run: bool) -> Result<Outcome> {
+pub fn sync(
+    ctx: &Ctx,
+    name: &str,
+    force: Option<Force>,
+    dry_run: bool,
+    allow_deletions: bool,
+) -> Result<Outcome> {
     let (ep, repo) = open_set(ctx, name)?;
     let progress = Arc::new(Progress::default());
     let p = progress.clone();
@@ -377,6 +383,7 @@ pub fn sync(ctx: &Ctx, name: &str, force: Option<Force>, dry_run: bool) -> Resul
         &StepOptions {
             force,
             dry_run,
+            allow_deletions,
             progress: Some(progress),
             ..Default::default()
         },
@@ -612,7 +619,7 @@ pub fn resolve(
         "🔄 Resolving {} path(s), keeping {keep}",
         targets.len()
     ));
-    sync(ctx, name, None, false)
+    sync(ctx, name, None, false, false)
 }
 
 // ---- history, snapshots, ls, restore ----------------------------------------------------------------

@@ -27,6 +27,10 @@ use crate::sync::{Force, Policy, Role};
 #[derive(Clone, Default)]
 pub struct StepOptions {
     pub force: Option<Force>,
+    /// Go ahead although the deletion guards would halt (the user emptied the folder or
+    /// deleted many files on purpose). The merge is the normal one: only what this folder
+    /// deleted is deleted elsewhere, and new files from elsewhere still arrive.
+    pub allow_deletions: bool,
     /// Plan only: nothing is applied, published or recorded.
     pub dry_run: bool,
     /// Tests: stop after this many actions, as if killed.
@@ -218,6 +222,7 @@ pub fn combine_heads(
         endpoint: "merge".into(),
         time_ns: acc_time,
         merged: acc_ids,
+        extra: vec![],
     };
     let head_name = publish(repo, &head, &names)?;
     Ok(Combined {
@@ -390,7 +395,7 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
     report.local_deletes = out.local_deletes;
 
     // Guards: an emptied folder, or too many deletions, halt the set.
-    if opts.force.is_none() {
+    if opts.force.is_none() && !opts.allow_deletions {
         let local_empty = trees.dir(&scan.tree)?.is_empty();
         let had_files = match applied_tree {
             Some(t) => !trees.dir(&t)?.is_empty(),
@@ -398,8 +403,9 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         };
         if local_empty && had_files {
             let why = format!(
-                "the folder {} is empty but held files at the last sync: nothing was deleted anywhere. If you emptied it on purpose, run `prism-sync force-sync {} --direction up`; to get the files back, `--direction down`",
+                "the folder {} is empty but held files at the last sync: nothing was deleted anywhere. If you emptied it on purpose, run `prism-sync sync {} --allow-deletions`; to get the files back, `prism-sync force-sync {} --direction down`",
                 root.display(),
+                cfg.name,
                 cfg.name
             );
             halt(ep, &mut report, why)?;
@@ -414,8 +420,8 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         let pct = deletes as f64 * 100.0 / total as f64;
         if deletes > cfg.max_delete_count || (deletes >= 10 && pct > cfg.max_delete_percent) {
             let why = format!(
-                "this step would delete {deletes} of {total} files ({pct:.0}%; limits: {} files or {}%): nothing was changed. If that is intended, run `prism-sync force-sync {} --direction up` (or `down`); preview with --dry-run",
-                cfg.max_delete_count, cfg.max_delete_percent, cfg.name
+                "this step would delete {deletes} of {total} files ({pct:.0}%; limits: {} files or {}%): nothing was changed. Preview with `prism-sync sync {} --dry-run --allow-deletions`; if that is intended, run `prism-sync sync {} --allow-deletions`",
+                cfg.max_delete_count, cfg.max_delete_percent, cfg.name, cfg.name
             );
             halt(ep, &mut report, why)?;
             return Ok(report);
@@ -429,8 +435,8 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         return Ok(report);
     }
 
-    // Local versions about to be overwritten or deleted that no snapshot holds yet are saved
-    // first, so every version stays restorable.
+    // Local versions about to be overwritten or deleted that the shared state does not hold
+    // (so possibly no snapshot does) are saved first: every version stays restorable.
     let mut unsaved = false;
     for a in &out.actions {
         let (path, expect) = match a {
@@ -442,7 +448,7 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
             | Action::Delete { path, expect: e } => (path, e),
             _ => continue,
         };
-        if node_at(&trees, applied_tree, path)?.as_ref() != Some(expect) {
+        if node_at(&trees, base_tree, path)?.as_ref() != Some(expect) {
             unsaved = true;
             break;
         }
@@ -617,6 +623,7 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
             endpoint: cfg.endpoint.clone(),
             time_ns: now,
             merged: remote_snap.into_iter().collect(),
+            extra: vec![],
         };
         publish(repo, &head, &replaced)?;
         new_base_snapshot = Some(sid);
@@ -677,13 +684,25 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
             }
         }
     }
+    // Parked conflicts stay until the merge reports them resolved (an unchanged parked path is
+    // skipped by the merge without being mentioned).
     let parked_now: BTreeSet<&Vec<u8>> = commit.conflicts_set.iter().map(|(p, _)| p).collect();
-    commit.conflicts_remove = stored
+    commit.conflicts_remove = report
+        .resolved
         .iter()
-        .map(|(p, _)| p)
         .filter(|p| !parked_now.contains(p))
         .cloned()
         .collect();
+    // A parked path that exists neither here nor in the shared state any more (a parent was
+    // resolved or replaced as a whole) has nothing left to decide.
+    for (p, _) in &stored {
+        if !parked_now.contains(p)
+            && node_at(&trees, Some(applied_tree_new), p)?.is_none()
+            && node_at(&trees, Some(merged_tree), p)?.is_none()
+        {
+            commit.conflicts_remove.push(p.clone());
+        }
+    }
     let mut skipped: Vec<(Vec<u8>, SkippedFile)> = report
         .skipped
         .iter()

@@ -13,6 +13,8 @@ pub struct Head {
     pub endpoint: String,
     pub time_ns: i64,
     pub merged: Vec<SnapshotId>,
+    /// Fields of newer versions, kept so that re-encoding is exact.
+    pub extra: Vec<(u16, Vec<u8>)>,
 }
 
 impl Head {
@@ -28,13 +30,14 @@ impl Head {
         for m in &merged {
             w.bytes(5, &m.0);
         }
+        w.extra(&self.extra);
         w.finish()
     }
 
     pub fn decode(b: &[u8]) -> DecodeResult<Self> {
         const W: &str = "head";
         let f = Fields::parse(b, W)?;
-        f.unknown(&[1, 2, 3, 4, 5], W)?;
+        let extra = f.unknown(&[1, 2, 3, 4, 5], W)?;
         let merged = f
             .all(5)
             .map(|m| fixed(m, W).map(SnapshotId))
@@ -51,6 +54,7 @@ impl Head {
             endpoint: f.req_str(3, W)?,
             time_ns: f.req_i64(4, W)?,
             merged,
+            extra,
         })
     }
 }

@@ -26,6 +26,8 @@ pub const FORM_CONTENT_LIST: u8 = 3;
 pub const NAME_LEN_MAX: usize = 1024;
 pub const SYMLINK_TARGET_LEN_MAX: usize = 4096;
 pub const MODE_MASK: u32 = 0o7777;
+/// Encoded length of the smallest node (a symlink, 1-byte name, 1-byte target).
+pub const NODE_LEN_MIN: usize = 1 + 2 + 1 + 4 + 8 + 4 + 4 + 2 + 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Content {
@@ -255,7 +257,8 @@ impl TreeBlob {
         let form = r.u8(W)?;
         let out = match form {
             FORM_LEAF => {
-                let n = r.count(31, W)?;
+                // The smallest node: a symlink with a 1-byte name and a 1-byte target.
+                let n = r.count(NODE_LEN_MIN, W)?;
                 let mut nodes: Vec<Node> = Vec::with_capacity(n);
                 for _ in 0..n {
                     let node = decode_node(&mut r)?;

@@ -23,6 +23,8 @@ pub struct SessionInfo {
     pub host: String,
     pub pid: u32,
     pub command: String,
+    /// Fields of newer versions, kept so that re-encoding is exact.
+    pub extra: Vec<(u16, Vec<u8>)>,
 }
 
 impl SessionInfo {
@@ -32,20 +34,21 @@ impl SessionInfo {
             .i64(2, self.started_ns)
             .bytes(3, self.host.as_bytes())
             .u32(4, self.pid)
-            .bytes(5, self.command.as_bytes());
+            .bytes(5, self.command.as_bytes())
+            .extra(&self.extra);
         w.finish()
     }
 
     pub fn decode(b: &[u8]) -> crate::format::DecodeResult<Self> {
         const W: &str = "session";
         let f = Fields::parse(b, W)?;
-        f.unknown(&[1, 2, 3, 4, 5], W)?;
         Ok(SessionInfo {
             id: fixed(f.req(1, W)?, W)?,
             started_ns: f.req_i64(2, W)?,
             host: f.req_str(3, W)?,
             pid: f.req_u32(4, W)?,
             command: f.req_str(5, W)?,
+            extra: f.unknown(&[1, 2, 3, 4, 5], W)?,
         })
     }
 
@@ -82,6 +85,7 @@ impl<'r> Session<'r> {
             host: hostname(),
             pid: std::process::id(),
             command: command.to_string(),
+            extra: vec![],
         };
         let name = hex_encode(&info.id);
         let bytes = super::seal_object(repo.keys(), ObjectKind::Session, &info.encode(), false);

@@ -8,7 +8,9 @@
 //! - a change beats a deletion, on either side; a directory deleted on one side keeps whatever
 //!   was edited inside it on the other;
 //! - both changed differently: one-way modes keep the receiving side's own version and publish
-//!   the sending side's; otherwise the path's conflict policy decides;
+//!   the sending side's; otherwise the path's conflict policy decides. Where the folder already
+//!   held a version the shared state did not (`a ≠ b`: parked, or a receiving side's own edit),
+//!   a remote change counts as meeting a local change;
 //! - excluded, oversized and unreadable paths are untracked: never published, never deleted.
 //!
 //! The outputs: `merged` (the new shared state), `applied` (what the folder will hold after the
@@ -359,7 +361,10 @@ impl<'a> Merger<'a> {
             push(applied, l);
             return Ok(());
         }
-        if [a, l, b, r].iter().flatten().all(|n| n.is_dir()) {
+        // A parked path is one unit, even if it is a directory on every side by now: it stays
+        // parked as a whole, and a resolution applies to the whole of it.
+        let parked = self.inp.parked.contains_key(p);
+        if !parked && [a, l, b, r].iter().flatten().all(|n| n.is_dir()) {
             return self.dir_entry(p, a, l, b, r, pubs, apps, merged, applied);
         }
         self.leaf(p, a, l, b, r, pubs, apps, taken, merged, applied)
@@ -386,7 +391,11 @@ impl<'a> Merger<'a> {
         // Take the shared side's existence when only it changed, or to refill a receiving
         // side's deletion; otherwise the folder keeps what it has.
         let refill = lc && !pubs && apps && !le;
-        let applied_v = if (rc && apps && !lc) || refill { re } else { le };
+        let applied_v = if (rc && apps && !lc) || refill {
+            re
+        } else {
+            le
+        };
         let merged_exists = merged_v || !mc.is_empty();
         let applied_exists = applied_v || !ac.is_empty();
         let meta = |prefer_local: bool| {
@@ -492,7 +501,10 @@ impl<'a> Merger<'a> {
             }
             (false, true) => {
                 if apps {
-                    if b.is_none() && l.is_some() && r.is_some() {
+                    // The folder holds something the shared state did not (a parked version, a
+                    // receiving side's own edit, a file new here): the remote change meets a
+                    // local one, it does not replace an agreed state.
+                    if l.is_some() && !same_content(a, b) {
                         return self.both_changed(p, l, r, pubs, apps, taken, merged, applied);
                     }
                     self.make_local(p, l, r)?;
