@@ -20,7 +20,7 @@ use crate::repository::session::Session;
 use crate::repository::{Packer, Repository, hostname, now_ns, username};
 use crate::snapshot::diff::{Change, diff_trees};
 use crate::snapshot::{Node, display_path};
-use crate::sync::merge::{Action, ConflictRecord, Input, Outcome, TreeSource, merge};
+use crate::sync::merge::{Action, ConflictRecord, Input, Outcome, merge};
 use crate::sync::rules::{IGNORE_FILE, Rules};
 use crate::sync::{Force, Policy, Role};
 
@@ -194,6 +194,12 @@ pub fn combine_heads(
         };
         let out = merge(trees, &inp)?;
         acc_tree = write_tree(&mut packer, &out.merged)?;
+        // The next pass reads this tree back: its blobs must be stored and indexed first.
+        repo.write_index(
+            std::mem::replace(&mut packer, Packer::new(repo)).finish()?,
+            vec![],
+            vec![],
+        )?;
         acc_ids.push(h.snapshot);
         acc_endpoint = h.endpoint.clone();
         acc_time = h.time_ns;
@@ -396,11 +402,9 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
 
     // Guards: an emptied folder, or too many deletions, halt the set.
     if opts.force.is_none() && !opts.allow_deletions {
-        let local_empty = trees.dir(&scan.tree)?.is_empty();
-        let had_files = match applied_tree {
-            Some(t) => !trees.dir(&t)?.is_empty(),
-            None => false,
-        };
+        // No files left (empty directories do not count) where there were files last time.
+        let local_empty = report.local_files == 0;
+        let had_files = meta.local_files > 0 && applied_tree.is_some();
         if local_empty && had_files {
             let why = format!(
                 "the folder {} is empty but held files at the last sync: nothing was deleted anywhere. If you emptied it on purpose, run `prism-sync sync {} --allow-deletions`; to get the files back, `prism-sync force-sync {} --direction down`",
@@ -411,7 +415,10 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
             halt(ep, &mut report, why)?;
             return Ok(report);
         }
-        let deletes = out.local_deletes + out.publish_deletes;
+        // Deletions made in this folder, about to spread; moves are not deletions. Deletions
+        // that arrive from elsewhere passed their own endpoint's guard, and what they delete
+        // here is in the snapshots.
+        let deletes = out.publish_deletes;
         let total = report
             .local_files
             .max(meta.local_files)

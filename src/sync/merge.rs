@@ -200,6 +200,10 @@ struct Merger<'a> {
     src: &'a dyn TreeSource,
     inp: &'a Input<'a>,
     out: Output,
+    /// Content of files this step removes from, and adds to, the shared state: a removal whose
+    /// content is added elsewhere is a move, not a deletion (for the deletion guard).
+    published_removed: Vec<(u64, Content)>,
+    published_added: HashMap<(u64, Content), usize>,
 }
 
 /// Runs the merge of the whole tree.
@@ -224,12 +228,33 @@ pub fn merge(src: &dyn TreeSource, inp: &Input) -> Result<Output> {
         src,
         inp,
         out: Output::default(),
+        published_removed: Vec::new(),
+        published_added: HashMap::new(),
     };
     let (merged, applied, _, _) =
         m.merge_dir(&[], a.as_ref(), l.as_ref(), b.as_ref(), r.as_ref())?;
     m.out.merged = merged;
     m.out.applied = applied;
     detect_moves(&mut m.out.actions);
+    // Deletions the guard counts: not moves.
+    let mut added = std::mem::take(&mut m.published_added);
+    m.out.publish_deletes = m
+        .published_removed
+        .iter()
+        .filter(|k| match added.get_mut(k) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        })
+        .count() as u64;
+    m.out.local_deletes = m
+        .out
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Delete { .. }))
+        .count() as u64;
     Ok(m.out)
 }
 
@@ -447,16 +472,38 @@ impl<'a> Merger<'a> {
         applied: &mut Vec<MTree>,
     ) -> Result<()> {
         let parked = self.inp.parked.get(p);
-        if same_content(l, r) {
+        let (lc, rc) = (!same(a, l), !same(b, r));
+        // Equal content on both sides: a conflict settled, the same edit made twice, or nothing
+        // new. (A change on one side only — an mtime-only touch, say — takes the normal path
+        // below so that it propagates.)
+        if same_content(l, r) && (parked.is_some() || lc == rc) {
             if parked.is_some() {
                 self.out.resolved.push(p.to_vec());
             }
-            let newer = match (l, r) {
-                (Some(x), Some(y)) if pubs && x.mtime_ns > y.mtime_ns => Some(x),
-                _ => r,
-            };
-            push(merged, newer);
-            push(applied, l);
+            match (l, r) {
+                (Some(x), Some(y)) if lc && x.mtime_ns != y.mtime_ns => {
+                    // The same edit made on both sides: the newer mtime wins everywhere.
+                    if pubs && x.mtime_ns > y.mtime_ns {
+                        push(merged, l);
+                        push(applied, l);
+                    } else if apps && !x.is_dir() {
+                        self.out.actions.push(Action::Write {
+                            path: p.to_vec(),
+                            node: y.clone(),
+                            expect: Some(x.clone()),
+                        });
+                        push(merged, r);
+                        push(applied, r);
+                    } else {
+                        push(merged, r);
+                        push(applied, l);
+                    }
+                }
+                _ => {
+                    push(merged, r);
+                    push(applied, l);
+                }
+            }
             return Ok(());
         }
         match parked {
@@ -473,7 +520,6 @@ impl<'a> Merger<'a> {
             }
             None => {}
         }
-        let (lc, rc) = (!same(a, l), !same(b, r));
         match (lc, rc) {
             (false, false) => {
                 push(merged, r);
@@ -485,9 +531,7 @@ impl<'a> Merger<'a> {
                         // Newly tracked here while the shared state had its own version.
                         return self.both_changed(p, l, r, pubs, apps, taken, merged, applied);
                     }
-                    if l.is_none() {
-                        self.out.publish_deletes += 1;
-                    }
+                    self.note_publish(l, r);
                     push(merged, l);
                     push(applied, l);
                 } else if apps && l.is_none() {
@@ -583,9 +627,7 @@ impl<'a> Merger<'a> {
                 self.record(p, kind, l, r, Outcome::Parked);
             }
             (Policy::KeepLocal, _, _) => {
-                if l.is_none() && r.is_some() {
-                    self.out.publish_deletes += 1;
-                }
+                self.note_publish(l, r);
                 push(merged, l);
                 push(applied, l);
                 self.record(p, kind, l, r, Outcome::KeptLocal);
@@ -657,9 +699,7 @@ impl<'a> Merger<'a> {
         }
         match f {
             Force::Up => {
-                if l.is_none() && r.is_some() {
-                    self.out.publish_deletes += 1;
-                }
+                self.note_publish(l, r);
                 push(merged, l);
                 push(applied, l);
             }
@@ -670,6 +710,25 @@ impl<'a> Merger<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Notes that the shared state's `r` is replaced by this folder's `l` (for move-aware
+    /// deletion counting).
+    fn note_publish(&mut self, l: Opt, r: Opt) {
+        match (l, r) {
+            (None, Some(r)) => {
+                let key = content_key(r)
+                    .map(|(s, c)| (s, c.clone()))
+                    .unwrap_or((0, Content::Direct(vec![])));
+                self.published_removed.push(key);
+            }
+            (Some(l), None) => {
+                if let Some((s, c)) = content_key(l) {
+                    *self.published_added.entry((s, c.clone())).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
     }
 
     fn record(&mut self, p: &[u8], kind: ConflictKind, l: Opt, r: Opt, outcome: Outcome) {
@@ -734,7 +793,6 @@ impl<'a> Merger<'a> {
             }
             self.out.actions.push(Action::Rmdir { path: p.to_vec() });
         } else {
-            self.out.local_deletes += 1;
             self.out.actions.push(Action::Delete {
                 path: p.to_vec(),
                 expect: x.clone(),

@@ -1,0 +1,1 @@
+print('v2 from ws1')

@@ -1,0 +1,1 @@
+print('a.py, edited on ws1')

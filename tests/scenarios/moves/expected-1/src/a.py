@@ -1,0 +1,1 @@
+print('module a, long enough to be unique')

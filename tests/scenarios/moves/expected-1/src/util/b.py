@@ -1,0 +1,1 @@
+print('module b, also unique')
