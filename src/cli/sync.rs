@@ -61,6 +61,18 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "folder".into());
     let name = a.name.clone().unwrap_or_else(|| format!("{base}-sync"));
+    if let Ok(existing) = SetConfig::load(&ctx.sync_dir(), &name)
+        && existing.local_path == dir
+        && ctx.repo.as_ref().is_none_or(|r| {
+            *r == existing.repo
+                || absolute(Path::new(r)).is_ok_and(|a| a.display().to_string() == existing.repo)
+        })
+    {
+        ctx.out
+            .line(format!("✅ {name} already keeps {} in sync", dir.display()));
+        ctx.out.line(format!("💡 Sync now: prism-sync sync {name}"));
+        return Ok(Outcome::ok());
+    }
     for other in SetConfig::list(&ctx.sync_dir())? {
         if let Ok(c) = SetConfig::load(&ctx.sync_dir(), &other)
             && c.local_path == dir
