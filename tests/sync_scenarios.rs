@@ -29,6 +29,8 @@ const DELETE_FILE: &str = ".scenario-delete";
 /// Anywhere in a tree directory: marks its directory as existing (git cannot hold empty ones);
 /// the marker itself is never copied nor compared.
 const KEEP_FILE: &str = ".scenario-keep";
+/// Fixture name standing for `.git` (which git cannot commit inside a repository).
+const DOT_GIT: &str = "dot-git";
 /// A command that runs longer than this is killed and fails its scenario.
 const CMD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Environment of prism-sync that must not leak in from the caller.
@@ -318,6 +320,12 @@ fn capture(root: &Path, markers: bool) -> Result<Tree, String> {
                     data: fs::read(&p).map_err(|e| format!("read {}: {e}", p.display()))?,
                     exec: md.permissions().mode() & 0o100 != 0,
                 }
+            };
+            // git cannot store a nested `.git/`: fixture trees spell it `dot-git/`.
+            let rel = if markers {
+                rel.split('/').map(|c| if c == DOT_GIT { ".git" } else { c }).collect::<Vec<_>>().join("/")
+            } else {
+                rel
             };
             if out.insert(normalize(&rel), entry).is_some() {
                 return Err(format!(
