@@ -7,12 +7,14 @@
 //! - [`crypto`]: key derivation, key files, AEAD sealing.
 //! - [`chunker`]: content-defined cut points (pure).
 //! - [`pack`], [`index`]: assembling and parsing packs; blob id → location.
-//! - [`backend`]: opaque bytes by (kind, name) on a directory or in memory, plus fault injection.
+//! - [`backend`]: opaque bytes by (kind, name) on a directory, in memory, in S3 or behind
+//!   `serve`, plus retry and fault-injection wrappers.
 //! - [`repository`]: open/init, write ordering (packs → index → snapshot), check, prune.
 //! - [`snapshot`]: trees, nodes, walking, diff, selection, retention.
 //! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
 //! - [`sync`]: the three-way merge as a pure function, rules and policies.
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
+//! - [`serve`]: the REST server over a repository directory (`prism-sync serve`).
 //! - [`cli`]: the command line; the only place that prints.
 //!
 //! The on-disk format is specified in `format-spec/` at the top of the source tree.
@@ -30,6 +32,7 @@ pub mod index;
 pub mod pack;
 pub mod repository;
 pub mod restorer;
+pub mod serve;
 pub mod snapshot;
 pub mod sync;
 pub mod time;

@@ -1,15 +1,27 @@
 //! One conformance suite that every backend passes: create-only semantics, exact ranged reads,
-//! listing, not-found errors, large objects, concurrent writers. New backends (s3, rest) add one
-//! line to `backends()`.
+//! listing, not-found errors, large objects, concurrent writers. Each backend is one line in
+//! `backends()`.
+
+mod remote_support;
 
 use std::sync::Arc;
 
 use prism_sync::backend::{Backend, DynBackend, ErrorKind, FsBackend, Kind, MemoryBackend};
 
+/// Every backend, as `backend::open` makes them (s3 and rest inside the retry wrapper): s3 on
+/// the moto server `.ci/run` starts (PRISM_TEST_S3_ENDPOINT), rest on `prism-sync serve`
+/// children (plain HTTP and TLS with a pinned certificate).
 fn backends(tmp: &std::path::Path) -> Vec<(&'static str, DynBackend)> {
     let fs = Arc::new(FsBackend::new(tmp.join("fs-repo")));
     fs.prepare().unwrap();
-    vec![("memory", Arc::new(MemoryBackend::new())), ("fs", fs)]
+    let s3 = remote_support::s3_endpoint();
+    vec![
+        ("memory", Arc::new(MemoryBackend::new())),
+        ("fs", fs),
+        ("s3", remote_support::s3_backend(&s3, "conformance")),
+        ("rest", remote_support::rest_backend(tmp, false)),
+        ("rest-tls", remote_support::rest_backend(tmp, true)),
+    ]
 }
 
 fn name(i: u8) -> String {

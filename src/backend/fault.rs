@@ -71,4 +71,10 @@ impl Backend for FaultBackend {
         self.gate(kind, name)?;
         self.inner.delete(kind, name)
     }
+    fn probe_capabilities(&self) -> BResult<crate::format::config::Capabilities> {
+        self.inner.probe_capabilities()
+    }
+    fn use_capabilities(&self, caps: crate::format::config::Capabilities) {
+        self.inner.use_capabilities(caps)
+    }
 }

@@ -10,9 +10,15 @@
 //! - `read_range` returns exactly the bytes asked for, or an error;
 //! - `list` shows every acknowledged object of a kind (it may also show ones being deleted).
 
+pub mod aws;
+pub mod efs;
 mod fault;
 mod fs;
 mod memory;
+pub mod rest;
+pub mod retry;
+pub mod rt;
+pub mod s3;
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +26,11 @@ use std::sync::Arc;
 pub use fault::FaultBackend;
 pub use fs::FsBackend;
 pub use memory::MemoryBackend;
+pub use rest::RestBackend;
+pub use retry::{RetryBackend, RetryPolicy};
+pub use s3::S3Backend;
+
+use crate::format::config::Capabilities;
 
 /// The kinds of objects a repository stores; each lives in its own namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -168,19 +179,52 @@ pub trait Backend: Send + Sync {
     fn remove_stale_temp(&self, _max_age: std::time::Duration) -> BResult<usize> {
         Ok(0)
     }
+
+    /// Finds out, by trying, which write guarantees the medium really gives; `repo init`
+    /// records the answer in the config. The default: `create` is atomically create-only
+    /// (`link(2)`, a lock), and there is no compare-and-swap.
+    fn probe_capabilities(&self) -> BResult<Capabilities> {
+        Ok(Capabilities(Capabilities::CREATE_ONLY))
+    }
+
+    /// Tells the backend what the repository's config says was proven at init. A backend
+    /// relies on no capability it was not told about (the s3 backend's `create` is then
+    /// HEAD-then-PUT).
+    fn use_capabilities(&self, _caps: Capabilities) {}
 }
 
 pub type DynBackend = Arc<dyn Backend>;
 
-/// Opens the backend a repository URL names: a path or `file://…` for now.
+/// Opens the backend a repository URL names: a path or `file://…` (a directory), `s3://bucket/prefix`,
+/// `rest:http(s)://host:port/…`, `efs://fs-ID[/path]` (the directory where it is mounted).
+/// Network backends come wrapped in [`RetryBackend`].
 pub fn open(url: &str) -> Result<DynBackend, crate::Error> {
     if let Some(rest) = url.strip_prefix("file://") {
         return Ok(Arc::new(FsBackend::new(rest)));
     }
-    for scheme in ["s3:", "rest:", "efs:", "sftp:", "http:", "https:"] {
+    if url.starts_with("s3:") {
+        let b = S3Backend::open(url).map_err(crate::Error::invalid)?;
+        return Ok(Arc::new(RetryBackend::new(
+            Arc::new(b),
+            RetryPolicy::from_env(),
+        )));
+    }
+    if url.starts_with("rest:") {
+        let b = RestBackend::open(url).map_err(crate::Error::invalid)?;
+        return Ok(Arc::new(RetryBackend::new(
+            Arc::new(b),
+            RetryPolicy::from_env(),
+        )));
+    }
+    if url.starts_with("efs:") {
+        return Ok(Arc::new(FsBackend::new(
+            efs::resolve(url).map_err(crate::Error::invalid)?,
+        )));
+    }
+    for scheme in ["sftp:", "http:", "https:"] {
         if url.starts_with(scheme) {
             return Err(crate::Error::invalid(format!(
-                "repository URL {url}: the {} backend is not available in this build; use a directory path",
+                "repository URL {url}: the {} backend is not available; use a directory, s3://bucket/prefix or rest:{url}",
                 scheme.trim_end_matches(':')
             )));
         }

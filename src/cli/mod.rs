@@ -4,6 +4,7 @@
 //! Exit codes (restic's): 0 success; 1 fatal error; 3 finished but some files could not be read
 //! or written (they are listed); 10 repository does not exist; 12 wrong password.
 
+mod remote;
 mod render;
 mod repo;
 mod sync;
@@ -32,7 +33,8 @@ pub struct Cli {
     /// Home of all prism-sync config and state (sync sets, keys, caches).
     #[arg(long, env = "PRISM_HOME", global = true, value_name = "DIR")]
     pub home: Option<PathBuf>,
-    /// Repository: a directory path or file://… (default: the embedded repository under --home).
+    /// Repository: a directory path, file://…, s3://bucket/prefix, rest:http(s)://host:port/ or
+    /// efs://fs-ID (default: the embedded repository under --home).
     #[arg(long, env = "PRISM_SYNC_REPO", global = true, value_name = "URL")]
     pub repo: Option<String>,
     /// Read the password from the first line of this file (else env PRISM_SYNC_PASSWORD).
@@ -43,6 +45,15 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
+    /// Access token for rest: repositories (else env PRISM_SYNC_REST_TOKEN; `serve` prints it).
+    #[arg(
+        long,
+        env = "PRISM_SYNC_REST_TOKEN",
+        global = true,
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub rest_token: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -146,6 +157,13 @@ pub enum Command {
     },
     /// How each sync set stands (works without a daemon).
     Status { name: Option<String> },
+    /// Serve the repository directory (--repo) over HTTP(S) to rest: clients.
+    Serve(remote::ServeArgs),
+    /// Provision and list AWS EFS file systems.
+    Efs {
+        #[command(subcommand)]
+        cmd: remote::EfsCommand,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -407,6 +425,9 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    if let Some(t) = &cli.rest_token {
+        crate::backend::rest::set_token(t);
+    }
     let ctx = Ctx {
         home: cli.home.clone().unwrap_or_else(default_home),
         repo: cli.repo.clone(),
@@ -487,5 +508,7 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
         } => sync::resolve(ctx, &name, path, all, &keep),
         Command::History { name, path } => sync::history(ctx, &name, &path),
         Command::Status { name } => sync::status(ctx, name.as_deref()),
+        Command::Serve(a) => remote::serve(ctx, &a),
+        Command::Efs { cmd } => remote::efs(ctx, &cmd),
     }
 }

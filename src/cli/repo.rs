@@ -19,7 +19,6 @@ use super::{
 use crate::archiver::{self, ArchiveOptions, BackupOptions, Progress, SoftError};
 use crate::backend::{self, Kind};
 use crate::error::Error;
-use crate::format::config::Capabilities;
 use crate::format::keyfile::Kdf;
 use crate::format::pack::BlobKind;
 use crate::id::{SnapshotId, hex_encode};
@@ -107,7 +106,6 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<Outcome> {
     let opts = InitOptions {
         pack_target_bytes: a.pack_size << 20,
         zstd_level: a.compression,
-        capabilities: Capabilities(Capabilities::CREATE_ONLY),
         ..Default::default()
     };
     let repo = Repository::init(backend::open(&url)?, &creds, &opts)?;

@@ -72,6 +72,8 @@ pub struct InitOptions {
     pub chunk_max_bytes: u32,
     pub zstd_level: i64,
     pub pack_target_bytes: u64,
+    /// Capabilities to use where the backend proves them: `init` records these bits and'ed
+    /// with [`crate::backend::Backend::probe_capabilities`].
     pub capabilities: Capabilities,
 }
 
@@ -83,7 +85,7 @@ impl Default for InitOptions {
             chunk_max_bytes: CHUNK_MAX_BYTES,
             zstd_level: ZSTD_LEVEL,
             pack_target_bytes: PACK_TARGET_BYTES,
-            capabilities: Capabilities(Capabilities::CREATE_ONLY),
+            capabilities: Capabilities(Capabilities::CREATE_ONLY | Capabilities::COMPARE_AND_SWAP),
         }
     }
 }
@@ -176,6 +178,9 @@ impl Repository {
             Err(e) => return Err(e.into()),
         }
         backend.prepare()?;
+        let proven = backend.probe_capabilities()?;
+        let capabilities = Capabilities(opts.capabilities.0 & proven.0);
+        backend.use_capabilities(capabilities);
         let keys = Keys::generate();
         let repo_id: [u8; 32] = random_bytes();
         let config = RepoConfig {
@@ -187,7 +192,7 @@ impl Repository {
             zstd_level: opts.zstd_level,
             pack_target_bytes: opts.pack_target_bytes,
             created_ns: now_ns(),
-            capabilities: opts.capabilities,
+            capabilities,
             extra: vec![],
         };
         config
@@ -242,6 +247,7 @@ impl Repository {
                 "repository id does not match its header",
             ));
         }
+        backend.use_capabilities(config.capabilities);
         Ok(Repository {
             backend,
             keys,
