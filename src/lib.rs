@@ -13,6 +13,7 @@
 //! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
 //! - [`sync`]: the three-way merge as a pure function, rules and policies.
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
+//! - [`daemon`]: watching, polling and scheduling steps continuously; the control socket.
 //! - [`cli`]: the command line; the only place that prints.
 //!
 //! The on-disk format is specified in `format-spec/` at the top of the source tree.
@@ -22,6 +23,7 @@ pub mod backend;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;
+pub mod daemon;
 pub mod endpoint;
 pub mod error;
 pub mod format;
