@@ -15,6 +15,7 @@
 //! - [`sync`]: the three-way merge as a pure function, rules and policies.
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
 //! - [`serve`]: the REST server over a repository directory (`prism-sync serve`).
+//! - [`daemon`]: watching, polling and scheduling steps continuously; the control socket.
 //! - [`cli`]: the command line; the only place that prints.
 //!
 //! The on-disk format is specified in `format-spec/` at the top of the source tree.
@@ -24,6 +25,7 @@ pub mod backend;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;
+pub mod daemon;
 pub mod endpoint;
 pub mod error;
 pub mod format;

@@ -323,7 +323,10 @@ fn capture(root: &Path, markers: bool) -> Result<Tree, String> {
             };
             // git cannot store a nested `.git/`: fixture trees spell it `dot-git/`.
             let rel = if markers {
-                rel.split('/').map(|c| if c == DOT_GIT { ".git" } else { c }).collect::<Vec<_>>().join("/")
+                rel.split('/')
+                    .map(|c| if c == DOT_GIT { ".git" } else { c })
+                    .collect::<Vec<_>>()
+                    .join("/")
             } else {
                 rel
             };

@@ -58,6 +58,31 @@ pub enum Filter {
 /// Decides per entry (path relative to the scanned root, `/`-separated, and its metadata).
 pub type ScanFilter = Arc<dyn Fn(&[u8], &Metadata) -> Filter + Send + Sync>;
 
+/// An event-driven scan: directories with no dirty path at or below them are taken whole from
+/// the previous tree of the same folder instead of being listed again.
+#[derive(Clone)]
+pub struct Reuse {
+    /// The folder's tree as of the previous scan.
+    pub tree: BlobId,
+    /// Paths (relative, `/`-separated) that may have changed since; they and their ancestors
+    /// are scanned.
+    pub dirty: Arc<std::collections::BTreeSet<Vec<u8>>>,
+}
+
+impl Reuse {
+    fn dirty_at_or_below(&self, rel: &[u8]) -> bool {
+        if self.dirty.contains(rel) {
+            return true;
+        }
+        let mut prefix = rel.to_vec();
+        prefix.push(b'/');
+        self.dirty
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|d| d.starts_with(&prefix))
+    }
+}
+
 /// Bounded queues between the stages.
 const FILE_JOBS_QUEUE_MAX: usize = 256;
 const EVENTS_QUEUE_MAX: usize = 4096;
@@ -85,6 +110,12 @@ pub struct ArchiveOptions {
     /// Zero owners and directory mtimes (sync scans): they differ between machines and would
     /// make equal folders have different tree ids.
     pub normalize: bool,
+    /// Take untouched directories from a previous tree (see [`Reuse`]).
+    pub reuse: Option<Reuse>,
+    /// Leave out files modified less than this long ago (ns) or changed while being read,
+    /// reporting them in `deferred` instead (sync: never publish a half-written file). `None`:
+    /// store everything as read (backups).
+    pub defer_recent_ns: Option<i64>,
     pub progress: Arc<Progress>,
 }
 
@@ -101,6 +132,8 @@ impl Default for ArchiveOptions {
             compressors: cores,
             filter: None,
             normalize: false,
+            reuse: None,
+            defer_recent_ns: None,
             progress: Arc::new(Progress::default()),
         }
     }
@@ -132,6 +165,8 @@ pub struct ArchiveResult {
     pub warnings: Vec<SoftError>,
     /// Entries a filter skipped with a reason (not stored).
     pub skipped: Vec<SoftError>,
+    /// Files left for the next scan (still being written).
+    pub deferred: Vec<Vec<u8>>,
     cache_updates: Vec<(Vec<u8>, CacheEntry)>,
     cache: Option<FileCache>,
 }
@@ -166,6 +201,7 @@ enum Event {
     Error(SoftError),
     Warning(SoftError),
     Skipped(SoftError),
+    Deferred(Vec<u8>),
 }
 
 struct FileJob {
@@ -200,6 +236,9 @@ struct Shared<'r> {
     bytes_added_stored: AtomicU64,
     /// Files modified after this (ns) are not cached: see [`RACY_WINDOW_NS`].
     racy_after_ns: i64,
+    /// When the scan started (ns).
+    now_ns: i64,
+    defer_changing: bool,
 }
 
 /// A file whose mtime or ctime is this close to the scan's start is recorded in the file cache
@@ -278,6 +317,8 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         bytes_added_raw: AtomicU64::new(0),
         bytes_added_stored: AtomicU64::new(0),
         racy_after_ns: crate::repository::now_ns() - RACY_WINDOW_NS,
+        now_ns: crate::repository::now_ns(),
+        defer_changing: opts.defer_recent_ns.is_some(),
     };
     let shared = &shared;
     let built = std::thread::scope(|s| {
@@ -345,6 +386,7 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         errors: b.errors,
         warnings: b.warnings,
         skipped: b.skipped,
+        deferred: b.deferred,
         cache_updates: b.cache_updates,
         cache,
     })
@@ -393,7 +435,11 @@ impl Walker<'_, '_> {
                     )));
                 }
                 let names = sorted_names(root).map_err(|e| Error::io(root, e))?;
-                self.dir_entries(root, &[], names)
+                let prev =
+                    self.opts.reuse.as_ref().and_then(|r| {
+                        crate::snapshot::tree::read_dir(self.shared.repo, &r.tree).ok()
+                    });
+                self.dir_entries(root, &[], names, prev)
             }
             Source::Entries(paths) => {
                 let mut named: Vec<(Vec<u8>, &PathBuf)> = Vec::new();
@@ -421,26 +467,34 @@ impl Walker<'_, '_> {
                     if let Err(e) = fs::symlink_metadata(p) {
                         return Err(Error::io(p, e));
                     }
-                    self.entry(p, name.clone(), &name)?;
+                    self.entry(p, name.clone(), &name, None)?;
                 }
                 Ok(())
             }
         }
     }
 
-    fn dir_entries(&self, dir: &Path, rel: &[u8], names: Vec<OsString>) -> Result<()> {
+    /// `prev`: this directory's entries in the previous tree, when reusing one.
+    fn dir_entries(
+        &self,
+        dir: &Path,
+        rel: &[u8],
+        names: Vec<OsString>,
+        prev: Option<Vec<Node>>,
+    ) -> Result<()> {
         for name in names {
             if self.shared.aborted() {
                 return Err(Error::Interrupted);
             }
             let nb = name.as_bytes().to_vec();
             let child_rel = crate::snapshot::join(rel, &nb);
-            self.entry(&dir.join(&name), nb, &child_rel)?;
+            let before = prev.as_ref().and_then(|p| p.iter().find(|n| n.name == nb));
+            self.entry(&dir.join(&name), nb, &child_rel, before)?;
         }
         Ok(())
     }
 
-    fn entry(&self, path: &Path, name: Vec<u8>, rel: &[u8]) -> Result<()> {
+    fn entry(&self, path: &Path, name: Vec<u8>, rel: &[u8], before: Option<&Node>) -> Result<()> {
         let md = match fs::symlink_metadata(path) {
             Ok(md) => md,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()), // vanished meanwhile
@@ -467,6 +521,15 @@ impl Walker<'_, '_> {
             );
         }
         let progress = &self.shared.progress;
+        if ft.is_dir()
+            && let Some(reuse) = &self.opts.reuse
+            && let Some(b) = before.filter(|b| b.is_dir())
+            && !reuse.dirty_at_or_below(rel)
+        {
+            // Nothing touched this directory since the previous scan: take it whole.
+            progress.dirs.fetch_add(1, Ordering::Relaxed);
+            return self.send(Event::Entry(b.clone(), None));
+        }
         if ft.is_dir() {
             let names = match sorted_names(path) {
                 Ok(n) => n,
@@ -481,7 +544,13 @@ impl Walker<'_, '_> {
                 },
                 normalize,
             )))?;
-            self.dir_entries(path, rel, names)?;
+            let prev = match (&self.opts.reuse, before.map(|b| &b.kind)) {
+                (Some(_), Some(NodeKind::Dir { subtree })) => {
+                    crate::snapshot::tree::read_dir(self.shared.repo, subtree).ok()
+                }
+                _ => None,
+            };
+            self.dir_entries(path, rel, names, prev)?;
             self.send(Event::Leave)
         } else if ft.is_symlink() {
             let target = match fs::read_link(path) {
@@ -502,6 +571,11 @@ impl Walker<'_, '_> {
             ))
         } else if ft.is_file() {
             let stat = stat_entry(&md);
+            if let Some(recent) = self.opts.defer_recent_ns
+                && stat.mtime_ns > self.shared.now_ns - recent
+            {
+                return self.send(Event::Deferred(rel.to_vec()));
+            }
             let key = path.as_os_str().as_bytes().to_vec();
             let node = base_node(
                 name,
@@ -684,6 +758,7 @@ struct Built {
     errors: Vec<SoftError>,
     warnings: Vec<SoftError>,
     skipped: Vec<SoftError>,
+    deferred: Vec<Vec<u8>>,
     cache_updates: Vec<(Vec<u8>, CacheEntry)>,
 }
 
@@ -694,6 +769,7 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
     let mut summary = Summary::default();
     let (mut errors, mut warnings, mut cache_updates) = (Vec::new(), Vec::new(), Vec::new());
     let mut skipped = Vec::new();
+    let mut deferred = Vec::new();
     for ev in events {
         match ev {
             Event::Enter(node) => stack.push((node, Vec::new())),
@@ -731,6 +807,10 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
                         let path = PathBuf::from(std::ffi::OsStr::from_bytes(&key));
                         match rx.recv().map_err(|_| Error::Interrupted)? {
                             FileOutcome::Read { ids, size, changed } => {
+                                if changed && shared.defer_changing {
+                                    deferred.push(rel);
+                                    continue;
+                                }
                                 if changed {
                                     warnings.push(SoftError {
                                         path,
@@ -778,6 +858,7 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
             Event::Error(e) => errors.push(e),
             Event::Warning(w) => warnings.push(w),
             Event::Skipped(w) => skipped.push(w),
+            Event::Deferred(rel) => deferred.push(rel),
         }
     }
     if shared.aborted() || !stack.is_empty() {
@@ -797,6 +878,7 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
         errors,
         warnings,
         skipped,
+        deferred,
         cache_updates,
     })
 }

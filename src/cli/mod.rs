@@ -4,6 +4,7 @@
 //! Exit codes (restic's): 0 success; 1 fatal error; 3 finished but some files could not be read
 //! or written (they are listed); 10 repository does not exist; 12 wrong password.
 
+mod daemon;
 mod remote;
 mod render;
 mod repo;
@@ -163,6 +164,32 @@ pub enum Command {
     Efs {
         #[command(subcommand)]
         cmd: remote::EfsCommand,
+    },
+    /// Keep NAME in sync continuously (starts the daemon for this home if needed).
+    Start {
+        name: String,
+        /// Run the daemon in this terminal instead of in the background.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Stop keeping NAME in sync (the daemon exits when no set is left).
+    Stop { name: String },
+    /// Pause NAME: the daemon applies and publishes nothing until `resume`.
+    Pause { name: String },
+    /// Resume a paused set.
+    Resume { name: String },
+    /// Wait until this folder's changes are published and the shared state's are applied.
+    Flush {
+        name: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// (internal) The daemon process that `start` launches.
+    #[command(hide = true)]
+    DaemonRun {
+        #[arg(long)]
+        first: Option<String>,
     },
 }
 
@@ -510,5 +537,11 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
         Command::Status { name } => sync::status(ctx, name.as_deref()),
         Command::Serve(a) => remote::serve(ctx, &a),
         Command::Efs { cmd } => remote::efs(ctx, &cmd),
+        Command::Start { name, foreground } => daemon::start(ctx, &name, foreground),
+        Command::Stop { name } => daemon::stop(ctx, &name),
+        Command::Pause { name } => daemon::pause(ctx, &name, true),
+        Command::Resume { name } => daemon::pause(ctx, &name, false),
+        Command::Flush { name, timeout } => daemon::flush(ctx, &name, timeout),
+        Command::DaemonRun { first } => daemon::run(ctx, first.as_deref()),
     }
 }

@@ -380,6 +380,11 @@ pub fn sync(
     allow_deletions: bool,
 ) -> Result<Outcome> {
     let (ep, repo) = open_set(ctx, name)?;
+    if ep.state.meta()?.paused && !dry_run {
+        bail!(Error::invalid(format!(
+            "{name} is paused: nothing is synced until `prism-sync resume {name}`"
+        )));
+    }
     let progress = Arc::new(Progress::default());
     let p = progress.clone();
     let spinner = Spinner::start(&ctx.out, move || {
@@ -892,7 +897,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
 
 // ---- status ----------------------------------------------------------------------------------------
 
-fn status_one(ctx: &Ctx, name: &str) -> Result<Value> {
+fn status_one(ctx: &Ctx, name: &str, daemon: &Option<Value>) -> Result<Value> {
     let ep = Endpoint::open(&ctx.home, name)?;
     let meta = ep.state.meta()?;
     let conflicts = ep.state.conflicts()?;
@@ -912,6 +917,8 @@ fn status_one(ctx: &Ctx, name: &str) -> Result<Value> {
         format!("halted: {h}")
     } else if meta.last_step_ns.is_none() {
         "not synced yet".into()
+    } else if meta.paused {
+        "paused".into()
     } else if !reachable {
         "repository unreachable".into()
     } else if remote_changed {
@@ -924,7 +931,7 @@ fn status_one(ctx: &Ctx, name: &str) -> Result<Value> {
     Ok(json!({
         "name": name,
         "state": state,
-        "in_sync": meta.halt.is_none() && reachable && !remote_changed && conflicts.is_empty() && meta.last_step_ns.is_some(),
+        "in_sync": meta.halt.is_none() && !meta.paused && reachable && !remote_changed && conflicts.is_empty() && meta.last_step_ns.is_some(),
         "folder": ep.cfg.local_path.display().to_string(),
         "repository": ep.cfg.repo,
         "repository_error": remote.err().map(|e| e.to_string()),
@@ -943,7 +950,14 @@ fn status_one(ctx: &Ctx, name: &str) -> Result<Value> {
         "conflicts": conflicts.iter().map(|(p, c)| json!({"path": display_path(p), "kind": c.kind})).collect::<Vec<_>>(),
         "skipped": skipped.iter().map(|(p, s)| json!({"path": display_path(p), "reason": s.reason})).collect::<Vec<_>>(),
         "activity": activity.iter().map(|a| json!({"time": format_rfc3339(a.time_ns), "ago": format_ago(a.time_ns, now), "action": a.action, "path": a.path, "size": a.size, "direction": a.direction})).collect::<Vec<_>>(),
-        "daemon": "not running",
+        "paused": meta.paused,
+        "daemon": match daemon {
+            None => json!({"running": false}),
+            Some(d) => match d["sets"].as_array().and_then(|v| v.iter().find(|x| x["set"] == name)) {
+                Some(live) => json!({"running": true, "pid": d["pid"], "live": live}),
+                None => json!({"running": true, "pid": d["pid"], "live": null}),
+            },
+        },
     }))
 }
 
@@ -952,9 +966,17 @@ pub fn status(ctx: &Ctx, name: Option<&str>) -> Result<Outcome> {
         Some(n) => vec![n.to_string()],
         None => SetConfig::list(&ctx.sync_dir())?,
     };
+    let daemon = match crate::daemon::control::request(
+        &ctx.home,
+        crate::daemon::control::Op::Status { set: None },
+        std::time::Duration::from_secs(10),
+    ) {
+        Ok(Some(r)) if r.ok => Some(r.result),
+        _ => None,
+    };
     let all: Vec<Value> = names
         .iter()
-        .map(|n| status_one(ctx, n))
+        .map(|n| status_one(ctx, n, &daemon))
         .collect::<Result<_>>()?;
     if ctx.out.json {
         ctx.out.json(&if name.is_some() {
@@ -1032,13 +1054,56 @@ pub fn status(ctx: &Ctx, name: Option<&str>) -> Result<Outcome> {
         if !eps.is_empty() {
             kv("Endpoints", eps.join(", "));
         }
-        kv(
-            "Daemon",
-            format!(
-                "not running (keep it in sync: prism-sync start {})",
-                s["name"].as_str().unwrap_or("")
+        let d = &s["daemon"];
+        let name = s["name"].as_str().unwrap_or("");
+        match (d["running"].as_bool(), d["live"].is_null()) {
+            (Some(true), false) => {
+                let live = &d["live"];
+                let mut line = format!(
+                    "running (pid {}), {}",
+                    d["pid"],
+                    live["state"].as_str().unwrap_or("")
+                );
+                if let Some(n) = live["pending_paths"].as_u64().filter(|n| *n > 0) {
+                    line += &format!(", {n} change(s) waiting");
+                }
+                kv("Daemon", line);
+                let w = live["watching"].as_str().unwrap_or("");
+                kv(
+                    "Watching",
+                    if w == "inotify" {
+                        "yes (inotify)".into()
+                    } else {
+                        w.to_string()
+                    },
+                );
+                if let Some(e) = live["last_error"].as_str() {
+                    println!("   ⚠️  {e}");
+                }
+                if let Some(since) = live["unreachable_since"].as_str() {
+                    println!(
+                        "   ⚠️  repository unreachable since {since}; retrying every {} s",
+                        live["next_check_ms"].as_u64().unwrap_or(0) / 1000
+                    );
+                }
+            }
+            (Some(true), true) => kv(
+                "Daemon",
+                format!(
+                    "running (pid {}), but not for this set: prism-sync start {name}",
+                    d["pid"]
+                ),
             ),
-        );
+            _ => kv(
+                "Daemon",
+                format!("not running (keep it in sync: prism-sync start {name})"),
+            ),
+        }
+        if s["paused"].as_bool() == Some(true) {
+            println!(
+                "   ⏸️  paused: nothing is applied or published until `prism-sync resume {name}`"
+            );
+        }
         if let Some(e) = s["repository_error"].as_str() {
             println!("   ⚠️  {e}");
         }

@@ -1,10 +1,11 @@
 //! A sync set at this endpoint: its config, its redb state, and the sync step.
 //!
 //! Owns: `$PRISM_HOME/sync/<NAME>.yml`, `<NAME>.state.redb`, `<NAME>.cache.redb`,
-//! `<NAME>.lock`, and carrying out a step (scan → heads → merge → guards → apply → publish →
+//! `<NAME>.lock`, `<NAME>.audit.jsonl`, and carrying out a step (scan → heads → merge → guards → apply → publish →
 //! commit). Must not touch: merge decisions (the `sync` module makes them), printing.
 
 pub mod apply;
+pub mod audit;
 pub mod config;
 pub mod state;
 mod step;
@@ -44,6 +45,10 @@ impl Endpoint {
 
     pub fn lock_path(&self) -> PathBuf {
         self.file("lock")
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.file("audit.jsonl")
     }
 
     /// Opens an existing set.

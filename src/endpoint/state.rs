@@ -52,6 +52,9 @@ pub struct Meta {
     /// Endpoints seen in heads, with the time of their last publish (ns).
     #[serde(default)]
     pub endpoints_seen: Vec<(String, i64)>,
+    /// Paused with `prism-sync pause`: the daemon applies nothing until resumed.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -10,7 +10,9 @@ use super::config::{RulesFile, build_rules};
 use super::state::{Activity, Commit, ConflictState, NodeSummary, SkippedFile};
 use super::trees::{RepoTrees, node_at, patch, write_tree};
 use super::{Endpoint, StepLock};
-use crate::archiver::{ArchiveOptions, Filter, Progress, ScanFilter, SoftError, Source, archive};
+use crate::archiver::{
+    ArchiveOptions, Filter, Progress, Reuse, ScanFilter, SoftError, Source, archive,
+};
 use crate::error::{Error, Result};
 use crate::format::head::Head;
 use crate::format::snapshot::{Snapshot, Summary};
@@ -20,7 +22,7 @@ use crate::repository::session::Session;
 use crate::repository::{Packer, Repository, hostname, now_ns, username};
 use crate::snapshot::diff::{Change, diff_trees};
 use crate::snapshot::{Node, display_path};
-use crate::sync::merge::{Action, ConflictRecord, Input, Outcome, merge};
+use crate::sync::merge::{Action, ConflictRecord, Input, Outcome, TreeSource, merge};
 use crate::sync::rules::{IGNORE_FILE, Rules};
 use crate::sync::{Force, Policy, Role};
 
@@ -36,6 +38,13 @@ pub struct StepOptions {
     /// Tests: stop after this many actions, as if killed.
     pub stop_after: Option<usize>,
     pub progress: Option<Arc<Progress>>,
+    /// Event-driven scan: only these paths (and their ancestors) may have changed since the
+    /// last step; every other directory is taken from the folder tree of that step. `None`:
+    /// scan everything.
+    pub dirty: Option<BTreeSet<Vec<u8>>>,
+    /// Leave files that are still being written for the next step: files modified less than
+    /// this long ago, or while they were read (the daemon passes its settle window).
+    pub defer_recent: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +65,8 @@ pub struct StepReport {
     pub skipped: Vec<(Vec<u8>, String)>,
     pub local_files: u64,
     pub local_bytes: u64,
+    /// Files left for the next step (still being written).
+    pub deferred: Vec<Vec<u8>>,
     pub publish_deletes: u64,
     pub local_deletes: u64,
 }
@@ -244,6 +255,20 @@ fn halt(ep: &Endpoint, report: &mut StepReport, why: String) -> Result<()> {
     Ok(())
 }
 
+/// Does the tree hold at least one file or symlink? Stops at the first one.
+fn tree_has_files(trees: &RepoTrees, root: &BlobId) -> Result<bool> {
+    let mut stack = vec![*root];
+    while let Some(id) = stack.pop() {
+        for n in trees.dir(&id)? {
+            match n.kind {
+                crate::snapshot::NodeKind::Dir { subtree } => stack.push(subtree),
+                _ => return Ok(true),
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// Counts files and bytes of a tree change list.
 /// A change between two trees: path, kind, old node, new node.
 type TreeChange = (Vec<u8>, Change, Option<Node>, Option<Node>);
@@ -313,11 +338,20 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         }
         Filter::Keep
     });
+    let reuse = match (&opts.dirty, parse_blob(&meta.applied_tree)) {
+        (Some(dirty), Some(tree)) if !dirty.contains(IGNORE_FILE.as_bytes()) => Some(Reuse {
+            tree,
+            dirty: Arc::new(dirty.clone()),
+        }),
+        _ => None, // no previous tree, or the rules file changed: scan everything
+    };
     let archive_opts = ArchiveOptions {
         file_cache: Some(ep.cache_path()),
         normalize: true,
         filter: Some(filter),
         progress: opts.progress.clone().unwrap_or_default(),
+        reuse,
+        defer_recent_ns: opts.defer_recent.map(|d| d.as_nanos() as i64),
         ..Default::default()
     };
     let scan = archive(repo, &Source::Dir(root.clone()), &archive_opts)?;
@@ -327,7 +361,9 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         .iter()
         .chain(&scan.skipped)
         .map(|e| e.rel.clone())
+        .chain(scan.deferred.iter().cloned())
         .collect();
+    report.deferred = scan.deferred.clone();
     report.scan_errors = scan.errors.clone();
     report.skipped = scan
         .skipped
@@ -403,7 +439,8 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
     // Guards: an emptied folder, or too many deletions, halt the set.
     if opts.force.is_none() && !opts.allow_deletions {
         // No files left (empty directories do not count) where there were files last time.
-        let local_empty = report.local_files == 0;
+        // Files the scan left for later (still being written, unreadable, oversized) count.
+        let local_empty = untracked.is_empty() && !tree_has_files(&trees, &scan.tree)?;
         let had_files = meta.local_files > 0 && applied_tree.is_some();
         if local_empty && had_files {
             let why = format!(
@@ -579,6 +616,7 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         None => (0, 0),
     };
     let mut new_base_snapshot = remote_snap;
+    let mut published_changes: Vec<TreeChange> = Vec::new();
     if remote_tree != Some(merged_tree) {
         let mut changes = Vec::new();
         match remote_tree {
@@ -652,6 +690,7 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
                 direction: "up".into(),
             });
         }
+        published_changes = changes;
     }
 
     // Record: conflicts, activity, skipped files, the new base and applied trees.
@@ -734,22 +773,37 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         endpoints.insert(cfg.endpoint.clone(), now);
     }
     endpoints.remove("merge");
-    // The folder after the step: the scan, plus what was applied.
-    for (a, r) in out.actions.iter().zip(&results) {
-        if r.is_err() {
-            continue;
+    // The folder after the step. An event-driven scan reads only what changed, so the counts
+    // are carried forward by the difference between the old and new folder trees (O(changes));
+    // the first step counts its full scan.
+    match applied_tree {
+        Some(old) => {
+            let mut changes: Vec<TreeChange> = Vec::new();
+            diff_trees(repo, &old, &applied_tree_new, &mut |d| {
+                changes.push((d.path, d.change, d.old, d.new))
+            })?;
+            let (df, db) = count_delta(&changes);
+            report.local_files = (meta.local_files as i64 + df).max(0) as u64;
+            report.local_bytes = (meta.local_bytes as i64 + db).max(0) as u64;
         }
-        match a {
-            Action::Write { node, expect, .. } => {
-                let old = expect.as_ref().map(|e| e.size()).unwrap_or(0);
-                report.local_files += expect.is_none() as u64;
-                report.local_bytes = (report.local_bytes + node.size()).saturating_sub(old);
+        None => {
+            for (a, r) in out.actions.iter().zip(&results) {
+                if r.is_err() {
+                    continue;
+                }
+                match a {
+                    Action::Write { node, expect, .. } => {
+                        let old = expect.as_ref().map(|e| e.size()).unwrap_or(0);
+                        report.local_files += expect.is_none() as u64;
+                        report.local_bytes = (report.local_bytes + node.size()).saturating_sub(old);
+                    }
+                    Action::Delete { expect, .. } => {
+                        report.local_files = report.local_files.saturating_sub(1);
+                        report.local_bytes = report.local_bytes.saturating_sub(expect.size());
+                    }
+                    _ => {}
+                }
             }
-            Action::Delete { expect, .. } => {
-                report.local_files = report.local_files.saturating_sub(1);
-                report.local_bytes = report.local_bytes.saturating_sub(expect.size());
-            }
-            _ => {}
         }
     }
     commit.meta = super::state::Meta {
@@ -770,7 +824,75 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         heads: head_names(repo, &cfg.name)?,
         last_error: None,
         endpoints_seen: endpoints.into_iter().collect(),
+        paused: meta.paused,
     };
+    // The audit trail first: a crash before the commit repeats a line, never loses one.
+    let stamp = crate::time::format_rfc3339(now);
+    let mut audit_lines = Vec::new();
+    for (a, r) in out.actions.iter().zip(&results) {
+        if r.is_err() {
+            continue;
+        }
+        let (action, path, old, new) = match a {
+            Action::Write {
+                path,
+                node,
+                expect: None,
+            } => ("created", path, None, Some(node)),
+            Action::Write {
+                path,
+                node,
+                expect: Some(e),
+            } => ("updated", path, Some(e), Some(node)),
+            Action::Delete { path, expect } => ("deleted", path, Some(expect), None),
+            Action::Rename {
+                to,
+                expect,
+                node: Some(n),
+                ..
+            } => ("moved", to, Some(expect), Some(n)),
+            Action::Rename {
+                to,
+                expect,
+                node: None,
+                ..
+            } => ("kept-both", to, Some(expect), Some(expect)),
+            Action::Mkdir { .. } | Action::Rmdir { .. } => continue,
+        };
+        audit_lines.push(super::audit::entry(
+            &stamp,
+            &cfg.name,
+            &cfg.endpoint,
+            "down",
+            action,
+            &display_path(path),
+            old,
+            new,
+        ));
+    }
+    for (path, change, old, new) in &published_changes {
+        if new.as_ref().or(old.as_ref()).is_some_and(|n| n.is_dir()) {
+            continue;
+        }
+        let action = match change {
+            Change::Added => "created",
+            Change::Removed => "deleted",
+            _ => "updated",
+        };
+        let mut e = super::audit::entry(
+            &stamp,
+            &cfg.name,
+            &cfg.endpoint,
+            "up",
+            action,
+            &display_path(path),
+            old.as_ref(),
+            new.as_ref(),
+        );
+        e["snapshot"] = serde_json::json!(report.published.map(|s| s.to_hex()));
+        audit_lines.push(e);
+    }
+    super::audit::append(&ep.audit_path(), &audit_lines)?;
     commit.activity = activity;
     ep.state.commit(commit)?;
     session.end()?;

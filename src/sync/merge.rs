@@ -626,15 +626,14 @@ impl<'a> Merger<'a> {
                 push(applied, l);
                 self.record(p, kind, l, r, Outcome::Parked);
             }
-            (Policy::KeepLocal, _, _) => {
+            // Keeping both when one side has nothing keeps the side that has something.
+            (Policy::KeepLocal, _, _) | (Policy::KeepBoth, Some(_), None) => {
                 self.note_publish(l, r);
                 push(merged, l);
                 push(applied, l);
                 self.record(p, kind, l, r, Outcome::KeptLocal);
             }
-            (Policy::KeepRemote, _, _)
-            | (Policy::KeepBoth, None, _)
-            | (Policy::KeepBoth, _, None) => {
+            (Policy::KeepRemote, _, _) | (Policy::KeepBoth, None, _) => {
                 self.make_local(p, l, r)?;
                 push(merged, r);
                 push(applied, r);

@@ -1,0 +1,238 @@
+//! Handlers of the daemon commands: `start`, `stop`, `pause`, `resume`, `flush`, and the hidden
+//! `daemon-run` that `start` launches in the background.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde_json::json;
+
+use super::{Ctx, Outcome};
+use crate::daemon::control::{Op, request};
+use crate::daemon::{Settings, running_pid};
+use crate::endpoint::{Endpoint, StepOptions, step};
+use crate::error::Error;
+use crate::repository::Repository;
+
+const ANSWER: Duration = Duration::from_secs(30);
+
+fn ask(ctx: &Ctx, op: Op) -> Result<Option<serde_json::Value>> {
+    match request(&ctx.home, op, ANSWER)? {
+        None => Ok(None),
+        Some(r) if r.ok => Ok(Some(r.result)),
+        Some(r) => bail!(Error::invalid(
+            r.error.unwrap_or_else(|| "the daemon refused".into())
+        )),
+    }
+}
+
+/// Starts the daemon for this home in the background and waits until it answers.
+fn launch(ctx: &Ctx, first: &str) -> Result<u32> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::invalid(format!("cannot find the prism-sync binary: {e}")))?;
+    let log_path = ctx.sync_dir().join("daemon.log");
+    std::fs::create_dir_all(ctx.sync_dir()).map_err(|e| Error::io(ctx.sync_dir(), e))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("--home")
+        .arg(&ctx.home)
+        .arg("daemon-run")
+        .arg("--first")
+        .arg(first);
+    if let Some(pf) = &ctx.password_file {
+        cmd.arg("--password-file").arg(pf);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| Error::io(&log_path, e))?)
+        .stderr(log);
+    // SAFETY: setsid in the child before exec only detaches it from our session and terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::invalid(format!("cannot start the daemon: {e}")))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(pid) = running_pid(&ctx.home) {
+            return Ok(pid);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            bail!(Error::invalid(format!(
+                "the daemon exited at once ({status}): {last} (log: {})",
+                log_path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(Error::invalid(format!(
+        "the daemon did not come up within 20 s: see {}",
+        log_path.display()
+    )))
+}
+
+pub fn start(ctx: &Ctx, name: &str, foreground: bool) -> Result<Outcome> {
+    Endpoint::open(&ctx.home, name)?; // the set must exist here
+    if foreground {
+        if let Some(pid) = running_pid(&ctx.home) {
+            bail!(Error::invalid(format!(
+                "a daemon already runs for this home (pid {pid}): `prism-sync start {name}` adds the set to it"
+            )));
+        }
+        ctx.out
+            .line(format!("🔄 Keeping {name} in sync (Ctrl-C stops)"));
+        crate::daemon::run(
+            &ctx.home,
+            Some(name),
+            Settings::from_env(),
+            ctx.credentials()?,
+        )?;
+        return Ok(Outcome::ok());
+    }
+    let pid = match running_pid(&ctx.home) {
+        Some(pid) => {
+            ask(ctx, Op::Start { set: name.into() })?;
+            pid
+        }
+        None => launch(ctx, name)?,
+    };
+    if ctx.out.json {
+        ctx.out.json(&json!({"set": name, "daemon_pid": pid}));
+    } else {
+        ctx.out
+            .line(format!("✅ {name} is kept in sync (daemon pid {pid})"));
+        ctx.out.line(format!(
+            "💡 prism-sync status {name}   ·   prism-sync flush {name} before a batch job"
+        ));
+    }
+    Ok(Outcome::ok())
+}
+
+pub fn stop(ctx: &Ctx, name: &str) -> Result<Outcome> {
+    match ask(ctx, Op::Stop { set: name.into() }) {
+        Ok(Some(v)) => {
+            let remaining = v["remaining"].as_u64().unwrap_or(0);
+            ctx.out.line(format!(
+                "✅ {name} is no longer kept in sync{}",
+                if remaining == 0 {
+                    "; the daemon stopped"
+                } else {
+                    ""
+                }
+            ));
+        }
+        Ok(None) => ctx.out.line(format!(
+            "💡 No daemon runs for this home; {name} was not being kept in sync"
+        )),
+        Err(e) => return Err(e),
+    }
+    Ok(Outcome::ok())
+}
+
+pub fn pause(ctx: &Ctx, name: &str, pause: bool) -> Result<Outcome> {
+    let ep = Endpoint::open(&ctx.home, name)?;
+    let op = if pause {
+        Op::Pause { set: name.into() }
+    } else {
+        Op::Resume { set: name.into() }
+    };
+    let told_daemon = match request(&ctx.home, op, ANSWER)? {
+        Some(r) if r.ok => true,
+        _ => {
+            // No daemon (or it does not run this set): record it for whoever runs next.
+            ep.state.update_meta(|m| m.paused = pause)?;
+            false
+        }
+    };
+    let what = if pause {
+        "paused: nothing is applied or published until `prism-sync resume`"
+    } else {
+        "resumed"
+    };
+    ctx.out.line(format!(
+        "✅ {name} {what}{}",
+        if told_daemon {
+            ""
+        } else {
+            " (no daemon runs it now)"
+        }
+    ));
+    Ok(Outcome::ok())
+}
+
+pub fn flush(ctx: &Ctx, name: &str, timeout: u64) -> Result<Outcome> {
+    let ep = Endpoint::open(&ctx.home, name)?;
+    if ep.state.meta()?.paused {
+        bail!(Error::invalid(format!(
+            "{name} is paused: resume it first (prism-sync resume {name})"
+        )));
+    }
+    let started = Instant::now();
+    match request(
+        &ctx.home,
+        Op::Flush {
+            set: name.into(),
+            timeout_s: timeout,
+        },
+        Duration::from_secs(timeout + 10),
+    )? {
+        Some(r) if r.ok => {}
+        Some(r)
+            if r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("does not run")) =>
+        {
+            flush_here(ctx, &ep, timeout)?
+        }
+        Some(r) => bail!(Error::invalid(r.error.unwrap_or_default())),
+        None => flush_here(ctx, &ep, timeout)?,
+    }
+    if ctx.out.json {
+        ctx.out.json(
+            &json!({"set": name, "flushed": true, "seconds": started.elapsed().as_secs_f64()}),
+        );
+    } else {
+        ctx.out.line(format!("✅ {name} is flushed: every change here is published and every published change is here"));
+    }
+    Ok(Outcome::ok())
+}
+
+/// No daemon runs the set: step in the foreground until nothing moves.
+fn flush_here(ctx: &Ctx, ep: &Endpoint, timeout: u64) -> Result<()> {
+    let repo = Repository::open_url(&ep.cfg.repo, &ctx.credentials()?)?;
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    loop {
+        let r = step(ep, &repo, &StepOptions::default())?;
+        if let Some(h) = r.halted {
+            bail!(Error::invalid(format!("{} is halted: {h}", ep.cfg.name)));
+        }
+        if !r.changed() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(Error::invalid(format!(
+                "flush timed out after {timeout} s: the folder keeps changing"
+            )));
+        }
+    }
+}
+
+/// The daemon process.
+pub fn run(ctx: &Ctx, first: Option<&str>) -> Result<Outcome> {
+    crate::daemon::run(&ctx.home, first, Settings::from_env(), ctx.credentials()?)?;
+    Ok(Outcome::ok())
+}

@@ -1,0 +1,82 @@
+//! Watching a folder: inotify (recursive, through `notify`) events become dirty paths for the
+//! worker. Events are hints only — the step decides what changed — so their kinds barely matter:
+//! opens and plain reads are dropped, everything else marks its paths. A queue overflow asks for
+//! a full rescan. If the tree cannot be watched (the inotify watch limit), there is no watcher
+//! and the worker falls back to periodic full rescans, which `status` reports.
+//! [`start_heads`] watches a local repository's heads the same way.
+
+use std::path::Path;
+
+use crossbeam_channel::Sender;
+use notify::event::{AccessKind, AccessMode, EventKind};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+
+use super::worker::Msg;
+
+pub fn start(root: &Path, tx: Sender<Msg>) -> (Option<RecommendedWatcher>, String) {
+    let handler = move |res: notify::Result<notify::Event>| match res {
+        Ok(ev) => {
+            if ev.need_rescan() {
+                let _ = tx.send(Msg::Rescan);
+                return;
+            }
+            match ev.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+                EventKind::Access(_) => return,
+                _ => {}
+            }
+            if !ev.paths.is_empty() {
+                let _ = tx.send(Msg::Fs(ev.paths));
+            }
+        }
+        Err(_) => {
+            let _ = tx.send(Msg::Rescan);
+        }
+    };
+    let mut w = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            return (
+                None,
+                format!("degraded: cannot watch ({e}); rescanning periodically"),
+            );
+        }
+    };
+    match w.watch(root, RecursiveMode::Recursive) {
+        Ok(()) => (Some(w), "inotify".into()),
+        Err(e) => {
+            let why = match e.kind {
+                notify::ErrorKind::MaxFilesWatch => {
+                    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+                        .unwrap_or_default();
+                    format!(
+                        "the inotify watch limit is reached (fs.inotify.max_user_watches = {}; raise it with sysctl)",
+                        limit.trim()
+                    )
+                }
+                _ => e.to_string(),
+            };
+            (None, format!("degraded: {why}; rescanning periodically"))
+        }
+    }
+}
+
+/// For a repository on a local directory: watch its `heads/` so another endpoint's publish
+/// wakes the worker at once (inotify sees only this machine's writes, so on NFS/EFS the head
+/// poll remains the guarantee).
+pub fn start_heads(repo_dir: &Path, tx: Sender<Msg>) -> Option<RecommendedWatcher> {
+    let heads = repo_dir.join("heads");
+    if !heads.is_dir() {
+        return None;
+    }
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && !matches!(ev.kind, EventKind::Access(_))
+        {
+            let _ = tx.send(Msg::Heads);
+        }
+    })
+    .ok()?;
+    w.watch(&heads, RecursiveMode::NonRecursive).ok()?;
+    Some(w)
+}

@@ -1,0 +1,390 @@
+//! The daemon as users meet it: real daemon processes (started with `prism-sync start`, which
+//! detaches them), real folders, the real control socket. Two endpoints on one machine share one
+//! repository directory. Timings are shortened through the daemon's environment variables.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const SET: &str = "p";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_prism-sync")
+}
+
+struct Ep {
+    home: PathBuf,
+    folder: PathBuf,
+}
+
+struct World {
+    tmp: tempfile::TempDir,
+    repo: PathBuf,
+    eps: Vec<Ep>,
+}
+
+impl Ep {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("PRISM_HOME", &self.home)
+            .env_remove("PRISM_SYNC_PASSWORD")
+            .env_remove("PRISM_SYNC_REPO")
+            .env("PRISM_SYNC_POLL_MS", "100")
+            .env("PRISM_SYNC_SETTLE_MS", "50")
+            .env("PRISM_SYNC_SETTLE_CAP_MS", "500")
+            .env("PRISM_SYNC_FULL_RESCAN_S", "3")
+            .env("PRISM_SYNC_BACKOFF_MAX_S", "1");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "prism-sync {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", SET, "--json"])).unwrap()
+    }
+
+    fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.home.join("sync/daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn write(&self, rel: &str, content: &str) {
+        let p = self.folder.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Never leave daemons behind.
+        for e in &self.eps {
+            if let Some(pid) = e.daemon_pid() {
+                // SAFETY: signalling a pid we started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn content(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok()
+}
+
+/// A laptop and `n - 1` workspaces joined to one set, nothing running yet.
+fn world(n: usize) -> World {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let mut eps = Vec::new();
+    for i in 0..n {
+        let home = tmp.path().join(format!("home{i}"));
+        let folder = tmp.path().join(format!("folder{i}"));
+        eps.push(Ep { home, folder });
+    }
+    let w = World { tmp, repo, eps };
+    let laptop = &w.eps[0];
+    laptop.write("start.txt", "hello\n");
+    laptop.ok(&[
+        "init",
+        laptop.folder.to_str().unwrap(),
+        "--repo",
+        w.repo.to_str().unwrap(),
+        "--name",
+        SET,
+    ]);
+    laptop.ok(&["sync", SET]);
+    for (i, ep) in w.eps.iter().enumerate().skip(1) {
+        let ws = format!("ws{i}");
+        let v: serde_json::Value =
+            serde_json::from_str(&laptop.ok(&["add-instance", SET, &ws, "--json"])).unwrap();
+        let key = v["join"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_start_matches("PRISM_SYNC_KEY=")
+            .to_string();
+        let o = ep
+            .cmd(&[
+                "join",
+                SET,
+                ep.folder.to_str().unwrap(),
+                "--repo",
+                w.repo.to_str().unwrap(),
+                "--endpoint",
+                &ws,
+            ])
+            .env("PRISM_SYNC_KEY", key)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    w
+}
+
+const T: Duration = Duration::from_secs(15);
+
+#[test]
+fn start_status_pause_resume_flush_stop() {
+    let w = world(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    let st = a.status();
+    assert_eq!(st["daemon"]["running"], false, "{st}");
+    a.ok(&["start", SET]);
+    b.ok(&["start", SET]);
+    let st = a.status();
+    assert_eq!(st["daemon"]["running"], true, "{st}");
+    assert_eq!(st["daemon"]["live"]["watching"], "inotify", "{st}");
+    // A second start is harmless; a foreground start next to a running daemon is refused.
+    a.ok(&["start", SET]);
+    let o = a.run(&["start", SET, "--foreground"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("already runs"));
+
+    wait_for("the workspace to receive the first state", T, || {
+        content(&b.folder.join("start.txt")).as_deref() == Some("hello\n")
+    });
+
+    // Pause the workspace: nothing arrives until it is resumed.
+    b.ok(&["pause", SET]);
+    assert_eq!(b.status()["paused"], true);
+    a.write("while-paused.txt", "x\n");
+    a.ok(&["flush", SET]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !b.folder.join("while-paused.txt").exists(),
+        "a paused endpoint applies nothing"
+    );
+    let o = b.run(&["sync", SET]);
+    assert!(
+        !o.status.success(),
+        "a manual sync of a paused set is refused"
+    );
+    let o = b.run(&["flush", SET]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("paused"));
+    b.ok(&["resume", SET]);
+    wait_for("the resumed workspace to catch up", T, || {
+        b.folder.join("while-paused.txt").exists()
+    });
+
+    // flush: right after it returns on both sides, the change is everywhere.
+    b.write("flushed.txt", "from the workspace\n");
+    b.ok(&["flush", SET]);
+    a.ok(&["flush", SET]);
+    assert_eq!(
+        content(&a.folder.join("flushed.txt")).as_deref(),
+        Some("from the workspace\n")
+    );
+
+    // Status tells the truth about activity, and the audit log records both directions.
+    let st = a.status();
+    assert_eq!(st["in_sync"], true, "{st}");
+    let audit = std::fs::read_to_string(a.home.join(format!("sync/{SET}.audit.jsonl"))).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|l| l["direction"] == "up"
+        && l["path"] == "while-paused.txt"
+        && l["hash"].is_string()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["direction"] == "down" && l["path"] == "flushed.txt" && l["size"] == 19)
+    );
+
+    a.ok(&["stop", SET]);
+    b.ok(&["stop", SET]);
+    wait_for("the daemons to exit", T, || {
+        a.status()["daemon"]["running"] == false && b.status()["daemon"]["running"] == false
+    });
+}
+
+#[test]
+fn edits_flow_both_ways_and_conflicts_park_while_both_run() {
+    let w = world(3);
+    for e in &w.eps {
+        e.ok(&["start", SET]);
+    }
+    let (a, b, c) = (&w.eps[0], &w.eps[1], &w.eps[2]);
+    a.write("from-laptop.txt", "L\n");
+    b.write("sub/from-ws1.txt", "W1\n");
+    c.write("deep/er/from-ws2.txt", "W2\n");
+    for e in &w.eps {
+        for (f, want) in [
+            ("from-laptop.txt", "L\n"),
+            ("sub/from-ws1.txt", "W1\n"),
+            ("deep/er/from-ws2.txt", "W2\n"),
+        ] {
+            wait_for(&format!("{f} everywhere"), T, || {
+                content(&e.folder.join(f)).as_deref() == Some(want)
+            });
+        }
+    }
+    // Delete and move propagate too.
+    std::fs::remove_file(b.folder.join("from-laptop.txt")).unwrap();
+    std::fs::rename(c.folder.join("deep"), c.folder.join("moved")).unwrap();
+    for e in &w.eps {
+        wait_for("the deletion everywhere", T, || {
+            !e.folder.join("from-laptop.txt").exists()
+        });
+        wait_for("the move everywhere", T, || {
+            e.folder.join("moved/er/from-ws2.txt").exists() && !e.folder.join("deep").exists()
+        });
+    }
+    // A conflict while everything runs: ws1 is paused, both edit the same file.
+    b.ok(&["pause", SET]);
+    a.write("shared.txt", "laptop version\n");
+    a.ok(&["flush", SET]);
+    b.write("shared.txt", "workspace version\n");
+    b.ok(&["resume", SET]);
+    wait_for("the conflict to be parked on ws1", T, || {
+        b.status()["conflicts"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    });
+    assert_eq!(
+        content(&b.folder.join("shared.txt")).as_deref(),
+        Some("workspace version\n"),
+        "parked: each keeps its own"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        content(&a.folder.join("shared.txt")).as_deref(),
+        Some("laptop version\n")
+    );
+    // Everything else still flows.
+    a.write("after.txt", "still syncing\n");
+    wait_for("other files to keep syncing", T, || {
+        b.folder.join("after.txt").exists()
+    });
+    b.ok(&["resolve", SET, "shared.txt", "--keep", "local"]);
+    wait_for("the resolution to reach the laptop", T, || {
+        content(&a.folder.join("shared.txt")).as_deref() == Some("workspace version\n")
+    });
+}
+
+#[test]
+fn a_killed_daemon_loses_nothing_and_resumes() {
+    let w = world(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    a.ok(&["start", SET]);
+    b.ok(&["start", SET]);
+    wait_for("the first state", T, || b.folder.join("start.txt").exists());
+    // Kill the workspace's daemon while a burst is being applied.
+    for i in 0..300 {
+        a.write(
+            &format!("burst/{}/f{i}.txt", i % 10),
+            &format!("content {i}\n"),
+        );
+    }
+    let t0 = Instant::now();
+    wait_for("the burst to start arriving", T, || {
+        b.folder.join("burst").exists() || t0.elapsed() > Duration::from_secs(3)
+    });
+    let pid = b.daemon_pid().unwrap();
+    // SAFETY: killing the daemon we started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    // No partial files under real names, and the repository is consistent.
+    if let Ok(rd) = std::fs::read_dir(b.folder.join("burst")) {
+        for d in rd.flatten() {
+            for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.contains("prism-tmp") {
+                    continue; // a temp file of the killed writer: never under a real name
+                }
+                let i: usize = name
+                    .trim_start_matches('f')
+                    .trim_end_matches(".txt")
+                    .parse()
+                    .unwrap();
+                assert_eq!(
+                    content(&f.path()).unwrap(),
+                    format!("content {i}\n"),
+                    "{name} is complete"
+                );
+            }
+        }
+    }
+    let o = b
+        .cmd(&["check", "--repo", w.repo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Restart: everything arrives, nothing twice, no temp files left visible to the sync.
+    b.ok(&["start", SET]);
+    wait_for(
+        "the whole burst after the restart",
+        Duration::from_secs(30),
+        || {
+            (0..300).all(|i| {
+                content(&b.folder.join(format!("burst/{}/f{i}.txt", i % 10))).as_deref()
+                    == Some(&format!("content {i}\n"))
+            })
+        },
+    );
+    b.ok(&["flush", SET]);
+    a.ok(&["flush", SET]);
+    let st = a.status();
+    assert_eq!(st["local"]["files"], st["shared"]["files"], "{st}");
+    assert!(
+        st["conflicts"].as_array().unwrap().is_empty(),
+        "a restart must not create conflicts: {st}"
+    );
+}
+
+#[test]
+fn an_unreachable_repository_is_reported_and_recovered_from() {
+    let w = world(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    a.ok(&["start", SET]);
+    b.ok(&["start", SET]);
+    wait_for("the first state", T, || b.folder.join("start.txt").exists());
+    let away = w.tmp.path().join("repo-away");
+    std::fs::rename(&w.repo, &away).unwrap();
+    a.write("offline.txt", "written while the repository was away\n");
+    wait_for("status to report the repository unreachable", T, || {
+        let st = a.status();
+        st["daemon"]["live"]["state"] == "unreachable" || st["daemon"]["live"]["state"] == "error"
+    });
+    let st = a.status();
+    assert!(st["daemon"]["live"]["last_error"].is_string(), "{st}");
+    std::fs::rename(&away, &w.repo).unwrap();
+    wait_for(
+        "the change to arrive once the repository is back",
+        Duration::from_secs(20),
+        || b.folder.join("offline.txt").exists(),
+    );
+    wait_for("status to recover", T, || {
+        a.status()["daemon"]["live"]["state"] == "idle"
+    });
+}
