@@ -156,9 +156,15 @@ fn a_certificate_that_does_not_match_the_pin_is_refused() {
         .ok(&["repo", "init", "--repo", &no_pin]);
     // Plain HTTP to a TLS server fails cleanly.
     let plain = format!("rest:http://127.0.0.1:{}/", server.port);
+    let t = std::time::Instant::now();
     let r = m.run(&["snapshots", "--repo", &plain]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert!(r.stderr.contains("use the rest:https://"), "{}", r.stderr);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "not retried: {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]

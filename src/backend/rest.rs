@@ -282,6 +282,21 @@ fn tls_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
+/// True if the server answered something that is not HTTP (a TLS server spoken to in plain
+/// HTTP, or another protocol on that port): retrying cannot help.
+fn not_http(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && h.is_parse()
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
@@ -395,6 +410,15 @@ impl RestBackend {
                             ErrorKind::Other,
                             format!(
                                 "{location}: TLS failed: {t} (pin the certificate `prism-sync serve` printed: rest:https://host:port/#sha256=<fingerprint>)"
+                            ),
+                        ));
+                    }
+                    if not_http(&e) {
+                        return Err(RestErr::new(
+                            ErrorKind::Other,
+                            format!(
+                                "{location}: the server does not answer plain HTTP ({}): if `prism-sync serve` runs with --tls, use the rest:https://…#sha256=… URL it printed",
+                                chain(&e)
                             ),
                         ));
                     }
