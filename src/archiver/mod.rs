@@ -637,6 +637,17 @@ impl Walker<'_, '_> {
 
 // ---- readers and compressors -------------------------------------------------------------------
 
+/// Opens for reading without updating the access time where allowed (the file's owner or
+/// CAP_FOWNER): reading for a backup is not an access by the user, and an atime update would
+/// wake every watcher of the folder (including our own daemon).
+fn open_noatime(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        r => r,
+    }
+}
+
 fn reader(shared: &Shared, jobs: Receiver<FileJob>, store: Sender<StoreJob>) {
     let mut buf = Vec::new();
     for job in jobs {
@@ -655,7 +666,7 @@ fn read_file(
     store: &Sender<StoreJob>,
     buf: &mut Vec<u8>,
 ) -> FileOutcome {
-    let f = match File::open(&job.path) {
+    let f = match open_noatime(&job.path) {
         Ok(f) => f,
         Err(e) => return FileOutcome::Failed(e.to_string()),
     };
