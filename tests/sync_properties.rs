@@ -416,3 +416,31 @@ fn a_crash_at_any_point_of_applying_a_plan_then_a_rerun_gives_the_same_result() 
         );
     }
 }
+
+/// Regression: a parked conflict whose other side was then deleted lost the parked version
+/// when resolved with keep_both (it took the "remote" branch and deleted the local file).
+#[test]
+fn regression_keep_both_after_the_other_side_deleted() {
+    let ops = [
+        Op::Write(0, 0, false),
+        Op::Write(1, 0, false),
+        Op::Sync(0),
+        Op::Delete(0, 0),
+        Op::Sync(1),
+    ];
+    check_history(2, &ops, Policy::UserPrompt).unwrap();
+}
+
+/// Regression: replacing a directory that held a parked version deleted the shared version
+/// inside it, which this endpoint had never seen.
+#[test]
+fn regression_replacing_a_directory_with_a_parked_file_inside() {
+    let ops = [
+        Op::Write(0, 3, false),
+        Op::Crash(0, 0),
+        Op::Write(1, 3, false),
+        Op::Sync(1),
+        Op::Write(1, 4, false),
+    ];
+    check_history(2, &ops, Policy::UserPrompt).unwrap();
+}

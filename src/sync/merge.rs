@@ -527,8 +527,19 @@ impl<'a> Merger<'a> {
             }
             (true, false) => {
                 if pubs {
-                    if a.is_none() && l.is_some() && r.is_some() {
-                        // Newly tracked here while the shared state had its own version.
+                    // The folder held something other than the shared version here (a parked
+                    // version, a newly tracked file): the shared version was never seen here,
+                    // so this change meets it instead of replacing it.
+                    if r.is_some() && !same_content(a, b) {
+                        if l.is_none() {
+                            self.record(p, ConflictKind::DeletedLocal, l, r, Outcome::ChangeKept);
+                            if apps {
+                                self.make_local(p, None, r)?;
+                                push(applied, r);
+                            }
+                            push(merged, r);
+                            return Ok(());
+                        }
                         return self.both_changed(p, l, r, pubs, apps, taken, merged, applied);
                     }
                     self.note_publish(l, r);
