@@ -198,6 +198,18 @@ pub type DynBackend = Arc<dyn Backend>;
 /// Opens the backend a repository URL names: a path or `file://…` (a directory), `s3://bucket/prefix`,
 /// `rest:http(s)://host:port/…`, `efs://fs-ID[/path]` (the directory where it is mounted).
 /// Network backends come wrapped in [`RetryBackend`].
+/// Schemes of repository URLs that are not local directories.
+const REMOTE_SCHEMES: [&str; 6] = ["s3:", "rest:", "efs:", "sftp:", "http:", "https:"];
+
+/// The directory a repository URL names, if it is a local one (a path or `file://…`); paths
+/// may contain `:`.
+pub fn local_dir(url: &str) -> Option<std::path::PathBuf> {
+    if let Some(p) = url.strip_prefix("file://") {
+        return Some(p.into());
+    }
+    (!url.is_empty() && !REMOTE_SCHEMES.iter().any(|s| url.starts_with(s))).then(|| url.into())
+}
+
 pub fn open(url: &str) -> Result<DynBackend, crate::Error> {
     if let Some(rest) = url.strip_prefix("file://") {
         return Ok(Arc::new(FsBackend::new(rest)));

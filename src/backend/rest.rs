@@ -59,7 +59,8 @@ pub fn set_token(token: &str) {
     let _ = TOKEN_OVERRIDE.set(token.to_string());
 }
 
-fn token() -> Option<String> {
+/// The token set with `--rest-token`, else env `PRISM_SYNC_REST_TOKEN`.
+pub fn token() -> Option<String> {
     TOKEN_OVERRIDE
         .get()
         .cloned()

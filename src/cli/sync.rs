@@ -83,11 +83,11 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
             )));
         }
     }
-    let url = match &ctx.repo {
-        Some(r) if !r.contains("://") && !r.contains(':') => {
-            absolute(Path::new(r))?.display().to_string()
-        }
-        _ => ctx.repo_url(),
+    // A local repository is recorded by its absolute path, so the set works from any directory.
+    let url = match ctx.repo.as_deref().map(|r| (r, backend::local_dir(r))) {
+        Some((_, Some(dir))) => absolute(&dir)?.display().to_string(),
+        Some((r, None)) => r.to_string(),
+        None => ctx.repo_url(),
     };
     let creds = ctx.credentials()?;
     let (repo, created) = match Repository::open_url(&url, &creds) {
@@ -196,10 +196,9 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
             "join needs --repo URL: the repository the set lives in (add-instance prints the command)"
         ));
     };
-    let url = if !url.contains(':') {
-        absolute(Path::new(&url))?.display().to_string()
-    } else {
-        url
+    let url = match backend::local_dir(&url) {
+        Some(dir) => absolute(&dir)?.display().to_string(),
+        None => url,
     };
     install_key(ctx, &url, a)?;
     let repo = Repository::open_url(&url, &ctx.credentials()?)?;

@@ -156,11 +156,7 @@ impl Worker {
         let mut ep = ep;
         let root = ep.cfg.local_path.clone();
         let (watcher, mode) = super::watch::start(&root, self.tx.clone());
-        let local_repo = match ep.cfg.repo.strip_prefix("file://") {
-            Some(p) => Some(PathBuf::from(p)),
-            None if !ep.cfg.repo.contains(':') => Some(PathBuf::from(&ep.cfg.repo)),
-            None => None,
-        };
+        let local_repo = crate::backend::local_dir(&ep.cfg.repo);
         let heads_watcher = local_repo.and_then(|d| super::watch::start_heads(&d, self.tx.clone()));
         let degraded = watcher.is_none();
         let s = &self.settings;
