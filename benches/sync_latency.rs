@@ -30,33 +30,85 @@ struct Ep {
 impl Ep {
     fn run(&self, args: &[&str], key: Option<&str>) -> String {
         let mut c = Command::new(bin());
-        c.args(args).env("PRISM_HOME", &self.home).env_remove("PRISM_SYNC_PASSWORD").env_remove("PRISM_SYNC_REPO");
-        for k in ["PRISM_SYNC_POLL_MS", "PRISM_SYNC_SETTLE_MS", "PRISM_SYNC_SETTLE_CAP_MS"] {
+        c.args(args)
+            .env("PRISM_HOME", &self.home)
+            .env_remove("PRISM_SYNC_PASSWORD")
+            .env_remove("PRISM_SYNC_REPO");
+        for k in [
+            "PRISM_SYNC_POLL_MS",
+            "PRISM_SYNC_SETTLE_MS",
+            "PRISM_SYNC_SETTLE_CAP_MS",
+        ] {
             c.env_remove(k);
         }
         if let Some(k) = key {
             c.env("PRISM_SYNC_KEY", k);
         }
         let o = c.output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
     fn pid(&self) -> i32 {
-        std::fs::read_to_string(self.home.join("sync/daemon.pid")).unwrap().trim().parse().unwrap()
+        std::fs::read_to_string(self.home.join("sync/daemon.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 }
 
 fn pair(root: &Path, seed_files: &dyn Fn(&Path)) -> (Ep, Ep, PathBuf) {
     let repo = root.join("repo");
-    let a = Ep { home: root.join("home-a"), folder: root.join("laptop") };
-    let b = Ep { home: root.join("home-b"), folder: root.join("workspace") };
+    let a = Ep {
+        home: root.join("home-a"),
+        folder: root.join("laptop"),
+    };
+    let b = Ep {
+        home: root.join("home-b"),
+        folder: root.join("workspace"),
+    };
     std::fs::create_dir_all(&a.folder).unwrap();
     seed_files(&a.folder);
-    a.run(&["init", a.folder.to_str().unwrap(), "--repo", repo.to_str().unwrap(), "--name", SET, "-q"], None);
+    a.run(
+        &[
+            "init",
+            a.folder.to_str().unwrap(),
+            "--repo",
+            repo.to_str().unwrap(),
+            "--name",
+            SET,
+            "-q",
+        ],
+        None,
+    );
     a.run(&["sync", SET, "-q"], None);
-    let v: serde_json::Value = serde_json::from_str(&a.run(&["add-instance", SET, "ws1", "--json"], None)).unwrap();
-    let key = v["join"].as_str().unwrap().split_whitespace().next().unwrap().trim_start_matches("PRISM_SYNC_KEY=").to_string();
-    b.run(&["join", SET, b.folder.to_str().unwrap(), "--repo", repo.to_str().unwrap(), "--endpoint", "ws1", "-q"], Some(&key));
+    let v: serde_json::Value =
+        serde_json::from_str(&a.run(&["add-instance", SET, "ws1", "--json"], None)).unwrap();
+    let key = v["join"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches("PRISM_SYNC_KEY=")
+        .to_string();
+    b.run(
+        &[
+            "join",
+            SET,
+            b.folder.to_str().unwrap(),
+            "--repo",
+            repo.to_str().unwrap(),
+            "--endpoint",
+            "ws1",
+            "-q",
+        ],
+        Some(&key),
+    );
     b.run(&["sync", SET, "-q"], None);
     a.run(&["start", SET, "-q"], None);
     b.run(&["start", SET, "-q"], None);
@@ -75,7 +127,11 @@ fn wait_content(p: &Path, want: &[u8], timeout: Duration) -> Duration {
         if std::fs::read(p).is_ok_and(|c| c == want) {
             return t0.elapsed();
         }
-        assert!(t0.elapsed() < timeout, "{} did not arrive within {timeout:?}", p.display());
+        assert!(
+            t0.elapsed() < timeout,
+            "{} did not arrive within {timeout:?}",
+            p.display()
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -108,13 +164,23 @@ fn du(p: &Path) -> u64 {
 
 fn cpu_ticks(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap() // utime + stime
 }
 
 fn rss_kib(pid: i32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn main() {
@@ -124,20 +190,35 @@ fn main() {
     let big: u64 = if quick { 64 << 20 } else { 1 << 30 };
     let tree_files = if quick { 5_000 } else { 100_000 };
     let idle_secs = if quick { 5 } else { 60 };
-    let tmp = tempfile::Builder::new().prefix("prism-bench-").tempdir_in(std::env::var("PRISM_BENCH_DIR").unwrap_or("/tmp".into())).unwrap();
-    println!("# sync latency, two daemons, one directory repository ({})", if quick { "quick" } else { "full" });
+    let tmp = tempfile::Builder::new()
+        .prefix("prism-bench-")
+        .tempdir_in(std::env::var("PRISM_BENCH_DIR").unwrap_or("/tmp".into()))
+        .unwrap();
+    println!(
+        "# sync latency, two daemons, one directory repository ({})",
+        if quick { "quick" } else { "full" }
+    );
 
     // 1. Single edits, both directions.
     {
-        let (a, b, _) = pair(&tmp.path().join("edits"), &|f| std::fs::write(f.join("seed.txt"), "seed").unwrap());
+        let (a, b, _) = pair(&tmp.path().join("edits"), &|f| {
+            std::fs::write(f.join("seed.txt"), "seed").unwrap()
+        });
         wait_content(&b.folder.join("seed.txt"), b"seed", Duration::from_secs(30));
-        for (from, to, label) in [(&a, &b, "laptop → workspace"), (&b, &a, "workspace → laptop")] {
+        for (from, to, label) in [
+            (&a, &b, "laptop → workspace"),
+            (&b, &a, "workspace → laptop"),
+        ] {
             let mut lat = Vec::new();
             for i in 0..edits {
                 let content = format!("edit {i} from {label}\n").into_bytes();
                 let name = format!("e-{}-{i}.txt", label.len());
                 std::fs::write(from.folder.join(&name), &content).unwrap();
-                lat.push(wait_content(&to.folder.join(&name), &content, Duration::from_secs(30)));
+                lat.push(wait_content(
+                    &to.folder.join(&name),
+                    &content,
+                    Duration::from_secs(30),
+                ));
                 std::thread::sleep(Duration::from_millis(50));
             }
             report(&format!("edit latency {label}"), lat);
@@ -146,13 +227,25 @@ fn main() {
         let t0 = Instant::now();
         for i in 0..burst {
             std::fs::create_dir_all(a.folder.join(format!("burst/{}", i % 20))).unwrap();
-            std::fs::write(a.folder.join(format!("burst/{}/f{i}.txt", i % 20)), format!("burst file {i}\n")).unwrap();
+            std::fs::write(
+                a.folder.join(format!("burst/{}/f{i}.txt", i % 20)),
+                format!("burst file {i}\n"),
+            )
+            .unwrap();
         }
         let written = t0.elapsed();
         for i in (0..burst).rev() {
-            wait_content(&b.folder.join(format!("burst/{}/f{i}.txt", i % 20)), format!("burst file {i}\n").as_bytes(), Duration::from_secs(120));
+            wait_content(
+                &b.folder.join(format!("burst/{}/f{i}.txt", i % 20)),
+                format!("burst file {i}\n").as_bytes(),
+                Duration::from_secs(120),
+            );
         }
-        println!("burst of {burst} files: written in {:.2} s, all on the other side {:.2} s after the first write", written.as_secs_f64(), t0.elapsed().as_secs_f64());
+        println!(
+            "burst of {burst} files: written in {:.2} s, all on the other side {:.2} s after the first write",
+            written.as_secs_f64(),
+            t0.elapsed().as_secs_f64()
+        );
         stop(&[&a, &b]);
     }
 
@@ -178,7 +271,11 @@ fn main() {
             assert!(t0.elapsed() < Duration::from_secs(600));
             std::thread::sleep(Duration::from_millis(20));
         }
-        println!("{} MiB file created: on the other side after {:.2} s", big >> 20, t0.elapsed().as_secs_f64());
+        println!(
+            "{} MiB file created: on the other side after {:.2} s",
+            big >> 20,
+            t0.elapsed().as_secs_f64()
+        );
         a.run(&["flush", SET, "-q"], None);
         b.run(&["flush", SET, "-q"], None);
         let before = du(&repo);
@@ -215,24 +312,46 @@ fn main() {
     // 4. Idle daemon on a big tree.
     {
         let root = tmp.path().join("idle");
-        let a = Ep { home: root.join("home"), folder: root.join("tree") };
+        let a = Ep {
+            home: root.join("home"),
+            folder: root.join("tree"),
+        };
         // 100 files per directory, 10 directories per parent: 1,000 directories for 100k files.
         for i in 0..tree_files {
-            let d = a.folder.join(format!("p{:02}/d{:03}", (i / 1000) % 100, (i / 100) % 1000));
+            let d = a
+                .folder
+                .join(format!("p{:02}/d{:03}", (i / 1000) % 100, (i / 100) % 1000));
             if i % 100 == 0 {
                 std::fs::create_dir_all(&d).unwrap();
             }
             std::fs::write(d.join(format!("f{i}.txt")), format!("{i}\n")).unwrap();
         }
         let repo = root.join("repo");
-        a.run(&["init", a.folder.to_str().unwrap(), "--repo", repo.to_str().unwrap(), "--name", SET, "-q"], None);
+        a.run(
+            &[
+                "init",
+                a.folder.to_str().unwrap(),
+                "--repo",
+                repo.to_str().unwrap(),
+                "--name",
+                SET,
+                "-q",
+            ],
+            None,
+        );
         let t0 = Instant::now();
         a.run(&["sync", SET, "-q"], None);
-        println!("{tree_files} files: first sync {:.1} s", t0.elapsed().as_secs_f64());
+        println!(
+            "{tree_files} files: first sync {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         let t0 = Instant::now();
         a.run(&["start", SET, "-q"], None);
         a.run(&["flush", SET, "-q"], None);
-        println!("daemon start + first full rescan + flush: {:.1} s", t0.elapsed().as_secs_f64());
+        println!(
+            "daemon start + first full rescan + flush: {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         // Measure the steady state: after the start-up rescans have finished.
         std::thread::sleep(Duration::from_secs(15));
         let pid = a.pid();

@@ -642,7 +642,11 @@ impl Walker<'_, '_> {
 /// wake every watcher of the folder (including our own daemon).
 fn open_noatime(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOATIME).open(path) {
+    match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
         r => r,
     }
