@@ -130,6 +130,16 @@ impl Cipher {
             .expect("AES-GCM cannot fail for in-memory sizes below 64 GiB");
     }
 
+    /// Encrypts `buf[start..]` in place and appends the 16-byte tag: sealing a record at the
+    /// end of a larger buffer (a pack) without a copy.
+    pub fn seal_tail(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>, start: usize) {
+        let tag = self
+            .0
+            .encrypt_inout_detached(&Nonce::from(nonce), aad, (&mut buf[start..]).into())
+            .expect("AES-GCM cannot fail for in-memory sizes below 64 GiB");
+        buf.extend_from_slice(tag.as_slice());
+    }
+
     pub fn seal(&self, nonce: [u8; 12], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut v = Vec::with_capacity(plaintext.len() + 16);
         v.extend_from_slice(plaintext);

@@ -33,12 +33,20 @@ fn body_aad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
 /// Compresses a blob with a reused zstd context; `None` when zstd does not make it smaller
 /// (then the blob is stored raw — the format requires it).
 pub fn compress(compressor: &mut zstd::bulk::Compressor<'_>, raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    compress_into(compressor, raw, &mut out).then_some(out)
+}
+
+/// [`compress`] into a reused buffer; `false` (and `out` undefined) when zstd does not help.
+pub fn compress_into(
+    compressor: &mut zstd::bulk::Compressor<'_>,
+    raw: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
     let bound = zstd::zstd_safe::compress_bound(raw.len());
-    let mut out = Vec::with_capacity(bound + TAG_LEN);
-    match compressor.compress_to_buffer(raw, &mut out) {
-        Ok(n) if n < raw.len() => Some(out),
-        _ => None,
-    }
+    out.clear();
+    out.reserve(bound + TAG_LEN);
+    matches!(compressor.compress_to_buffer(raw, out), Ok(n) if n < raw.len())
 }
 
 /// A pack being filled in memory.
@@ -93,13 +101,24 @@ impl PackWriter {
     }
 
     /// Seals and appends a blob. `body` holds the stored plaintext (zstd output when `compressed`,
-    /// else the raw bytes); it is encrypted in place and copied into the pack.
+    /// else the raw bytes).
     pub fn add(
         &mut self,
         id: BlobId,
         raw_length: usize,
         compressed: bool,
-        mut body: Vec<u8>,
+        body: Vec<u8>,
+    ) -> BlobEntry {
+        self.add_slice(id, raw_length, compressed, &body)
+    }
+
+    /// [`Self::add`] from a borrowed body: it is copied into the pack and encrypted there.
+    pub fn add_slice(
+        &mut self,
+        id: BlobId,
+        raw_length: usize,
+        compressed: bool,
+        body: &[u8],
     ) -> BlobEntry {
         let record = self.buf.len() as u64;
         let body_offset = record + BLOB_HEADER_LEN as u64;
@@ -111,16 +130,22 @@ impl PackWriter {
             raw_length: len_u32(raw_length),
             id,
         };
-        let mut header = entry.encode_header().to_vec();
-        self.cipher
-            .seal_in_place(nonce(NONCE_DOMAIN_HEADER, record), &[], &mut header);
-        self.cipher.seal_in_place(
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&entry.encode_header());
+        self.cipher.seal_tail(
+            nonce(NONCE_DOMAIN_HEADER, record),
+            &[],
+            &mut self.buf,
+            start,
+        );
+        let start = self.buf.len();
+        self.buf.extend_from_slice(body);
+        self.cipher.seal_tail(
             nonce(NONCE_DOMAIN_BODY, body_offset),
             &body_aad(self.kind, &id),
-            &mut body,
+            &mut self.buf,
+            start,
         );
-        self.buf.extend_from_slice(&header);
-        self.buf.extend_from_slice(&body);
         self.entries.push(entry);
         self.raw_bytes += raw_length as u64;
         entry

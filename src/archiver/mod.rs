@@ -19,6 +19,7 @@
 //! Unreadable files are reported and left out; the rest is committed (exit code 3 in the CLI).
 
 pub mod filecache;
+pub mod prefetch;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -26,7 +27,7 @@ use std::fs::{self, File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -38,12 +39,24 @@ use crate::format::index::IndexPack;
 use crate::format::pack::{BLOB_HEADER_LEN, BlobKind, TAG_LEN};
 use crate::format::tree::valid_name;
 use crate::id::{BlobId, SnapshotId};
-use crate::pack::{FinishedPack, PackWriter, compress};
+use crate::pack::{FinishedPack, PackWriter, compress_into};
 use crate::repository::session::Session;
 use crate::repository::{Packer, Repository, hostname, now_ns, username};
 use crate::snapshot::tree::{write_content, write_dir};
 use crate::snapshot::{Content, Node, NodeKind, Snapshot, Summary};
 use filecache::{CacheEntry, CacheReader, FileCache};
+
+/// Makes buffers of 256 KiB and more come from mmap and go back to the system when freed.
+///
+/// glibc otherwise raises this threshold after the first big free and serves later pack buffers
+/// from per-thread heaps that keep their peak size: +60 % peak RSS in a backup. Not worth it
+/// for a restore, whose short-lived blob buffers would then fault in their pages every time.
+pub fn return_big_buffers() {
+    // SAFETY: a malloc tuning call; glibc's mallopt takes its own locks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+    }
+}
 
 /// What the scan does with an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,8 +237,38 @@ struct StoreJob {
     data: Vec<u8>,
 }
 
+/// Chunk buffers passed from the readers to the compressors and back, so that a backup does
+/// not allocate (and fault in) a fresh megabyte for every chunk.
+struct BufferPool {
+    spare: Mutex<Vec<Vec<u8>>>,
+    max: usize,
+    keep_capacity: usize,
+}
+
+impl BufferPool {
+    fn filled_with(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut b = self.spare.lock().expect("lock").pop().unwrap_or_default();
+        b.clear();
+        b.extend_from_slice(bytes);
+        b
+    }
+
+    /// Keeps the buffer for the next chunk unless the pool is full or it grew past twice the
+    /// average chunk (the rare big chunk's memory goes back to the system).
+    fn give_back(&self, b: Vec<u8>) {
+        if b.capacity() > self.keep_capacity {
+            return;
+        }
+        let mut spare = self.spare.lock().expect("lock");
+        if spare.len() < self.max {
+            spare.push(b);
+        }
+    }
+}
+
 struct Shared<'r> {
     repo: &'r Repository,
+    buffers: BufferPool,
     chunker: Chunker,
     claimed: Mutex<HashSet<BlobId>>,
     abort: AtomicBool,
@@ -234,20 +277,53 @@ struct Shared<'r> {
     blobs_added: AtomicU64,
     bytes_added_raw: AtomicU64,
     bytes_added_stored: AtomicU64,
-    /// Files modified after this (ns) are not cached: see [`RACY_WINDOW_NS`].
-    racy_after_ns: i64,
+    /// The source is on a network file system: always the wide racy window.
+    coarse_clock: bool,
     /// When the scan started (ns).
     now_ns: i64,
     defer_changing: bool,
 }
 
 /// A file whose mtime or ctime is this close to the scan's start is recorded in the file cache
-/// as racy (never trusted): file systems keep coarse timestamps (a few ms on ext4, seconds
-/// elsewhere), so a second same-size write within one tick would look unchanged. It is read
-/// again next time.
+/// as racy (never trusted): file systems keep coarse timestamps (whole seconds on some), so a
+/// second same-size write within one tick would look unchanged. It is read again next time.
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
+/// The window for timestamps with a sub-second part on a local file system (ext4, xfs, btrfs
+/// tick in at most a few ms): a copied-in tree is trusted from the next scan on.
+pub const RACY_WINDOW_FINE_NS: i64 = 100_000_000;
+
+/// Whether `path` is on a network file system, whose timestamps come from another clock.
+fn on_network_fs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return true;
+    };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a zeroed out-struct of the right type.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return true;
+    }
+    const NFS: i64 = 0x6969;
+    const SMB2: i64 = 0xfe53_4d42;
+    const CIFS: i64 = 0xff53_4d42;
+    const FUSE: i64 = 0x6573_5546;
+    matches!(st.f_type as i64, NFS | SMB2 | CIFS | FUSE)
+}
+
 impl Shared<'_> {
+    /// Whether a file just read must not be trusted by the next scan (see [`RACY_WINDOW_NS`]).
+    fn racy(&self, stat: &CacheEntry) -> bool {
+        let fine = !self.coarse_clock
+            && (stat.mtime_ns % 1_000_000_000 != 0 || stat.ctime_ns % 1_000_000_000 != 0);
+        let window = if fine {
+            RACY_WINDOW_FINE_NS
+        } else {
+            RACY_WINDOW_NS
+        };
+        let after = self.now_ns - window;
+        stat.mtime_ns >= after || stat.ctime_ns >= after
+    }
+
     /// Stops every stage. The first real error is kept; `Interrupted` (a stage noticing that
     /// another one stopped) never hides it, whichever thread gets here first.
     fn fail(&self, e: Error) {
@@ -308,6 +384,12 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
     let cache_reader = cache.as_ref().and_then(|c| c.reader().ok());
     let shared = Shared {
         repo,
+        buffers: BufferPool {
+            spare: Mutex::new(Vec::new()),
+            // Every buffer that can be in flight: one per reader and compressor, and the queue.
+            max: opts.readers.max(1) + 2 * opts.compressors.max(1),
+            keep_capacity: 2 * repo.config().chunk_avg_bytes as usize,
+        },
         chunker: repo.chunker(),
         claimed: Mutex::new(HashSet::new()),
         abort: AtomicBool::new(false),
@@ -316,14 +398,21 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         blobs_added: AtomicU64::new(0),
         bytes_added_raw: AtomicU64::new(0),
         bytes_added_stored: AtomicU64::new(0),
-        racy_after_ns: crate::repository::now_ns() - RACY_WINDOW_NS,
+        coarse_clock: match source {
+            Source::Dir(p) => on_network_fs(p),
+            Source::Entries(ps) => ps.iter().any(|p| on_network_fs(p)),
+        },
         now_ns: crate::repository::now_ns(),
         defer_changing: opts.defer_recent_ns.is_some(),
     };
     let shared = &shared;
+    let open_pack = &OpenPack {
+        writer: Mutex::new(None),
+        running: AtomicUsize::new(opts.compressors.max(1)),
+    };
     let built = std::thread::scope(|s| {
         let (job_tx, job_rx) = bounded::<FileJob>(FILE_JOBS_QUEUE_MAX);
-        let (store_tx, store_rx) = bounded::<StoreJob>(opts.compressors.max(1) * 2);
+        let (store_tx, store_rx) = bounded::<StoreJob>(opts.compressors.max(1));
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let (ev_tx, ev_rx) = bounded::<Event>(EVENTS_QUEUE_MAX);
 
@@ -342,7 +431,7 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         });
         for _ in 0..opts.compressors.max(1) {
             let (rx, tx) = (store_rx.clone(), pack_tx.clone());
-            s.spawn(move || compressor(shared, rx, tx));
+            s.spawn(move || compressor(shared, open_pack, rx, tx));
         }
         drop((store_rx, pack_tx));
         for _ in 0..opts.readers.max(1) {
@@ -693,7 +782,7 @@ fn read_file(
                     && store
                         .send(StoreJob {
                             id,
-                            data: chunk.to_vec(),
+                            data: shared.buffers.filled_with(chunk),
                         })
                         .is_err()
                 {
@@ -720,25 +809,37 @@ fn read_file(
     FileOutcome::Read { ids, size, changed }
 }
 
-fn compressor(shared: &Shared, jobs: Receiver<StoreJob>, packs: Sender<FinishedPack>) {
+/// The data pack being filled, shared by the compressors so that at most one is open at a time
+/// (memory: one open pack, one being handed over, one being stored).
+struct OpenPack {
+    writer: Mutex<Option<PackWriter>>,
+    /// Compressors still running; the last one out seals the final pack.
+    running: AtomicUsize,
+}
+
+fn compressor(
+    shared: &Shared,
+    open: &OpenPack,
+    jobs: Receiver<StoreJob>,
+    packs: Sender<FinishedPack>,
+) {
     let repo = shared.repo;
     let target = repo.config().pack_target_bytes as usize;
     let mut z = zstd::bulk::Compressor::new(repo.config().zstd_level as i32).expect("zstd context");
-    let mut pack: Option<PackWriter> = None;
+    let mut out = Vec::new();
     for job in jobs {
         if shared.aborted() {
             continue;
         }
         let raw_len = job.data.len();
-        let (body, compressed) = match compress(&mut z, &job.data) {
-            Some(c) => (c, true),
-            None => (job.data, false),
-        };
+        let compressed = compress_into(&mut z, &job.data, &mut out);
+        let body = if compressed { &out[..] } else { &job.data[..] };
         let stored = (body.len() + TAG_LEN + BLOB_HEADER_LEN) as u64;
-        let w = pack.get_or_insert_with(|| {
+        let mut slot = open.writer.lock().expect("lock");
+        let w = slot.get_or_insert_with(|| {
             PackWriter::new(repo.keys(), BlobKind::Data, target + (1 << 20))
         });
-        w.add(job.id, raw_len, compressed, body);
+        w.add_slice(job.id, raw_len, compressed, body);
         shared.blobs_added.fetch_add(1, Ordering::Relaxed);
         shared
             .bytes_added_raw
@@ -751,16 +852,23 @@ fn compressor(shared: &Shared, jobs: Receiver<StoreJob>, packs: Sender<FinishedP
             .bytes_stored
             .fetch_add(stored, Ordering::Relaxed);
         if w.len() >= target {
-            let p = pack.take().expect("pack").finish();
+            let p = slot.take().expect("pack").finish();
+            // Handed over while holding the slot: the other compressors wait instead of
+            // opening more packs than the uploader can take.
             if packs.send(p).is_err() {
                 return;
             }
         }
+        drop(slot);
+        shared.buffers.give_back(job.data);
     }
-    if let Some(w) = pack.filter(|w| !w.is_empty())
-        && !shared.aborted()
-    {
-        let _ = packs.send(w.finish());
+    if open.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let last = open.writer.lock().expect("lock").take();
+        if let Some(w) = last.filter(|w| !w.is_empty())
+            && !shared.aborted()
+        {
+            let _ = packs.send(w.finish());
+        }
     }
 }
 
@@ -833,8 +941,7 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
                                         message: "changed while it was read; stored as read".into(),
                                     });
                                 } else {
-                                    stat.racy = stat.mtime_ns >= shared.racy_after_ns
-                                        || stat.ctime_ns >= shared.racy_after_ns;
+                                    stat.racy = shared.racy(&stat);
                                     stat.ids = ids.clone();
                                     cache_updates.push((key, stat));
                                 }
