@@ -71,12 +71,22 @@ pub struct FinishedPack {
 
 impl PackWriter {
     pub fn new(keys: &Keys, kind: BlobKind, capacity: usize) -> Self {
-        Self::with_salt(keys, kind, random_bytes(), capacity)
+        Self::reusing(keys, kind, Vec::with_capacity(capacity))
+    }
+
+    /// A writer that fills `buf` (cleared first; e.g. the bytes of a pack already stored), so a
+    /// backup does not fault in fresh memory for every pack.
+    pub fn reusing(keys: &Keys, kind: BlobKind, buf: Vec<u8>) -> Self {
+        Self::start(keys, kind, random_bytes(), buf)
     }
 
     /// A writer with a chosen salt: for test vectors only (a salt must never repeat).
     pub fn with_salt(keys: &Keys, kind: BlobKind, salt: [u8; 32], capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity);
+        Self::start(keys, kind, salt, Vec::with_capacity(capacity))
+    }
+
+    fn start(keys: &Keys, kind: BlobKind, salt: [u8; 32], mut buf: Vec<u8>) -> Self {
+        buf.clear();
         buf.extend_from_slice(&layout::encode_pack_header(&salt));
         PackWriter {
             kind,

@@ -408,6 +408,7 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
     let shared = &shared;
     let open_pack = &OpenPack {
         writer: Mutex::new(None),
+        spare: Mutex::new(None),
         running: AtomicUsize::new(opts.compressors.max(1)),
     };
     let built = std::thread::scope(|s| {
@@ -425,6 +426,9 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
                 match shared.repo.store_pack(&p) {
                     Ok(ip) => stored.push(ip),
                     Err(e) => shared.fail(e),
+                }
+                if p.kind == BlobKind::Data {
+                    *open_pack.spare.lock().expect("lock") = Some(p.bytes);
                 }
             }
             stored
@@ -813,6 +817,8 @@ fn read_file(
 /// (memory: one open pack, one being handed over, one being stored).
 struct OpenPack {
     writer: Mutex<Option<PackWriter>>,
+    /// The bytes of the last pack stored, reused for the next one.
+    spare: Mutex<Option<Vec<u8>>>,
     /// Compressors still running; the last one out seals the final pack.
     running: AtomicUsize,
 }
@@ -837,7 +843,9 @@ fn compressor(
         let stored = (body.len() + TAG_LEN + BLOB_HEADER_LEN) as u64;
         let mut slot = open.writer.lock().expect("lock");
         let w = slot.get_or_insert_with(|| {
-            PackWriter::new(repo.keys(), BlobKind::Data, target + (1 << 20))
+            let buf = open.spare.lock().expect("lock").take();
+            let buf = buf.unwrap_or_else(|| Vec::with_capacity(target + (1 << 20)));
+            PackWriter::reusing(repo.keys(), BlobKind::Data, buf)
         });
         w.add_slice(job.id, raw_len, compressed, body);
         shared.blobs_added.fetch_add(1, Ordering::Relaxed);
