@@ -30,6 +30,43 @@ fn body_aad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
     a
 }
 
+/// Blobs below this size are compressed harder ([`small_blob_level`]): they are cheap to
+/// compress, and a folder of small files is where per-blob overhead makes a repository big.
+pub const SMALL_BLOB: usize = 16 << 10;
+
+/// The zstd level for blobs below [`SMALL_BLOB`], given the repository's level.
+pub fn small_blob_level(level: i32) -> i32 {
+    if level > 0 {
+        (level + 4).min(19)
+    } else {
+        level
+    }
+}
+
+/// Two reused zstd contexts: the repository's level for big blobs, a higher one for small ones.
+pub struct Compressors {
+    big: zstd::bulk::Compressor<'static>,
+    small: zstd::bulk::Compressor<'static>,
+}
+
+impl Compressors {
+    pub fn new(level: i32) -> Self {
+        Compressors {
+            big: zstd::bulk::Compressor::new(level).expect("zstd context"),
+            small: zstd::bulk::Compressor::new(small_blob_level(level)).expect("zstd context"),
+        }
+    }
+
+    /// The context for a blob of this size.
+    pub fn for_len(&mut self, len: usize) -> &mut zstd::bulk::Compressor<'static> {
+        if len < SMALL_BLOB {
+            &mut self.small
+        } else {
+            &mut self.big
+        }
+    }
+}
+
 /// Compresses a blob with a reused zstd context; `None` when zstd does not make it smaller
 /// (then the blob is stored raw — the format requires it).
 pub fn compress(compressor: &mut zstd::bulk::Compressor<'_>, raw: &[u8]) -> Option<Vec<u8>> {

@@ -39,7 +39,7 @@ use crate::format::index::IndexPack;
 use crate::format::pack::{BLOB_HEADER_LEN, BlobKind, TAG_LEN};
 use crate::format::tree::valid_name;
 use crate::id::{BlobId, SnapshotId};
-use crate::pack::{FinishedPack, PackWriter, compress_into};
+use crate::pack::{Compressors, FinishedPack, PackWriter, compress_into};
 use crate::repository::session::Session;
 use crate::repository::{Packer, Repository, hostname, now_ns, username};
 use crate::snapshot::tree::{write_content, write_dir};
@@ -768,7 +768,8 @@ fn read_file(
         Err(e) => return FileOutcome::Failed(e.to_string()),
     };
     let keys = shared.repo.keys();
-    let mut sc = StreamChunker::with_buffer(&shared.chunker, &f, std::mem::take(buf));
+    let mut sc =
+        StreamChunker::with_buffer(&shared.chunker, &f, std::mem::take(buf), job.stat.size);
     let mut ids = Vec::new();
     let mut size = 0u64;
     loop {
@@ -831,14 +832,14 @@ fn compressor(
 ) {
     let repo = shared.repo;
     let target = repo.config().pack_target_bytes as usize;
-    let mut z = zstd::bulk::Compressor::new(repo.config().zstd_level as i32).expect("zstd context");
+    let mut z = Compressors::new(repo.config().zstd_level as i32);
     let mut out = Vec::new();
     for job in jobs {
         if shared.aborted() {
             continue;
         }
         let raw_len = job.data.len();
-        let compressed = compress_into(&mut z, &job.data, &mut out);
+        let compressed = compress_into(z.for_len(raw_len), &job.data, &mut out);
         let body = if compressed { &out[..] } else { &job.data[..] };
         let stored = (body.len() + TAG_LEN + BLOB_HEADER_LEN) as u64;
         let mut slot = open.writer.lock().expect("lock");

@@ -9,7 +9,10 @@ use crate::error::Result;
 use crate::format::index::IndexPack;
 use crate::format::pack::{BLOB_HEADER_LEN, BlobKind, TAG_LEN};
 use crate::id::BlobId;
-use crate::pack::{PackWriter, compress};
+use crate::pack::{Compressors, PackWriter, compress};
+
+/// Tree packs are cut at this size even when data packs are bigger.
+pub const TREE_PACK_MAX: usize = 4 << 20;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PackerStats {
@@ -23,7 +26,7 @@ pub struct Packer<'r> {
     repo: &'r Repository,
     data: Option<PackWriter>,
     tree: Option<PackWriter>,
-    compressor: zstd::bulk::Compressor<'static>,
+    compressors: Compressors,
     pending: HashSet<(BlobKind, BlobId)>,
     stored: Vec<IndexPack>,
     pub stats: PackerStats,
@@ -36,7 +39,7 @@ impl<'r> Packer<'r> {
             repo,
             data: None,
             tree: None,
-            compressor: zstd::bulk::Compressor::new(level).expect("zstd context"),
+            compressors: Compressors::new(level),
             pending: HashSet::new(),
             stored: Vec::new(),
             stats: PackerStats::default(),
@@ -68,10 +71,15 @@ impl<'r> Packer<'r> {
         if !self.pending.insert((kind, id)) {
             return Ok(false);
         }
-        let body = compress(&mut self.compressor, plaintext);
+        let body = compress(self.compressors.for_len(plaintext.len()), plaintext);
         let compressed = body.is_some();
         let body = body.unwrap_or_else(|| plaintext.to_vec());
-        let target = self.repo.config().pack_target_bytes as usize;
+        let target = match kind {
+            BlobKind::Data => self.repo.config().pack_target_bytes as usize,
+            // Trees are read together (a whole snapshot's), but a 16 MiB tree pack held in
+            // memory while a big folder is scanned is too much: cap them at 4 MiB.
+            BlobKind::Tree => (self.repo.config().pack_target_bytes as usize).min(TREE_PACK_MAX),
+        };
         let stored_len = body.len() + TAG_LEN + BLOB_HEADER_LEN;
         let slot = match kind {
             BlobKind::Data => &mut self.data,
