@@ -18,6 +18,9 @@ use crate::error::{Error, Result};
 use crate::format::{Put, Reader};
 use crate::id::BlobId;
 
+/// Memory redb may use to cache pages of the file cache.
+const CACHE_MEMORY: usize = 16 << 20;
+
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("files_v1");
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +107,13 @@ impl FileCache {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let db = Database::create(path).map_err(|e| cache_err(path, e))?;
+        // redb caches what it reads up to 1 GiB by default: a no-change scan of a million files
+        // would keep the whole cache file in memory. Lookups are in path order, so a small
+        // cache serves them.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_MEMORY)
+            .create(path)
+            .map_err(|e| cache_err(path, e))?;
         Ok(FileCache {
             db,
             path: path.to_path_buf(),
@@ -124,23 +133,53 @@ impl FileCache {
 
     /// Writes entries in one transaction.
     pub fn write(&self, updates: &[(Vec<u8>, CacheEntry)]) -> Result<()> {
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| cache_err(&self.path, e))?;
-        {
-            let mut t = txn
-                .open_table(TABLE)
+        self.write_batches(updates.iter().map(|(k, v)| Ok((k.clone(), v.encode()))))
+    }
+
+    /// Records the updates a scan collected (see [`PendingUpdates`]).
+    pub fn write_pending(&self, pending: &mut PendingUpdates) -> Result<()> {
+        let records = pending.records().map_err(|e| cache_err(&self.path, e))?;
+        self.write_batches(records.map(|r| r.map_err(|e| cache_err(&self.path, e))))
+    }
+
+    /// Inserts in transactions of bounded size (a write transaction keeps its dirty pages in
+    /// memory); only the last one is made durable, which makes the earlier ones durable too.
+    fn write_batches(
+        &self,
+        mut records: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+    ) -> Result<()> {
+        const BATCH: usize = 20_000;
+        let mut done = false;
+        while !done {
+            let mut txn = self
+                .db
+                .begin_write()
                 .map_err(|e| cache_err(&self.path, e))?;
-            for (k, v) in updates {
-                t.insert(k.as_slice(), v.encode().as_slice())
+            {
+                let mut t = txn
+                    .open_table(TABLE)
+                    .map_err(|e| cache_err(&self.path, e))?;
+                for _ in 0..BATCH {
+                    match records.next() {
+                        Some(r) => {
+                            let (k, v) = r?;
+                            t.insert(k.as_slice(), v.as_slice())
+                                .map_err(|e| cache_err(&self.path, e))?;
+                        }
+                        None => {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if !done {
+                txn.set_durability(redb::Durability::None)
                     .map_err(|e| cache_err(&self.path, e))?;
             }
+            txn.commit().map_err(|e| cache_err(&self.path, e))?;
         }
-        txn.commit().map_err(|e| cache_err(&self.path, e))
+        Ok(())
     }
 }
 
@@ -153,5 +192,156 @@ impl CacheReader {
         let t = self.table.as_ref()?;
         let g = t.get(key).ok()??;
         CacheEntry::decode(g.value())
+    }
+}
+
+/// The cache entries of a scan, waiting for its snapshot to be committed. They are appended to an
+/// unlinked temporary file beside the cache (length-prefixed key and value records), so memory
+/// stays flat however many files a scan reads. Failing to keep them only costs speed: the next
+/// scan reads those files again.
+pub struct PendingUpdates {
+    dir: Option<PathBuf>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    count: usize,
+    broken: bool,
+}
+
+impl PendingUpdates {
+    /// Updates kept in a temporary file in `dir`; `None` keeps nothing.
+    pub fn new(dir: Option<&Path>) -> Self {
+        PendingUpdates {
+            dir: dir.map(Path::to_path_buf),
+            file: None,
+            count: 0,
+            broken: false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn open(dir: &Path) -> std::io::Result<std::fs::File> {
+        std::fs::create_dir_all(dir)?;
+        let name = dir.join(format!(
+            ".pending-{}",
+            crate::id::hex_encode(&crate::crypto::random_bytes::<8>())
+        ));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&name)?;
+        std::fs::remove_file(&name)?;
+        Ok(f)
+    }
+
+    pub fn push(&mut self, key: &[u8], entry: &CacheEntry) {
+        use std::io::Write;
+        if self.broken {
+            return;
+        }
+        let Some(dir) = &self.dir else { return };
+        if self.file.is_none() {
+            match Self::open(dir) {
+                Ok(f) => self.file = Some(std::io::BufWriter::with_capacity(256 << 10, f)),
+                Err(_) => {
+                    self.broken = true;
+                    return;
+                }
+            }
+        }
+        let w = self.file.as_mut().expect("opened above");
+        let value = entry.encode();
+        let ok = w.write_all(&(key.len() as u32).to_le_bytes()).is_ok()
+            && w.write_all(key).is_ok()
+            && w.write_all(&(value.len() as u32).to_le_bytes()).is_ok()
+            && w.write_all(&value).is_ok();
+        if ok {
+            self.count += 1;
+        } else {
+            self.broken = true;
+        }
+    }
+
+    /// Reads the records back, from the start.
+    fn records(
+        &mut self,
+    ) -> std::io::Result<impl Iterator<Item = std::io::Result<(Vec<u8>, Vec<u8>)>> + use<>> {
+        use std::io::{Read, Seek};
+        let mut remaining = if self.broken { 0 } else { self.count };
+        let reader = match self.file.take() {
+            Some(w) => {
+                let mut f = w.into_inner().map_err(|e| e.into_error())?;
+                f.rewind()?;
+                Some(std::io::BufReader::with_capacity(256 << 10, f))
+            }
+            None => None,
+        };
+        let mut reader = reader;
+        Ok(std::iter::from_fn(move || {
+            if remaining == 0 {
+                return None;
+            }
+            remaining -= 1;
+            let r = reader.as_mut()?;
+            let mut field = || -> std::io::Result<Vec<u8>> {
+                let mut len = [0u8; 4];
+                r.read_exact(&mut len)?;
+                let mut v = vec![0u8; u32::from_le_bytes(len) as usize];
+                r.read_exact(&mut v)?;
+                Ok(v)
+            };
+            Some(field().and_then(|k| Ok((k, field()?))))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u64) -> CacheEntry {
+        CacheEntry {
+            size: i,
+            mtime_ns: i as i64 * 7,
+            ctime_ns: -(i as i64),
+            ino: i + 1,
+            dev: 3,
+            racy: i.is_multiple_of(5),
+            ids: (0..(i % 3)).map(|k| BlobId([(k + i) as u8; 32])).collect(),
+        }
+    }
+
+    #[test]
+    fn pending_updates_spill_to_disk_and_land_in_batches() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = FileCache::open(&t.path().join("c.redb")).unwrap();
+        let mut p = PendingUpdates::new(Some(t.path()));
+        let n = 45_000u64; // more than two write batches
+        for i in 0..n {
+            p.push(format!("/data/f{i}").as_bytes(), &entry(i));
+        }
+        assert_eq!(p.len(), n as usize);
+        // The spill file is unlinked: nothing but the cache is left in the directory.
+        let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1);
+        cache.write_pending(&mut p).unwrap();
+        let r = cache.reader().unwrap();
+        for i in [0, 1, 19_999, 20_000, 20_001, 44_999] {
+            assert_eq!(r.get(format!("/data/f{i}").as_bytes()), Some(entry(i)));
+        }
+        assert_eq!(r.get(b"/data/f45000"), None);
+    }
+
+    #[test]
+    fn without_a_directory_nothing_is_kept() {
+        let mut p = PendingUpdates::new(None);
+        p.push(b"/x", &entry(1));
+        assert!(p.is_empty());
     }
 }

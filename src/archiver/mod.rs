@@ -44,7 +44,7 @@ use crate::repository::session::Session;
 use crate::repository::{Packer, Repository, hostname, now_ns, username};
 use crate::snapshot::tree::{write_content, write_dir};
 use crate::snapshot::{Content, Node, NodeKind, Snapshot, Summary};
-use filecache::{CacheEntry, CacheReader, FileCache};
+use filecache::{CacheEntry, CacheReader, FileCache, PendingUpdates};
 
 /// Makes buffers of 256 KiB and more come from mmap and go back to the system when freed.
 ///
@@ -180,7 +180,7 @@ pub struct ArchiveResult {
     pub skipped: Vec<SoftError>,
     /// Files left for the next scan (still being written).
     pub deferred: Vec<Vec<u8>>,
-    cache_updates: Vec<(Vec<u8>, CacheEntry)>,
+    cache_updates: Mutex<PendingUpdates>,
     cache: Option<FileCache>,
 }
 
@@ -189,7 +189,7 @@ impl ArchiveResult {
     /// refers to their chunks is committed.
     pub fn save_cache(&self) -> Result<()> {
         match &self.cache {
-            Some(c) => c.write(&self.cache_updates),
+            Some(c) => c.write_pending(&mut self.cache_updates.lock().expect("lock")),
             None => Ok(()),
         }
     }
@@ -382,6 +382,10 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         None => None,
     };
     let cache_reader = cache.as_ref().and_then(|c| c.reader().ok());
+    let spill_dir = cache
+        .as_ref()
+        .and(opts.file_cache.as_deref())
+        .and_then(Path::parent);
     let shared = Shared {
         repo,
         buffers: BufferPool {
@@ -427,6 +431,15 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
                     Ok(ip) => stored.push(ip),
                     Err(e) => shared.fail(e),
                 }
+                // The index now answers for these blobs: keep the claimed set to the ones in
+                // flight, so it does not grow with the backup. (A reader that checked the index
+                // just before may store a blob twice; the index allows duplicates.)
+                {
+                    let mut claimed = shared.claimed.lock().expect("lock");
+                    for e in &p.entries {
+                        claimed.remove(&e.id);
+                    }
+                }
                 if p.kind == BlobKind::Data {
                     *open_pack.spare.lock().expect("lock") = Some(p.bytes);
                 }
@@ -444,7 +457,7 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         }
         drop((job_rx, store_tx));
         let builder = s.spawn(move || {
-            build(shared, ev_rx).map_err(|e| {
+            build(shared, ev_rx, spill_dir).map_err(|e| {
                 shared.fail(e);
                 Error::Interrupted
             })
@@ -480,7 +493,7 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         warnings: b.warnings,
         skipped: b.skipped,
         deferred: b.deferred,
-        cache_updates: b.cache_updates,
+        cache_updates: Mutex::new(b.cache_updates),
         cache,
     })
 }
@@ -891,15 +904,16 @@ struct Built {
     warnings: Vec<SoftError>,
     skipped: Vec<SoftError>,
     deferred: Vec<Vec<u8>>,
-    cache_updates: Vec<(Vec<u8>, CacheEntry)>,
+    cache_updates: PendingUpdates,
 }
 
-fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
+fn build(shared: &Shared, events: Receiver<Event>, spill_dir: Option<&Path>) -> Result<Built> {
     let mut packer = Packer::new(shared.repo);
     let mut stack: Vec<(Node, Vec<Node>)> = Vec::new();
     let mut root: Vec<Node> = Vec::new();
     let mut summary = Summary::default();
-    let (mut errors, mut warnings, mut cache_updates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    let mut cache_updates = PendingUpdates::new(spill_dir);
     let mut skipped = Vec::new();
     let mut deferred = Vec::new();
     for ev in events {
@@ -952,7 +966,7 @@ fn build(shared: &Shared, events: Receiver<Event>) -> Result<Built> {
                                 } else {
                                     stat.racy = shared.racy(&stat);
                                     stat.ids = ids.clone();
-                                    cache_updates.push((key, stat));
+                                    cache_updates.push(&key, &stat);
                                 }
                                 match known {
                                     Some(k) if k == ids => summary.files_unchanged += 1,

@@ -883,9 +883,9 @@ pub fn stats(ctx: &Ctx) -> Result<Outcome> {
     Ok(Outcome::ok())
 }
 
-/// Threads warming the metadata cache before a backup (`PRISM_PREFETCH_THREADS`, 0 = off).
+/// Threads warming the metadata cache before a backup (`PRISM_SYNC_PREFETCH_THREADS`, 0 = off).
 fn prefetch_threads() -> usize {
-    std::env::var("PRISM_PREFETCH_THREADS")
+    std::env::var("PRISM_SYNC_PREFETCH_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8)
