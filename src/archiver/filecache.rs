@@ -132,10 +132,6 @@ impl FileCache {
     }
 
     /// Writes entries in one transaction.
-    pub fn write(&self, updates: &[(Vec<u8>, CacheEntry)]) -> Result<()> {
-        self.write_batches(updates.iter().map(|(k, v)| Ok((k.clone(), v.encode()))))
-    }
-
     /// Records the updates a scan collected (see [`PendingUpdates`]).
     pub fn write_pending(&self, pending: &mut PendingUpdates) -> Result<()> {
         let records = pending.records().map_err(|e| cache_err(&self.path, e))?;

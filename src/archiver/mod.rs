@@ -440,9 +440,7 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
                         claimed.remove(&e.id);
                     }
                 }
-                if p.kind == BlobKind::Data {
-                    *open_pack.spare.lock().expect("lock") = Some(p.bytes);
-                }
+                *open_pack.spare.lock().expect("lock") = Some(p.bytes);
             }
             stored
         });
