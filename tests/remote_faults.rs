@@ -185,43 +185,12 @@ fn an_s3_outage_in_the_middle_of_a_sync_step_is_ridden_out() {
     proxy.start();
     finish(child, Duration::from_secs(180)).ok("sync step across an S3 outage");
     // A workspace joins through the same bucket and gets everything.
-    let key = join_key(&laptop, "proj", "ws1", &tmp.path().join("ws-folder"));
     let ws = Machine::new(tmp.path().join("ws")).with_s3(&moto.endpoint());
     let ws_folder = tmp.path().join("ws-folder");
-    ws.clone().var("PRISM_SYNC_KEY", &key).ok(&[
-        "join",
-        "proj",
-        ws_folder.to_str().unwrap(),
-        "--repo",
-        &url,
-        "--endpoint",
-        "ws1",
-    ]);
+    ws.join_set(&laptop, "proj", "ws1", &ws_folder, &url);
     ws.ok(&["sync", "proj"]);
     assert_eq!(digest(&ws_folder), digest(&folder));
     laptop.ok(&["check", "--repo", &url, "--read-data"]);
-}
-
-/// `add-instance --json` on the laptop; returns the key the join command carries.
-pub fn join_key(laptop: &Machine, set: &str, ws: &str, dir: &Path) -> String {
-    let out = laptop
-        .ok(&[
-            "add-instance",
-            set,
-            ws,
-            "--json",
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
-        .stdout;
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["join"]
-        .as_str()
-        .unwrap()
-        .split_whitespace()
-        .find_map(|t| t.strip_prefix("PRISM_SYNC_KEY="))
-        .expect("the join command carries the key")
-        .to_string()
 }
 
 #[test]
@@ -271,17 +240,8 @@ fn serve_killed_and_restarted_in_the_middle_of_a_backup_and_a_sync_step() {
     server.restart();
     finish(child, Duration::from_secs(180)).ok("sync step across a serve crash");
     let ws_folder = tmp.path().join("ws-folder");
-    let key = join_key(&m, "proj", "ws1", &ws_folder);
     let ws = Machine::new(tmp.path().join("ws")).with_token();
-    ws.clone().var("PRISM_SYNC_KEY", &key).ok(&[
-        "join",
-        "proj",
-        ws_folder.to_str().unwrap(),
-        "--repo",
-        &url,
-        "--endpoint",
-        "ws1",
-    ]);
+    ws.join_set(&m, "proj", "ws1", &ws_folder, &url);
     ws.ok(&["sync", "proj"]);
     assert_eq!(digest(&ws_folder), digest(&folder));
     m.ok(&["check", "--repo", &url, "--read-data"]);

@@ -8,26 +8,6 @@ use std::path::Path;
 
 use remote_support::*;
 
-fn join_key(laptop: &Machine, set: &str, ws: &str, dir: &Path) -> String {
-    let out = laptop
-        .ok(&[
-            "add-instance",
-            set,
-            ws,
-            "--json",
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
-        .stdout;
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let join = v["join"].as_str().unwrap();
-    assert!(join.contains("--repo"), "{join}");
-    join.split_whitespace()
-        .find_map(|t| t.strip_prefix("PRISM_SYNC_KEY="))
-        .expect("the join command carries the key")
-        .to_string()
-}
-
 /// Edits flow both ways; simultaneous edits of one file are kept as a conflict, not lost.
 fn two_endpoints(laptop: Machine, ws: Machine, url: &str, tmp: &Path) {
     let lf = tmp.join("laptop-folder");
@@ -43,16 +23,7 @@ fn two_endpoints(laptop: Machine, ws: Machine, url: &str, tmp: &Path) {
         "proj",
     ]);
     laptop.ok(&["sync", "proj"]);
-    let key = join_key(&laptop, "proj", "ws1", &wf);
-    ws.clone().var("PRISM_SYNC_KEY", &key).ok(&[
-        "join",
-        "proj",
-        wf.to_str().unwrap(),
-        "--repo",
-        url,
-        "--endpoint",
-        "ws1",
-    ]);
+    ws.join_set(&laptop, "proj", "ws1", &wf, url);
     ws.ok(&["sync", "proj"]);
     assert_eq!(digest(&wf), digest(&lf), "the workspace got the folder");
 
@@ -125,17 +96,8 @@ fn a_laptop_and_a_workspace_sync_through_serve() {
         "proj",
     ]);
     laptop.ok(&["sync", "proj"]);
-    let key = join_key(&laptop, "proj", "ws1", &wf);
     let ws = Machine::new(tmp.path().join("ws-home"));
-    ws.clone().var("PRISM_SYNC_KEY", &key).ok(&[
-        "join",
-        "proj",
-        wf.to_str().unwrap(),
-        "--repo",
-        root.to_str().unwrap(),
-        "--endpoint",
-        "ws1",
-    ]);
+    ws.join_set(&laptop, "proj", "ws1", &wf, root.to_str().unwrap());
     ws.ok(&["sync", "proj"]);
     assert_eq!(digest(&wf), digest(&lf));
     write(&wf.join("results/r.txt"), b"42\n");

@@ -570,6 +570,31 @@ impl Machine {
     pub fn ok(&self, args: &[&str]) -> Run {
         self.run(args).ok(&format!("prism-sync {}", args.join(" ")))
     }
+
+    /// Joins `laptop`'s set as workspace `endpoint`, syncing `folder`, with the key from the
+    /// join command that `add-instance --json` prints on the laptop.
+    pub fn join_set(&self, laptop: &Machine, set: &str, endpoint: &str, folder: &Path, repo: &str) {
+        let dir = folder.to_str().unwrap();
+        let out = laptop
+            .ok(&["add-instance", set, endpoint, "--json", "--dir", dir])
+            .stdout;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let join = v["join"].as_str().unwrap();
+        assert!(join.contains("--repo"), "{join}");
+        let key = join
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix("PRISM_SYNC_KEY="))
+            .expect("the join command carries the key");
+        self.clone().var("PRISM_SYNC_KEY", key).ok(&[
+            "join",
+            set,
+            dir,
+            "--repo",
+            repo,
+            "--endpoint",
+            endpoint,
+        ]);
+    }
 }
 
 /// Deterministic pseudo-random bytes.
