@@ -20,8 +20,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
@@ -80,6 +81,43 @@ const BUDGET_UNIT_BYTES: u64 = 1 << 20;
 /// A `GET /<kind>/` listing is built in memory; this many entries at most.
 const LIST_ENTRIES_MAX: usize = 2_000_000;
 
+/// What the server did, counted since it started (for `serve --log-requests`, tests and the WAN
+/// benchmark: requests per operation, connections reused or not).
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// TCP connections accepted.
+    pub connections: AtomicU64,
+    /// TLS handshakes completed (one per connection: a client that reuses its connections
+    /// keeps this at its pool size).
+    pub tls_handshakes: AtomicU64,
+    /// Requests answered (authenticated or not).
+    pub requests: AtomicU64,
+    /// Body bytes received and sent.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// One event of the server's log: a connection opened or a request answered.
+#[derive(Debug, Clone)]
+pub enum ServeEvent {
+    Connection {
+        peer: SocketAddr,
+        tls: bool,
+    },
+    Request {
+        peer: SocketAddr,
+        method: Method,
+        path: String,
+        status: u16,
+        bytes_in: u64,
+        bytes_out: u64,
+        elapsed: Duration,
+    },
+}
+
+/// Receives every [`ServeEvent`] (the CLI prints them with `--log-requests`).
+pub type EventSink = Arc<dyn Fn(&ServeEvent) + Send + Sync>;
+
 pub struct ServeOptions {
     /// The repository directory (it may not exist yet: `repo init` through the server creates it).
     pub root: PathBuf,
@@ -88,6 +126,7 @@ pub struct ServeOptions {
     pub tls: Option<TlsIdentity>,
     pub append_only: bool,
     pub limits: Limits,
+    pub events: Option<EventSink>,
 }
 
 struct State {
@@ -97,6 +136,8 @@ struct State {
     append_only: bool,
     limits: Limits,
     budget: Arc<Semaphore>,
+    stats: Arc<ServeStats>,
+    events: Option<EventSink>,
 }
 
 /// A bound server, not yet answering.
@@ -140,6 +181,8 @@ pub fn bind(opts: ServeOptions) -> Result<Server, String> {
             append_only: opts.append_only,
             limits: opts.limits,
             budget: Arc::new(Semaphore::new(units.min(Semaphore::MAX_PERMITS))),
+            stats: Arc::new(ServeStats::default()),
+            events: opts.events,
         }),
     })
 }
@@ -147,6 +190,11 @@ pub fn bind(opts: ServeOptions) -> Result<Server, String> {
 impl Server {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The server's counters (live while it runs).
+    pub fn stats(&self) -> Arc<ServeStats> {
+        self.state.stats.clone()
     }
 
     /// Answers requests until SIGINT or SIGTERM. In-flight writes need no draining: each is a
@@ -164,7 +212,7 @@ impl Server {
                     _ = tokio::signal::ctrl_c() => return Ok(()),
                     _ = term.recv() => return Ok(()),
                 };
-                let (tcp, _peer) = tokio::select! {
+                let (tcp, peer) = tokio::select! {
                     a = self.listener.accept() => match a {
                         Ok(a) => a,
                         Err(_) => {
@@ -179,6 +227,7 @@ impl Server {
                 let _ = tcp.set_nodelay(true);
                 let state = self.state.clone();
                 let tls = self.tls.clone();
+                state.stats.connections.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let _permit = permit;
                     let io = IdleTimeout::new(tcp, state.limits.idle_timeout);
@@ -188,10 +237,15 @@ impl Server {
                             if let Ok(Ok(stream)) =
                                 tokio::time::timeout(hs, acceptor.accept(io)).await
                             {
-                                serve_connection(state, stream).await;
+                                state.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                                state.event(&ServeEvent::Connection { peer, tls: true });
+                                serve_connection(state, stream, peer).await;
                             }
                         }
-                        None => serve_connection(state, io).await,
+                        None => {
+                            state.event(&ServeEvent::Connection { peer, tls: false });
+                            serve_connection(state, io, peer).await
+                        }
                     }
                 });
             }
@@ -199,14 +253,48 @@ impl Server {
     }
 }
 
-async fn serve_connection<S>(state: Arc<State>, io: S)
+impl State {
+    fn event(&self, e: &ServeEvent) {
+        if let Some(sink) = &self.events {
+            sink(e);
+        }
+    }
+}
+
+async fn serve_connection<S>(state: Arc<State>, io: S, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = state.limits.header_timeout;
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, req).await) }
+        async move {
+            let started = Instant::now();
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let bytes_in = req
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            let resp = handle(state.clone(), req).await;
+            let bytes_out = hyper::body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            let s = &state.stats;
+            s.requests.fetch_add(1, Ordering::Relaxed);
+            s.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+            s.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+            state.event(&ServeEvent::Request {
+                peer,
+                method,
+                path,
+                status: resp.status().as_u16(),
+                bytes_in,
+                bytes_out,
+                elapsed: started.elapsed(),
+            });
+            Ok::<_, Infallible>(resp)
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
