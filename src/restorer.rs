@@ -7,17 +7,16 @@
 //! as it is read, and renamed into place only when complete: a damaged or missing chunk fails
 //! that file loudly and never leaves wrong bytes under a real name. All-zero chunks become holes
 //! (sparse files stay sparse). Directories are created first and get their mode and mtime last,
-//! deepest first. Files are restored by several workers in parallel.
+//! deepest first. Files are restored by several workers in parallel, in batches whose blobs are
+//! fetched by one read plan (`repository::reader`: grouped by pack, coalesced, in parallel).
 
 use std::fs::{self, FileTimes, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use crossbeam_channel::bounded;
 
 use crate::archiver::SoftError;
 use crate::crypto::random_bytes;
@@ -25,10 +24,9 @@ use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::id::{BlobId, hex_encode};
 use crate::repository::Repository;
+use crate::repository::reader::{ReadOptions, with_prefetch};
 use crate::snapshot::tree::{file_blobs, find, read_dir};
 use crate::snapshot::{Node, NodeKind, components, join};
-
-const FILE_JOBS_QUEUE_MAX: usize = 256;
 
 #[derive(Default, Debug)]
 pub struct RestoreProgress {
@@ -133,12 +131,27 @@ pub struct WriteOptions {
 }
 
 /// Writes one file node to `dest` via a temp file and rename. `blobs` are the file's data blob
-/// ids. On any error the temp file is removed and `dest` is left untouched. Returns the bytes
-/// written.
+/// ids, read one by one. On any error the temp file is removed and `dest` is left untouched.
+/// Returns the bytes written.
 pub fn write_file(
     repo: &Repository,
     node: &Node,
     blobs: &[BlobId],
+    dest: &Path,
+    opts: WriteOptions,
+    progress: Option<&AtomicU64>,
+) -> Result<u64> {
+    let mut content = blobs.iter().map(|id| repo.read_blob(BlobKind::Data, id));
+    write_file_from(node, &mut content, dest, opts, progress)
+}
+
+/// The file's content, blob by blob, in order (from `Prefetch::file`, or read one by one).
+pub type Content<'a> = &'a mut dyn Iterator<Item = Result<Vec<u8>>>;
+
+/// [`write_file`] with the content from `blobs` (e.g. `Prefetch::file`).
+pub fn write_file_from(
+    node: &Node,
+    blobs: Content<'_>,
     dest: &Path,
     opts: WriteOptions,
     progress: Option<&AtomicU64>,
@@ -157,8 +170,8 @@ pub fn write_file(
         .map_err(|e| Error::io(&tmp, e))?;
     let r = (|| -> Result<u64> {
         let mut off = 0u64;
-        for id in blobs {
-            let data = repo.read_blob(BlobKind::Data, id)?;
+        for data in blobs {
+            let data = data?;
             if !data.iter().all(|&b| b == 0) {
                 f.write_all_at(&data, off).map_err(|e| Error::io(dest, e))?;
             }
@@ -248,6 +261,54 @@ fn included(include: &[Vec<u8>], path: &[u8]) -> (bool, bool) {
 struct FileJob {
     node: Node,
     dest: PathBuf,
+    blobs: Vec<BlobId>,
+}
+
+/// A restore writes files in batches of at most this many blob references (~100 bytes each of
+/// plan): the reads of a batch are planned together (grouped by pack, coalesced, fetched in
+/// parallel), and memory stays bounded however big the snapshot.
+const BATCH_BLOBS_MAX: usize = 262_144;
+/// ... and at most this many files.
+const BATCH_FILES_MAX: usize = 65_536;
+
+/// Writes a batch of files, their blobs fetched by a [`with_prefetch`] plan, on `workers`
+/// threads taking files in plan order.
+fn write_batch(
+    repo: &Repository,
+    jobs: Vec<FileJob>,
+    opts: &RestoreOptions,
+    done: &(dyn Fn(&FileJob, Result<u64>) + Sync),
+) {
+    let mut jobs = jobs;
+    let lists: Vec<Vec<BlobId>> = jobs
+        .iter_mut()
+        .map(|j| std::mem::take(&mut j.blobs))
+        .collect();
+    let read_opts = ReadOptions::for_repo(repo);
+    with_prefetch(repo, BlobKind::Data, lists, read_opts, |pf| {
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..opts.workers.max(1) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else { break };
+                        let r = write_file_from(
+                            &job.node,
+                            &mut pf.file(i),
+                            &job.dest,
+                            WriteOptions {
+                                durable: false,
+                                owner: true,
+                            },
+                            Some(&opts.progress.bytes),
+                        );
+                        done(job, r);
+                    }
+                });
+            }
+        });
+    });
 }
 
 /// Restores the tree `root` (or the part `include` selects) into `target`.
@@ -294,99 +355,75 @@ pub fn restore(
     };
     let files = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    std::thread::scope(|s| -> Result<()> {
-        let (tx, rx) = bounded::<FileJob>(FILE_JOBS_QUEUE_MAX);
-        for _ in 0..opts.workers.max(1) {
-            let rx = rx.clone();
-            let (soft, files, bytes) = (&soft, &files, &bytes);
-            s.spawn(move || {
-                for job in rx {
-                    let r = match &job.node.kind {
-                        NodeKind::File { content, .. } => {
-                            file_blobs(repo, content).and_then(|ids| {
-                                write_file(
-                                    repo,
-                                    &job.node,
-                                    &ids,
-                                    &job.dest,
-                                    WriteOptions {
-                                        durable: false,
-                                        owner: true,
-                                    },
-                                    Some(&opts.progress.bytes),
-                                )
-                            })
-                        }
-                        _ => continue,
-                    };
-                    match r {
-                        Ok(n) => {
-                            files.fetch_add(1, Ordering::Relaxed);
-                            bytes.fetch_add(n, Ordering::Relaxed);
-                            opts.progress.files.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => soft(&job.dest, e),
-                    }
-                }
-            });
+    let done = |job: &FileJob, r: Result<u64>| match r {
+        Ok(n) => {
+            files.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(n, Ordering::Relaxed);
+            opts.progress.files.fetch_add(1, Ordering::Relaxed);
         }
-        drop(rx);
-        // Depth-first walk on this thread: directories and symlinks here, files to the workers.
-        let mut stack = vec![(Vec::<u8>::new(), *root, target.to_path_buf())];
-        while let Some((prefix, tree, dir)) = stack.pop() {
-            let nodes = match read_dir(repo, &tree) {
-                Ok(n) => n,
-                Err(e) => {
-                    soft(&dir, e);
-                    continue;
-                }
-            };
-            for node in nodes {
-                let path = join(&prefix, &node.name);
-                let (take, descend) = included(&include, &path);
-                if !take {
-                    continue;
-                }
-                let dest = dir.join(std::ffi::OsStr::from_bytes(&node.name));
-                match &node.kind {
-                    NodeKind::Dir { subtree } => {
-                        match fs::create_dir(&dest) {
-                            Ok(()) => {}
-                            Err(e)
-                                if e.kind() == std::io::ErrorKind::AlreadyExists
-                                    && dest.is_dir() => {}
-                            Err(e) => {
-                                soft(&dest, Error::io(&dest, e));
-                                continue;
-                            }
-                        }
-                        // Writable until the end, when the stored mode is applied.
-                        let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(0o700));
-                        if descend {
-                            stack.push((path, *subtree, dest.clone()));
-                        }
-                        dirs.push((dest, node));
-                    }
-                    NodeKind::Symlink { .. } => {
-                        if opts.overwrite {
-                            let _ = fs::remove_file(&dest);
-                        }
-                        match write_symlink(&node, &dest) {
-                            Ok(()) => report.symlinks += 1,
-                            Err(e) => soft(&dest, e),
+        Err(e) => soft(&job.dest, e),
+    };
+    let mut batch: Vec<FileJob> = Vec::new();
+    let mut batch_blobs = 0usize;
+    // Depth-first walk: directories and symlinks here, files in batches.
+    let mut stack = vec![(Vec::<u8>::new(), *root, target.to_path_buf())];
+    while let Some((prefix, tree, dir)) = stack.pop() {
+        let nodes = match read_dir(repo, &tree) {
+            Ok(n) => n,
+            Err(e) => {
+                soft(&dir, e);
+                continue;
+            }
+        };
+        for node in nodes {
+            let path = join(&prefix, &node.name);
+            let (take, descend) = included(&include, &path);
+            if !take {
+                continue;
+            }
+            let dest = dir.join(std::ffi::OsStr::from_bytes(&node.name));
+            match &node.kind {
+                NodeKind::Dir { subtree } => {
+                    match fs::create_dir(&dest) {
+                        Ok(()) => {}
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+                        Err(e) => {
+                            soft(&dest, Error::io(&dest, e));
+                            continue;
                         }
                     }
-                    NodeKind::File { .. } => {
-                        if tx.send(FileJob { node, dest }).is_err() {
-                            return Err(Error::Interrupted);
-                        }
+                    // Writable until the end, when the stored mode is applied.
+                    let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(0o700));
+                    if descend {
+                        stack.push((path, *subtree, dest.clone()));
+                    }
+                    dirs.push((dest, node));
+                }
+                NodeKind::Symlink { .. } => {
+                    if opts.overwrite {
+                        let _ = fs::remove_file(&dest);
+                    }
+                    match write_symlink(&node, &dest) {
+                        Ok(()) => report.symlinks += 1,
+                        Err(e) => soft(&dest, e),
                     }
                 }
+                NodeKind::File { content, .. } => match file_blobs(repo, content) {
+                    Ok(blobs) => {
+                        batch_blobs += blobs.len();
+                        batch.push(FileJob { node, dest, blobs });
+                        if batch_blobs >= BATCH_BLOBS_MAX || batch.len() >= BATCH_FILES_MAX {
+                            write_batch(repo, std::mem::take(&mut batch), opts, &done);
+                            batch_blobs = 0;
+                        }
+                    }
+                    Err(e) => soft(&dest, e),
+                },
             }
         }
-        drop(tx);
-        Ok(())
-    })?;
+    }
+    write_batch(repo, batch, opts, &done);
     // Deepest first, so setting a parent's mtime comes after its children changed it.
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (dest, node) in &dirs {

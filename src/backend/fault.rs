@@ -77,4 +77,7 @@ impl Backend for FaultBackend {
     fn use_capabilities(&self, caps: crate::format::config::Capabilities) {
         self.inner.use_capabilities(caps)
     }
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
 }

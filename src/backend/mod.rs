@@ -191,6 +191,43 @@ pub trait Backend: Send + Sync {
     /// relies on no capability it was not told about (the s3 backend's `create` is then
     /// HEAD-then-PUT).
     fn use_capabilities(&self, _caps: Capabilities) {}
+
+    /// Requests worth having in flight at once. A network backend: its connection budget
+    /// ([`connections`]); a directory: a few (a local disk gains little, an NFS/EFS mount
+    /// answers each request in milliseconds and serves several at once).
+    fn parallelism(&self) -> usize {
+        DIRECTORY_PARALLELISM
+    }
+}
+
+/// Requests in flight at once on a directory backend.
+pub const DIRECTORY_PARALLELISM: usize = 4;
+/// Connections (and so requests in flight) per network backend unless `--connections` or
+/// `PRISM_SYNC_CONNECTIONS` say otherwise: enough to fill a long fat link (each connection is
+/// limited by its own congestion window), few enough not to crowd a shared one.
+pub const CONNECTIONS_DEFAULT: usize = 8;
+/// The most connections a user may ask for.
+pub const CONNECTIONS_MAX: usize = 64;
+/// Env var for [`connections`].
+pub const CONNECTIONS_ENV: &str = "PRISM_SYNC_CONNECTIONS";
+
+static CONNECTIONS_OVERRIDE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Sets the connections per network backend for this process (the CLI's `--connections`).
+pub fn set_connections(n: usize) {
+    let _ = CONNECTIONS_OVERRIDE.set(n.clamp(1, CONNECTIONS_MAX));
+}
+
+/// Connections per network backend: `--connections`, else `PRISM_SYNC_CONNECTIONS`, else
+/// [`CONNECTIONS_DEFAULT`]; at most [`CONNECTIONS_MAX`].
+pub fn connections() -> usize {
+    if let Some(n) = CONNECTIONS_OVERRIDE.get() {
+        return *n;
+    }
+    std::env::var(CONNECTIONS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(CONNECTIONS_DEFAULT, |n| n.clamp(1, CONNECTIONS_MAX))
 }
 
 pub type DynBackend = Arc<dyn Backend>;

@@ -710,6 +710,10 @@ impl Backend for RestBackend {
         Ok(out)
     }
 
+    fn parallelism(&self) -> usize {
+        super::connections()
+    }
+
     fn delete(&self, kind: Kind, name: &str) -> BResult<()> {
         let path = self.path(kind, name)?;
         let what = object_name(kind, name);

@@ -210,6 +210,10 @@ impl Backend for RetryBackend {
     fn use_capabilities(&self, caps: Capabilities) {
         self.inner.use_capabilities(caps)
     }
+
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
 }
 
 #[cfg(test)]

@@ -754,6 +754,10 @@ impl Backend for S3Backend {
         }
     }
 
+    fn parallelism(&self) -> usize {
+        super::connections()
+    }
+
     fn probe_capabilities(&self) -> BResult<Capabilities> {
         self.probe()
     }

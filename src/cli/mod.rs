@@ -391,6 +391,14 @@ impl Ctx {
         }
     }
 
+    /// Opens the repository at `url` with this home's metadata cache (remote repositories).
+    pub fn open_repo(&self, url: &str) -> anyhow::Result<crate::repository::Repository> {
+        Ok(
+            crate::repository::Repository::open_url(url, &self.credentials()?)?
+                .with_cache(&crate::repository::cache::cache_root(&self.home)),
+        )
+    }
+
     pub fn credentials(&self) -> anyhow::Result<Credentials> {
         let password = match (&self.password_file, std::env::var_os("PRISM_SYNC_PASSWORD")) {
             (Some(f), _) => Some(read_password_file(f)?),

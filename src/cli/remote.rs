@@ -155,7 +155,9 @@ pub fn serve(ctx: &Ctx, a: &ServeArgs) -> Result<Outcome> {
         tls,
         append_only: a.append_only,
         limits,
-        events: a.log_requests.then(|| -> serve::EventSink { std::sync::Arc::new(log_event) }),
+        events: a
+            .log_requests
+            .then(|| -> serve::EventSink { std::sync::Arc::new(log_event) }),
     })
     .map_err(Error::invalid)?;
     let addr = server.local_addr();
@@ -220,10 +222,7 @@ fn log_event(e: &serve::ServeEvent) {
     let ms = jiff::Timestamp::now().as_millisecond();
     match e {
         serve::ServeEvent::Connection { peer, tls } => {
-            eprintln!(
-                "{ms} {peer} CONNECT {}",
-                if *tls { "tls" } else { "plain" }
-            )
+            eprintln!("{ms} {peer} CONNECT {}", if *tls { "tls" } else { "plain" })
         }
         serve::ServeEvent::Request {
             peer,

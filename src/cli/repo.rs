@@ -34,7 +34,7 @@ use crate::snapshot::{Node, NodeKind, Snapshot, display_path, select};
 use crate::time::{format_local, format_rfc3339, parse_duration, parse_time};
 
 pub fn open(ctx: &Ctx) -> Result<Repository> {
-    let repo = Repository::open_url(&ctx.repo_url(), &ctx.credentials()?)?;
+    let repo = ctx.open_repo(&ctx.repo_url())?;
     warn_unused_password(ctx, &repo);
     Ok(repo)
 }
@@ -156,7 +156,7 @@ fn open_or_create_default(ctx: &Ctx) -> Result<Repository> {
         }
         Ok(repo) => {
             warn_unused_password(ctx, &repo);
-            Ok(repo)
+            Ok(repo.with_cache(&crate::repository::cache::cache_root(&ctx.home)))
         }
         Err(e) => Err(e.into()),
     }

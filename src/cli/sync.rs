@@ -36,7 +36,7 @@ pub fn is_set(ctx: &Ctx, name: &str) -> bool {
 
 fn open_set(ctx: &Ctx, name: &str) -> Result<(Endpoint, Repository)> {
     let ep = Endpoint::open(&ctx.home, name)?;
-    let repo = Repository::open_url(&ep.cfg.repo, &ctx.credentials()?)?;
+    let repo = ctx.open_repo(&ep.cfg.repo)?;
     Ok((ep, repo))
 }
 
@@ -90,8 +90,9 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         None => ctx.repo_url(),
     };
     let creds = ctx.credentials()?;
+    let cache_root = crate::repository::cache::cache_root(&ctx.home);
     let (repo, created) = match Repository::open_url(&url, &creds) {
-        Ok(r) => (r, false),
+        Ok(r) => (r.with_cache(&cache_root), false),
         Err(Error::RepoNotFound { .. }) => (
             Repository::init(backend::open(&url)?, &creds, &InitOptions::default())?,
             true,
@@ -201,7 +202,7 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
         None => url,
     };
     install_key(ctx, &url, a)?;
-    let repo = Repository::open_url(&url, &ctx.credentials()?)?;
+    let repo = ctx.open_repo(&url)?;
     if list_heads(&repo, &a.name)?.is_empty() {
         bail!(Error::invalid(format!(
             "the repository at {} has no sync set {:?} yet: run `prism-sync sync {}` on the laptop first, or check the name",

@@ -283,6 +283,7 @@ impl Worker {
                 let checked = match &repo {
                     Some(r) => head_names(r, &self.set),
                     None => Repository::open_url(&ep.cfg.repo, &self.creds).and_then(|r| {
+                        let r = r.with_cache(&crate::repository::cache::cache_root(&self.home));
                         let names = head_names(&r, &self.set);
                         repo = Some(r);
                         names

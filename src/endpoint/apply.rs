@@ -12,10 +12,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::format::pack::BlobKind;
 use crate::repository::Repository;
-use crate::restorer::{WriteOptions, write_file, write_symlink};
+use crate::repository::reader::{FileBlobs, ReadOptions, with_prefetch};
+use crate::restorer::{WriteOptions, write_file, write_file_from, write_symlink};
 use crate::snapshot::tree::file_blobs;
-use crate::snapshot::{Content, Node, NodeKind};
+use crate::snapshot::{Node, NodeKind};
 use crate::sync::merge::Action;
 
 /// Why an action was not carried out.
@@ -143,6 +145,7 @@ fn run(
     a: &Action,
     fold_case: bool,
     touched: &mut BTreeSet<PathBuf>,
+    prefetched: Option<FileBlobs<'_>>,
 ) -> std::result::Result<(), Failure> {
     let parent = |p: &Path| {
         p.parent()
@@ -185,21 +188,15 @@ fn run(
                         let _ = old;
                         set_meta(&p, node).map_err(|e| Failure::Io(e.to_string()))?;
                     } else {
-                        let blobs = match content {
-                            Content::Direct(ids) => ids.clone(),
-                            c => file_blobs(repo, c).map_err(io)?,
+                        let wopts = WriteOptions {
+                            durable: true,
+                            owner: false,
                         };
-                        write_file(
-                            repo,
-                            node,
-                            &blobs,
-                            &p,
-                            WriteOptions {
-                                durable: true,
-                                owner: false,
-                            },
-                            None,
-                        )
+                        match prefetched {
+                            Some(mut blobs) => write_file_from(node, &mut blobs, &p, wopts, None),
+                            None => file_blobs(repo, content)
+                                .and_then(|ids| write_file(repo, node, &ids, &p, wopts, None)),
+                        }
                         .map_err(io)?;
                     }
                 }
@@ -265,18 +262,42 @@ pub fn apply(
     stop_after: Option<usize>,
     fold_case: bool,
 ) -> Result<Vec<std::result::Result<(), Failure>>> {
-    let mut touched = BTreeSet::new();
-    let mut results = Vec::with_capacity(actions.len());
+    // The content of every file the plan writes is fetched by one read plan (grouped by pack,
+    // coalesced, in parallel) in the order the actions will need it.
+    let mut file_of: Vec<Option<usize>> = vec![None; actions.len()];
+    let mut lists = Vec::new();
     for (i, a) in actions.iter().enumerate() {
-        if stop_after == Some(i) {
-            return Err(Error::Interrupted);
+        if let Action::Write { node, expect, .. } = a
+            && let NodeKind::File { content, .. } = &node.kind
+            && !expect.as_ref().is_some_and(|old| same_content(old, node))
+            // A content list that cannot be read fails that write, with the reason, below.
+            && let Ok(ids) = file_blobs(repo, content)
+        {
+            file_of[i] = Some(lists.len());
+            lists.push(ids);
         }
-        results.push(run(repo, root, a, fold_case, &mut touched));
     }
-    for d in touched {
-        if let Ok(f) = fs::File::open(&d) {
-            f.sync_all().map_err(|e| Error::io(&d, e))?;
-        }
-    }
-    Ok(results)
+    with_prefetch(
+        repo,
+        BlobKind::Data,
+        lists,
+        ReadOptions::for_repo(repo),
+        |pf| {
+            let mut touched = BTreeSet::new();
+            let mut results = Vec::with_capacity(actions.len());
+            for (i, a) in actions.iter().enumerate() {
+                if stop_after == Some(i) {
+                    return Err(Error::Interrupted);
+                }
+                let blobs = file_of[i].map(|f| pf.file(f));
+                results.push(run(repo, root, a, fold_case, &mut touched, blobs));
+            }
+            for d in touched {
+                if let Ok(f) = fs::File::open(&d) {
+                    f.sync_all().map_err(|e| Error::io(&d, e))?;
+                }
+            }
+            Ok(results)
+        },
+    )
 }

@@ -279,7 +279,9 @@ where
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
             let resp = handle(state.clone(), req).await;
-            let bytes_out = hyper::body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+            let bytes_out = hyper::body::Body::size_hint(resp.body())
+                .exact()
+                .unwrap_or(0);
             let s = &state.stats;
             s.requests.fetch_add(1, Ordering::Relaxed);
             s.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
