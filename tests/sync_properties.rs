@@ -87,6 +87,8 @@ impl World {
                 max_delete_count: u64::MAX,
                 max_delete_percent: 100.0,
                 case_insensitive: false,
+                limit_upload: None,
+                limit_download: None,
             };
             Endpoint::create(&home, cfg).unwrap();
             homes.push(home);

@@ -80,4 +80,7 @@ impl Backend for FaultBackend {
     fn parallelism(&self) -> usize {
         self.inner.parallelism()
     }
+    fn set_bandwidth(&self, limits: super::limit::Bandwidth) {
+        self.inner.set_bandwidth(limits)
+    }
 }

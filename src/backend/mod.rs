@@ -14,6 +14,7 @@ pub mod aws;
 pub mod efs;
 mod fault;
 mod fs;
+pub mod limit;
 mod memory;
 pub mod rest;
 pub mod retry;
@@ -198,6 +199,10 @@ pub trait Backend: Send + Sync {
     fn parallelism(&self) -> usize {
         DIRECTORY_PARALLELISM
     }
+
+    /// Limits the bytes per second this backend sends and receives (network backends; a
+    /// directory ignores it). See [`limit`].
+    fn set_bandwidth(&self, _limits: limit::Bandwidth) {}
 }
 
 /// Requests in flight at once on a directory backend.
@@ -253,6 +258,7 @@ pub fn open(url: &str) -> Result<DynBackend, crate::Error> {
     }
     if url.starts_with("s3:") {
         let b = S3Backend::open(url).map_err(crate::Error::invalid)?;
+        b.set_bandwidth(limit::process_limits());
         return Ok(Arc::new(RetryBackend::new(
             Arc::new(b),
             RetryPolicy::from_env(),
@@ -260,6 +266,7 @@ pub fn open(url: &str) -> Result<DynBackend, crate::Error> {
     }
     if url.starts_with("rest:") {
         let b = RestBackend::open(url).map_err(crate::Error::invalid)?;
+        b.set_bandwidth(limit::process_limits());
         return Ok(Arc::new(RetryBackend::new(
             Arc::new(b),
             RetryPolicy::from_env(),

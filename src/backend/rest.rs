@@ -11,17 +11,18 @@
 //! listings must be valid object names, and every malformed answer is an error, never a panic.
 //! The client does not retry; [`super::retry::RetryBackend`] does.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, RANGE};
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::limit::{Bandwidth, PacedBody};
 use super::{
     BResult, Backend, BackendError, ErrorKind, Kind, ObjectInfo, object_name, rt, valid_object_name,
 };
@@ -216,12 +217,13 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCert {
     }
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, PacedBody>;
 
 pub struct RestBackend {
     url: RestUrl,
     client: HttpsClient,
     token: Option<String>,
+    bandwidth: RwLock<Bandwidth>,
 }
 
 fn tls_config(pin: Option<[u8; 32]>) -> Result<rustls::ClientConfig, String> {
@@ -351,7 +353,12 @@ impl RestBackend {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(RestBackend { url, client, token })
+        Ok(RestBackend {
+            url,
+            client,
+            token,
+            bandwidth: RwLock::new(Bandwidth::default()),
+        })
     }
 
     fn path(&self, kind: Kind, name: &str) -> BResult<String> {
@@ -390,11 +397,21 @@ impl RestBackend {
         if body.is_some() {
             req = req.header(CONTENT_LENGTH, body_len);
         }
+        let bw = self.bandwidth.read().expect("bandwidth").clone();
         let req = req
-            .body(Full::new(body.unwrap_or_default()))
+            .body(PacedBody::new(body.unwrap_or_default(), bw.upload.clone()))
             .map_err(|e| BackendError::new(ErrorKind::Other, what, format!("bad request: {e}")))?;
         let client = self.client.clone();
-        let timeout = RESPONSE_TIMEOUT + Duration::from_secs(body_len / UPLOAD_BYTES_PER_SEC_MIN);
+        // The body may take long at a low upload limit: allow for it.
+        let upload_rate = bw
+            .upload
+            .as_ref()
+            .map_or(UPLOAD_BYTES_PER_SEC_MIN, |l| {
+                (l.kib_per_sec() * 1024).min(UPLOAD_BYTES_PER_SEC_MIN)
+            })
+            .max(1);
+        let timeout = RESPONSE_TIMEOUT + Duration::from_secs(body_len / upload_rate);
+        let download = bw.download;
         let head = method == Method::HEAD;
         let location = self.url.display();
         let r = rt::block_on(what, async move {
@@ -478,6 +495,9 @@ impl RestBackend {
                             Ok(Some(Ok(f))) => f,
                         };
                     if let Ok(data) = frame.into_data() {
+                        if let Some(l) = &download {
+                            l.pace(data.len()).await;
+                        }
                         if body.len() as u64 + data.len() as u64 > limit {
                             if !parts.status.is_success() {
                                 break;
@@ -712,6 +732,10 @@ impl Backend for RestBackend {
 
     fn parallelism(&self) -> usize {
         super::connections()
+    }
+
+    fn set_bandwidth(&self, limits: Bandwidth) {
+        *self.bandwidth.write().expect("bandwidth") = limits;
     }
 
     fn delete(&self, kind: Kind, name: &str) -> BResult<()> {

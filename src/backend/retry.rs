@@ -214,6 +214,10 @@ impl Backend for RetryBackend {
     fn parallelism(&self) -> usize {
         self.inner.parallelism()
     }
+
+    fn set_bandwidth(&self, limits: super::limit::Bandwidth) {
+        self.inner.set_bandwidth(limits)
+    }
 }
 
 #[cfg(test)]

@@ -217,6 +217,7 @@ pub fn flush(ctx: &Ctx, name: &str, timeout: u64) -> Result<Outcome> {
 /// No daemon runs the set: step in the foreground until nothing moves.
 fn flush_here(ctx: &Ctx, ep: &Endpoint, timeout: u64) -> Result<()> {
     let repo = ctx.open_repo(&ep.cfg.repo)?;
+    repo.backend().set_bandwidth(ep.cfg.bandwidth());
     let deadline = Instant::now() + Duration::from_secs(timeout);
     loop {
         let r = step(ep, &repo, &StepOptions::default())?;

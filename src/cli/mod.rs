@@ -55,6 +55,17 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub rest_token: Option<String>,
+    /// Send at most this many KiB per second to a remote repository (s3, rest); also
+    /// `limit_upload` in a sync set's config.
+    #[arg(long, env = "PRISM_SYNC_LIMIT_UPLOAD", global = true, value_name = "KIB_PER_S", value_parser = clap::value_parser!(u64).range(crate::backend::limit::LIMIT_KIB_MIN..))]
+    pub limit_upload: Option<u64>,
+    /// Receive at most this many KiB per second from a remote repository (s3, rest); also
+    /// `limit_download` in a sync set's config.
+    #[arg(long, env = "PRISM_SYNC_LIMIT_DOWNLOAD", global = true, value_name = "KIB_PER_S", value_parser = clap::value_parser!(u64).range(crate::backend::limit::LIMIT_KIB_MIN..))]
+    pub limit_download: Option<u64>,
+    /// Requests in flight at once to a remote repository (s3, rest).
+    #[arg(long, env = "PRISM_SYNC_CONNECTIONS", global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::backend::CONNECTIONS_MAX as u64))]
+    pub connections: Option<u64>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -462,6 +473,10 @@ pub fn main() -> i32 {
     };
     if let Some(t) = &cli.rest_token {
         crate::backend::rest::set_token(t);
+    }
+    crate::backend::limit::set_process_limits(cli.limit_upload, cli.limit_download);
+    if let Some(n) = cli.connections {
+        crate::backend::set_connections(n as usize);
     }
     let ctx = Ctx {
         home: cli.home.clone().unwrap_or_else(default_home),

@@ -37,6 +37,7 @@ pub fn is_set(ctx: &Ctx, name: &str) -> bool {
 fn open_set(ctx: &Ctx, name: &str) -> Result<(Endpoint, Repository)> {
     let ep = Endpoint::open(&ctx.home, name)?;
     let repo = ctx.open_repo(&ep.cfg.repo)?;
+    repo.backend().set_bandwidth(ep.cfg.bandwidth());
     Ok((ep, repo))
 }
 
@@ -116,6 +117,8 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         max_delete_count: 1000,
         max_delete_percent: 50.0,
         case_insensitive: false,
+        limit_upload: None,
+        limit_download: None,
     };
     Endpoint::create(&ctx.home, cfg.clone())?;
     if ctx.out.json {
@@ -236,6 +239,8 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
         max_delete_count: 1000,
         max_delete_percent: 50.0,
         case_insensitive: false,
+        limit_upload: None,
+        limit_download: None,
     };
     Endpoint::create(&ctx.home, cfg)?;
     ctx.out

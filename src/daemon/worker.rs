@@ -284,6 +284,7 @@ impl Worker {
                     Some(r) => head_names(r, &self.set),
                     None => Repository::open_url(&ep.cfg.repo, &self.creds).and_then(|r| {
                         let r = r.with_cache(&crate::repository::cache::cache_root(&self.home));
+                        r.backend().set_bandwidth(ep.cfg.bandwidth());
                         let names = head_names(&r, &self.set);
                         repo = Some(r);
                         names
@@ -340,6 +341,7 @@ impl Worker {
             first_at = None;
             if let Ok(cfg) = SetConfig::load(&super::sync_dir(&self.home), &self.set) {
                 ep.cfg = cfg; // edits to the set's config take effect
+                r.backend().set_bandwidth(ep.cfg.bandwidth());
             }
             self.update(|l| {
                 l.state = "syncing".into();

@@ -76,6 +76,19 @@ pub struct SetConfig {
     /// The local file system folds case (macOS, Windows): report case-only name collisions.
     #[serde(default)]
     pub case_insensitive: bool,
+    /// Send at most this many KiB/s to the repository (s3, rest); `--limit-upload` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload: Option<u64>,
+    /// Receive at most this many KiB/s from the repository; `--limit-download` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_download: Option<u64>,
+}
+
+impl SetConfig {
+    /// The bandwidth limits of this set's transfers: the command line's, else the config's.
+    pub fn bandwidth(&self) -> crate::backend::limit::Bandwidth {
+        crate::backend::limit::with_defaults(self.limit_upload, self.limit_download)
+    }
 }
 
 impl SetConfig {
