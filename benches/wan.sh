@@ -3,7 +3,7 @@
 #
 #   benches/wan.sh [--rtt-ms 40] [--mbit 200] [--backends rest,s3] [--work DIR] [--out DIR]
 #                  [--mixed-size 200M] [--small-files 10000] [--edits 40] [--idle-s 30]
-#                  [--skip-sync] [--skip-restic] [--label TEXT]
+#                  [--parts backup,sync] [--skip-restic] [--label TEXT]
 #
 # Starts everything itself, on 127.0.0.1:
 #   rest: `prism-sync serve --log-requests` and `rclone serve restic -vv` (restic's REST server),
@@ -39,7 +39,7 @@ MIXED_SIZE=200M
 SMALL_FILES=10000
 EDITS=40
 IDLE_S=30
-SKIP_SYNC=0
+PARTS=backup,sync
 SKIP_RESTIC=0
 LABEL=""
 while [ $# -gt 0 ]; do
@@ -53,7 +53,7 @@ while [ $# -gt 0 ]; do
         --small-files) SMALL_FILES="$2"; shift 2 ;;
         --edits) EDITS="$2"; shift 2 ;;
         --idle-s) IDLE_S="$2"; shift 2 ;;
-        --skip-sync) SKIP_SYNC=1; shift ;;
+        --parts) PARTS="$2"; shift 2 ;;
         --skip-restic) SKIP_RESTIC=1; shift ;;
         --label) LABEL="$2"; shift 2 ;;
         -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
@@ -97,15 +97,14 @@ wait_port() {
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2-$1:.2f}')"; }
 
-# A wan-proxy from a new port to $1; prints the new port.
+# A wan-proxy from a new port to $1; sets PROXY_PORT (not in a subshell: its pid must be kept).
 proxy() {
-    local to="$1" port
-    port="$(free_port)"
-    "$KIT/wan-proxy" --listen "127.0.0.1:$port" --to "127.0.0.1:$to" --rtt-ms "$RTT" --mbit "$MBIT" \
-        >"$OUT/logs/proxy-$port.log" 2>&1 &
+    local to="$1"
+    PROXY_PORT="$(free_port)"
+    "$KIT/wan-proxy" --listen "127.0.0.1:$PROXY_PORT" --to "127.0.0.1:$to" --rtt-ms "$RTT" \
+        --mbit "$MBIT" >"$OUT/logs/proxy-$PROXY_PORT.log" 2>&1 &
     PIDS+=($!)
-    wait_port "$port" wan-proxy
-    echo "$port"
+    wait_port "$PROXY_PORT" wan-proxy
 }
 
 # Requests a server has logged so far (its log file, and its kind).
@@ -175,7 +174,8 @@ start_serve() { # start_serve DIR NAME -> sets SERVE_PORT, SERVE_LOG
         --token-file "$WORK/token" --log-requests --quiet >/dev/null 2>"$SERVE_LOG" &
     PIDS+=($!)
     wait_port "$port" "prism-sync serve"
-    SERVE_PORT="$(proxy "$port")"
+    proxy "$port"
+    SERVE_PORT="$PROXY_PORT"
 }
 
 start_rclone() { # start_rclone DIR NAME -> RCLONE_PORT, RCLONE_LOG
@@ -185,7 +185,8 @@ start_rclone() { # start_rclone DIR NAME -> RCLONE_PORT, RCLONE_LOG
     rclone serve restic "$dir" --addr "127.0.0.1:$port" -vv >"$RCLONE_LOG" 2>&1 &
     PIDS+=($!)
     wait_port "$port" "rclone serve restic"
-    RCLONE_PORT="$(proxy "$port")"
+    proxy "$port"
+    RCLONE_PORT="$PROXY_PORT"
 }
 
 MOTO_PORT=""
@@ -197,7 +198,8 @@ start_moto() {
     "$MOTO" -H 127.0.0.1 -p "$port" >"$MOTO_LOG" 2>&1 &
     PIDS+=($!)
     wait_port "$port" moto_server
-    MOTO_PORT="$(proxy "$port")"
+    proxy "$port"
+    MOTO_PORT="$PROXY_PORT"
     export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=testtesttest AWS_REGION=us-east-1
     export AWS_EC2_METADATA_DISABLED=true
 }
@@ -286,7 +288,7 @@ sync_set() { # sync_set BACKEND
         "PRISM_HOME='$HB' '$BIN' join wan '$run/workspace' --repo '$url' --endpoint ws && PRISM_HOME='$HB' '$BIN' sync wan"
     record "$b" small prism-sync verify-join - - "$(verify "$run/laptop" "$run/workspace")"
     local f
-    f="$(cd "$run/laptop" && find . -type f -name '*.py' | sort | head -1)"
+    f="$(cd "$run/laptop" && find . -type f -name '*.py' | sort | sed -n 1p)"
     echo "# edited $(date +%s%N)" >>"$run/laptop/$f"
     timed "$b" small prism-sync cli-edit-publish "$log" "$kind" -- env PRISM_HOME="$HA" "$BIN" sync wan
     timed "$b" small prism-sync cli-edit-apply "$log" "$kind" -- env PRISM_HOME="$HB" "$BIN" sync wan
@@ -393,9 +395,12 @@ PY
 
 IFS=, read -r -a BS <<<"$BACKENDS"
 for b in "${BS[@]}"; do
-    backup_restore "$b" mixed "$DS_MIXED"
-    backup_restore "$b" small "$DS_SMALL"
-    [ "$SKIP_SYNC" = 1 ] || sync_set "$b"
+    case ",$PARTS," in *,backup,*)
+        backup_restore "$b" mixed "$DS_MIXED"
+        backup_restore "$b" small "$DS_SMALL"
+        ;;
+    esac
+    case ",$PARTS," in *,sync,*) sync_set "$b" ;; esac
 done
 
 echo

@@ -156,6 +156,24 @@ pub fn write_file_from(
     opts: WriteOptions,
     progress: Option<&AtomicU64>,
 ) -> Result<u64> {
+    let (tmp, n) = prepare_file(node, blobs, dest, opts, progress)?;
+    fs::rename(&tmp, dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(dest, e)
+    })?;
+    Ok(n)
+}
+
+/// The first half of [`write_file_from`]: the complete file (content, mode, times, owner if
+/// asked, fsynced if durable) in a temp file beside `dest`, whose path is returned with the bytes
+/// written. The caller renames it over `dest` — or removes it. On error nothing is left behind.
+pub fn prepare_file(
+    node: &Node,
+    blobs: Content<'_>,
+    dest: &Path,
+    opts: WriteOptions,
+    progress: Option<&AtomicU64>,
+) -> Result<(PathBuf, u64)> {
     let NodeKind::File { size, .. } = node.kind else {
         return Err(Error::invalid(
             "write_file called for a node that is not a file",
@@ -206,11 +224,7 @@ pub fn write_file_from(
             if opts.owner {
                 chown_nofollow(&tmp, node.uid, node.gid);
             }
-            fs::rename(&tmp, dest).map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                Error::io(dest, e)
-            })?;
-            Ok(n)
+            Ok((tmp, n))
         }
         Err(e) => {
             let _ = fs::remove_file(&tmp);

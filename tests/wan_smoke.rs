@@ -104,7 +104,7 @@ fn a_restore_on_a_new_machine_reads_by_pack_and_a_second_reads_no_metadata() {
     assert_eq!(digest(&target), digest(&s.src));
     let reqs = s.server.requests()[before..].to_vec();
     // 402 files and a 3 MiB one in ~6 packs of 1 MiB: every pack read in one or two ranges
-    // (ranges are at most 8 MiB, neighbours coalesce), never once per blob.
+    // (ranges are at most 4 MiB, neighbours coalesce), never once per blob.
     let data_gets = count(&reqs, "GET", "/data/");
     eprintln!(
         "restore: {} requests, {data_gets} pack reads, {data_packs} data packs",

@@ -5,17 +5,19 @@
 //! it as a conflict). Files are written to a temp file beside the target, fsynced and renamed over
 //! it; every touched directory is fsynced before the caller records the step as done.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crossbeam_channel::{Receiver, Sender, bounded};
+
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::repository::Repository;
-use crate::repository::reader::{FileBlobs, ReadOptions, with_prefetch};
-use crate::restorer::{WriteOptions, write_file, write_file_from, write_symlink};
+use crate::repository::reader::{ReadOptions, with_prefetch};
+use crate::restorer::{WriteOptions, prepare_file, write_file, write_symlink};
 use crate::snapshot::tree::file_blobs;
 use crate::snapshot::{Node, NodeKind};
 use crate::sync::merge::Action;
@@ -145,7 +147,6 @@ fn run(
     a: &Action,
     fold_case: bool,
     touched: &mut BTreeSet<PathBuf>,
-    prefetched: Option<FileBlobs<'_>>,
 ) -> std::result::Result<(), Failure> {
     let parent = |p: &Path| {
         p.parent()
@@ -188,16 +189,9 @@ fn run(
                         let _ = old;
                         set_meta(&p, node).map_err(|e| Failure::Io(e.to_string()))?;
                     } else {
-                        let wopts = WriteOptions {
-                            durable: true,
-                            owner: false,
-                        };
-                        match prefetched {
-                            Some(mut blobs) => write_file_from(node, &mut blobs, &p, wopts, None),
-                            None => file_blobs(repo, content)
-                                .and_then(|ids| write_file(repo, node, &ids, &p, wopts, None)),
-                        }
-                        .map_err(io)?;
+                        file_blobs(repo, content)
+                            .and_then(|ids| write_file(repo, node, &ids, &p, DURABLE, None))
+                            .map_err(io)?;
                     }
                 }
                 NodeKind::Symlink { .. } => {
@@ -252,9 +246,73 @@ fn run(
     Ok(())
 }
 
+/// Files the plan writes are prepared — temp file beside the target, content, fsync — on this
+/// many threads at once (fsyncs in flight together share the file system's journal commits),
+/// and renamed into place in plan order.
+const PREPARE_THREADS: usize = 16;
+/// Prepared files waiting for their rename, at most (each is an open temp file's worth of work).
+const PREPARED_AHEAD_MAX: usize = 256;
+
+/// How sync writes files: durable before the rename (it replaces live files), no owners.
+const DURABLE: WriteOptions = WriteOptions {
+    durable: true,
+    owner: false,
+};
+
+/// A file being prepared for action `action`.
+struct Pending {
+    action: usize,
+    done: Receiver<Result<PathBuf>>,
+}
+
+/// Renames a prepared file into place: right before, the target must still hold what the scan
+/// saw (and not collide by case); otherwise the temp file goes and the action fails.
+fn commit(
+    root: &Path,
+    a: &Action,
+    prepared: Result<PathBuf>,
+    fold_case: bool,
+    touched: &mut BTreeSet<PathBuf>,
+) -> std::result::Result<(), Failure> {
+    let Action::Write { path, expect, .. } = a else {
+        return Err(Failure::Io("internal: commit of a non-write".into()));
+    };
+    let tmp = prepared.map_err(io)?;
+    let p = local_path(root, path);
+    let check = || {
+        if fold_case
+            && expect.is_none()
+            && let Some(other) = case_collision(&p)
+        {
+            return Err(Failure::CaseCollision(other));
+        }
+        still(&p, expect.as_ref())?;
+        fs::rename(&tmp, &p).map_err(|e| Failure::Io(e.to_string()))
+    };
+    match check() {
+        Ok(()) => {
+            touched.insert(
+                p.parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| root.to_path_buf()),
+            );
+            Ok(())
+        }
+        Err(f) => {
+            let _ = fs::remove_file(&tmp);
+            Err(f)
+        }
+    }
+}
+
 /// Runs the actions in order; returns one result per action run. `stop_after` (tests) stops
 /// after that many actions as if the process had been killed: no fsync of directories, and the
 /// caller must not record anything. `fold_case`: the folder's file system ignores case.
+///
+/// The content of every file the plan writes is fetched by one read plan (grouped by pack,
+/// coalesced, in parallel: `repository::reader`), and the files are prepared on
+/// [`PREPARE_THREADS`] threads while the plan goes on; each is renamed into place in plan order
+/// after the re-check, before any later action other than a new directory runs.
 pub fn apply(
     repo: &Repository,
     root: &Path,
@@ -262,42 +320,99 @@ pub fn apply(
     stop_after: Option<usize>,
     fold_case: bool,
 ) -> Result<Vec<std::result::Result<(), Failure>>> {
-    // The content of every file the plan writes is fetched by one read plan (grouped by pack,
-    // coalesced, in parallel) in the order the actions will need it.
     let mut file_of: Vec<Option<usize>> = vec![None; actions.len()];
     let mut lists = Vec::new();
     for (i, a) in actions.iter().enumerate() {
         if let Action::Write { node, expect, .. } = a
             && let NodeKind::File { content, .. } = &node.kind
             && !expect.as_ref().is_some_and(|old| same_content(old, node))
-            // A content list that cannot be read fails that write, with the reason, below.
+            // A content list that cannot be read fails that write, with the reason, in run().
             && let Ok(ids) = file_blobs(repo, content)
         {
             file_of[i] = Some(lists.len());
             lists.push(ids);
         }
     }
-    with_prefetch(
-        repo,
-        BlobKind::Data,
-        lists,
-        ReadOptions::for_repo(repo),
-        |pf| {
+    let read_opts = ReadOptions::for_repo(repo);
+    with_prefetch(repo, BlobKind::Data, lists, read_opts, |pf| {
+        std::thread::scope(|s| {
+            let (jobs, jobs_rx) =
+                bounded::<(usize, &Node, PathBuf, Sender<Result<PathBuf>>)>(PREPARE_THREADS);
+            for _ in 0..PREPARE_THREADS {
+                let jobs_rx = jobs_rx.clone();
+                s.spawn(move || {
+                    for (f, node, dest, done) in jobs_rx {
+                        let r = prepare_file(node, &mut pf.file(f), &dest, DURABLE, None);
+                        let _ = done.send(r.map(|(tmp, _)| tmp));
+                    }
+                });
+            }
+            drop(jobs_rx);
             let mut touched = BTreeSet::new();
-            let mut results = Vec::with_capacity(actions.len());
+            let mut results: Vec<Option<std::result::Result<(), Failure>>> =
+                vec![None; actions.len()];
+            let mut pending: VecDeque<Pending> = VecDeque::new();
+            let commit_front = |pending: &mut VecDeque<Pending>,
+                                results: &mut Vec<_>,
+                                touched: &mut BTreeSet<PathBuf>| {
+                if let Some(p) = pending.pop_front() {
+                    let prepared = p.done.recv().unwrap_or(Err(Error::Interrupted));
+                    results[p.action] = Some(commit(
+                        root,
+                        &actions[p.action],
+                        prepared,
+                        fold_case,
+                        touched,
+                    ));
+                }
+            };
             for (i, a) in actions.iter().enumerate() {
                 if stop_after == Some(i) {
+                    while !pending.is_empty() {
+                        commit_front(&mut pending, &mut results, &mut touched);
+                    }
                     return Err(Error::Interrupted);
                 }
-                let blobs = file_of[i].map(|f| pf.file(f));
-                results.push(run(repo, root, a, fold_case, &mut touched, blobs));
+                match (file_of[i], a) {
+                    (Some(f), Action::Write { path, node, .. }) => {
+                        if pending.len() >= PREPARED_AHEAD_MAX {
+                            commit_front(&mut pending, &mut results, &mut touched);
+                        }
+                        let (done, rx) = bounded(1);
+                        if jobs.send((f, node, local_path(root, path), done)).is_err() {
+                            return Err(Error::Interrupted);
+                        }
+                        pending.push_back(Pending {
+                            action: i,
+                            done: rx,
+                        });
+                    }
+                    // A new directory does not touch files being prepared (they are in
+                    // directories made before them); anything else waits for their renames.
+                    (_, Action::Mkdir { .. }) => {
+                        results[i] = Some(run(repo, root, a, fold_case, &mut touched));
+                    }
+                    _ => {
+                        while !pending.is_empty() {
+                            commit_front(&mut pending, &mut results, &mut touched);
+                        }
+                        results[i] = Some(run(repo, root, a, fold_case, &mut touched));
+                    }
+                }
             }
+            while !pending.is_empty() {
+                commit_front(&mut pending, &mut results, &mut touched);
+            }
+            drop(jobs);
             for d in touched {
                 if let Ok(f) = fs::File::open(&d) {
                     f.sync_all().map_err(|e| Error::io(&d, e))?;
                 }
             }
-            Ok(results)
-        },
-    )
+            Ok(results
+                .into_iter()
+                .map(|r| r.expect("every action ran"))
+                .collect())
+        })
+    })
 }

@@ -243,14 +243,21 @@ impl Repository {
     /// Opens a repository: reads its config, finds a key that opens with the credentials.
     pub fn open(backend: DynBackend, creds: &Credentials) -> Result<Repository> {
         let location = backend.location();
-        let bytes = match backend.read(Kind::Config, "") {
+        // The config and the key files are independent reads: one round trip, not two.
+        let (config, key_files) = std::thread::scope(|s| {
+            let keys = s.spawn(|| keys::read_key_files(&*backend));
+            let config = backend.read(Kind::Config, "");
+            (config, keys.join().expect("key reader"))
+        });
+        let bytes = match config {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(Error::RepoNotFound { location }),
             Err(e) => return Err(e.into()),
         };
         let (repo_id, sealed) = config_layout::decode_header(&bytes)
             .map_err(|e| Error::decode("the repository config", e))?;
-        let (keys, key_id, password_unused) = keys::unlock(&*backend, creds, &repo_id)?;
+        let (keys, key_id, password_unused) =
+            keys::unlock_with(&*backend, key_files?, creds, &repo_id)?;
         let plain = open_object(&keys, ObjectKind::Config, "the repository config", sealed)?;
         let config =
             RepoConfig::decode(&plain).map_err(|e| Error::decode("the repository config", e))?;
@@ -280,7 +287,7 @@ impl Repository {
     /// (it would only copy the disk to itself). A cache directory that cannot be made is no
     /// error: the repository then reads everything from the backend.
     pub fn with_cache(mut self, root: &Path) -> Repository {
-        if backend::local_dir(&self.backend.location()).is_none() {
+        if self.is_remote() {
             self.cache = MetaCache::open(root, &self.config.repo_id).ok();
         }
         self
@@ -290,6 +297,11 @@ impl Repository {
     pub fn with_cache_always(mut self, root: &Path) -> Repository {
         self.cache = MetaCache::open(root, &self.config.repo_id).ok();
         self
+    }
+
+    /// True for a repository reached over a network (s3, rest), not a directory.
+    pub fn is_remote(&self) -> bool {
+        backend::local_dir(&self.backend.location()).is_none()
     }
 
     /// The metadata cache, if this repository has one.

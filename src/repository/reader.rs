@@ -39,9 +39,9 @@ pub const COALESCE_GAP_BYTES: u64 = 256 << 10;
 /// One ranged read covers at most this many bytes (one blob bigger than that is read alone):
 /// long enough that a request's round trip is small beside its transfer, short enough to spread
 /// a pack over several connections.
-pub const RANGE_BYTES_MAX: u64 = 8 << 20;
+pub const RANGE_BYTES_MAX: u64 = 4 << 20;
 /// Bytes in flight plus fetched but not yet taken, at most (see the module docs).
-pub const BUFFER_BYTES_MAX: u64 = 64 << 20;
+pub const BUFFER_BYTES_MAX: u64 = 32 << 20;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOptions {
