@@ -203,6 +203,40 @@ pub trait Backend: Send + Sync {
     /// Limits the bytes per second this backend sends and receives (network backends; a
     /// directory ignores it). See [`limit`].
     fn set_bandwidth(&self, _limits: limit::Bandwidth) {}
+
+    /// Waits up to `timeout` for the names of `kind` to differ from a listing whose
+    /// [`listing_tag`] is `known` (the empty string matches nothing), the server holding the
+    /// request: one request per change or per `timeout`, instead of one per poll. `Some(Ok(Some))`
+    /// is the new listing (at once if it already differs), `Some(Ok(None))` means nothing changed
+    /// in time, and `None` that this backend cannot wait (the caller polls instead).
+    fn watch_list(
+        &self,
+        _kind: Kind,
+        _known: &str,
+        _timeout: std::time::Duration,
+    ) -> Option<BResult<Option<Listing>>> {
+        None
+    }
+}
+
+/// The names in a namespace and their [`listing_tag`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub names: Vec<String>,
+    pub tag: String,
+}
+
+/// A short digest of a set of names (order does not matter): BLAKE3 over the sorted names, each
+/// followed by a newline, the first 16 bytes in hex. Client and server compute it alike.
+pub fn listing_tag(names: &[String]) -> String {
+    let mut sorted: Vec<&String> = names.iter().collect();
+    sorted.sort();
+    let mut h = blake3::Hasher::new();
+    for n in sorted {
+        h.update(n.as_bytes());
+        h.update(b"\n");
+    }
+    crate::id::hex_encode(&h.finalize().as_bytes()[..16])
 }
 
 /// Requests in flight at once on a directory backend.

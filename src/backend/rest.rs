@@ -24,7 +24,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::limit::{Bandwidth, PacedBody};
 use super::{
-    BResult, Backend, BackendError, ErrorKind, Kind, ObjectInfo, object_name, rt, valid_object_name,
+    BResult, Backend, BackendError, ErrorKind, Kind, Listing, ObjectInfo, listing_tag, object_name,
+    rt, valid_object_name,
 };
 use crate::id::{hex_decode, hex_encode};
 
@@ -35,6 +36,13 @@ pub const FINGERPRINT_ENV: &str = "PRISM_SYNC_REST_FINGERPRINT";
 /// Response header every `prism-sync serve` answer carries (tells "no such object" from "this
 /// is not a prism-sync server").
 pub const SERVER_HEADER: &str = "prism-sync-rest";
+
+/// Response header of an answer to a waiting listing (`GET /heads/?wait=…`): a server whose
+/// answer lacks it does not wait (the client then polls).
+pub const WAIT_HEADER: &str = "prism-sync-wait";
+/// The longest a client asks the server to hold a waiting listing (well below the response
+/// timeout).
+pub const WAIT_SECS_MAX: u64 = 30;
 
 /// The largest listing we accept (≈ 2 million packs).
 pub const LIST_BYTES_MAX: u64 = 256 << 20;
@@ -564,6 +572,28 @@ impl RestBackend {
         BackendError::new(kind, what, msg)
     }
 
+    /// The entries of a listing answer (names checked, sorted, unique).
+    fn parse_listing(what: &str, body: &[u8]) -> BResult<Vec<ObjectInfo>> {
+        let entries: Vec<ListEntry> = serde_json::from_slice(body).map_err(|e| {
+            BackendError::new(
+                ErrorKind::Other,
+                what,
+                format!("the server sent a malformed listing: {e}"),
+            )
+        })?;
+        let mut out: Vec<ObjectInfo> = entries
+            .into_iter()
+            .filter(|e| valid_object_name(&e.name))
+            .map(|e| ObjectInfo {
+                name: e.name,
+                size: e.size,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.dedup_by(|a, b| a.name == b.name);
+        Ok(out)
+    }
+
     fn content_length(a: &Answer) -> Option<u64> {
         a.headers
             .get(CONTENT_LENGTH)
@@ -710,24 +740,40 @@ impl Backend for RestBackend {
         if a.status != StatusCode::OK {
             return Err(self.fail(&what, &a));
         }
-        let entries: Vec<ListEntry> = serde_json::from_slice(&a.body).map_err(|e| {
-            BackendError::new(
-                ErrorKind::Other,
-                what.clone(),
-                format!("the server sent a malformed listing: {e}"),
-            )
-        })?;
-        let mut out: Vec<ObjectInfo> = entries
-            .into_iter()
-            .filter(|e| valid_object_name(&e.name))
-            .map(|e| ObjectInfo {
-                name: e.name,
-                size: e.size,
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out.dedup_by(|a, b| a.name == b.name);
-        Ok(out)
+        Self::parse_listing(&what, &a.body)
+    }
+
+    /// `GET /heads/?wait=SECS&known=TAG`: the server answers when the heads differ from `known`,
+    /// or with `304 Not Modified` after SECS (see `format-spec/rest.md`).
+    fn watch_list(
+        &self,
+        kind: Kind,
+        known: &str,
+        timeout: Duration,
+    ) -> Option<BResult<Option<Listing>>> {
+        if kind != Kind::Head || !known.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let secs = timeout.as_secs().clamp(1, WAIT_SECS_MAX);
+        let what = format!("the {} list", kind.noun());
+        let path = format!("{}/?wait={secs}&known={known}", kind.dir());
+        let a = match self.exchange(&what, Method::GET, &path, None, None, LIST_BYTES_MAX) {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        };
+        if !a.headers.contains_key(WAIT_HEADER) {
+            // A server that does not wait answered a plain listing (or an error): poll instead.
+            return None;
+        }
+        Some(match a.status {
+            StatusCode::NOT_MODIFIED => Ok(None),
+            StatusCode::OK => Self::parse_listing(&what, &a.body).map(|entries| {
+                let names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+                let tag = listing_tag(&names);
+                Some(Listing { names, tag })
+            }),
+            _ => Err(self.fail(&what, &a)),
+        })
     }
 
     fn parallelism(&self) -> usize {

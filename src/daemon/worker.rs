@@ -128,6 +128,10 @@ struct Worker {
     live: Arc<Mutex<LiveStatus>>,
 }
 
+/// The head poll while the server wakes the worker on every change (see
+/// `watch::start_remote_heads`).
+const WATCHED_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Repeated flush rounds before giving up on reaching a quiet state.
 const FLUSH_ROUNDS_MAX: u32 = 20;
 
@@ -157,6 +161,10 @@ impl Worker {
         let root = ep.cfg.local_path.clone();
         let (watcher, mode) = super::watch::start(&root, self.tx.clone());
         let local_repo = crate::backend::local_dir(&ep.cfg.repo);
+        let remote_heads = match &local_repo {
+            Some(_) => None,
+            None => super::watch::start_remote_heads(&ep.cfg.repo, self.tx.clone()),
+        };
         let heads_watcher = local_repo.and_then(|d| super::watch::start_heads(&d, self.tx.clone()));
         let degraded = watcher.is_none();
         let s = &self.settings;
@@ -293,7 +301,12 @@ impl Worker {
                 match checked {
                     Ok(names) => {
                         backoff = s.poll_interval;
-                        next_poll = now + s.poll_interval;
+                        // A server that wakes us on a change leaves polling as a safety net.
+                        next_poll = now
+                            + match &remote_heads {
+                                Some(w) if w.active() => s.poll_interval.max(WATCHED_POLL_INTERVAL),
+                                _ => s.poll_interval,
+                            };
                         if unreachable_since.take().is_some() {
                             full = true;
                         }
@@ -437,6 +450,7 @@ impl Worker {
         }
         drop(watcher);
         drop(heads_watcher);
+        drop(remote_heads);
         for (tx, _) in flushes {
             let _ = tx.send(Response::err("the set was stopped"));
         }

@@ -36,7 +36,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
-use crate::backend::rest::SERVER_HEADER;
+use crate::backend::rest::{SERVER_HEADER, WAIT_HEADER};
 use crate::backend::{Backend, ErrorKind, FsBackend, Kind, valid_object_name};
 
 pub(crate) use tls::write_private;
@@ -75,6 +75,11 @@ impl Default for Limits {
         }
     }
 }
+
+/// A waiting listing (`GET /heads/?wait=SECS&known=TAG`) looks at the directory this often.
+const WAIT_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+/// … and is held at most this long, whatever the client asks.
+const WAIT_SECS_MAX: u64 = 60;
 
 /// Granularity of the memory budget (permits are MiB).
 const BUDGET_UNIT_BYTES: u64 = 1 << 20;
@@ -405,6 +410,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         ),
         (None, Method::POST) if req.uri().query() == Some("create=true") => prepare(state).await,
         (None, _) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
+        (Some((Kind::Head, "")), Method::GET) if wait_query(req.uri().query()).is_some() => {
+            let (secs, known) = wait_query(req.uri().query()).expect("checked");
+            wait_list(state, Kind::Head, secs, known).await
+        }
         (Some((kind, "")), Method::GET) if kind != Kind::Config => list(state, kind).await,
         (Some((kind, name)), Method::HEAD) if kind == Kind::Config || !name.is_empty() => {
             match size_of(&state, kind, name).await {
@@ -605,21 +614,67 @@ async fn create(state: Arc<State>, kind: Kind, name: String, req: Request<Incomi
 async fn list(state: Arc<State>, kind: Kind) -> Resp {
     let fs = state.fs.clone();
     match blocking(move || fs.list(kind)).await {
-        Ok(items) if items.len() > LIST_ENTRIES_MAX => text(
+        Ok(items) => listing(&items),
+        Err(e) => backend_error(e),
+    }
+}
+
+fn listing(items: &[crate::backend::ObjectInfo]) -> Resp {
+    if items.len() > LIST_ENTRIES_MAX {
+        return text(
             StatusCode::INTERNAL_SERVER_ERROR,
             "too many objects to list in one answer",
-        ),
-        Ok(items) => {
-            let v: Vec<serde_json::Value> = items
-                .iter()
-                .map(|o| serde_json::json!({"name": o.name, "size": o.size}))
-                .collect();
-            let mut r = respond(StatusCode::OK, serde_json::Value::Array(v).to_string());
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
+        );
+    }
+    let v: Vec<serde_json::Value> = items
+        .iter()
+        .map(|o| serde_json::json!({"name": o.name, "size": o.size}))
+        .collect();
+    let mut r = respond(StatusCode::OK, serde_json::Value::Array(v).to_string());
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `wait=SECS&known=TAG` (in any order; TAG hex, possibly empty): how long to hold a listing and
+/// the client's listing tag.
+fn wait_query(query: Option<&str>) -> Option<(u64, String)> {
+    let (mut secs, mut known) = (None, None);
+    for pair in query?.split('&') {
+        match pair.split_once('=')? {
+            ("wait", v) => secs = Some(v.parse::<u64>().ok()?),
+            ("known", v) if v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                known = Some(v.to_ascii_lowercase())
+            }
+            _ => return None,
         }
-        Err(e) => backend_error(e),
+    }
+    Some((secs?.min(WAIT_SECS_MAX), known.unwrap_or_default()))
+}
+
+/// A listing that waits: answered as soon as the names differ from the client's `known` tag
+/// (at once if they already do), else `304 Not Modified` after `secs`. One request per change
+/// instead of one per poll; the directory is looked at every [`WAIT_CHECK_INTERVAL`].
+async fn wait_list(state: Arc<State>, kind: Kind, secs: u64, known: String) -> Resp {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let fs = state.fs.clone();
+        let items = match blocking(move || fs.list(kind)).await {
+            Ok(items) => items,
+            Err(e) => return backend_error(e),
+        };
+        let names: Vec<String> = items.iter().map(|o| o.name.clone()).collect();
+        let mut r = if crate::backend::listing_tag(&names) != known {
+            listing(&items)
+        } else if tokio::time::Instant::now() + WAIT_CHECK_INTERVAL >= deadline {
+            respond(StatusCode::NOT_MODIFIED, Bytes::new())
+        } else {
+            tokio::time::sleep(WAIT_CHECK_INTERVAL).await;
+            continue;
+        };
+        r.headers_mut()
+            .insert(WAIT_HEADER, HeaderValue::from_static("1"));
+        return r;
     }
 }
 
