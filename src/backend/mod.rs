@@ -326,3 +326,18 @@ pub fn open(url: &str) -> Result<DynBackend, crate::Error> {
     }
     Ok(Arc::new(FsBackend::new(url)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_tags_ignore_order_and_match_the_spec() {
+        let ab = listing_tag(&["b".into(), "a".into()]);
+        assert_eq!(ab, listing_tag(&["a".into(), "b".into()]));
+        // The vectors of format-spec/rest.md, "Waiting listings".
+        assert_eq!(ab, "41153ec5e22e7e1d208eec929ef45dcd");
+        assert_eq!(listing_tag(&[]), "af1349b9f5f9a1a6a0404dea36dcc949");
+        assert_ne!(ab, listing_tag(&["ab".into()]));
+    }
+}
