@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::head::Head;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::id::{BlobId, SnapshotId};
-use crate::repository::heads::{head_names, list_heads, publish};
+use crate::repository::heads::{head_names, publish, read_heads};
 use crate::repository::session::Session;
 use crate::repository::{Packer, Repository, hostname, now_ns, username};
 use crate::snapshot::diff::{Change, diff_trees};
@@ -315,16 +315,19 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
     // while the session starts and the index loads — one round trip instead of four in a row.
     let (session, heads) = std::thread::scope(|s| {
         let heads = s.spawn(|| {
-            let heads = list_heads(repo, &cfg.name)?;
+            let names = head_names(repo, &cfg.name)?;
+            let heads = read_heads(repo, &cfg.name, &names)?;
             for (_, h) in &heads {
                 let _ = repo.load_snapshot(&h.snapshot);
             }
-            Ok::<_, Error>(heads)
+            Ok::<_, Error>((names, heads))
         });
         let session = Session::begin(repo, "sync").and_then(|s| repo.load_index().map(|_| s));
         (session, heads.join().expect("heads reader"))
     });
-    let (session, heads) = (session?, heads?);
+    let (session, (seen_heads, heads)) = (session?, heads?);
+    // Heads this step creates (a combined head, its own): with `seen_heads`, what it knows.
+    let mut created_heads: Vec<String> = Vec::new();
 
     // Local: scan the folder under the set's rules.
     let ignore = std::fs::read_to_string(root.join(IGNORE_FILE)).ok();
@@ -401,6 +404,7 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         n => {
             report.heads_combined = n;
             let c = combine_heads(repo, &trees, &cfg.name, &heads)?;
+            created_heads.push(c.head_name.clone());
             (Some(c.snapshot), Some(c.tree), vec![c.head_name])
         }
     };
@@ -675,7 +679,7 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
             merged: remote_snap.into_iter().collect(),
             extra: vec![],
         };
-        publish(repo, &head, &replaced)?;
+        created_heads.push(publish(repo, &head, &replaced)?);
         new_base_snapshot = Some(sid);
         report.published = Some(sid);
         for (path, change, old, new) in &changes {
@@ -826,7 +830,18 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         local_bytes: report.local_bytes,
         remote_files: remote_files.max(0) as u64,
         remote_bytes: remote_bytes.max(0) as u64,
-        heads: head_names(repo, &cfg.name)?,
+        heads: {
+            // Recorded only if this step knows every head now there: one that another endpoint
+            // published meanwhile (after `seen_heads` was read) was not merged, and the next
+            // check must see a difference and step again.
+            let now_there = head_names(repo, &cfg.name)?;
+            let known = |n: &String| seen_heads.contains(n) || created_heads.contains(n);
+            if now_there.iter().all(known) {
+                now_there
+            } else {
+                seen_heads
+            }
+        },
         last_error: None,
         endpoints_seen: endpoints.into_iter().collect(),
         paused: meta.paused,

@@ -40,8 +40,13 @@ pub fn head_names(repo: &Repository, set: &str) -> Result<Vec<String>> {
 
 /// The set's current heads (superseded ones dropped), oldest first.
 pub fn list_heads(repo: &Repository, set: &str) -> Result<Vec<(String, Head)>> {
+    read_heads(repo, set, &head_names(repo, set)?)
+}
+
+/// [`list_heads`] of names already listed ([`head_names`]).
+pub fn read_heads(repo: &Repository, set: &str, names: &[String]) -> Result<Vec<(String, Head)>> {
     let mut heads = Vec::new();
-    for name in head_names(repo, set)? {
+    for name in names.iter().cloned() {
         let bytes = match repo.backend().read(Kind::Head, &name) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => continue, // deleted by a concurrent publisher
