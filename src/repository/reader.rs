@@ -10,13 +10,13 @@
 //!   coalesced into one ranged read of at most [`ReadOptions::range_bytes_max`]; the reads are
 //!   ordered by the first moment the consumer needs one of their blobs.
 //! - [`with_prefetch`]: up to [`ReadOptions::concurrency`] reads in flight (the backend's
-//!   connections), each split into its blobs and opened (decrypted, decompressed, id checked) on
-//!   the fetching thread; the consumer takes its files' blobs in order through [`Prefetch::file`]
-//!   and blocks only on a blob not there yet. Memory is bounded: a read starts only while the
-//!   bytes in flight and fetched-but-not-taken stay within [`ReadOptions::buffer_bytes_max`] —
-//!   except a read the consumer is waiting for, which always starts (so a full buffer of blobs
-//!   needed later can never stall the consumer; the overshoot is at most one read per consumer
-//!   thread).
+//!   connections); a fetched read's sealed bytes stay until every blob in it has been taken. The
+//!   consumer takes its files' blobs in order through [`Prefetch::file`], blocks only on a blob
+//!   not fetched yet, and opens each (decrypts, decompresses, checks the id) on its own thread.
+//!   Memory is bounded: a read starts only while the bytes in flight and fetched-but-not-taken
+//!   stay within [`ReadOptions::buffer_bytes_max`] — except a read the consumer is waiting for,
+//!   which always starts (so a full buffer of blobs needed later can never stall the consumer;
+//!   the overshoot is at most one read per consumer thread).
 //!
 //! A blob needed several times (duplicate files, repeated chunks) is fetched once and kept until
 //! its last use. A failed read fails only the blobs in it (their files report the error; the
@@ -24,7 +24,7 @@
 //! gets `pread`s.
 
 use std::collections::HashMap;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use super::Repository;
 use crate::backend::Kind;
@@ -40,8 +40,13 @@ pub const COALESCE_GAP_BYTES: u64 = 256 << 10;
 /// long enough that a request's round trip is small beside its transfer, short enough to spread
 /// a pack over several connections.
 pub const RANGE_BYTES_MAX: u64 = 4 << 20;
-/// Bytes in flight plus fetched but not yet taken, at most (see the module docs).
-pub const BUFFER_BYTES_MAX: u64 = 32 << 20;
+/// Bytes in flight plus fetched but not yet taken, at most, per read in flight (see the module
+/// docs): half keeps every connection busy (8 connections on a 200 Mbit/s, 40 ms link need
+/// ~32 MiB in flight), half lets blobs fetched ahead of their file wait without stalling the
+/// reads. 64 MiB for a remote repository's 8 connections, 32 MiB for a directory.
+pub const BUFFER_BYTES_PER_READ: u64 = 2 * RANGE_BYTES_MAX;
+/// Env var overriding the buffer ([`BUFFER_BYTES_PER_READ`] × reads in flight), in MiB.
+pub const READ_BUFFER_ENV: &str = "PRISM_SYNC_READ_BUFFER_MIB";
 
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOptions {
@@ -53,13 +58,20 @@ pub struct ReadOptions {
 }
 
 impl ReadOptions {
-    /// The defaults, with as many reads in flight as the repository's backend takes.
+    /// The defaults, with as many reads in flight as the repository's backend takes
+    /// (`PRISM_SYNC_READ_BUFFER_MIB` overrides the buffer, for tuning on unusual links).
     pub fn for_repo(repo: &Repository) -> Self {
+        let buffer = std::env::var(READ_BUFFER_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let concurrency = repo.backend().parallelism().max(1);
         ReadOptions {
             gap_bytes_max: COALESCE_GAP_BYTES,
             range_bytes_max: RANGE_BYTES_MAX,
-            concurrency: repo.backend().parallelism().max(1),
-            buffer_bytes_max: BUFFER_BYTES_MAX,
+            concurrency,
+            buffer_bytes_max: buffer.map_or(BUFFER_BYTES_PER_READ * concurrency as u64, |mib| {
+                mib.clamp(4, 4096) << 20
+            }),
         }
     }
 }
@@ -130,16 +142,17 @@ pub fn plan_reads(mut located: Vec<Located>, opts: &ReadOptions) -> Vec<PlannedR
     reads
 }
 
-/// A fetched blob's fate, kept until its last use.
+/// A planned blob's fate, kept until its last use.
 enum Slot {
-    /// In this planned read, not fetched yet.
-    Waiting(usize),
-    Ready(Vec<u8>),
+    /// In this planned read; fetched if `State::ranges` has its bytes.
+    In(usize),
+    /// Its read failed.
     Failed(Error),
 }
 
 struct BlobState {
     slot: Slot,
+    entry: BlobEntry,
     /// Uses the consumer has not taken (or released) yet.
     uses: u32,
 }
@@ -147,11 +160,17 @@ struct BlobState {
 struct State {
     blobs: HashMap<BlobId, BlobState>,
     started: Vec<bool>,
+    /// The sealed bytes of each fetched read, kept until every blob in it has been taken (the
+    /// consumer opens its blobs: decrypting and decompressing happen on the consumer's threads
+    /// and memory holds compressed, sealed bytes only).
+    ranges: Vec<Option<Arc<Vec<u8>>>>,
+    /// Blobs still wanted from each read.
+    holders: Vec<usize>,
     /// The next read, in plan order, that may not have started.
     next: usize,
     /// Reads the consumer is waiting for.
     urgent: Vec<usize>,
-    /// Bytes in flight plus fetched blobs not yet taken.
+    /// Bytes of reads in flight plus fetched reads still held.
     buffered: u64,
     /// The consumer is done: fetchers stop.
     done: bool,
@@ -209,19 +228,20 @@ pub fn with_prefetch<R>(
         let Some((pack, salt, entry, _)) = repo.locate(kind, &id) else {
             continue;
         };
+        blobs.insert(
+            id,
+            BlobState {
+                slot: Slot::In(usize::MAX),
+                entry,
+                uses: 0,
+            },
+        );
         located.push(Located {
             first_use: first,
             pack,
             salt,
             entry,
         });
-        blobs.insert(
-            id,
-            BlobState {
-                slot: Slot::Waiting(usize::MAX),
-                uses: 0,
-            },
-        );
     }
     for ids in &files {
         for id in ids {
@@ -231,14 +251,16 @@ pub fn with_prefetch<R>(
         }
     }
     let reads = plan_reads(located, &opts);
+    let mut holders = vec![0usize; reads.len()];
     for (i, r) in reads.iter().enumerate() {
         for e in &r.blobs {
             if let Some(b) = blobs.get_mut(&e.id) {
-                b.slot = Slot::Waiting(i);
+                b.slot = Slot::In(i);
+                holders[i] += 1;
             }
         }
     }
-    let started = vec![false; reads.len()];
+    let n = reads.len();
     let pf = Prefetch {
         repo,
         kind,
@@ -247,7 +269,9 @@ pub fn with_prefetch<R>(
         opts,
         state: Mutex::new(State {
             blobs,
-            started,
+            started: vec![false; n],
+            ranges: vec![None; n],
+            holders,
             next: 0,
             urgent: Vec::new(),
             buffered: 0,
@@ -255,7 +279,7 @@ pub fn with_prefetch<R>(
         }),
         wake: Condvar::new(),
     };
-    let threads = pf.opts.concurrency.clamp(1, pf.reads.len().max(1));
+    let threads = pf.opts.concurrency.clamp(1, n.max(1));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| pf.fetcher());
@@ -287,8 +311,16 @@ impl Prefetch<'_> {
         }
     }
 
-    /// The next read to start, if any may start now; `None` when the fetcher should wait.
+    /// The next read to start, marked started (under the same lock: two fetchers never take
+    /// one read); `None` when the fetcher should wait.
     fn pick(&self, st: &mut State) -> Option<usize> {
+        let i = self.next_read(st)?;
+        st.started[i] = true;
+        st.buffered += self.reads[i].length;
+        Some(i)
+    }
+
+    fn next_read(&self, st: &mut State) -> Option<usize> {
         while let Some(i) = st.urgent.pop() {
             if !st.started[i] {
                 return Some(i);
@@ -301,11 +333,7 @@ impl Prefetch<'_> {
                 continue;
             }
             // Nobody needs this read any more (its files were skipped): drop it.
-            let wanted = self.reads[i]
-                .blobs
-                .iter()
-                .any(|e| st.blobs.get(&e.id).is_some_and(|b| b.uses > 0));
-            if !wanted {
+            if st.holders[i] == 0 {
                 st.started[i] = true;
                 st.next += 1;
                 continue;
@@ -337,29 +365,26 @@ impl Prefetch<'_> {
                 }
             };
             let read = &self.reads[i];
-            {
-                let mut st = self.lock();
-                st.started[i] = true;
-                st.buffered += read.length;
-            }
-            let results = self.fetch(read);
+            let r = self.repo.backend().read_range(
+                Kind::Pack,
+                &read.pack.to_hex(),
+                read.offset,
+                read.length,
+            );
             let mut st = self.lock();
-            st.buffered -= read.length;
-            for (id, r) in results {
-                let Some(b) = st.blobs.get_mut(&id) else {
-                    continue;
-                };
-                if b.uses == 0 {
-                    st.blobs.remove(&id);
-                    continue;
-                }
-                match r {
-                    Ok(p) => {
-                        let n = p.len() as u64;
-                        b.slot = Slot::Ready(p);
-                        st.buffered += n;
+            match r {
+                Ok(bytes) if st.holders[i] > 0 => st.ranges[i] = Some(Arc::new(bytes)),
+                Ok(_) => st.buffered -= read.length, // every blob of it was released meanwhile
+                Err(err) => {
+                    st.buffered -= read.length;
+                    st.holders[i] = 0;
+                    for e in &read.blobs {
+                        if let Some(b) = st.blobs.get_mut(&e.id) {
+                            let what = format!("{} blob {}", self.kind.name(), e.id.short());
+                            b.slot =
+                                Slot::Failed(super::missing_pack(err.clone(), &read.pack, &what));
+                        }
                     }
-                    Err(e) => b.slot = Slot::Failed(e),
                 }
             }
             drop(st);
@@ -367,89 +392,67 @@ impl Prefetch<'_> {
         }
     }
 
-    /// One ranged read, opened blob by blob.
-    fn fetch(&self, read: &PlannedRead) -> Vec<(BlobId, Result<Vec<u8>>)> {
-        let what = |e: &BlobEntry| format!("{} blob {}", self.kind.name(), e.id.short());
-        match self.repo.backend().read_range(
-            Kind::Pack,
-            &read.pack.to_hex(),
-            read.offset,
-            read.length,
-        ) {
-            Ok(bytes) => read
-                .blobs
-                .iter()
-                .map(|e| {
-                    let start = (e.offset as u64 - read.offset) as usize;
-                    let r = match bytes.get(start..start + e.length as usize) {
-                        Some(sealed) => {
-                            self.repo
-                                .open_blob(&read.pack, &read.salt, e, sealed, &what(e))
-                        }
-                        None => Err(Error::corrupt(
-                            format!("pack {}", read.pack.short()),
-                            "shorter than the index says",
-                        )),
-                    };
-                    (e.id, r)
-                })
-                .collect(),
-            Err(err) => read
-                .blobs
-                .iter()
-                .map(|e| {
-                    (
-                        e.id,
-                        Err(super::missing_pack(err.clone(), &read.pack, &what(e))),
-                    )
-                })
-                .collect(),
+    /// One use of a blob is over: the blob, and then its read's bytes, may go.
+    fn used(&self, st: &mut State, id: &BlobId) {
+        let Some(b) = st.blobs.get_mut(id) else {
+            return;
+        };
+        b.uses = b.uses.saturating_sub(1);
+        if b.uses > 0 {
+            return;
+        }
+        let Some(BlobState { slot, .. }) = st.blobs.remove(id) else {
+            return;
+        };
+        if let Slot::In(r) = slot
+            && r < st.holders.len()
+        {
+            st.holders[r] = st.holders[r].saturating_sub(1);
+            if st.holders[r] == 0 && st.ranges[r].take().is_some() {
+                st.buffered -= self.reads[r].length;
+            }
         }
     }
 
-    /// Takes one use of a blob, waiting for it if needed.
+    /// Takes one use of a blob, waiting for its read if needed, and opens it (on this thread).
     fn take(&self, id: &BlobId) -> Result<Vec<u8>> {
         let mut st = self.lock();
-        loop {
-            let Some(b) = st.blobs.get_mut(id) else {
+        let (range, read, entry) = loop {
+            let Some(b) = st.blobs.get(id) else {
                 drop(st);
                 return self.repo.read_blob(self.kind, id);
             };
             match &b.slot {
-                Slot::Waiting(r) => {
-                    let r = *r;
-                    if r < st.started.len() && !st.started[r] && !st.urgent.contains(&r) {
+                Slot::Failed(e) => {
+                    let e = copy_error(e);
+                    self.used(&mut st, id);
+                    return Err(e);
+                }
+                Slot::In(r) => {
+                    let (r, entry) = (*r, b.entry);
+                    if let Some(range) = st.ranges[r].clone() {
+                        break (range, r, entry);
+                    }
+                    if !st.started[r] && !st.urgent.contains(&r) {
                         st.urgent.push(r);
                         self.wake.notify_all();
                     }
                     st = self.wake.wait(st).expect("prefetch state");
                 }
-                Slot::Failed(e) => {
-                    let e = copy_error(e);
-                    b.uses = b.uses.saturating_sub(1);
-                    if b.uses == 0 {
-                        st.blobs.remove(id);
-                    }
-                    return Err(e);
-                }
-                Slot::Ready(p) => {
-                    b.uses = b.uses.saturating_sub(1);
-                    if b.uses > 0 {
-                        return Ok(p.clone());
-                    }
-                    let Some(BlobState {
-                        slot: Slot::Ready(p),
-                        ..
-                    }) = st.blobs.remove(id)
-                    else {
-                        unreachable!("the slot was ready");
-                    };
-                    st.buffered -= p.len() as u64;
-                    drop(st);
-                    self.wake.notify_all();
-                    return Ok(p);
-                }
             }
+        };
+        self.used(&mut st, id);
+        drop(st);
+        self.wake.notify_all();
+        let p = &self.reads[read];
+        let what = format!("{} blob {}", self.kind.name(), id.short());
+        let start = (entry.offset as u64 - p.offset) as usize;
+        match range.get(start..start + entry.length as usize) {
+            Some(sealed) => self.repo.open_blob(&p.pack, &p.salt, &entry, sealed, &what),
+            None => Err(Error::corrupt(
+                format!("pack {}", p.pack.short()),
+                "shorter than the index says",
+            )),
         }
     }
 
@@ -460,19 +463,7 @@ impl Prefetch<'_> {
         }
         let mut st = self.lock();
         for id in ids {
-            let Some(b) = st.blobs.get_mut(id) else {
-                continue;
-            };
-            b.uses = b.uses.saturating_sub(1);
-            if b.uses == 0
-                && !matches!(b.slot, Slot::Waiting(_))
-                && let Some(BlobState {
-                    slot: Slot::Ready(p),
-                    ..
-                }) = st.blobs.remove(id)
-            {
-                st.buffered -= p.len() as u64;
-            }
+            self.used(&mut st, id);
         }
         drop(st);
         self.wake.notify_all();
