@@ -114,7 +114,8 @@ count_requests() {
     case "$kind" in
         serve) grep -cE ' (GET|POST|HEAD|DELETE|PUT) /' "$log" || true ;;
         rclone) grep -cE ': (GET|POST|HEAD|DELETE|PUT) /' "$log" || true ;;
-        moto) grep -cE '"(GET|POST|HEAD|DELETE|PUT) /' "$log" || true ;;
+        # werkzeug colours some status lines: match the request line anywhere
+        moto) grep -cE '(GET|POST|HEAD|DELETE|PUT) /[^ ]* HTTP/1\.[01]' "$log" || true ;;
     esac
 }
 

@@ -808,8 +808,7 @@ fn state_at(
 pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
     let name = &a.snapshot;
     let (_ep, repo) = open_set(ctx, name)?;
-    repo.load_index()?;
-    let (id, snap) = state_at(ctx, &repo, name, a.at.as_deref())?;
+    let (id, snap) = super::with_index(&repo, || state_at(ctx, &repo, name, a.at.as_deref()))?;
     let base: Vec<u8> = a
         .path
         .as_deref()
@@ -853,8 +852,7 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
 pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     let name = a.snapshot.as_deref().expect("dispatched with a set name");
     let (ep, repo) = open_set(ctx, name)?;
-    repo.load_index()?;
-    let (id, snap) = state_at(ctx, &repo, name, a.at.as_deref())?;
+    let (id, snap) = super::with_index(&repo, || state_at(ctx, &repo, name, a.at.as_deref()))?;
     let live = &ep.cfg.local_path;
     let target = match &a.target {
         Some(t) => absolute(t)?,
