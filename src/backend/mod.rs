@@ -24,7 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use fault::FaultBackend;
-pub use fs::FsBackend;
+pub use fs::{FsBackend, is_temp_name as fs_is_temp_name};
 pub use memory::MemoryBackend;
 pub use rest::RestBackend;
 pub use retry::{RetryBackend, RetryPolicy};
@@ -191,6 +191,10 @@ pub trait Backend: Send + Sync {
     /// relies on no capability it was not told about (the s3 backend's `create` is then
     /// HEAD-then-PUT).
     fn use_capabilities(&self, _caps: Capabilities) {}
+
+    /// Asks a new repository (before `prepare`) to let its group read it, where the medium has
+    /// such a thing (a directory: modes 0750/0440 instead of 0700/0400).
+    fn set_group_access(&self, _on: bool) {}
 }
 
 pub type DynBackend = Arc<dyn Backend>;

@@ -32,12 +32,8 @@ fn launch(ctx: &Ctx, first: &str) -> Result<u32> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::invalid(format!("cannot find the prism-sync binary: {e}")))?;
     let log_path = ctx.sync_dir().join("daemon.log");
-    std::fs::create_dir_all(ctx.sync_dir()).map_err(|e| Error::io(ctx.sync_dir(), e))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::io(&log_path, e))?;
+    crate::fsx::private::create_dir(&ctx.sync_dir()).map_err(|e| Error::io(ctx.sync_dir(), e))?;
+    let log = crate::fsx::private::append(&log_path).map_err(|e| Error::io(&log_path, e))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--home")
         .arg(&ctx.home)

@@ -243,6 +243,10 @@ pub struct InitArgs {
     /// zstd level for data (-7..=22).
     #[arg(long, default_value_t = crate::repository::ZSTD_LEVEL, allow_hyphen_values = true)]
     pub compression: i64,
+    /// Let the directory's group read the repository (modes 0750/0440 instead of 0700/0400),
+    /// e.g. an EFS shared by several users. Every file still needs the password or a key.
+    #[arg(long)]
+    pub group_access: bool,
 }
 
 #[derive(Args, Debug)]

@@ -108,7 +108,7 @@ fn kept_token(dir: &Path) -> Result<(String, PathBuf)> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => bail!(Error::io(&path, e)),
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::fsx::private::create_dir(dir).map_err(|e| Error::io(dir, e))?;
     let token = crate::id::hex_encode(&crate::crypto::random_bytes::<32>());
     crate::serve::write_private(&path, format!("{token}\n").as_bytes()).map_err(Error::invalid)?;
     Ok((token, path))

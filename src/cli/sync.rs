@@ -183,7 +183,7 @@ fn install_key(ctx: &Ctx, url: &str, a: &JoinArgs) -> Result<()> {
         )));
     }
     let dir = path.parent().expect("key dir");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::fsx::private::create_dir(dir).map_err(|e| Error::io(dir, e))?;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

@@ -93,7 +93,7 @@ pub struct StepLock(#[allow(dead_code)] File);
 impl StepLock {
     pub fn acquire(path: &Path) -> Result<StepLock> {
         use std::os::fd::AsRawFd;
-        let f = File::options()
+        let f = crate::fsx::private::options()
             .create(true)
             .truncate(false)
             .write(true)

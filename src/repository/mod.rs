@@ -130,8 +130,8 @@ fn write_local_key(path: &Path, secret: &[u8; 32]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().expect("key path has a parent");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut f = std::fs::OpenOptions::new()
+    crate::fsx::private::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut f = crate::fsx::private::options()
         .write(true)
         .create_new(true)
         .mode(0o600)

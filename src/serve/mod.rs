@@ -568,7 +568,7 @@ fn bare_layout(root: &Path) -> bool {
         rd.flatten().all(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            name.starts_with(".tmp-") || (is_dir && allowed_dir(&name))
+            crate::backend::fs_is_temp_name(&name) || (is_dir && allowed_dir(&name))
         })
     }
     let kinds: Vec<&str> = Kind::ALL
