@@ -43,9 +43,10 @@ fn launch(ctx: &Ctx, first: &str) -> Result<u32> {
     if let Some(pf) = &ctx.password_file {
         cmd.arg("--password-file").arg(pf);
     }
-    // A --rest-token given to `start` must reach the daemon (env is inherited, flags are not).
-    if let Some(t) = crate::backend::rest::token() {
-        cmd.env("PRISM_SYNC_REST_TOKEN", t);
+    // A --rest-token-file given to `start` must reach the daemon (env is inherited, flags are
+    // not); a token stored with the set needs nothing.
+    if let Some(f) = &ctx.rest_token_file {
+        cmd.arg("--rest-token-file").arg(f);
     }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| Error::io(&log_path, e))?)

@@ -46,15 +46,15 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
-    /// Access token for rest: repositories (else env PRISM_SYNC_REST_TOKEN; `serve` prints it).
+    /// File holding the access token for rest: repositories (`serve` says where it keeps it);
+    /// else the token stored with the sync set, else env PRISM_SYNC_REST_TOKEN.
     #[arg(
         long,
-        env = "PRISM_SYNC_REST_TOKEN",
+        env = "PRISM_SYNC_REST_TOKEN_FILE",
         global = true,
-        value_name = "TOKEN",
-        hide_env_values = true
+        value_name = "FILE"
     )]
-    pub rest_token: Option<String>,
+    pub rest_token_file: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -374,6 +374,7 @@ pub struct Ctx {
     pub home: PathBuf,
     pub repo: Option<String>,
     pub password_file: Option<PathBuf>,
+    pub rest_token_file: Option<PathBuf>,
     pub out: Out,
 }
 
@@ -456,13 +457,23 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    if let Some(t) = &cli.rest_token {
-        crate::backend::rest::set_token(t);
+    if let Some(f) = &cli.rest_token_file {
+        match remote::read_token_file(f) {
+            Ok(t) => crate::backend::rest::set_token(&t),
+            Err(e) => {
+                eprintln!("❌ {e:#}");
+                return EXIT_FATAL;
+            }
+        }
     }
     let ctx = Ctx {
         home: cli.home.clone().unwrap_or_else(default_home),
         repo: cli.repo.clone(),
         password_file: cli.password_file.clone(),
+        rest_token_file: cli
+            .rest_token_file
+            .as_ref()
+            .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())),
         out: Out {
             json: cli.json,
             quiet: cli.quiet,

@@ -45,6 +45,26 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(a.components().collect())
 }
 
+/// A remote repository URL as a set records it: a `rest:` URL with the pin from
+/// `PRISM_SYNC_REST_FINGERPRINT` made part of it.
+fn recordable_url(url: &str) -> Result<String> {
+    if url.starts_with("rest:") {
+        return Ok(crate::backend::rest::canonical_url(url).map_err(Error::invalid)?);
+    }
+    Ok(url.to_string())
+}
+
+/// Keeps the token that opened a `rest:` repository with the set (0600): later commands and the
+/// daemon need neither the environment nor a flag.
+fn store_rest_token(ctx: &Ctx, name: &str, url: &str) -> Result<()> {
+    if url.starts_with("rest:")
+        && let Some(t) = crate::backend::rest::token(url)
+    {
+        Endpoint::store_rest_token(&ctx.home, name, &t)?;
+    }
+    Ok(())
+}
+
 /// What the folder's file system folds (case, Unicode normalization), found by trying.
 fn probe_folder(dir: &Path) -> Result<crate::fsx::fold::Folding> {
     let d = crate::fsx::Dir::open_root(dir).map_err(|e| Error::io(dir, e))?;
@@ -93,7 +113,7 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
     // A local repository is recorded by its absolute path, so the set works from any directory.
     let url = match ctx.repo.as_deref().map(|r| (r, backend::local_dir(r))) {
         Some((_, Some(dir))) => absolute(&dir)?.display().to_string(),
-        Some((r, None)) => r.to_string(),
+        Some((r, None)) => recordable_url(r)?,
         None => ctx.repo_url(),
     };
     let creds = ctx.credentials()?;
@@ -125,6 +145,7 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         unicode_normalizing: folding.unicode,
     };
     Endpoint::create(&ctx.home, cfg.clone())?;
+    store_rest_token(ctx, &name, &url)?;
     if ctx.out.json {
         ctx.out.json(&json!({"name": name, "folder": dir.display().to_string(), "repository": repo.location(), "repository_created": created, "mode": cfg.sync_mode.name(), "conflict_policy": cfg.conflict_policy.name()}));
         return Ok(Outcome::ok());
@@ -206,7 +227,7 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
     };
     let url = match backend::local_dir(&url) {
         Some(dir) => absolute(&dir)?.display().to_string(),
-        None => url,
+        None => recordable_url(&url)?,
     };
     install_key(ctx, &url, a)?;
     let repo = Repository::open_url(&url, &ctx.credentials()?)?;
@@ -247,6 +268,7 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
         unicode_normalizing: folding.unicode,
     };
     Endpoint::create(&ctx.home, cfg)?;
+    store_rest_token(ctx, &a.name, &url)?;
     ctx.out
         .line(format!("✅ Joined {} as workspace {endpoint}", a.name));
     ctx.out.kv("Folder", dir.display());

@@ -327,11 +327,24 @@ pub struct Serve {
     /// `rest:…` URL the server printed.
     pub url: String,
     pub fingerprint: Option<String>,
+    /// More arguments for `serve` (e.g. `--max-connections`).
+    pub extra: Vec<String>,
 }
 
 impl Serve {
     /// Starts a server over `root` (its state in `dir/serve-home`).
     pub fn start(dir: &Path, root: &Path, tls: bool, append_only: bool) -> Serve {
+        Self::start_with(dir, root, tls, append_only, &[])
+    }
+
+    /// [`Serve::start`] with more arguments for `serve`.
+    pub fn start_with(
+        dir: &Path,
+        root: &Path,
+        tls: bool,
+        append_only: bool,
+        extra: &[&str],
+    ) -> Serve {
         let home = dir.join("serve-home");
         std::fs::create_dir_all(&home).unwrap();
         let token_file = dir.join("serve-token");
@@ -346,6 +359,7 @@ impl Serve {
             append_only,
             url: String::new(),
             fingerprint: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         s.launch();
         s
@@ -371,6 +385,7 @@ impl Serve {
         if self.append_only {
             cmd.arg("--append-only");
         }
+        cmd.args(&self.extra);
         let mut child = cmd.spawn().expect("spawn prism-sync serve");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut text = String::new();
@@ -394,6 +409,11 @@ impl Serve {
         let listen: SocketAddr = v["listen"].as_str().unwrap().parse().unwrap();
         self.port = listen.port();
         self.child = Some(child);
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// SIGKILL: the server vanishes mid-request, as in a crash.
