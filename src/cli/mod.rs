@@ -5,6 +5,7 @@
 //! or written (they are listed); 10 repository does not exist; 12 wrong password.
 
 mod daemon;
+mod instance;
 mod remote;
 mod render;
 mod repo;
@@ -110,7 +111,8 @@ pub enum Command {
     Init(SyncInitArgs),
     /// Join a sync set from a workspace: keep DIR in sync with it.
     Join(JoinArgs),
-    /// Record a workspace and print what it needs (join command, systemd unit, cloud-init).
+    /// Record a workspace, give it a key of its own, and print what it needs (join command,
+    /// systemd unit, cloud-init).
     AddInstance {
         name: String,
         instance: String,
@@ -120,6 +122,16 @@ pub enum Command {
         /// The repository URL as the workspace reaches it (default: the set's).
         #[arg(long = "instance-repo", value_name = "URL")]
         instance_repo: Option<String>,
+        /// The account the agent runs as on the workspace (default: yours).
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// PRISM_HOME of that account on the workspace (default: ~USER/.prism).
+        #[arg(long = "instance-home", value_name = "DIR")]
+        instance_home: Option<PathBuf>,
+        /// The SSM parameter (SecureString) cloud-init reads the workspace's key from (default:
+        /// /prism-sync/NAME/INSTANCE).
+        #[arg(long = "ssm-parameter", value_name = "NAME")]
+        ssm_parameter: Option<String>,
     },
     /// One sync step now, in the foreground.
     Sync {
@@ -216,8 +228,8 @@ pub struct JoinArgs {
     /// This endpoint's name (default: the host name).
     #[arg(long)]
     pub endpoint: Option<String>,
-    /// For a repository without a password: a file holding its local key (64 hex digits),
-    /// else env PRISM_SYNC_KEY.
+    /// The workspace's key file that `add-instance` made (64 hex digits); else env
+    /// PRISM_SYNC_KEY; else a password (PRISM_SYNC_PASSWORD) or a key already installed here.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// The set's mode (as on the laptop; `add-instance` prints it).
@@ -523,7 +535,21 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             instance,
             dir,
             instance_repo,
-        } => sync::add_instance(ctx, &name, &instance, dir, instance_repo),
+            user,
+            instance_home,
+            ssm_parameter,
+        } => instance::add_instance(
+            ctx,
+            &instance::AddInstance {
+                name,
+                instance,
+                dir,
+                instance_repo,
+                user,
+                instance_home,
+                ssm_parameter,
+            },
+        ),
         Command::Sync {
             name,
             dry_run,

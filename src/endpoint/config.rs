@@ -37,6 +37,9 @@ pub struct InstanceInfo {
     pub name: String,
     /// RFC 3339.
     pub added: String,
+    /// The id of the workspace's own key file in the repository (`key remove` revokes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// One sync set at this endpoint.

@@ -31,7 +31,7 @@ use crate::id::{BlobId, IndexId, KeyId, SnapshotId, hex_encode};
 use crate::index::Index;
 use crate::pack::{self, FinishedPack};
 
-pub use keys::{KeyInfo, add_key, list_keys, remove_key};
+pub use keys::{KeyInfo, add_key, add_workspace_key, list_keys, remove_key};
 pub use packer::Packer;
 
 /// Defaults of a new repository.
@@ -199,7 +199,7 @@ impl Repository {
             .validate()
             .map_err(|e| Error::invalid(format!("repository parameters: {e}")))?;
         let key_id = match &creds.password {
-            Some(pw) => keys::write_key_file(&*backend, &keys, crate::crypto::ARGON2_DEFAULT, pw)?,
+            Some(pw) => keys::write_key_file(&*backend, &keys, crate::crypto::password_kdf(), pw)?,
             None => {
                 let secret: [u8; 32] = random_bytes();
                 let path = creds.local_key_path(&repo_id);

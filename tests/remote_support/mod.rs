@@ -570,6 +570,8 @@ impl Machine {
         c.env("PRISM_HOME", &self.home)
             .env("HOME", &self.home)
             .env("NO_COLOR", "1")
+            // Toy KDF parameters for password key files (tests only).
+            .env("PRISM_SYNC_INSECURE_TEST_KDF", "1")
             .stdin(Stdio::null())
             .args(args);
         for (k, v) in &self.vars {
@@ -600,12 +602,19 @@ impl Machine {
             .stdout;
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let join = v["join"].as_str().unwrap();
-        assert!(join.contains("--repo"), "{join}");
-        let key = join
-            .split_whitespace()
-            .find_map(|t| t.strip_prefix("PRISM_SYNC_KEY="))
-            .expect("the join command carries the key");
-        self.clone().var("PRISM_SYNC_KEY", key).ok(&[
+        assert!(
+            join.contains("--repo") && join.contains("--key-file"),
+            "{join}"
+        );
+        assert!(
+            !join.contains("PRISM_SYNC_KEY"),
+            "no key in the command: {join}"
+        );
+        // The workspace's own key file, where add-instance wrote it (one machine here).
+        let key_file = v["key_file"]
+            .as_str()
+            .expect("add-instance names the key file");
+        self.ok(&[
             "join",
             set,
             dir,
@@ -613,6 +622,8 @@ impl Machine {
             repo,
             "--endpoint",
             endpoint,
+            "--key-file",
+            key_file,
         ]);
     }
 }
