@@ -105,6 +105,10 @@ impl Limits {
     }
 }
 
+/// While every slot is taken, the accept loop looks for an unauthenticated connection to close
+/// this often.
+const EVICT_RETRY: Duration = Duration::from_millis(200);
+
 /// Granularity of the memory budget (permits are MiB).
 const BUDGET_UNIT_BYTES: u64 = 1 << 20;
 /// A download is read from its file and sent in pieces of this size (one budget unit each).
@@ -235,11 +239,16 @@ impl Server {
                             _ = tokio::signal::ctrl_c() => return Ok(()),
                             _ = term.recv() => return Ok(()),
                         };
-                        self.state.unauthenticated.evict_oldest();
-                        let p = tokio::select! {
-                            p = conns.clone().acquire_owned() => p.map_err(|e| e.to_string())?,
-                            _ = tokio::signal::ctrl_c() => return Ok(()),
-                            _ = term.recv() => return Ok(()),
+                        // Close the oldest unauthenticated connection; if there is none yet (all
+                        // slots hold token holders), look again now and then while waiting.
+                        let p = loop {
+                            self.state.unauthenticated.evict_oldest();
+                            tokio::select! {
+                                p = conns.clone().acquire_owned() => break p.map_err(|e| e.to_string())?,
+                                _ = tokio::time::sleep(EVICT_RETRY) => {}
+                                _ = tokio::signal::ctrl_c() => return Ok(()),
+                                _ = term.recv() => return Ok(()),
+                            }
                         };
                         if let Some((tcp, _)) = waiting {
                             self.spawn_connection(tcp, p);
@@ -268,9 +277,10 @@ impl Server {
         let _ = tcp.set_nodelay(true);
         let state = self.state.clone();
         let tls = self.tls.clone();
+        // Registered before the task runs: the accept loop may need to evict it at once.
+        let (id, kick) = state.unauthenticated.register();
         tokio::spawn(async move {
             let _permit = permit;
-            let (id, kick) = state.unauthenticated.register();
             let authed = Arc::new(AtomicBool::new(false));
             let io = IdleTimeout::new(tcp, state.limits.idle_timeout);
             let conn = async {
