@@ -367,6 +367,7 @@ fn report_json(name: &str, r: &StepReport) -> Value {
         "failures": r.failures.iter().map(|(p, m)| json!({"path": display_path(p), "error": m})).collect::<Vec<_>>(),
         "skipped": r.skipped.iter().map(|(p, m)| json!({"path": display_path(p), "reason": m})).collect::<Vec<_>>(),
         "scan_errors": r.scan_errors.iter().map(|e| json!({"path": e.path.display().to_string(), "error": e.message})).collect::<Vec<_>>(),
+        "deferred": r.deferred.iter().map(|p| display_path(p)).collect::<Vec<_>>(),
         "local_files": r.local_files, "local_bytes": r.local_bytes,
     })
 }
@@ -542,6 +543,18 @@ pub fn sync(
     }
     for (p, m) in &r.skipped {
         ctx.out.warn(format!("skipped {}: {m}", display_path(p)));
+    }
+    if !r.deferred.is_empty() {
+        ctx.out.line(format!(
+            "⏳ {} file(s) changed while being read, left for the next sync: {}",
+            r.deferred.len(),
+            r.deferred
+                .iter()
+                .take(5)
+                .map(|p| display_path(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     Ok(Outcome { partial })
 }

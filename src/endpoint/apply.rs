@@ -4,6 +4,10 @@
 //! target): if it changed since, the action is refused (the next step sees the change and treats
 //! it as a conflict). Files are written to a temp file beside the target, fsynced and renamed over
 //! it; every touched directory is fsynced before the caller records the step as done.
+//!
+//! setuid, setgid and sticky bits are never applied ([`PERMISSION_BITS`]): a tree published
+//! before they were dropped from sync scans, or a forged one, must not make a program here run
+//! with its owner's rights.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -47,6 +51,17 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// The mode bits a sync applies: read, write and execute for owner, group and others; never
+/// setuid (0o4000), setgid (0o2000) or sticky (0o1000).
+pub const PERMISSION_BITS: u32 = 0o777;
+
+/// `node` with only the mode bits a sync may apply.
+fn without_special_bits(node: &Node) -> Node {
+    let mut n = node.clone();
+    n.mode &= PERMISSION_BITS;
+    n
+}
+
 pub fn local_path(root: &Path, rel: &[u8]) -> PathBuf {
     root.join(std::ffi::OsStr::from_bytes(rel))
 }
@@ -73,7 +88,7 @@ fn still(path: &Path, expect: Option<&Node>) -> std::result::Result<(), Failure>
                 md.is_file()
                     && md.len() == *size
                     && mtime_ns(md) == n.mtime_ns
-                    && (md.mode() & 0o7777) == n.mode
+                    && (md.mode() & PERMISSION_BITS) == (n.mode & PERMISSION_BITS)
             }
             NodeKind::Symlink { target } => {
                 md.file_type().is_symlink()
@@ -165,6 +180,7 @@ fn run(
     }
     match a {
         Action::Mkdir { path, node } => {
+            let node = &without_special_bits(node);
             let p = local_path(root, path);
             match fs::symlink_metadata(&p) {
                 Ok(md) if md.is_dir() => return Ok(()),
@@ -176,6 +192,7 @@ fn run(
             touched.insert(parent(&p));
         }
         Action::Write { path, node, expect } => {
+            let node = &without_special_bits(node);
             let p = local_path(root, path);
             still(&p, expect.as_ref())?;
             match &node.kind {
@@ -227,7 +244,7 @@ fn run(
             still(&t, None)?;
             fs::rename(&f, &t).map_err(|e| Failure::Io(e.to_string()))?;
             if let Some(n) = node {
-                set_meta(&t, n).map_err(|e| Failure::Io(e.to_string()))?;
+                set_meta(&t, &without_special_bits(n)).map_err(|e| Failure::Io(e.to_string()))?;
             }
             touched.insert(parent(&f));
             touched.insert(parent(&t));
@@ -279,4 +296,64 @@ pub fn apply(
         }
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::repository::{Credentials, InitOptions};
+
+    fn node(name: &str, kind: NodeKind, mode: u32) -> Node {
+        Node {
+            name: name.into(),
+            kind,
+            mode,
+            mtime_ns: 1_700_000_000_000_000_000,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    /// A tree published before sync scans dropped the special bits (or a forged one) must not
+    /// create a setuid program or a setgid/sticky directory here.
+    #[test]
+    fn special_mode_bits_in_a_shared_tree_are_not_applied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let creds = Credentials {
+            password: None,
+            local_keys_dir: tmp.path().join("keys"),
+        };
+        let repo = Repository::init(
+            std::sync::Arc::new(MemoryBackend::new()),
+            &creds,
+            &InitOptions::default(),
+        )
+        .unwrap();
+        let root = tmp.path().join("folder");
+        fs::create_dir(&root).unwrap();
+        let empty = NodeKind::File {
+            size: 0,
+            content: Content::Direct(vec![]),
+        };
+        let dir = NodeKind::Dir {
+            subtree: crate::id::BlobId::default(),
+        };
+        let actions = vec![
+            Action::Mkdir {
+                path: b"d".to_vec(),
+                node: node("d", dir, 0o3775),
+            },
+            Action::Write {
+                path: b"d/tool".to_vec(),
+                node: node("tool", empty, 0o6755),
+                expect: None,
+            },
+        ];
+        let results = apply(&repo, &root, &actions, None, false).unwrap();
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        let mode = |p: &str| fs::metadata(root.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("d/tool"), 0o755);
+        assert_eq!(mode("d") & 0o7000, 0);
+    }
 }

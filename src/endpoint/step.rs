@@ -352,6 +352,7 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
         progress: opts.progress.clone().unwrap_or_default(),
         reuse,
         defer_recent_ns: opts.defer_recent.map(|d| d.as_nanos() as i64),
+        defer_changing: true,
         ..Default::default()
     };
     let scan = archive(repo, &Source::Dir(root.clone()), &archive_opts)?;
