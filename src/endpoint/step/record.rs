@@ -1,0 +1,262 @@
+//! Phase 7: what the step did, made durable — the audit lines first (appended and fsynced),
+//! then one redb transaction with the new base, folder tree, conflicts, activity and skipped
+//! list. A crash before the transaction repeats an audit line, never loses one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::execute::Done;
+use super::plan::Plan;
+use super::publish::Published;
+use super::remote::Remote;
+use super::{Cx, TreeChange, count_delta, human};
+use crate::endpoint::audit;
+use crate::endpoint::state::{Activity, Commit, ConflictState, Meta, NodeSummary, SkippedFile};
+use crate::endpoint::trees::node_at;
+use crate::error::Result;
+use crate::repository::heads::head_names;
+use crate::snapshot::diff::{Change, diff_trees};
+use crate::snapshot::{Node, display_path};
+use crate::sync::merge::{Action, Outcome};
+
+fn summary_of(n: Option<&Node>) -> Option<NodeSummary> {
+    n.map(|n| NodeSummary {
+        kind: n.type_name().into(),
+        size: n.size(),
+        mtime_ns: n.mtime_ns,
+    })
+}
+
+/// Parked conflicts to store, settled ones to forget, and an activity line per conflict the
+/// step settled by policy.
+fn conflicts(cx: &mut Cx, plan: &Plan, done: &Done, commit: &mut Commit) -> Result<()> {
+    let known: HashMap<&Vec<u8>, &ConflictState> =
+        plan.stored.iter().map(|(p, c)| (p, c)).collect();
+    for c in &cx.report.conflicts {
+        let action = match &c.outcome {
+            Outcome::Parked => {
+                commit.conflicts_set.push((
+                    c.path.clone(),
+                    ConflictState {
+                        kind: c.kind.name().into(),
+                        local: summary_of(c.local.as_ref()),
+                        remote: summary_of(c.remote.as_ref()),
+                        detected_ns: known.get(&c.path).map(|k| k.detected_ns).unwrap_or(cx.now),
+                        resolution: None,
+                    },
+                ));
+                continue;
+            }
+            Outcome::KeptLocal => "conflict-kept-local",
+            Outcome::KeptRemote => "conflict-kept-remote",
+            Outcome::KeptBoth { .. } => "conflict-kept-both",
+            Outcome::ChangeKept => "change-beat-delete",
+        };
+        let size = c.local.as_ref().or(c.remote.as_ref()).map(|n| n.size());
+        cx.activity.push(Activity {
+            time_ns: cx.now,
+            action: action.into(),
+            path: display_path(&c.path),
+            size: size.unwrap_or(0),
+            direction: "none".into(),
+        });
+    }
+    // Parked conflicts stay until the merge reports them resolved (an unchanged parked path is
+    // skipped by the merge without being mentioned).
+    let parked_now: BTreeSet<&Vec<u8>> = commit.conflicts_set.iter().map(|(p, _)| p).collect();
+    let mut remove: Vec<Vec<u8>> = cx
+        .report
+        .resolved
+        .iter()
+        .filter(|p| !parked_now.contains(p))
+        .cloned()
+        .collect();
+    // A parked path that exists neither here nor in the shared state any more (a parent was
+    // resolved or replaced as a whole) has nothing left to decide.
+    for (p, _) in &plan.stored {
+        if !parked_now.contains(p)
+            && node_at(&cx.trees, Some(done.applied_tree), p)?.is_none()
+            && node_at(&cx.trees, Some(done.merged_tree), p)?.is_none()
+        {
+            remove.push(p.clone());
+        }
+    }
+    commit.conflicts_remove = remove;
+    Ok(())
+}
+
+/// The skipped list: files the scan skipped, and shared files over this endpoint's limit.
+fn skipped(cx: &mut Cx, plan: &Plan) -> Vec<(Vec<u8>, SkippedFile)> {
+    let mut skipped: Vec<(Vec<u8>, SkippedFile)> = cx
+        .report
+        .skipped
+        .iter()
+        .map(|(p, m)| (p.clone(), SkippedFile { reason: m.clone() }))
+        .collect();
+    for s in &plan.out.skipped {
+        let reason = format!(
+            "{} in the shared state is over this endpoint's size limit of {}",
+            human(s.size),
+            human(s.limit)
+        );
+        cx.report.skipped.push((s.path.clone(), reason.clone()));
+        skipped.push((s.path.clone(), SkippedFile { reason }));
+    }
+    skipped
+}
+
+/// The folder's file and byte counts after the step. An event-driven scan reads only what
+/// changed, so the counts are carried forward by the difference between the old and new folder
+/// trees (O(changes)); the first step counts its full scan and what it applied.
+fn local_counts(cx: &mut Cx, plan: &Plan, done: &Done) -> Result<()> {
+    let report = &mut cx.report;
+    if let Some(old) = plan.applied_tree {
+        let mut changes: Vec<TreeChange> = Vec::new();
+        diff_trees(cx.repo, &old, &done.applied_tree, &mut |d| {
+            changes.push((d.path, d.change, d.old, d.new))
+        })?;
+        let (df, db) = count_delta(&changes);
+        report.local_files = (cx.meta.local_files as i64 + df).max(0) as u64;
+        report.local_bytes = (cx.meta.local_bytes as i64 + db).max(0) as u64;
+        return Ok(());
+    }
+    for (a, r) in plan.out.actions.iter().zip(&done.results) {
+        if r.is_err() {
+            continue;
+        }
+        match a {
+            Action::Write { node, expect, .. } => {
+                let old = expect.as_ref().map(|e| e.size()).unwrap_or(0);
+                report.local_files += expect.is_none() as u64;
+                report.local_bytes = (report.local_bytes + node.size()).saturating_sub(old);
+            }
+            Action::Delete { expect, .. } => {
+                report.local_files = report.local_files.saturating_sub(1);
+                report.local_bytes = report.local_bytes.saturating_sub(expect.size());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Endpoints seen in heads, with the time of their last publish.
+fn endpoints_seen(cx: &Cx, remote: &Remote) -> Vec<(String, i64)> {
+    let mut endpoints: BTreeMap<String, i64> = cx.meta.endpoints_seen.iter().cloned().collect();
+    for (_, h) in &remote.heads {
+        let e = endpoints.entry(h.endpoint.clone()).or_default();
+        *e = (*e).max(h.time_ns);
+    }
+    if cx.report.published.is_some() {
+        endpoints.insert(cx.ep.cfg.endpoint.clone(), cx.now);
+    }
+    endpoints.remove("merge");
+    endpoints.into_iter().collect()
+}
+
+/// One audit line per change applied here or published from here.
+fn audit_lines(cx: &Cx, plan: &Plan, done: &Done, published: &Published) -> Vec<serde_json::Value> {
+    let cfg = &cx.ep.cfg;
+    let stamp = crate::time::format_rfc3339(cx.now);
+    let mut lines = Vec::new();
+    for (a, r) in plan.out.actions.iter().zip(&done.results) {
+        if r.is_err() {
+            continue;
+        }
+        let (action, path, old, new) = match a {
+            Action::Write {
+                path,
+                node,
+                expect: None,
+            } => ("created", path, None, Some(node)),
+            Action::Write {
+                path,
+                node,
+                expect: Some(e),
+            } => ("updated", path, Some(e), Some(node)),
+            Action::Delete { path, expect } => ("deleted", path, Some(expect), None),
+            Action::Rename {
+                to,
+                expect,
+                node: Some(n),
+                ..
+            } => ("moved", to, Some(expect), Some(n)),
+            Action::Rename {
+                to,
+                expect,
+                node: None,
+                ..
+            } => ("kept-both", to, Some(expect), Some(expect)),
+            Action::Mkdir { .. } | Action::Rmdir { .. } => continue,
+        };
+        let path = display_path(path);
+        lines.push(audit::entry(
+            &stamp,
+            &cfg.name,
+            &cfg.endpoint,
+            "down",
+            action,
+            &path,
+            old,
+            new,
+        ));
+    }
+    for (path, change, old, new) in &published.changes {
+        if new.as_ref().or(old.as_ref()).is_some_and(|n| n.is_dir()) {
+            continue;
+        }
+        let action = match change {
+            Change::Added => "created",
+            Change::Removed => "deleted",
+            _ => "updated",
+        };
+        let mut e = audit::entry(
+            &stamp,
+            &cfg.name,
+            &cfg.endpoint,
+            "up",
+            action,
+            &display_path(path),
+            old.as_ref(),
+            new.as_ref(),
+        );
+        e["snapshot"] = serde_json::json!(published.snapshot.map(|s| s.to_hex()));
+        lines.push(e);
+    }
+    lines
+}
+
+pub(super) fn record(
+    cx: &mut Cx,
+    remote: &Remote,
+    plan: &Plan,
+    done: &Done,
+    published: &Published,
+) -> Result<()> {
+    let mut commit = Commit::default();
+    conflicts(cx, plan, done, &mut commit)?;
+    commit.skipped = Some(skipped(cx, plan));
+    local_counts(cx, plan, done)?;
+    commit.meta = Meta {
+        base_tree: Some(done.base_tree.to_hex()),
+        base_snapshot: published.base_snapshot.map(|s| s.to_hex()),
+        applied_tree: Some(done.applied_tree.to_hex()),
+        last_step_ns: Some(cx.now),
+        last_change_ns: if cx.report.changed() {
+            Some(cx.now)
+        } else {
+            cx.meta.last_change_ns
+        },
+        halt: None,
+        local_files: cx.report.local_files,
+        local_bytes: cx.report.local_bytes,
+        remote_files: published.remote_files,
+        remote_bytes: published.remote_bytes,
+        heads: head_names(cx.repo, &cx.ep.cfg.name)?,
+        last_error: None,
+        endpoints_seen: endpoints_seen(cx, remote),
+        paused: cx.meta.paused,
+    };
+    audit::append(&cx.ep.audit_path(), &audit_lines(cx, plan, done, published))?;
+    commit.activity = std::mem::take(&mut cx.activity);
+    cx.ep.state.commit(commit)
+}

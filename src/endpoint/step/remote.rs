@@ -1,0 +1,211 @@
+//! Phase 2: the set's current state — its head, or several heads combined into one when
+//! endpoints published concurrently (see `format-spec/sync.md`, "Combining concurrent heads").
+
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+
+use super::Cx;
+use crate::endpoint::trees::{RepoTrees, write_tree};
+use crate::error::{Error, Result};
+use crate::format::head::Head;
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::id::{BlobId, SnapshotId};
+use crate::repository::heads::{list_heads, publish};
+use crate::repository::{Packer, Repository};
+use crate::sync::merge::{Input, merge};
+use crate::sync::rules::Rules;
+use crate::sync::{Policy, Role};
+
+/// The shared state this step merges with.
+pub(super) struct Remote {
+    /// The heads read (superseded ones left out), oldest first.
+    pub heads: Vec<(String, Head)>,
+    /// The state they make: one head's snapshot, or the combination of several.
+    pub snapshot: Option<SnapshotId>,
+    pub tree: Option<BlobId>,
+    pub summary: Option<Summary>,
+    /// Head names a publish of this step replaces.
+    pub replaced: Vec<String>,
+}
+
+pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
+    let (repo, set) = (cx.repo, &cx.ep.cfg.name);
+    let heads = list_heads(repo, set)?;
+    let (snapshot, tree, replaced) = match heads.len() {
+        0 => (None, None, vec![]),
+        1 => {
+            let (name, h) = &heads[0];
+            (
+                Some(h.snapshot),
+                Some(repo.load_snapshot(&h.snapshot)?.tree),
+                vec![name.clone()],
+            )
+        }
+        n => {
+            cx.report.heads_combined = n;
+            let c = combine_heads(repo, &cx.trees, set, &heads)?;
+            (Some(c.snapshot), Some(c.tree), vec![c.head_name])
+        }
+    };
+    let summary = match snapshot {
+        Some(id) => Some(repo.load_snapshot(&id)?.summary),
+        None => None,
+    };
+    Ok(Remote {
+        heads,
+        snapshot,
+        tree,
+        summary,
+        replaced,
+    })
+}
+
+/// The result of combining several heads into one.
+pub struct Combined {
+    pub snapshot: SnapshotId,
+    pub tree: BlobId,
+    pub head_name: String,
+}
+
+/// The newest snapshot that is an ancestor of (or equal to) one of `a` and of `b`: a walk of
+/// both histories, newest first, that stops at the first snapshot reached from both sides.
+fn common_ancestor(
+    repo: &Repository,
+    a: &[SnapshotId],
+    b: SnapshotId,
+) -> Result<Option<SnapshotId>> {
+    const WALK_MAX: usize = 100_000;
+    let mut seen: HashMap<SnapshotId, u8> = HashMap::new();
+    let mut queue: BinaryHeap<(i64, SnapshotId, u8)> = BinaryHeap::new();
+    let mut times: HashMap<SnapshotId, (i64, Vec<SnapshotId>)> = HashMap::new();
+    let mut load = |id: SnapshotId| -> Result<Option<(i64, Vec<SnapshotId>)>> {
+        if let Some(v) = times.get(&id) {
+            return Ok(Some(v.clone()));
+        }
+        match repo.load_snapshot(&id) {
+            Ok(s) => {
+                times.insert(id, (s.time_ns, s.parents.clone()));
+                Ok(Some((s.time_ns, s.parents)))
+            }
+            Err(Error::Missing { .. }) => Ok(None), // forgotten by retention: a dead end
+            Err(e) => Err(e),
+        }
+    };
+    for (ids, side) in [(a.to_vec(), 1u8), (vec![b], 2u8)] {
+        for id in ids {
+            if let Some((t, _)) = load(id)? {
+                queue.push((t, id, side));
+            }
+        }
+    }
+    let mut steps = 0;
+    while let Some((_, id, side)) = queue.pop() {
+        let mask = seen.entry(id).or_default();
+        if *mask & side != 0 {
+            continue;
+        }
+        *mask |= side;
+        if *mask == 3 {
+            return Ok(Some(id));
+        }
+        steps += 1;
+        if steps > WALK_MAX {
+            break;
+        }
+        if let Some((_, parents)) = load(id)? {
+            for p in parents {
+                if let Some((t, _)) = load(p)? {
+                    queue.push((t, p, side));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Combines several heads into one, deterministically: sorted by time, each merged into the
+/// accumulated state on their common ancestor, conflicts kept both ways (the older version under
+/// a conflict name), the result sealed with a content-derived salt. Two endpoints combining the
+/// same heads therefore publish byte-identical heads under one name — they converge.
+pub fn combine_heads(
+    repo: &Repository,
+    trees: &RepoTrees,
+    set: &str,
+    heads: &[(String, Head)],
+) -> Result<Combined> {
+    let mut sorted: Vec<&(String, Head)> = heads.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.1.time_ns
+            .cmp(&b.1.time_ns)
+            .then(a.1.snapshot.cmp(&b.1.snapshot))
+    });
+    let first = &sorted[0].1;
+    let mut acc_tree = repo.load_snapshot(&first.snapshot)?.tree;
+    let mut acc_ids = vec![first.snapshot];
+    let (mut acc_endpoint, mut acc_time) = (first.endpoint.clone(), first.time_ns);
+    let rules = Rules::everything(Policy::KeepBoth);
+    let (parked, untracked) = (BTreeMap::new(), BTreeSet::new());
+    let mut packer = Packer::new(repo);
+    for (_, h) in &sorted[1..] {
+        let base = match common_ancestor(repo, &acc_ids, h.snapshot)? {
+            Some(id) => Some(repo.load_snapshot(&id)?.tree),
+            None => None,
+        };
+        let remote = repo.load_snapshot(&h.snapshot)?.tree;
+        let inp = Input {
+            applied: base,
+            local: Some(acc_tree),
+            base,
+            remote: Some(remote),
+            rules: &rules,
+            role: Role::Local,
+            endpoint: &acc_endpoint,
+            now_ns: acc_time,
+            parked: &parked,
+            untracked: &untracked,
+            force: None,
+        };
+        let out = merge(trees, &inp)?;
+        acc_tree = write_tree(&mut packer, &out.merged)?;
+        // The next pass reads this tree back: its blobs must be stored and indexed first.
+        repo.write_index(
+            std::mem::replace(&mut packer, Packer::new(repo)).finish()?,
+            vec![],
+            vec![],
+        )?;
+        acc_ids.push(h.snapshot);
+        acc_endpoint = h.endpoint.clone();
+        acc_time = h.time_ns;
+    }
+    repo.write_index(packer.finish()?, vec![], vec![])?;
+    acc_ids.sort();
+    let snap = Snapshot {
+        time_ns: acc_time,
+        tree: acc_tree,
+        host: String::new(),
+        user: String::new(),
+        paths: vec![],
+        tags: vec![],
+        parents: acc_ids.clone(),
+        sync_set: Some(set.to_string()),
+        endpoint: Some("merge".into()),
+        summary: Summary::default(),
+        program_version: "prism-sync merge v1".into(),
+        extra: vec![],
+    };
+    let snapshot = repo.save_snapshot_deterministic(&snap)?;
+    let names: Vec<String> = heads.iter().map(|(n, _)| n.clone()).collect();
+    let head = Head {
+        set: set.to_string(),
+        snapshot,
+        endpoint: "merge".into(),
+        time_ns: acc_time,
+        merged: acc_ids,
+        extra: vec![],
+    };
+    let head_name = publish(repo, &head, &names)?;
+    Ok(Combined {
+        snapshot,
+        tree: acc_tree,
+        head_name,
+    })
+}
