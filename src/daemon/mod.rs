@@ -42,7 +42,7 @@ use crate::endpoint::config::{SetConfig, write_atomic};
 use crate::error::{Error, Result};
 use crate::repository::Credentials;
 use control::{Op, Response};
-pub use worker::LiveStatus;
+pub use worker::{LiveStatus, WorkerState};
 
 /// Timing of the daemon. Defaults suit a laptop; tests and benchmarks shorten them through
 /// environment variables (see [`Settings::from_env`]).

@@ -55,6 +55,24 @@ pub struct Meta {
     /// Paused with `prism-sync pause`: the daemon applies nothing until resumed.
     #[serde(default)]
     pub paused: bool,
+    /// Paths where the folder and the shared state knowingly differ after the last step (the
+    /// first [`UNSYNCED_KEPT`]): an action that failed, a file left for later, a file that
+    /// could not be read.
+    #[serde(default)]
+    pub unsynced: Vec<Unsynced>,
+    /// How many such paths there are in all.
+    #[serde(default)]
+    pub unsynced_total: u64,
+}
+
+/// Unsynced paths kept in the state (the count covers all of them).
+pub const UNSYNCED_KEPT: usize = 100;
+
+/// A path the last step could not bring in sync, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Unsynced {
+    pub path: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::format::head::Head;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::id::SnapshotId;
-use crate::repository::heads::publish as publish_head;
+use crate::repository::heads::{delete_heads, publish as publish_head};
 use crate::repository::{hostname, now_ns, username};
 use crate::snapshot::diff::{Change, diff_trees};
 use crate::snapshot::display_path;
@@ -21,6 +21,9 @@ use crate::snapshot::display_path;
 pub(super) struct Published {
     /// The snapshot this step published, if it published.
     pub snapshot: Option<SnapshotId>,
+    /// The head this step leaves as the set's state: the one it published, else the one it
+    /// read (or combined). These — and only these — are the heads the step saw and merged.
+    pub head: Option<String>,
     /// The snapshot the new base comes from: the published one, else the head's.
     pub base_snapshot: Option<SnapshotId>,
     /// What the published state changed in the shared one.
@@ -58,8 +61,10 @@ pub(super) fn publish(
         None => (0, 0),
     };
     if remote.tree == Some(done.merged_tree) {
+        delete_heads(cx.repo, &remote.superseded)?;
         return Ok(Published {
             snapshot: None,
+            head: remote.name.clone(),
             base_snapshot: remote.snapshot,
             changes: vec![],
             remote_files: remote_files.max(0) as u64,
@@ -112,7 +117,13 @@ pub(super) fn publish(
         merged: remote.snapshot.into_iter().collect(),
         extra: vec![],
     };
-    publish_head(cx.repo, &head, &remote.replaced)?;
+    let replaces: Vec<String> = remote
+        .name
+        .iter()
+        .chain(&remote.superseded)
+        .cloned()
+        .collect();
+    let name = publish_head(cx.repo, &head, &replaces)?;
     cx.report.published = Some(sid);
     for (path, change, old, new) in &changes {
         if new.as_ref().or(old.as_ref()).is_some_and(|n| n.is_dir()) {
@@ -133,6 +144,7 @@ pub(super) fn publish(
     }
     Ok(Published {
         snapshot: Some(sid),
+        head: Some(name),
         base_snapshot: Some(sid),
         changes,
         remote_files: remote_files.max(0) as u64,

@@ -10,10 +10,11 @@ use super::publish::Published;
 use super::remote::Remote;
 use super::{Cx, TreeChange, count_delta, human};
 use crate::endpoint::audit;
-use crate::endpoint::state::{Activity, Commit, ConflictState, Meta, NodeSummary, SkippedFile};
+use crate::endpoint::state::{
+    Activity, Commit, ConflictState, Meta, NodeSummary, SkippedFile, UNSYNCED_KEPT, Unsynced,
+};
 use crate::endpoint::trees::node_at;
 use crate::error::Result;
-use crate::repository::heads::head_names;
 use crate::snapshot::diff::{Change, diff_trees};
 use crate::snapshot::{Node, display_path};
 use crate::sync::merge::{Action, Outcome};
@@ -139,6 +140,36 @@ fn local_counts(cx: &mut Cx, plan: &Plan, done: &Done) -> Result<()> {
     Ok(())
 }
 
+/// Paths the step knowingly left out of sync: failed actions, files left for later, files that
+/// could not be read.
+fn unsynced(cx: &Cx) -> (Vec<Unsynced>, u64) {
+    let r = &cx.report;
+    let all = r
+        .failures
+        .iter()
+        .map(|(p, why)| (p.as_slice(), why.clone()))
+        .chain(r.deferred.iter().map(|p| {
+            let why = "changed while it was read: left for the next step".to_string();
+            (p.as_slice(), why)
+        }))
+        .chain(r.scan_errors.iter().map(|e| {
+            let why = format!("could not be read: {}", e.message);
+            (e.rel.as_slice(), why)
+        }));
+    let mut total = 0u64;
+    let mut kept = Vec::new();
+    for (p, reason) in all {
+        total += 1;
+        if kept.len() < UNSYNCED_KEPT {
+            kept.push(Unsynced {
+                path: display_path(p),
+                reason,
+            });
+        }
+    }
+    (kept, total)
+}
+
 /// Endpoints seen in heads, with the time of their last publish.
 fn endpoints_seen(cx: &Cx, remote: &Remote) -> Vec<(String, i64)> {
     let mut endpoints: BTreeMap<String, i64> = cx.meta.endpoints_seen.iter().cloned().collect();
@@ -236,6 +267,7 @@ pub(super) fn record(
     conflicts(cx, plan, done, &mut commit)?;
     commit.skipped = Some(skipped(cx, plan));
     local_counts(cx, plan, done)?;
+    let (unsynced, unsynced_total) = unsynced(cx);
     commit.meta = Meta {
         base_tree: Some(done.base_tree.to_hex()),
         base_snapshot: published.base_snapshot.map(|s| s.to_hex()),
@@ -251,10 +283,12 @@ pub(super) fn record(
         local_bytes: cx.report.local_bytes,
         remote_files: published.remote_files,
         remote_bytes: published.remote_bytes,
-        heads: head_names(cx.repo, &cx.ep.cfg.name)?,
+        heads: published.head.iter().cloned().collect(),
         last_error: None,
         endpoints_seen: endpoints_seen(cx, remote),
         paused: cx.meta.paused,
+        unsynced,
+        unsynced_total,
     };
     audit::append(&cx.ep.audit_path(), &audit_lines(cx, plan, done, published))?;
     commit.activity = std::mem::take(&mut cx.activity);

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::format::head::Head;
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::id::{BlobId, SnapshotId};
-use crate::repository::heads::{list_heads, publish};
+use crate::repository::heads::{head_name, publish, read_heads};
 use crate::repository::{Packer, Repository};
 use crate::sync::merge::{Input, merge};
 use crate::sync::rules::Rules;
@@ -23,27 +23,34 @@ pub(super) struct Remote {
     pub snapshot: Option<SnapshotId>,
     pub tree: Option<BlobId>,
     pub summary: Option<Summary>,
-    /// Head names a publish of this step replaces.
-    pub replaced: Vec<String>,
+    /// The name of the head of that state (the combined head's, when several were combined).
+    pub name: Option<String>,
+    /// Superseded heads seen (a publisher stopped before deleting them): this step deletes them.
+    pub superseded: Vec<String>,
 }
 
 pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
     let (repo, set) = (cx.repo, &cx.ep.cfg.name);
-    let heads = list_heads(repo, set)?;
-    let (snapshot, tree, replaced) = match heads.len() {
-        0 => (None, None, vec![]),
+    let listing = read_heads(repo, set)?;
+    let heads = listing.current;
+    let (snapshot, tree, name) = match heads.len() {
+        0 => (None, None, None),
         1 => {
             let (name, h) = &heads[0];
-            (
-                Some(h.snapshot),
-                Some(repo.load_snapshot(&h.snapshot)?.tree),
-                vec![name.clone()],
-            )
+            let tree = repo.load_snapshot(&h.snapshot)?.tree;
+            (Some(h.snapshot), Some(tree), Some(name.clone()))
         }
         n => {
             cx.report.heads_combined = n;
             let c = combine_heads(repo, &cx.trees, set, &heads)?;
-            (Some(c.snapshot), Some(c.tree), vec![c.head_name])
+            let name = if cx.opts.dry_run {
+                head_name(repo, set, &c.snapshot)
+            } else {
+                let mut replaces: Vec<String> = heads.iter().map(|(n, _)| n.clone()).collect();
+                replaces.extend(listing.superseded.iter().cloned());
+                publish(repo, &c.head, &replaces)?
+            };
+            (Some(c.snapshot), Some(c.tree), Some(name))
         }
     };
     let summary = match snapshot {
@@ -55,7 +62,8 @@ pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
         snapshot,
         tree,
         summary,
-        replaced,
+        name,
+        superseded: listing.superseded,
     })
 }
 
@@ -63,7 +71,8 @@ pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
 pub struct Combined {
     pub snapshot: SnapshotId,
     pub tree: BlobId,
-    pub head_name: String,
+    /// The head to publish for it, replacing the combined heads.
+    pub head: Head,
 }
 
 /// The newest snapshot that is an ancestor of (or equal to) one of `a` and of `b`: a walk of
@@ -125,7 +134,8 @@ fn common_ancestor(
 /// Combines several heads into one, deterministically: sorted by time, each merged into the
 /// accumulated state on their common ancestor, conflicts kept both ways (the older version under
 /// a conflict name), the result sealed with a content-derived salt. Two endpoints combining the
-/// same heads therefore publish byte-identical heads under one name — they converge.
+/// same heads therefore publish byte-identical heads under one name — they converge. The
+/// snapshot is stored; publishing its head is the caller's.
 pub fn combine_heads(
     repo: &Repository,
     trees: &RepoTrees,
@@ -193,7 +203,6 @@ pub fn combine_heads(
         extra: vec![],
     };
     let snapshot = repo.save_snapshot_deterministic(&snap)?;
-    let names: Vec<String> = heads.iter().map(|(n, _)| n.clone()).collect();
     let head = Head {
         set: set.to_string(),
         snapshot,
@@ -202,10 +211,9 @@ pub fn combine_heads(
         merged: acc_ids,
         extra: vec![],
     };
-    let head_name = publish(repo, &head, &names)?;
     Ok(Combined {
         snapshot,
         tree: acc_tree,
-        head_name,
+        head,
     })
 }

@@ -1,0 +1,284 @@
+//! What `status` reports about a sync set at this endpoint, as a typed value (`Serialize`) that
+//! the CLI renders as text or JSON. Works whether or not the daemon runs: it reads the set's
+//! state, lists the set's heads (one list call) and asks the daemon, if one answers, what it is
+//! doing.
+//!
+//! Owns: the in-sync rule (`format-spec/sync.md`, "In sync"). Must not touch: printing, merge
+//! decisions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::LiveStatus;
+use crate::daemon::control::{Op, request};
+use crate::endpoint::Endpoint;
+use crate::endpoint::state::Unsynced;
+use crate::error::Result;
+use crate::repository::heads::head_names;
+use crate::repository::{Credentials, Repository, now_ns};
+use crate::snapshot::display_path;
+use crate::sync::Role;
+use crate::time::{format_ago, format_rfc3339};
+
+/// How long `status` waits for the daemon's answer.
+const DAEMON_ANSWER: Duration = Duration::from_secs(10);
+
+/// The daemon's answer to `status`: its pid and what each of its workers is doing.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DaemonAnswer {
+    pub pid: u32,
+    pub sets: Vec<LiveStatus>,
+}
+
+/// Asks the daemon of `home`, if one runs and answers.
+pub fn ask_daemon(home: &Path) -> Option<DaemonAnswer> {
+    match request(home, Op::Status { set: None }, DAEMON_ANSWER) {
+        Ok(Some(r)) if r.ok => serde_json::from_value(r.result).ok(),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Counts {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSeen {
+    pub name: String,
+    pub last_seen: String,
+    pub ago: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
+    pub path: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivityLine {
+    pub time: String,
+    pub ago: String,
+    pub action: String,
+    pub path: String,
+    pub size: u64,
+    pub direction: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonView {
+    pub running: bool,
+    pub pid: Option<u32>,
+    /// What the daemon does for this set (`None`: it runs, but not this set).
+    pub live: Option<LiveStatus>,
+}
+
+/// Everything `status NAME` says.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetStatus {
+    pub name: String,
+    /// One line: `in sync`, or the first reason it is not.
+    pub state: String,
+    /// This endpoint has merged the single current head, its folder matches it, nothing is
+    /// parked, failed or waiting (see `reasons` when false).
+    pub in_sync: bool,
+    /// Every reason it is not in sync (empty when it is).
+    pub reasons: Vec<String>,
+    pub folder: String,
+    pub repository: String,
+    pub repository_error: Option<String>,
+    pub endpoint: String,
+    pub role: Role,
+    pub mode: &'static str,
+    pub conflict_policy: &'static str,
+    pub local: Counts,
+    pub shared: Counts,
+    /// Heads the set has now (`None`: the repository could not be listed).
+    pub heads: Option<usize>,
+    pub last_step: Option<String>,
+    pub last_step_ago: Option<String>,
+    pub last_update: Option<String>,
+    pub last_update_ago: Option<String>,
+    pub halt: Option<String>,
+    pub endpoints: Vec<EndpointSeen>,
+    pub conflicts: Vec<Conflict>,
+    /// Paths the last step knowingly left out of sync, with the reason.
+    pub unsynced: Vec<Unsynced>,
+    pub unsynced_total: u64,
+    pub skipped: Vec<Skipped>,
+    pub activity: Vec<ActivityLine>,
+    pub paused: bool,
+    pub daemon: DaemonView,
+}
+
+/// What the repository says now: the set's head names, or why they could not be listed.
+fn list_heads_now(ep: &Endpoint, creds: &Credentials) -> std::result::Result<Vec<String>, String> {
+    Repository::open_url(&ep.cfg.repo, creds)
+        .and_then(|repo| head_names(&repo, &ep.cfg.name))
+        .map_err(|e| e.to_string())
+}
+
+/// The status of set `name` at this endpoint.
+pub fn set_status(
+    home: &Path,
+    name: &str,
+    creds: &Credentials,
+    daemon: Option<&DaemonAnswer>,
+) -> Result<SetStatus> {
+    let ep = Endpoint::open(home, name)?;
+    let meta = ep.state.meta()?;
+    let conflicts = ep.state.conflicts()?;
+    let now = now_ns();
+    let heads = list_heads_now(&ep, creds);
+    let live = daemon.and_then(|d| d.sets.iter().find(|l| l.set == name).cloned());
+    let reasons = not_in_sync(&meta, conflicts.len(), &heads, live.as_ref());
+    let ago = |t: Option<i64>| t.map(|t| format_ago(t, now));
+    Ok(SetStatus {
+        name: name.to_string(),
+        state: reasons.first().cloned().unwrap_or_else(|| "in sync".into()),
+        in_sync: reasons.is_empty(),
+        reasons,
+        folder: ep.cfg.local_path.display().to_string(),
+        repository: ep.cfg.repo.clone(),
+        repository_error: heads.as_ref().err().cloned(),
+        endpoint: ep.cfg.endpoint.clone(),
+        role: ep.cfg.role,
+        mode: ep.cfg.sync_mode.name(),
+        conflict_policy: ep.cfg.conflict_policy.name(),
+        local: Counts {
+            files: meta.local_files,
+            bytes: meta.local_bytes,
+        },
+        shared: Counts {
+            files: meta.remote_files,
+            bytes: meta.remote_bytes,
+        },
+        heads: heads.as_ref().ok().map(Vec::len),
+        last_step: meta.last_step_ns.map(format_rfc3339),
+        last_step_ago: ago(meta.last_step_ns),
+        last_update: meta.last_change_ns.map(format_rfc3339),
+        last_update_ago: ago(meta.last_change_ns),
+        halt: meta.halt.clone(),
+        endpoints: meta
+            .endpoints_seen
+            .iter()
+            .map(|(e, t)| EndpointSeen {
+                name: e.clone(),
+                last_seen: format_rfc3339(*t),
+                ago: format_ago(*t, now),
+            })
+            .collect(),
+        conflicts: conflicts
+            .iter()
+            .map(|(p, c)| Conflict {
+                path: display_path(p),
+                kind: c.kind.clone(),
+            })
+            .collect(),
+        unsynced: meta.unsynced.clone(),
+        unsynced_total: meta.unsynced_total,
+        skipped: ep
+            .state
+            .skipped()?
+            .into_iter()
+            .map(|(p, s)| Skipped {
+                path: display_path(&p),
+                reason: s.reason,
+            })
+            .collect(),
+        activity: ep
+            .state
+            .activity(10)?
+            .into_iter()
+            .map(|a| ActivityLine {
+                time: format_rfc3339(a.time_ns),
+                ago: format_ago(a.time_ns, now),
+                action: a.action,
+                path: a.path,
+                size: a.size,
+                direction: a.direction,
+            })
+            .collect(),
+        paused: meta.paused,
+        daemon: DaemonView {
+            running: daemon.is_some(),
+            pid: daemon.map(|d| d.pid),
+            live,
+        },
+    })
+}
+
+/// The in-sync rule: every reason this endpoint is not in sync with the set, most important
+/// first. In sync means: a step ran and nothing halted or paused it; the repository answers;
+/// the set has exactly one head and it is the one this endpoint's last step merged (or
+/// published); nothing is parked here; the last step left nothing out (failed actions, files
+/// still being written or unreadable); and the daemon, if it runs the set, has no local change
+/// waiting, no head to merge, nothing to retry and no step running.
+fn not_in_sync(
+    meta: &crate::endpoint::state::Meta,
+    conflicts: usize,
+    heads: &std::result::Result<Vec<String>, String>,
+    live: Option<&LiveStatus>,
+) -> Vec<String> {
+    use crate::daemon::WorkerState;
+    let mut why = Vec::new();
+    if let Some(h) = &meta.halt {
+        why.push(format!("halted: {h}"));
+    }
+    if meta.last_step_ns.is_none() {
+        why.push("not synced yet".into());
+    }
+    if meta.paused {
+        why.push("paused".into());
+    }
+    match heads {
+        Err(_) => why.push("repository unreachable".into()),
+        Ok(names) if names.is_empty() && meta.last_step_ns.is_some() => {
+            why.push("the shared state has no head: the next step halts and says why".into())
+        }
+        Ok(names) if names.len() > 1 => why.push(format!(
+            "{} versions of the shared state exist (endpoints published at the same time): the next step merges them",
+            names.len()
+        )),
+        Ok(names) if *names != meta.heads && meta.last_step_ns.is_some() => {
+            why.push("behind: the shared state changed since the last step".into())
+        }
+        Ok(_) => {}
+    }
+    if conflicts > 0 {
+        why.push(format!("{conflicts} conflict(s) parked here"));
+    }
+    if meta.unsynced_total > 0 {
+        why.push(format!(
+            "{} path(s) not in sync after the last step",
+            meta.unsynced_total
+        ));
+    }
+    if let Some(l) = live {
+        match l.state {
+            WorkerState::Syncing => why.push("a step is running".into()),
+            WorkerState::Error => why.push(format!(
+                "the last step failed: {}",
+                l.last_error.as_deref().unwrap_or("unknown error")
+            )),
+            _ => {}
+        }
+        if l.pending_paths > 0 {
+            why.push(format!("{} local change(s) waiting", l.pending_paths));
+        }
+        if l.remote_pending {
+            why.push("a new version of the shared state is waiting".into());
+        }
+    }
+    why
+}
