@@ -107,3 +107,194 @@ fn a_file_appended_to_while_sync_reads_it_is_left_for_the_next_step() {
         "{ls}"
     );
 }
+
+fn halted(o: &std::process::Output) -> String {
+    assert!(
+        !o.status.success(),
+        "expected a halt, the step went through:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map(|rd| rd.count()).unwrap_or(0)
+}
+
+/// Removing the files under `heads/` (or DELETE through `serve --append-only`) made the next
+/// `sync` at an endpoint delete every local file and publish an empty state.
+#[test]
+fn a_missing_head_halts_instead_of_emptying_the_folder() {
+    let w = World::new(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    for i in 0..5 {
+        a.write(&format!("d/f{i}.txt"), "data\n");
+    }
+    a.sync();
+    b.sync();
+    for h in w.heads() {
+        std::fs::remove_file(h).unwrap();
+    }
+    let err = halted(&b.run(&["sync", SET]));
+    assert!(err.contains("no head"), "{err}");
+    assert!(
+        err.contains("force-sync"),
+        "the message says how to go on: {err}"
+    );
+    assert_eq!(files_in(&b.path("d")), 5, "nothing was deleted here");
+    assert!(w.heads().is_empty(), "nothing was published");
+    assert_eq!(b.status()["in_sync"], false);
+    // Publishing this folder again is the way back.
+    b.ok(&["force-sync", SET, "--direction", "up"]);
+    a.sync();
+    assert_eq!(files_in(&a.path("d")), 5);
+}
+
+/// Putting back an older head object made files revert and newer files disappear.
+#[test]
+fn an_older_head_put_back_halts() {
+    let w = World::new(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    a.write("x.txt", "v1\n");
+    a.sync();
+    let old: Vec<(std::path::PathBuf, Vec<u8>)> = w
+        .heads()
+        .into_iter()
+        .map(|h| {
+            let bytes = std::fs::read(&h).unwrap();
+            (h, bytes)
+        })
+        .collect();
+    a.write("x.txt", "v2\n");
+    a.write("new.txt", "newer\n");
+    a.sync();
+    b.sync();
+    // The current head is replaced by the older one.
+    for h in w.heads() {
+        std::fs::remove_file(h).unwrap();
+    }
+    for (h, bytes) in &old {
+        std::fs::write(h, bytes).unwrap();
+    }
+    for ep in [a, b] {
+        let err = halted(&ep.run(&["sync", SET]));
+        assert!(err.contains("does not descend"), "{err}");
+        assert!(err.contains("force-sync"), "{err}");
+        assert_eq!(
+            ep.read("x.txt").as_deref(),
+            Some("v2\n"),
+            "{} reverted",
+            ep.name
+        );
+        assert_eq!(ep.read("new.txt").as_deref(), Some("newer\n"));
+    }
+    a.ok(&["force-sync", SET, "--direction", "up"]);
+    b.sync();
+    assert_eq!(b.read("x.txt").as_deref(), Some("v2\n"));
+}
+
+/// Replacing `data/` (100 files) by a symlink at one endpoint published "1 change", and the
+/// other endpoint's next step deleted all 100 files: the guard counted only deletions
+/// published from the local scan.
+#[test]
+fn a_directory_replaced_by_a_symlink_is_guarded_on_both_sides() {
+    let w = World::new(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    for i in 0..100 {
+        a.write(&format!("data/f{i}.txt"), "x\n");
+    }
+    a.sync();
+    b.sync();
+    std::fs::remove_dir_all(b.path("data")).unwrap();
+    std::os::unix::fs::symlink("/tmp", b.path("data")).unwrap();
+    let err = halted(&b.run(&["sync", SET]));
+    assert!(err.contains("would delete 100"), "{err}");
+    assert!(err.contains("--allow-deletions"), "{err}");
+    assert_eq!(files_in(&a.path("data")), 100);
+    // Confirmed at b: the deletions go out marked as confirmed, and a takes them.
+    b.ok(&["sync", SET, "--allow-deletions"]);
+    a.sync();
+    assert!(a.path("data").is_symlink());
+
+    // Deletions nobody confirmed halt the receiving side too: b's own limits let it publish
+    // (a set may allow more at one endpoint), a's do not.
+    std::fs::remove_file(a.path("data")).unwrap();
+    for i in 0..100 {
+        a.write(&format!("data/f{i}.txt"), "y\n");
+    }
+    a.sync();
+    b.sync();
+    let cfg = b.home.join(format!("sync/{SET}.yml"));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text
+        .replace("max_delete_count: 1000", "max_delete_count: 100000")
+        .replace("max_delete_percent: 50.0", "max_delete_percent: 100.0");
+    assert!(text.contains("max_delete_percent: 100.0"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::remove_dir_all(b.path("data")).unwrap();
+    b.write("data", "a file now\n");
+    b.sync();
+    let err = halted(&a.run(&["sync", SET]));
+    assert!(err.contains("would delete 100"), "{err}");
+    assert!(err.contains("100 in this folder"), "{err}");
+    assert_eq!(files_in(&a.path("data")), 100);
+    a.ok(&["sync", SET, "--allow-deletions"]);
+    assert_eq!(a.read("data").as_deref(), Some("a file now\n"));
+}
+
+/// A directory replaced by a file is a deletion of everything in it, on the publishing side.
+#[test]
+fn a_directory_replaced_by_a_file_is_guarded() {
+    let w = World::new(1);
+    let a = &w.eps[0];
+    for i in 0..30 {
+        a.write(&format!("data/f{i}.txt"), "x\n");
+    }
+    a.sync();
+    std::fs::remove_dir_all(a.path("data")).unwrap();
+    a.write("data", "now a file\n");
+    let err = halted(&a.run(&["sync", SET]));
+    assert!(err.contains("would delete 30"), "{err}");
+}
+
+/// A slow deletion (9 files every 0.5 s, 450 files in 31 s) passed because each step was
+/// judged alone.
+#[test]
+fn slow_mass_deletion_halts_over_the_rolling_window() {
+    let w = World::new(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    for i in 0..300 {
+        a.write(&format!("d/f{i:03}.txt"), "x\n");
+    }
+    a.sync();
+    b.sync();
+    let mut deleted = 0;
+    let mut halt = None;
+    while deleted < 300 {
+        for _ in 0..9 {
+            if deleted < 300 {
+                std::fs::remove_file(a.path(&format!("d/f{deleted:03}.txt"))).unwrap();
+                deleted += 1;
+            }
+        }
+        let o = a.run(&["sync", SET]);
+        if !o.status.success() {
+            halt = Some(String::from_utf8_lossy(&o.stderr).into_owned());
+            break;
+        }
+    }
+    let halt = halt.expect("deleting nearly every file, 9 at a time, must halt");
+    assert!(halt.contains("10 minutes"), "{halt}");
+    assert!(halt.contains("--allow-deletions"), "{halt}");
+    assert!(
+        deleted <= 150 + 9,
+        "halted only after {deleted} of 300 deletions"
+    );
+    b.sync();
+    assert!(
+        files_in(&b.path("d")) >= 150,
+        "the other endpoint keeps at least half: {}",
+        files_in(&b.path("d"))
+    );
+}

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::endpoint::Endpoint;
 use crate::endpoint::config::{SetConfig, write_atomic};
 use crate::error::{Error, Result};
 use crate::repository::Credentials;
@@ -187,14 +188,20 @@ impl Daemon {
             Op::Pause { set } | Op::Resume { set } if !self.workers.contains_key(&set) => Err(
                 Error::invalid(format!("the daemon does not run {set:?}: start it first")),
             ),
-            Op::Pause { set } => {
-                self.workers[&set].send(worker::Msg::Pause);
-                Ok(json!({"paused": set}))
-            }
-            Op::Resume { set } => {
-                self.workers[&set].send(worker::Msg::Resume);
-                Ok(json!({"resumed": set}))
-            }
+            // Recorded before answering, so that `status` right after `pause` says so; the
+            // worker stops stepping when it reads its message (a step in flight finishes).
+            Op::Pause { set } => Endpoint::open(&self.home, &set)
+                .and_then(|ep| ep.state.update_meta(|m| m.paused = true))
+                .map(|()| {
+                    self.workers[&set].send(worker::Msg::Pause);
+                    json!({"paused": set})
+                }),
+            Op::Resume { set } => Endpoint::open(&self.home, &set)
+                .and_then(|ep| ep.state.update_meta(|m| m.paused = false))
+                .map(|()| {
+                    self.workers[&set].send(worker::Msg::Resume);
+                    json!({"resumed": set})
+                }),
             Op::Status { set } => {
                 let sets: Vec<_> = self
                     .workers

@@ -63,6 +63,19 @@ pub struct Meta {
     /// How many such paths there are in all.
     #[serde(default)]
     pub unsynced_total: u64,
+    /// File deletions of recent steps (applied here or published from here), oldest first:
+    /// the deletion guard's rolling window, kept across restarts.
+    #[serde(default)]
+    pub deletions: Vec<Deletions>,
+}
+
+/// The file deletions one step made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Deletions {
+    pub time_ns: i64,
+    pub files: u64,
+    /// Files in the folder or the shared state (the larger) before that step.
+    pub files_before: u64,
 }
 
 /// Unsynced paths kept in the state (the count covers all of them).
@@ -246,22 +259,33 @@ impl State {
 
     /// Updates the meta record alone (halts, errors).
     pub fn update_meta(&self, f: impl FnOnce(&mut Meta)) -> Result<()> {
-        let mut m = self.meta()?;
-        f(&mut m);
+        // Read and written in one write transaction: two updaters never lose each other's
+        // change (a `pause` and a halt, say).
         let txn = self.db.begin_write().map_err(|e| err(&self.path, e))?;
         {
             let mut t = txn.open_table(META).map_err(|e| err(&self.path, e))?;
+            let mut m: Meta = match t.get("state").map_err(|e| err(&self.path, e))? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(|e| err(&self.path, e))?,
+                None => Meta::default(),
+            };
+            f(&mut m);
             t.insert("state", json(&m).as_slice())
                 .map_err(|e| err(&self.path, e))?;
         }
         txn.commit().map_err(|e| err(&self.path, e))
     }
 
-    /// Writes a step's results in one transaction.
-    pub fn commit(&self, c: Commit) -> Result<()> {
+    /// Writes a step's results in one transaction. `paused` is the user's, not the step's: the
+    /// value stored now is kept (a `pause` during the step is not undone).
+    pub fn commit(&self, mut c: Commit) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| err(&self.path, e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| err(&self.path, e))?;
+            let stored: Option<Meta> = meta
+                .get("state")
+                .map_err(|e| err(&self.path, e))?
+                .and_then(|v| serde_json::from_slice(v.value()).ok());
+            c.meta.paused = stored.is_some_and(|m| m.paused);
             meta.insert("state", json(&c.meta).as_slice())
                 .map_err(|e| err(&self.path, e))?;
             let mut conflicts = txn.open_table(CONFLICTS).map_err(|e| err(&self.path, e))?;

@@ -148,8 +148,11 @@ fn run(mut cx: Cx) -> Result<StepReport> {
     repo.load_index()?;
     let scanned = scan::scan(&mut cx)?;
     let remote = remote::read(&mut cx)?;
+    if let Some(why) = guard::history(&cx, &remote)? {
+        return cx.halt(why);
+    }
     let plan = plan::plan(&mut cx, &scanned, &remote)?;
-    if let Some(why) = guard::check(&cx, &scanned, &plan)? {
+    if let Some(why) = guard::check(&cx, &scanned, &remote, &plan)? {
         return cx.halt(why);
     }
     cx.report.actions = plan.out.actions.clone();

@@ -115,6 +115,12 @@ pub(super) fn publish(
         endpoint: cfg.endpoint.clone(),
         time_ns: cx.now,
         merged: remote.snapshot.into_iter().collect(),
+        conflicts: vec![],
+        confirmed_deletions: if cx.opts.allow_deletions || cx.opts.force.is_some() {
+            cx.report.publish_deletes
+        } else {
+            0
+        },
         extra: vec![],
     };
     let replaces: Vec<String> = remote

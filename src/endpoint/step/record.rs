@@ -8,10 +8,11 @@ use super::execute::Done;
 use super::plan::Plan;
 use super::publish::Published;
 use super::remote::Remote;
-use super::{Cx, TreeChange, count_delta, human};
+use super::{Cx, TreeChange, count_delta, guard, human};
 use crate::endpoint::audit;
 use crate::endpoint::state::{
-    Activity, Commit, ConflictState, Meta, NodeSummary, SkippedFile, UNSYNCED_KEPT, Unsynced,
+    Activity, Commit, ConflictState, Deletions, Meta, NodeSummary, SkippedFile, UNSYNCED_KEPT,
+    Unsynced,
 };
 use crate::endpoint::trees::node_at;
 use crate::error::Result;
@@ -170,6 +171,25 @@ fn unsynced(cx: &Cx) -> (Vec<Unsynced>, u64) {
     (kept, total)
 }
 
+/// The deletion guard's window after this step: the recent steps' deletions and this one's.
+/// Deletions the user confirmed (`--allow-deletions`, `force-sync`) start it afresh.
+fn deletion_window(cx: &Cx, remote: &Remote, plan: &Plan) -> Vec<Deletions> {
+    if cx.opts.allow_deletions || cx.opts.force.is_some() {
+        return vec![];
+    }
+    let mut window = guard::recent_deletions(cx);
+    let (here, shared) = guard::counted_deletions(cx, remote, plan);
+    let files = here + shared;
+    if files > 0 {
+        window.push(Deletions {
+            time_ns: cx.now,
+            files,
+            files_before: guard::files_before(cx),
+        });
+    }
+    window
+}
+
 /// Endpoints seen in heads, with the time of their last publish.
 fn endpoints_seen(cx: &Cx, remote: &Remote) -> Vec<(String, i64)> {
     let mut endpoints: BTreeMap<String, i64> = cx.meta.endpoints_seen.iter().cloned().collect();
@@ -266,6 +286,7 @@ pub(super) fn record(
     let mut commit = Commit::default();
     conflicts(cx, plan, done, &mut commit)?;
     commit.skipped = Some(skipped(cx, plan));
+    let deletions = deletion_window(cx, remote, plan);
     local_counts(cx, plan, done)?;
     let (unsynced, unsynced_total) = unsynced(cx);
     commit.meta = Meta {
@@ -289,6 +310,7 @@ pub(super) fn record(
         paused: cx.meta.paused,
         unsynced,
         unsynced_total,
+        deletions,
     };
     audit::append(&cx.ep.audit_path(), &audit_lines(cx, plan, done, published))?;
     commit.activity = std::mem::take(&mut cx.activity);

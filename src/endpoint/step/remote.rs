@@ -23,6 +23,8 @@ pub(super) struct Remote {
     pub snapshot: Option<SnapshotId>,
     pub tree: Option<BlobId>,
     pub summary: Option<Summary>,
+    /// That snapshot's parents (where its history goes on).
+    pub parents: Vec<SnapshotId>,
     /// The name of the head of that state (the combined head's, when several were combined).
     pub name: Option<String>,
     /// Superseded heads seen (a publisher stopped before deleting them): this step deletes them.
@@ -33,13 +35,9 @@ pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
     let (repo, set) = (cx.repo, &cx.ep.cfg.name);
     let listing = read_heads(repo, set)?;
     let heads = listing.current;
-    let (snapshot, tree, name) = match heads.len() {
-        0 => (None, None, None),
-        1 => {
-            let (name, h) = &heads[0];
-            let tree = repo.load_snapshot(&h.snapshot)?.tree;
-            (Some(h.snapshot), Some(tree), Some(name.clone()))
-        }
+    let (snapshot, name) = match heads.len() {
+        0 => (None, None),
+        1 => (Some(heads[0].1.snapshot), Some(heads[0].0.clone())),
         n => {
             cx.report.heads_combined = n;
             let c = combine_heads(repo, &cx.trees, set, &heads)?;
@@ -50,18 +48,16 @@ pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
                 replaces.extend(listing.superseded.iter().cloned());
                 publish(repo, &c.head, &replaces)?
             };
-            (Some(c.snapshot), Some(c.tree), Some(name))
+            (Some(c.snapshot), Some(name))
         }
     };
-    let summary = match snapshot {
-        Some(id) => Some(repo.load_snapshot(&id)?.summary),
-        None => None,
-    };
+    let snap = snapshot.map(|id| repo.load_snapshot(&id)).transpose()?;
     Ok(Remote {
         heads,
         snapshot,
-        tree,
-        summary,
+        tree: snap.as_ref().map(|s| s.tree),
+        summary: snap.as_ref().map(|s| s.summary.clone()),
+        parents: snap.map(|s| s.parents).unwrap_or_default(),
         name,
         superseded: listing.superseded,
     })
@@ -209,6 +205,8 @@ pub fn combine_heads(
         endpoint: "merge".into(),
         time_ns: acc_time,
         merged: acc_ids,
+        conflicts: vec![],
+        confirmed_deletions: 0,
         extra: vec![],
     };
     Ok(Combined {
