@@ -115,7 +115,7 @@ pub(super) fn execute(cx: &mut Cx, scanned: &Scanned, plan: &Plan) -> Result<Don
         &cfg.local_path,
         &plan.out.actions,
         cx.opts.stop_after,
-        cfg.case_insensitive,
+        cfg.folding(),
     )?;
     let (mut merged, mut applied) = (plan.out.merged.clone(), plan.out.applied.clone());
     let mut base: Option<Vec<MTree>> = None;
