@@ -298,3 +298,138 @@ fn slow_mass_deletion_halts_over_the_rolling_window() {
         files_in(&b.path("d"))
     );
 }
+
+mod support;
+
+/// B7 of the randomized test: a head replaced between the listing of `heads/` and its read
+/// made the set look empty (no heads), and the step deleted every unchanged file everywhere.
+#[test]
+fn a_head_replaced_between_list_and_read_is_still_a_head() {
+    use prism_sync::backend::{BResult, Backend, DynBackend, Kind, ObjectInfo};
+    use prism_sync::format::head::Head;
+    use prism_sync::id::SnapshotId;
+    use prism_sync::repository::Repository;
+    use prism_sync::repository::heads::{list_heads, publish};
+    use std::sync::Mutex;
+
+    /// Publishes head B (replacing A) right after the reader listed the heads.
+    struct Racy {
+        inner: DynBackend,
+        armed: AtomicBool,
+        other: Mutex<Option<Arc<Repository>>>,
+    }
+    impl Backend for Racy {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn prepare(&self) -> BResult<()> {
+            self.inner.prepare()
+        }
+        fn create(&self, k: Kind, n: &str, d: &[u8]) -> BResult<()> {
+            self.inner.create(k, n, d)
+        }
+        fn read(&self, k: Kind, n: &str) -> BResult<Vec<u8>> {
+            if k == Kind::Head && self.armed.swap(false, Ordering::SeqCst) {
+                let repo = self.other.lock().unwrap().clone().unwrap();
+                publish(
+                    &repo,
+                    &head(2, "ws1", vec![SnapshotId([1; 32])]),
+                    &[n.into()],
+                )
+                .unwrap();
+            }
+            self.inner.read(k, n)
+        }
+        fn read_range(&self, k: Kind, n: &str, o: u64, l: u64) -> BResult<Vec<u8>> {
+            self.inner.read_range(k, n, o, l)
+        }
+        fn list(&self, k: Kind) -> BResult<Vec<ObjectInfo>> {
+            self.inner.list(k)
+        }
+        fn delete(&self, k: Kind, n: &str) -> BResult<()> {
+            self.inner.delete(k, n)
+        }
+    }
+    fn head(b: u8, endpoint: &str, merged: Vec<SnapshotId>) -> Head {
+        Head {
+            set: "s".into(),
+            snapshot: SnapshotId([b; 32]),
+            endpoint: endpoint.into(),
+            time_ns: b as i64,
+            merged,
+            conflicts: vec![],
+            confirmed_deletions: 0,
+            extra: vec![],
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mem = support::memory();
+    let repo = support::init_repo(mem.clone(), tmp.path());
+    publish(&repo, &head(1, "local", vec![]), &[]).unwrap();
+    let racy = Arc::new(Racy {
+        inner: mem,
+        armed: AtomicBool::new(true),
+        other: Mutex::new(Some(Arc::new(repo))),
+    });
+    let reader = Repository::open(racy, &support::creds(tmp.path())).unwrap();
+    let heads = list_heads(&reader, "s").unwrap();
+    assert_eq!(
+        heads.iter().map(|(_, h)| h.snapshot).collect::<Vec<_>>(),
+        vec![SnapshotId([2; 32])],
+        "the set has a head (B) at every moment"
+    );
+}
+
+/// B1 of the randomized test: apply re-checked a file before downloading its new version, not
+/// before renaming it into place; an edit made during the download was overwritten and lost.
+#[test]
+fn an_edit_made_while_a_big_file_downloads_is_never_replaced() {
+    let w = World::new(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    a.write("big.bin", "old\n");
+    a.sync();
+    b.sync();
+    std::fs::write(a.path("big.bin"), common::random_bytes(96 << 20, 7)).unwrap();
+    a.sync();
+    let mut child = b
+        .cmd(&["sync", SET])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The download has started once its temp file is there.
+    let t0 = std::time::Instant::now();
+    let downloading = loop {
+        let temp = std::fs::read_dir(&b.folder).unwrap().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".big.bin.prism-tmp-")
+        });
+        if temp || t0.elapsed() > Duration::from_secs(60) {
+            break temp;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert!(downloading, "the download never started");
+    std::fs::write(b.path("big.bin"), "the user's edit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        b.read("big.bin").as_deref(),
+        Some("the user's edit\n"),
+        "the edit made during the download was replaced\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The next step sees both sides changed: the edit is parked as a conflict, not lost.
+    b.run(&["sync", SET]);
+    let conflicts = b.json(&["conflicts", SET]);
+    assert!(
+        conflicts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["path"] == "big.bin"),
+        "{conflicts}"
+    );
+    assert_eq!(b.read("big.bin").as_deref(), Some("the user's edit\n"));
+}

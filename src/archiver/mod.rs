@@ -680,6 +680,8 @@ impl Walker<'_, '_> {
             ))
         } else if ft.is_file() {
             let stat = stat_entry(&md);
+            // Still being written: modified less than `recent` before the scan started, or
+            // after it started.
             if let Some(recent) = self.opts.defer_recent_ns
                 && stat.mtime_ns > self.shared.now_ns - recent
             {

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::fsx::fold::{self, Folding};
 use crate::fsx::{Dir, EntryKind, WalkError};
 use crate::repository::Repository;
-use crate::restorer::{Target, WriteOptions, write_file};
+use crate::restorer::{Target, WriteOptions, write_file_if};
 use crate::snapshot::tree::file_blobs;
 use crate::snapshot::{Content, Node, NodeKind, display_path};
 use crate::sync::merge::Action;
@@ -287,7 +287,21 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
                             durable: true,
                             owner: false,
                         };
-                        write_file(folder.repo, node, &blobs, at, w, None).map_err(io)?;
+                        // Checked again after the download, right before the rename: an
+                        // edit made while a big file was fetched is never replaced.
+                        let mut changed = None;
+                        let check = || match still(&dir, name, expect.as_ref()) {
+                            Ok(()) => true,
+                            Err(f) => {
+                                changed = Some(f);
+                                false
+                            }
+                        };
+                        let written = write_file_if(folder.repo, node, &blobs, at, w, None, check)
+                            .map_err(io)?;
+                        if written.is_none() {
+                            return Err(changed.unwrap_or(Failure::Changed("modified".into())));
+                        }
                     }
                 }
                 NodeKind::Symlink { target } => {

@@ -54,13 +54,37 @@ pub fn list_heads(repo: &Repository, set: &str) -> Result<Vec<(String, Head)>> {
     Ok(read_heads(repo, set)?.current)
 }
 
+/// Listings taken at most when heads vanish between the list and their read.
+const RELIST_MAX: usize = 8;
+
 /// Lists and reads the set's heads (one list call, one read per head).
+///
+/// A head is deleted only after the head that replaces it exists, so a listed head that is
+/// gone when read means a newer one was published meanwhile: the listing is taken again (up to
+/// [`RELIST_MAX`] times) rather than left without it — which could make a set look empty.
 pub fn read_heads(repo: &Repository, set: &str) -> Result<HeadListing> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match read_listed(repo, set)? {
+            Some(listing) => return Ok(listing),
+            None if tries < RELIST_MAX => continue,
+            None => {
+                return Err(Error::invalid(format!(
+                    "the heads of sync set {set:?} kept changing while they were read ({RELIST_MAX} listings): try again"
+                )));
+            }
+        }
+    }
+}
+
+/// One listing and its reads; `None` if a listed head vanished before it was read.
+fn read_listed(repo: &Repository, set: &str) -> Result<Option<HeadListing>> {
     let mut heads = Vec::new();
     for name in head_names(repo, set)? {
         let bytes = match repo.backend().read(Kind::Head, &name) {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => continue, // deleted by a concurrent publisher
+            Err(e) if e.is_not_found() => return Ok(None), // replaced meanwhile: list again
             Err(e) => return Err(e.into()),
         };
         let what = object_name(Kind::Head, &name);
@@ -86,10 +110,10 @@ pub fn read_heads(repo: &Repository, set: &str) -> Result<HeadListing> {
             .cmp(&b.1.time_ns)
             .then(a.1.snapshot.cmp(&b.1.snapshot))
     });
-    Ok(HeadListing {
+    Ok(Some(HeadListing {
         current,
         superseded: superseded.into_iter().map(|(n, _)| n).collect(),
-    })
+    }))
 }
 
 /// Deletes heads by name (already gone is fine).
