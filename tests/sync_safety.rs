@@ -392,7 +392,7 @@ fn an_edit_made_while_a_big_file_downloads_is_never_replaced() {
     b.sync();
     std::fs::write(a.path("big.bin"), common::random_bytes(96 << 20, 7)).unwrap();
     a.sync();
-    let mut child = b
+    let child = b
         .cmd(&["sync", SET])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
