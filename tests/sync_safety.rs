@@ -433,3 +433,109 @@ fn an_edit_made_while_a_big_file_downloads_is_never_replaced() {
     );
     assert_eq!(b.read("big.bin").as_deref(), Some("the user's edit\n"));
 }
+
+/// A pid no process has (a child that exited and was reaped).
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+/// After `kill -9` of a step writing a big file, `B/data/.d14.bin.prism-tmp-…` (9.7 MB) stayed
+/// forever, directories the other side removed stayed alive because they held temp files, and
+/// both ends said "in sync".
+#[test]
+fn temp_files_of_a_killed_writer_are_removed_and_keep_nothing_alive() {
+    let w = World::new(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    a.write("data/d1.bin", "one\n");
+    a.write("busy/x.txt", "x\n");
+    a.sync();
+    b.sync();
+    // Leftovers of killed writers at b: one with a dead writer's pid, one of an older version
+    // (no pid) not touched for an hour; and one of a writer that is alive (this test).
+    let stale = b.path(&format!(
+        "data/.d14.bin.prism-tmp-{}-0a1b2c3d4e5f",
+        dead_pid()
+    ));
+    std::fs::write(&stale, vec![7u8; 9 << 20]).unwrap();
+    let old = b.path("data/.d15.bin.prism-tmp-0a1b2c3d4e5f");
+    std::fs::write(&old, b"partial").unwrap();
+    common::set_mtime(&old, common::now_secs() - 3600, 0);
+    let live = b.path(&format!(
+        "busy/.y.bin.prism-tmp-{}-0a1b2c3d4e5f",
+        std::process::id()
+    ));
+    std::fs::write(&live, b"being written").unwrap();
+    // The other side removes both directories.
+    std::fs::remove_dir_all(a.path("data")).unwrap();
+    std::fs::remove_dir_all(a.path("busy")).unwrap();
+    a.sync();
+    let o = b.run(&["sync", SET]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "a directory it could not remove is reported (exit 3)"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("busy"));
+    assert!(
+        !stale.exists() && !old.exists(),
+        "stale temp files are removed"
+    );
+    assert!(
+        !b.path("data").exists(),
+        "a directory held only by leftovers goes"
+    );
+    assert!(live.exists(), "a live writer's temp file is left alone");
+    assert!(b.path("busy").exists());
+    let st = b.status();
+    assert_eq!(
+        st["in_sync"], false,
+        "a kept directory is not in sync: {st}"
+    );
+    assert!(
+        st["unsynced"].to_string().contains("busy"),
+        "status names what is blocked: {st}"
+    );
+    // Once the writer is done, the next step removes the directory and all is in sync.
+    std::fs::remove_file(&live).unwrap();
+    b.sync();
+    assert!(!b.path("busy").exists());
+    assert_eq!(b.status()["in_sync"], true, "{}", b.status());
+    a.sync();
+    assert_eq!(a.status()["in_sync"], true, "{}", a.status());
+}
+
+/// File counts were off after a deletion met excluded files: the directory stayed (it holds a
+/// file that does not sync) and the step recorded it with the files it had just deleted.
+#[test]
+fn file_counts_are_right_after_a_deletion_meets_excluded_files() {
+    let w = World::new(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    for f in ["d/1.txt", "d/2.txt", "d/3.txt", "x.txt"] {
+        a.write(f, "data\n");
+    }
+    a.sync();
+    b.sync();
+    b.write("d/.DS_Store", "finder\n");
+    b.sync();
+    std::fs::remove_dir_all(a.path("d")).unwrap();
+    a.sync();
+    b.sync();
+    assert!(
+        b.path("d/.DS_Store").exists(),
+        "an excluded file is never deleted"
+    );
+    assert!(!b.path("d/1.txt").exists());
+    for ep in [a, b] {
+        let st = ep.status();
+        assert_eq!(st["local"]["files"], 2, "{}: {st}", ep.name);
+        assert_eq!(st["shared"]["files"], 2, "{}: {st}", ep.name);
+        assert_eq!(st["in_sync"], true, "{}: {st}", ep.name);
+    }
+    // Nothing moves afterwards: the kept directory is not a change.
+    let r = b.sync();
+    assert!(r["uploads"].as_array().unwrap().is_empty(), "{r}");
+    assert!(r["actions"].as_array().unwrap().is_empty(), "{r}");
+}

@@ -8,8 +8,9 @@ use super::Cx;
 use super::plan::Plan;
 use super::scan::Scanned;
 use crate::endpoint::apply::{Failure, apply};
+use crate::endpoint::leftovers;
 use crate::endpoint::state::Activity;
-use crate::endpoint::trees::{node_at, patch, write_tree};
+use crate::endpoint::trees::{node_at, patch, patch_entry, write_tree};
 use crate::error::Result;
 use crate::format::snapshot::Snapshot;
 use crate::id::BlobId;
@@ -110,6 +111,9 @@ fn activity(now: i64, a: &Action) -> Option<Activity> {
 
 pub(super) fn execute(cx: &mut Cx, scanned: &Scanned, plan: &Plan) -> Result<Done> {
     let (repo, cfg) = (cx.repo, &cx.ep.cfg);
+    // Temp files of killed writers go first: they would keep a removed directory alive.
+    let cleaned = leftovers::clean(&cfg.local_path, &scanned.temp_files, cx.now);
+    cx.report.leftovers_removed = cleaned.removed;
     let results = apply(
         repo,
         &cfg.local_path,
@@ -118,21 +122,51 @@ pub(super) fn execute(cx: &mut Cx, scanned: &Scanned, plan: &Plan) -> Result<Don
         cfg.folding(),
     )?;
     let (mut merged, mut applied) = (plan.out.merged.clone(), plan.out.applied.clone());
-    let mut base: Option<Vec<MTree>> = None;
     let scan_tree = Some(scanned.result.tree);
+    // Directories that stayed hold files that do not sync. They are in the folder, without
+    // what synced (shallowest first, so that a kept parent is there for a kept child). Held by
+    // excluded files, that is how it stays; held by a temp file still being written, the
+    // removal is retried like a failed action.
+    let mut kept: Vec<&[u8]> = plan
+        .out
+        .actions
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| matches!(r, Err(Failure::NotEmpty)))
+        .map(|(a, _)| a.path())
+        .collect();
+    kept.sort_by_key(|p| p.iter().filter(|&&b| b == b'/').count());
+    let mut base: Option<Vec<MTree>> = None;
+    for path in kept {
+        if let Some(node) = node_at(&cx.trees, scan_tree, path)? {
+            patch_entry(
+                &cx.trees,
+                &mut applied,
+                path,
+                Some(MTree::Dir(node, vec![])),
+            )?;
+        }
+        let inside =
+            |t: &&(Vec<u8>, String)| t.0.starts_with(path) && t.0.get(path.len()) == Some(&b'/');
+        if let Some((temp, why)) = cleaned.kept.iter().find(inside) {
+            let base = base.get_or_insert_with(|| merged.clone());
+            patch(
+                &cx.trees,
+                base,
+                path,
+                node_at(&cx.trees, plan.base_tree, path)?,
+            )?;
+            let why = format!(
+                "kept although removed elsewhere: it holds {} ({why}); retried",
+                display_path(temp)
+            );
+            cx.report.failures.push((path.to_vec(), why));
+        }
+    }
     for (a, r) in plan.out.actions.iter().zip(&results) {
         match r {
             Ok(()) => cx.activity.extend(activity(cx.now, a)),
-            Err(Failure::NotEmpty) => {
-                // The directory stays (it holds files that do not sync): the folder has it.
-                let path = a.path();
-                patch(
-                    &cx.trees,
-                    &mut applied,
-                    path,
-                    node_at(&cx.trees, scan_tree, path)?,
-                )?;
-            }
+            Err(Failure::NotEmpty) => {}
             Err(f) => {
                 // Not done: the folder keeps what the scan saw, and the shared change stays
                 // "new" for this endpoint (its base keeps the old state), so the next step

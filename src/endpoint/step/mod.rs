@@ -85,6 +85,8 @@ pub struct StepReport {
     pub deferred: Vec<Vec<u8>>,
     pub publish_deletes: u64,
     pub local_deletes: u64,
+    /// Stale temp files of killed writers this step removed.
+    pub leftovers_removed: Vec<Vec<u8>>,
 }
 
 impl StepReport {

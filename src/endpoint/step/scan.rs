@@ -3,11 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::fs::Metadata;
-use std::sync::Arc;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
 
 use super::{Cx, human};
 use crate::archiver::{ArchiveOptions, ArchiveResult, Filter, Reuse, ScanFilter, Source, archive};
 use crate::endpoint::config::{RulesFile, build_rules};
+use crate::endpoint::leftovers;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::sync::Force;
@@ -19,7 +21,12 @@ pub(super) struct Scanned {
     /// Paths whose state here is unknown this step (unreadable, oversized, still being
     /// written): the merge leaves them as they were on both sides.
     pub untracked: BTreeSet<Vec<u8>>,
+    /// Temp files of sync or restore the scan came across (never tracked), with their mtime.
+    pub temp_files: Vec<(Vec<u8>, i64)>,
 }
+
+/// Temp files a scan saw, collected by its filter.
+type TempFiles = Arc<Mutex<Vec<(Vec<u8>, i64)>>>;
 
 /// A vanished folder halts the step (it is never read as "everything was deleted"), unless
 /// `force-sync --direction down` is to recreate it.
@@ -39,9 +46,16 @@ pub(super) fn folder_missing(cx: &Cx) -> Result<Option<String>> {
     )))
 }
 
-/// Excluded paths are not read; files over a size limit are skipped with a reason.
-fn filter(rules: Arc<Rules>) -> ScanFilter {
+/// Excluded paths are not read; files over a size limit are skipped with a reason; temp files
+/// are noted (for `leftovers`) and never read.
+fn filter(rules: Arc<Rules>, temps: TempFiles) -> ScanFilter {
     Arc::new(move |rel: &[u8], md: &Metadata| {
+        let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+        if !md.is_dir() && leftovers::is_temp_name(name) {
+            let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+            temps.lock().expect("temp list").push((rel.to_vec(), mtime));
+            return Filter::Exclude;
+        }
         if rules.excluded(rel, md.is_dir()) {
             return Filter::Exclude;
         }
@@ -76,10 +90,11 @@ pub(super) fn scan(cx: &mut Cx) -> Result<Scanned> {
         }),
         _ => None, // no previous tree, or the rules file changed: scan everything
     };
+    let temps = TempFiles::default();
     let opts = ArchiveOptions {
         file_cache: Some(cx.ep.cache_path()),
         normalize: true,
-        filter: Some(filter(rules.clone())),
+        filter: Some(filter(rules.clone(), temps.clone())),
         progress: cx.opts.progress.clone().unwrap_or_default(),
         reuse,
         defer_recent_ns: cx.opts.defer_recent.map(|d| d.as_nanos() as i64),
@@ -106,9 +121,11 @@ pub(super) fn scan(cx: &mut Cx) -> Result<Scanned> {
     let s = &result.summary;
     report.local_files = s.files_new + s.files_changed + s.files_unchanged;
     report.local_bytes = s.total_bytes;
+    let temp_files = std::mem::take(&mut *temps.lock().expect("temp list"));
     Ok(Scanned {
         result,
         rules,
         untracked,
+        temp_files,
     })
 }
