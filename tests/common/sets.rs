@@ -151,19 +151,26 @@ impl World {
         laptop.ok(&["sync", SET]);
         for ep in w.eps.iter().skip(1) {
             let v = laptop.json(&["add-instance", SET, &ep.name]);
+            // `prism-sync join NAME DIR --repo URL [flags…]`: keep the flags after the folder,
+            // with the workspace's own key file (add-instance made it).
             let join = v["join"].as_str().unwrap().to_string();
-            let mut words = join.split_whitespace();
-            let key = words
-                .next()
-                .unwrap()
-                .trim_start_matches("PRISM_SYNC_KEY=")
-                .to_string();
-            // `prism-sync join NAME DIR --repo URL [flags…]`: keep the flags after the folder.
-            let flags: Vec<&str> = words.skip(6).collect();
+            let key_file = v["key_file"].as_str().unwrap().to_string();
+            let words: Vec<&str> = join.split_whitespace().collect();
+            let start = words.iter().position(|w| *w == "join").unwrap() + 5;
+            let mut flags: Vec<&str> = Vec::new();
+            let mut rest = words[start..].iter();
+            while let Some(w) = rest.next() {
+                if *w == "--key-file" {
+                    rest.next();
+                    continue;
+                }
+                flags.push(w);
+            }
             let folder = ep.folder.to_str().unwrap();
             let mut args = vec!["join", SET, folder, "--repo", w.repo.to_str().unwrap()];
             args.extend(flags);
-            let o = ep.cmd(&args).env("PRISM_SYNC_KEY", key).output().unwrap();
+            args.extend(["--key-file", &key_file]);
+            let o = ep.cmd(&args).output().unwrap();
             assert!(
                 o.status.success(),
                 "join {}: {}",
