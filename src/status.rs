@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::daemon::LiveStatus;
 use crate::daemon::control::{Op, request};
 use crate::endpoint::Endpoint;
-use crate::endpoint::state::Unsynced;
+use crate::endpoint::state::{SharedConflictView, Unsynced};
 use crate::error::Result;
-use crate::repository::heads::head_names;
+use crate::repository::heads::read_heads;
 use crate::repository::{Credentials, Repository, now_ns};
 use crate::snapshot::display_path;
 use crate::sync::Role;
@@ -53,10 +53,17 @@ pub struct EndpointSeen {
     pub ago: String,
 }
 
+/// A conflict in the set, parked here or elsewhere.
 #[derive(Debug, Clone, Serialize)]
 pub struct Conflict {
     pub path: String,
+    /// Here: `modified_both`, …; elsewhere: `parked`, or `not_adopted` (found when concurrent
+    /// heads were combined; that endpoint's next step meets it).
     pub kind: String,
+    /// The endpoint it is parked at (this one for those parked here).
+    pub endpoint: String,
+    pub here: bool,
+    pub since: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,11 +128,79 @@ pub struct SetStatus {
     pub daemon: DaemonView,
 }
 
-/// What the repository says now: the set's head names, or why they could not be listed.
-fn list_heads_now(ep: &Endpoint, creds: &Credentials) -> std::result::Result<Vec<String>, String> {
-    Repository::open_url(&ep.cfg.repo, creds)
-        .and_then(|repo| head_names(&repo, &ep.cfg.name))
-        .map_err(|e| e.to_string())
+/// What the repository says now about the set.
+struct HeadsNow {
+    /// Every head name listed (current and superseded), sorted.
+    names: Vec<String>,
+    /// The conflicts the current heads carry.
+    conflicts: Vec<SharedConflictView>,
+}
+
+/// The set's heads as they are now (one list call, one read per head), or why they could not
+/// be read.
+fn heads_now(ep: &Endpoint, creds: &Credentials) -> std::result::Result<HeadsNow, String> {
+    let repo = Repository::open_url(&ep.cfg.repo, creds).map_err(|e| e.to_string())?;
+    let listing = read_heads(&repo, &ep.cfg.name).map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = listing.current.iter().map(|(n, _)| n.clone()).collect();
+    names.extend(listing.superseded);
+    names.sort();
+    let mut conflicts: Vec<SharedConflictView> = Vec::new();
+    for (_, h) in &listing.current {
+        for c in &h.conflicts {
+            let v = SharedConflictView::of(c);
+            if !conflicts
+                .iter()
+                .any(|o| o.path == v.path && o.endpoint == v.endpoint)
+            {
+                conflicts.push(v);
+            }
+        }
+    }
+    Ok(HeadsNow { names, conflicts })
+}
+
+/// Every conflict of the set as seen from this endpoint: those parked here (from its state),
+/// then those parked elsewhere — from the current heads when the repository answers, else as
+/// of the last step.
+pub fn set_conflicts(ep: &Endpoint, creds: &Credentials) -> Result<Vec<Conflict>> {
+    let heads = heads_now(ep, creds);
+    all_conflicts(ep, &heads)
+}
+
+fn all_conflicts(
+    ep: &Endpoint,
+    heads: &std::result::Result<HeadsNow, String>,
+) -> Result<Vec<Conflict>> {
+    let me = &ep.cfg.endpoint;
+    let mut out: Vec<Conflict> = ep
+        .state
+        .conflicts()?
+        .into_iter()
+        .map(|(p, c)| Conflict {
+            path: display_path(&p),
+            kind: c.kind,
+            endpoint: me.clone(),
+            here: true,
+            since: format_rfc3339(c.detected_ns),
+        })
+        .collect();
+    let shared = match heads {
+        Ok(h) => h.conflicts.clone(),
+        Err(_) => ep.state.meta()?.shared_conflicts,
+    };
+    out.extend(
+        shared
+            .into_iter()
+            .filter(|c| c.endpoint != *me)
+            .map(|c| Conflict {
+                path: c.path,
+                kind: c.state,
+                endpoint: c.endpoint,
+                here: false,
+                since: format_rfc3339(c.since_ns),
+            }),
+    );
+    Ok(out)
 }
 
 /// The status of set `name` at this endpoint.
@@ -137,11 +212,15 @@ pub fn set_status(
 ) -> Result<SetStatus> {
     let ep = Endpoint::open(home, name)?;
     let meta = ep.state.meta()?;
-    let conflicts = ep.state.conflicts()?;
     let now = now_ns();
-    let heads = list_heads_now(&ep, creds);
+    let heads = heads_now(&ep, creds);
+    let conflicts = all_conflicts(&ep, &heads)?;
+    let names = heads
+        .as_ref()
+        .map(|h| h.names.clone())
+        .map_err(|e| e.clone());
     let live = daemon.and_then(|d| d.sets.iter().find(|l| l.set == name).cloned());
-    let reasons = not_in_sync(&meta, conflicts.len(), &heads, live.as_ref());
+    let reasons = not_in_sync(&meta, &conflicts, &names, live.as_ref());
     let ago = |t: Option<i64>| t.map(|t| format_ago(t, now));
     Ok(SetStatus {
         name: name.to_string(),
@@ -150,7 +229,7 @@ pub fn set_status(
         reasons,
         folder: ep.cfg.local_path.display().to_string(),
         repository: ep.cfg.repo.clone(),
-        repository_error: heads.as_ref().err().cloned(),
+        repository_error: names.as_ref().err().cloned(),
         endpoint: ep.cfg.endpoint.clone(),
         role: ep.cfg.role,
         mode: ep.cfg.sync_mode.name(),
@@ -163,7 +242,7 @@ pub fn set_status(
             files: meta.remote_files,
             bytes: meta.remote_bytes,
         },
-        heads: heads.as_ref().ok().map(Vec::len),
+        heads: names.as_ref().ok().map(Vec::len),
         last_step: meta.last_step_ns.map(format_rfc3339),
         last_step_ago: ago(meta.last_step_ns),
         last_update: meta.last_change_ns.map(format_rfc3339),
@@ -178,13 +257,7 @@ pub fn set_status(
                 ago: format_ago(*t, now),
             })
             .collect(),
-        conflicts: conflicts
-            .iter()
-            .map(|(p, c)| Conflict {
-                path: display_path(p),
-                kind: c.kind.clone(),
-            })
-            .collect(),
+        conflicts,
         unsynced: meta.unsynced.clone(),
         unsynced_total: meta.unsynced_total,
         skipped: ep
@@ -221,12 +294,12 @@ pub fn set_status(
 /// The in-sync rule: every reason this endpoint is not in sync with the set, most important
 /// first. In sync means: a step ran and nothing halted or paused it; the repository answers;
 /// the set has exactly one head and it is the one this endpoint's last step merged (or
-/// published); nothing is parked here; the last step left nothing out (failed actions, files
-/// still being written or unreadable); and the daemon, if it runs the set, has no local change
+/// published); no conflict is parked, here or at another endpoint; the last step left nothing
+/// out (failed actions, files still being written or unreadable); and the daemon, if it runs the set, has no local change
 /// waiting, no head to merge, nothing to retry and no step running.
 fn not_in_sync(
     meta: &crate::endpoint::state::Meta,
-    conflicts: usize,
+    conflicts: &[Conflict],
     heads: &std::result::Result<Vec<String>, String>,
     live: Option<&LiveStatus>,
 ) -> Vec<String> {
@@ -255,8 +328,23 @@ fn not_in_sync(
         }
         Ok(_) => {}
     }
-    if conflicts > 0 {
-        why.push(format!("{conflicts} conflict(s) parked here"));
+    let here = conflicts.iter().filter(|c| c.here).count();
+    if here > 0 {
+        why.push(format!("{here} conflict(s) parked here"));
+    }
+    let mut elsewhere: Vec<&str> = conflicts
+        .iter()
+        .filter(|c| !c.here)
+        .map(|c| c.endpoint.as_str())
+        .collect();
+    if !elsewhere.is_empty() {
+        let n = elsewhere.len();
+        elsewhere.sort();
+        elsewhere.dedup();
+        why.push(format!(
+            "{n} conflict(s) parked at {}",
+            elsewhere.join(", ")
+        ));
     }
     if meta.unsynced_total > 0 {
         why.push(format!(

@@ -82,3 +82,80 @@ fn concurrent_publishes_converge_promptly_and_status_never_claims_sync_with_two_
         );
     }
 }
+
+/// Conflict copies (`name.conflict-…`) in a folder.
+fn conflict_copies(ep: &Ep) -> Vec<String> {
+    std::fs::read_dir(&ep.folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".conflict-"))
+        .collect()
+}
+
+fn conflict_paths(s: &serde_json::Value) -> Vec<String> {
+    s["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// With the same file edited on both sides at the same moment under `user_prompt`, both sides
+/// said "no conflicts" for up to 10 minutes, then combining the two heads settled it as
+/// keep-both; and a conflict parked at one endpoint was invisible at the other.
+#[test]
+fn the_same_file_edited_at_once_is_parked_promptly_and_seen_everywhere() {
+    let w = World::with(2, &[], |laptop| {
+        laptop.write("notes.txt", "v1\n");
+    });
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    start(a);
+    start(b);
+    wait_for("both sides in sync at first", CONVERGE, || {
+        a.status()["in_sync"] == true && b.status()["in_sync"] == true
+    });
+    std::thread::scope(|s| {
+        s.spawn(|| a.write("notes.txt", "from a\n"));
+        s.spawn(|| b.write("notes.txt", "from b\n"));
+    });
+    wait_for("the conflict to be reported at both ends", CONVERGE, || {
+        [a, b]
+            .iter()
+            .all(|e| conflict_paths(&e.status()) == vec!["notes.txt".to_string()])
+    });
+    // Parked, not settled: each side keeps its own version, no copy appears, and that lasts.
+    std::thread::sleep(Duration::from_secs(2));
+    for (e, mine) in [(a, "from a\n"), (b, "from b\n")] {
+        assert_eq!(e.read("notes.txt").as_deref(), Some(mine), "{}", e.name);
+        assert!(
+            conflict_copies(e).is_empty(),
+            "{}: {:?}",
+            e.name,
+            conflict_copies(e)
+        );
+        let s = status_is_honest(e);
+        assert_eq!(s["in_sync"], false, "{}: {s}", e.name);
+        assert_eq!(conflict_paths(&s), vec!["notes.txt".to_string()], "{s}");
+    }
+    // It is resolved where it is parked, and then nothing is in conflict anywhere.
+    let parked_at = a.status()["conflicts"][0]["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (here, there) = if parked_at == a.name { (a, b) } else { (b, a) };
+    let o = there.run(&["resolve", SET, "notes.txt", "--keep", "local"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains(&parked_at),
+        "resolving where it is not parked says where it is"
+    );
+    here.ok(&["resolve", SET, "notes.txt", "--keep", "local"]);
+    let kept = here.read("notes.txt").unwrap();
+    wait_for("both sides to agree and be in sync", CONVERGE, || {
+        there.read("notes.txt").as_deref() == Some(kept.as_str())
+            && status_is_honest(a)["in_sync"] == true
+            && status_is_honest(b)["in_sync"] == true
+    });
+    assert!(conflict_paths(&a.status()).is_empty() && conflict_paths(&b.status()).is_empty());
+}

@@ -535,32 +535,56 @@ fn summary_text(s: &Option<crate::endpoint::state::NodeSummary>) -> String {
 pub fn conflicts(ctx: &Ctx, name: &str) -> Result<Outcome> {
     let ep = Endpoint::open(&ctx.home, name)?;
     let list = ep.state.conflicts()?;
+    let all = crate::status::set_conflicts(&ep, &ctx.credentials()?)?;
+    let elsewhere: Vec<_> = all.iter().filter(|c| !c.here).collect();
     if ctx.out.json {
-        ctx.out.json(&Value::Array(
-            list.iter()
-                .map(|(p, c)| json!({"path": display_path(p), "kind": c.kind, "local": c.local, "remote": c.remote, "detected": format_rfc3339(c.detected_ns), "resolution": c.resolution.map(|r| r.name())}))
-                .collect(),
-        ));
+        let mut v: Vec<Value> = list
+            .iter()
+            .map(|(p, c)| json!({"path": display_path(p), "kind": c.kind, "endpoint": ep.cfg.endpoint, "here": true, "local": c.local, "remote": c.remote, "detected": format_rfc3339(c.detected_ns), "resolution": c.resolution.map(|r| r.name())}))
+            .collect();
+        v.extend(elsewhere.iter().map(|c| json!({"path": c.path, "kind": c.kind, "endpoint": c.endpoint, "here": false, "detected": c.since})));
+        ctx.out.json(&Value::Array(v));
         return Ok(Outcome::ok());
     }
-    if list.is_empty() {
+    if list.is_empty() && elsewhere.is_empty() {
         ctx.out.line(format!("✅ {name}: no conflicts"));
         return Ok(Outcome::ok());
     }
-    ctx.out.line(format!(
-        "⚠️  {name}: {} path(s) in conflict (each side keeps its own version until resolved)",
-        list.len()
-    ));
-    for (p, c) in &list {
-        ctx.out
-            .line(format!("   {}  ({})", display_path(p), c.kind));
-        ctx.out.kv("     Here", summary_text(&c.local));
-        ctx.out.kv("     Shared", summary_text(&c.remote));
-        ctx.out.kv("     Since", format_local(c.detected_ns));
+    if !list.is_empty() {
+        ctx.out.line(format!(
+            "⚠️  {name}: {} path(s) in conflict here (each side keeps its own version until resolved)",
+            list.len()
+        ));
+        for (p, c) in &list {
+            ctx.out
+                .line(format!("   {}  ({})", display_path(p), c.kind));
+            ctx.out.kv("     Here", summary_text(&c.local));
+            ctx.out.kv("     Shared", summary_text(&c.remote));
+            ctx.out.kv("     Since", format_local(c.detected_ns));
+        }
+        ctx.out.line(format!(
+            "💡 prism-sync resolve {name} PATH --keep local|remote|both   (or --all)"
+        ));
     }
-    ctx.out.line(format!(
-        "💡 prism-sync resolve {name} PATH --keep local|remote|both   (or --all)"
-    ));
+    if !elsewhere.is_empty() {
+        ctx.out.line(format!(
+            "⚠️  {name}: {} path(s) in conflict at other endpoints",
+            elsewhere.len()
+        ));
+        for c in &elsewhere {
+            let what = if c.kind == "parked" {
+                "parked"
+            } else {
+                "not adopted yet"
+            };
+            ctx.out.line(format!(
+                "   {}  ({what} at {}, since {})",
+                c.path, c.endpoint, c.since
+            ));
+        }
+        ctx.out
+            .line("💡 Resolve them at the endpoint that parked them (prism-sync resolve there)");
+    }
     Ok(Outcome::ok())
 }
 
@@ -587,9 +611,19 @@ pub fn resolve(
         (Some(p), false) => {
             let p: Vec<u8> = crate::snapshot::components(p.as_bytes()).join(&b'/');
             if !list.iter().any(|(q, _)| *q == p) {
+                let shown = display_path(&p);
+                let elsewhere = crate::status::set_conflicts(&ep, &ctx.credentials()?)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|c| !c.here && c.path == shown);
+                if let Some(c) = elsewhere {
+                    bail!(Error::invalid(format!(
+                        "{shown} is in conflict at {}, not here: resolve it there (`prism-sync resolve {name} {shown} --keep …` on {})",
+                        c.endpoint, c.endpoint
+                    )));
+                }
                 bail!(Error::invalid(format!(
-                    "{} is not in conflict: see `prism-sync conflicts {name}`",
-                    display_path(&p)
+                    "{shown} is not in conflict: see `prism-sync conflicts {name}`"
                 )));
             }
             vec![p]

@@ -67,6 +67,38 @@ pub struct Meta {
     /// the deletion guard's rolling window, kept across restarts.
     #[serde(default)]
     pub deletions: Vec<Deletions>,
+    /// The set's conflicts as of the last step (every endpoint's), for `status` and `conflicts`
+    /// when the repository cannot be reached.
+    #[serde(default)]
+    pub shared_conflicts: Vec<SharedConflictView>,
+}
+
+/// A conflict somewhere in the set (carried in the head), as this endpoint keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SharedConflictView {
+    pub path: String,
+    /// The endpoint it is parked at, or whose version was not adopted.
+    pub endpoint: String,
+    /// `parked`, or `not_adopted` (found when concurrent heads were combined; that endpoint's
+    /// next step meets it).
+    pub state: String,
+    pub since_ns: i64,
+}
+
+impl SharedConflictView {
+    pub fn of(c: &crate::format::head::SharedConflict) -> SharedConflictView {
+        use crate::format::head::ConflictState;
+        SharedConflictView {
+            path: crate::snapshot::display_path(&c.path),
+            endpoint: c.endpoint.clone(),
+            state: match c.state {
+                ConflictState::Parked => "parked",
+                ConflictState::Unadopted => "not_adopted",
+            }
+            .into(),
+            since_ns: c.time_ns,
+        }
+    }
 }
 
 /// The file deletions one step made.

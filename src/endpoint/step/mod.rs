@@ -6,14 +6,17 @@
 //! 3. [`plan`]: the three-way merge → merged tree, folder plan, conflicts;
 //! 4. [`guard`]: halts before anything is touched (vanished or emptied folder, deletions);
 //! 5. [`execute`]: saves local versions that may be in no snapshot, applies the plan, and
-//!    turns what did not happen into the trees to record;
-//! 6. [`publish`]: stores the merged state as a snapshot and a head if it changed;
+//!    turns what did not happen into the trees to record; [`conflicts`] settles what is
+//!    parked here and the set's conflict list;
+//! 6. [`publish`]: stores the merged state as a snapshot and a head if it (or the set's
+//!    conflict list) changed;
 //! 7. [`record`]: the audit lines, then one redb transaction with the new base.
 //!
 //! Crash ordering, phase by phase: nothing touches the folder before the guards pass; a local
 //! version is saved before it is overwritten; trees, then snapshot, then head; the audit log,
 //! then the state. A crash anywhere before the state commit makes the next step redo the work.
 
+mod conflicts;
 mod execute;
 mod guard;
 mod plan;
@@ -166,8 +169,9 @@ fn run(mut cx: Cx) -> Result<StepReport> {
     }
     execute::save_unsaved_versions(&cx, &scanned, &plan)?;
     let done = execute::execute(&mut cx, &scanned, &plan)?;
-    let published = publish::publish(&mut cx, &scanned, &remote, &done)?;
-    record::record(&mut cx, &remote, &plan, &done, &published)?;
+    let settled = conflicts::settle(&mut cx, &remote, &plan, &done)?;
+    let published = publish::publish(&mut cx, &scanned, &remote, &done, &settled)?;
+    record::record(&mut cx, &remote, &plan, &done, &settled, &published)?;
     session.end()?;
     let _ = scanned.result.save_cache();
     Ok(cx.report)

@@ -4,6 +4,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 
+use super::conflicts::Settled;
 use super::execute::Done;
 use super::remote::Remote;
 use super::scan::Scanned;
@@ -52,6 +53,7 @@ pub(super) fn publish(
     scanned: &Scanned,
     remote: &Remote,
     done: &Done,
+    settled: &Settled,
 ) -> Result<Published> {
     let (mut remote_files, mut remote_bytes) = match &remote.summary {
         Some(s) => (
@@ -60,7 +62,7 @@ pub(super) fn publish(
         ),
         None => (0, 0),
     };
-    if remote.tree == Some(done.merged_tree) {
+    if remote.tree == Some(done.merged_tree) && remote.conflicts == settled.shared {
         delete_heads(cx.repo, &remote.superseded)?;
         return Ok(Published {
             snapshot: None,
@@ -115,7 +117,7 @@ pub(super) fn publish(
         endpoint: cfg.endpoint.clone(),
         time_ns: cx.now,
         merged: remote.snapshot.into_iter().collect(),
-        conflicts: vec![],
+        conflicts: settled.shared.clone(),
         confirmed_deletions: if cx.opts.allow_deletions || cx.opts.force.is_some() {
             cx.report.publish_deletes
         } else {

@@ -2,89 +2,20 @@
 //! then one redb transaction with the new base, folder tree, conflicts, activity and skipped
 //! list. A crash before the transaction repeats an audit line, never loses one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 
+use super::conflicts::Settled;
 use super::execute::Done;
 use super::plan::Plan;
 use super::publish::Published;
 use super::remote::Remote;
 use super::{Cx, TreeChange, count_delta, guard, human};
 use crate::endpoint::audit;
-use crate::endpoint::state::{
-    Activity, Commit, ConflictState, Deletions, Meta, NodeSummary, SkippedFile, UNSYNCED_KEPT,
-    Unsynced,
-};
-use crate::endpoint::trees::node_at;
+use crate::endpoint::state::{Commit, Deletions, Meta, SkippedFile, UNSYNCED_KEPT, Unsynced};
 use crate::error::Result;
 use crate::snapshot::diff::{Change, diff_trees};
-use crate::snapshot::{Node, display_path};
-use crate::sync::merge::{Action, Outcome};
-
-fn summary_of(n: Option<&Node>) -> Option<NodeSummary> {
-    n.map(|n| NodeSummary {
-        kind: n.type_name().into(),
-        size: n.size(),
-        mtime_ns: n.mtime_ns,
-    })
-}
-
-/// Parked conflicts to store, settled ones to forget, and an activity line per conflict the
-/// step settled by policy.
-fn conflicts(cx: &mut Cx, plan: &Plan, done: &Done, commit: &mut Commit) -> Result<()> {
-    let known: HashMap<&Vec<u8>, &ConflictState> =
-        plan.stored.iter().map(|(p, c)| (p, c)).collect();
-    for c in &cx.report.conflicts {
-        let action = match &c.outcome {
-            Outcome::Parked => {
-                commit.conflicts_set.push((
-                    c.path.clone(),
-                    ConflictState {
-                        kind: c.kind.name().into(),
-                        local: summary_of(c.local.as_ref()),
-                        remote: summary_of(c.remote.as_ref()),
-                        detected_ns: known.get(&c.path).map(|k| k.detected_ns).unwrap_or(cx.now),
-                        resolution: None,
-                    },
-                ));
-                continue;
-            }
-            Outcome::KeptLocal => "conflict-kept-local",
-            Outcome::KeptRemote => "conflict-kept-remote",
-            Outcome::KeptBoth { .. } => "conflict-kept-both",
-            Outcome::ChangeKept => "change-beat-delete",
-        };
-        let size = c.local.as_ref().or(c.remote.as_ref()).map(|n| n.size());
-        cx.activity.push(Activity {
-            time_ns: cx.now,
-            action: action.into(),
-            path: display_path(&c.path),
-            size: size.unwrap_or(0),
-            direction: "none".into(),
-        });
-    }
-    // Parked conflicts stay until the merge reports them resolved (an unchanged parked path is
-    // skipped by the merge without being mentioned).
-    let parked_now: BTreeSet<&Vec<u8>> = commit.conflicts_set.iter().map(|(p, _)| p).collect();
-    let mut remove: Vec<Vec<u8>> = cx
-        .report
-        .resolved
-        .iter()
-        .filter(|p| !parked_now.contains(p))
-        .cloned()
-        .collect();
-    // A parked path that exists neither here nor in the shared state any more (a parent was
-    // resolved or replaced as a whole) has nothing left to decide.
-    for (p, _) in &plan.stored {
-        if !parked_now.contains(p)
-            && node_at(&cx.trees, Some(done.applied_tree), p)?.is_none()
-            && node_at(&cx.trees, Some(done.merged_tree), p)?.is_none()
-        {
-            remove.push(p.clone());
-        }
-    }
-    commit.conflicts_remove = remove;
-    Ok(())
-}
+use crate::snapshot::display_path;
+use crate::sync::merge::Action;
 
 /// The skipped list: files the scan skipped, and shared files over this endpoint's limit.
 fn skipped(cx: &mut Cx, plan: &Plan) -> Vec<(Vec<u8>, SkippedFile)> {
@@ -281,10 +212,14 @@ pub(super) fn record(
     remote: &Remote,
     plan: &Plan,
     done: &Done,
+    settled: &Settled,
     published: &Published,
 ) -> Result<()> {
-    let mut commit = Commit::default();
-    conflicts(cx, plan, done, &mut commit)?;
+    let mut commit = Commit {
+        conflicts_set: settled.set.clone(),
+        conflicts_remove: settled.remove.clone(),
+        ..Default::default()
+    };
     commit.skipped = Some(skipped(cx, plan));
     let deletions = deletion_window(cx, remote, plan);
     local_counts(cx, plan, done)?;
@@ -311,6 +246,7 @@ pub(super) fn record(
         unsynced,
         unsynced_total,
         deletions,
+        shared_conflicts: settled.shared_view(),
     };
     audit::append(&cx.ep.audit_path(), &audit_lines(cx, plan, done, published))?;
     commit.activity = std::mem::take(&mut cx.activity);

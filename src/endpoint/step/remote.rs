@@ -4,14 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use super::Cx;
-use crate::endpoint::trees::{RepoTrees, write_tree};
+use crate::endpoint::trees::{RepoTrees, node_at, write_tree};
 use crate::error::{Error, Result};
-use crate::format::head::Head;
+use crate::format::head::{ConflictState, Head, SharedConflict};
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::id::{BlobId, SnapshotId};
 use crate::repository::heads::{head_name, publish, read_heads};
 use crate::repository::{Packer, Repository};
-use crate::sync::merge::{Input, merge};
+use crate::sync::merge::{Input, Outcome, merge, same_content};
 use crate::sync::rules::Rules;
 use crate::sync::{Policy, Role};
 
@@ -29,15 +29,21 @@ pub(super) struct Remote {
     pub name: Option<String>,
     /// Superseded heads seen (a publisher stopped before deleting them): this step deletes them.
     pub superseded: Vec<String>,
+    /// Conflicts in the set, as the head (or the combination) carries them.
+    pub conflicts: Vec<SharedConflict>,
 }
 
 pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
     let (repo, set) = (cx.repo, &cx.ep.cfg.name);
     let listing = read_heads(repo, set)?;
     let heads = listing.current;
-    let (snapshot, name) = match heads.len() {
-        0 => (None, None),
-        1 => (Some(heads[0].1.snapshot), Some(heads[0].0.clone())),
+    let (snapshot, name, conflicts) = match heads.len() {
+        0 => (None, None, vec![]),
+        1 => (
+            Some(heads[0].1.snapshot),
+            Some(heads[0].0.clone()),
+            heads[0].1.conflicts.clone(),
+        ),
         n => {
             cx.report.heads_combined = n;
             let c = combine_heads(repo, &cx.trees, set, &heads)?;
@@ -48,7 +54,7 @@ pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
                 replaces.extend(listing.superseded.iter().cloned());
                 publish(repo, &c.head, &replaces)?
             };
-            (Some(c.snapshot), Some(name))
+            (Some(c.snapshot), Some(name), c.head.conflicts)
         }
     };
     let snap = snapshot.map(|id| repo.load_snapshot(&id)).transpose()?;
@@ -60,6 +66,7 @@ pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
         parents: snap.map(|s| s.parents).unwrap_or_default(),
         name,
         superseded: listing.superseded,
+        conflicts,
     })
 }
 
@@ -127,11 +134,61 @@ fn common_ancestor(
     Ok(None)
 }
 
+/// Snapshots [`author`] reads at most.
+const AUTHOR_WALK_MAX: usize = 16;
+
+/// The endpoint whose version of `path` a head holds: its publisher, or for a combined state
+/// the publisher of the parent that version came from (a short walk; `merge` if unknown).
+fn author(repo: &Repository, trees: &RepoTrees, head: &Head, path: &[u8]) -> Result<String> {
+    let (mut id, mut endpoint) = (head.snapshot, head.endpoint.clone());
+    for _ in 0..AUTHOR_WALK_MAX {
+        if endpoint != "merge" {
+            break;
+        }
+        let s = repo.load_snapshot(&id)?;
+        let node = node_at(trees, Some(s.tree), path)?;
+        let mut next = None;
+        for p in &s.parents {
+            let ps = match repo.load_snapshot(p) {
+                Ok(ps) => ps,
+                Err(Error::Missing { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if same_content(node_at(trees, Some(ps.tree), path)?.as_ref(), node.as_ref()) {
+                next = Some((*p, ps.endpoint.unwrap_or_else(|| "merge".into())));
+                break;
+            }
+        }
+        let Some((p, e)) = next else { break };
+        (id, endpoint) = (p, e);
+    }
+    Ok(endpoint)
+}
+
+/// The conflicts the combined heads carry: one per (path, endpoint), the latest.
+fn carried_conflicts(heads: &[&(String, Head)]) -> BTreeMap<(Vec<u8>, String), SharedConflict> {
+    let mut all: BTreeMap<(Vec<u8>, String), SharedConflict> = BTreeMap::new();
+    for (_, h) in heads {
+        for c in &h.conflicts {
+            let key = (c.path.clone(), c.endpoint.clone());
+            if all.get(&key).is_none_or(|old| old.time_ns <= c.time_ns) {
+                all.insert(key, c.clone());
+            }
+        }
+    }
+    all
+}
+
 /// Combines several heads into one, deterministically: sorted by time, each merged into the
-/// accumulated state on their common ancestor, conflicts kept both ways (the older version under
-/// a conflict name), the result sealed with a content-derived salt. Two endpoints combining the
-/// same heads therefore publish byte-identical heads under one name — they converge. The
-/// snapshot is stored; publishing its head is the caller's.
+/// accumulated state on their common ancestor. Where two heads changed a path differently, the
+/// accumulated (earlier) version is adopted — as if its publisher had won the race — and the
+/// other is recorded as a conflict in the combined head (`Unadopted`, naming the endpoint whose
+/// version it is, its head's snapshot and the common ancestor): every endpoint whose base
+/// holds that version then meets it as a conflict of its own and applies its own policy
+/// (`user_prompt` parks it at once; nothing is settled for it here). The result is sealed with
+/// a content-derived salt, so two endpoints combining the same heads publish byte-identical
+/// heads under one name — they converge. The snapshot is stored; publishing its head is the
+/// caller's.
 pub fn combine_heads(
     repo: &Repository,
     trees: &RepoTrees,
@@ -144,15 +201,17 @@ pub fn combine_heads(
             .cmp(&b.1.time_ns)
             .then(a.1.snapshot.cmp(&b.1.snapshot))
     });
+    let mut conflicts = carried_conflicts(&sorted);
     let first = &sorted[0].1;
     let mut acc_tree = repo.load_snapshot(&first.snapshot)?.tree;
     let mut acc_ids = vec![first.snapshot];
-    let (mut acc_endpoint, mut acc_time) = (first.endpoint.clone(), first.time_ns);
-    let rules = Rules::everything(Policy::KeepBoth);
+    let mut acc_time = first.time_ns;
+    let rules = Rules::everything(Policy::KeepLocal);
     let (parked, untracked) = (BTreeMap::new(), BTreeSet::new());
     let mut packer = Packer::new(repo);
     for (_, h) in &sorted[1..] {
-        let base = match common_ancestor(repo, &acc_ids, h.snapshot)? {
+        let ancestor = common_ancestor(repo, &acc_ids, h.snapshot)?;
+        let base = match ancestor {
             Some(id) => Some(repo.load_snapshot(&id)?.tree),
             None => None,
         };
@@ -164,13 +223,32 @@ pub fn combine_heads(
             remote: Some(remote),
             rules: &rules,
             role: Role::Local,
-            endpoint: &acc_endpoint,
+            endpoint: "merge",
             now_ns: acc_time,
             parked: &parked,
             untracked: &untracked,
             force: None,
         };
         let out = merge(trees, &inp)?;
+        for c in out
+            .conflicts
+            .iter()
+            .filter(|c| c.outcome == Outcome::KeptLocal)
+        {
+            let endpoint = author(repo, trees, h, &c.path)?;
+            conflicts.insert(
+                (c.path.clone(), endpoint.clone()),
+                SharedConflict {
+                    path: c.path.clone(),
+                    endpoint,
+                    state: ConflictState::Unadopted,
+                    time_ns: h.time_ns,
+                    version: Some(h.snapshot),
+                    ancestor,
+                    extra: vec![],
+                },
+            );
+        }
         acc_tree = write_tree(&mut packer, &out.merged)?;
         // The next pass reads this tree back: its blobs must be stored and indexed first.
         repo.write_index(
@@ -179,7 +257,6 @@ pub fn combine_heads(
             vec![],
         )?;
         acc_ids.push(h.snapshot);
-        acc_endpoint = h.endpoint.clone();
         acc_time = h.time_ns;
     }
     repo.write_index(packer.finish()?, vec![], vec![])?;
@@ -205,7 +282,7 @@ pub fn combine_heads(
         endpoint: "merge".into(),
         time_ns: acc_time,
         merged: acc_ids,
-        conflicts: vec![],
+        conflicts: conflicts.into_values().collect(),
         confirmed_deletions: 0,
         extra: vec![],
     };
