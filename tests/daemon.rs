@@ -170,11 +170,11 @@ fn start_status_pause_resume_flush_stop() {
 
     // Pause the workspace: nothing arrives until it is resumed.
     b.ok(&["pause", SET]);
-    // The worker records the pause when it next looks at its messages, which is after a step
-    // it may be in the middle of (it just wrote start.txt).
-    wait_for("the pause to be recorded", T, || {
-        b.status()["paused"] == true
-    });
+    // B8: `pause` answers once the worker has stopped (after a step it may be in the middle
+    // of: it just wrote start.txt), so from then on status says paused and no step runs.
+    let st = b.status();
+    assert_eq!(st["paused"], true, "{st}");
+    assert_eq!(st["daemon"]["live"]["state"], "paused", "{st}");
     a.write("while-paused.txt", "x\n");
     a.ok(&["flush", SET]);
     std::thread::sleep(Duration::from_millis(1500));

@@ -34,7 +34,9 @@ pub enum Msg {
     Rescan,
     /// A head changed in a local repository: check now.
     Heads,
-    Pause,
+    /// Stop stepping; the sender (if any) hears back once the worker is paused (after a step
+    /// in progress).
+    Pause(Option<Sender<()>>),
     Resume,
     Flush(Sender<Response>, Instant),
     Stop,
@@ -389,7 +391,7 @@ impl Worker {
             }
             Msg::Rescan => sched.full = true,
             Msg::Heads => sched.next_poll = Instant::now(),
-            Msg::Pause => {
+            Msg::Pause(ack) => {
                 *paused = true;
                 let _ = ep.state.update_meta(|m| m.paused = true);
                 self.update(|l| {
@@ -399,6 +401,9 @@ impl Worker {
                 let set = &self.set;
                 sched
                     .answer_flushes(|| Response::err(format!("{set} was paused: resume it first")));
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
             }
             Msg::Resume => {
                 *paused = false;
