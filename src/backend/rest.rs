@@ -94,7 +94,8 @@ fn token_for(base: &str) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// The token a client of `url` would send (see [`token_for`]).
+/// The token a client of `url` would send: `--rest-token-file`, else a remembered one, else
+/// env `PRISM_SYNC_REST_TOKEN`.
 pub fn token(url: &str) -> Option<String> {
     RestUrl::parse(url).ok().and_then(|u| token_for(&u.base))
 }

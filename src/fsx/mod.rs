@@ -24,6 +24,12 @@
 //!   `O_NOFOLLOW` (and checked to be the expected type), or `*at` calls with
 //!   `AT_SYMLINK_NOFOLLOW`.
 //!
+//! The writer API for anything that produces file bytes (restore, sync apply, a parallel fetch
+//! pipeline): reach the directory with [`Dir::open_root`] + [`Dir::open_path`], start the file
+//! with [`Dir::new_file`], write ranges in any order through [`NewFile::file`]
+//! (`write_all_at`), then [`NewFile::set_meta`] / [`NewFile::chown`], [`NewFile::sync`] and
+//! [`NewFile::commit`]; dropping a [`NewFile`] before the commit removes the temp file.
+//!
 //! No `unsafe` here: the system calls come from `rustix`'s safe wrappers.
 
 pub mod fold;
