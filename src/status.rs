@@ -122,6 +122,10 @@ pub struct SetStatus {
     /// Paths the last step knowingly left out of sync, with the reason.
     pub unsynced: Vec<Unsynced>,
     pub unsynced_total: u64,
+    /// Paths where this folder keeps its own version, different from the shared one, because
+    /// of a one-way mode (a receiving side's edit, a change a sending side does not apply).
+    pub kept_here: Vec<String>,
+    pub kept_here_total: u64,
     pub skipped: Vec<Skipped>,
     pub activity: Vec<ActivityLine>,
     pub paused: bool,
@@ -260,6 +264,8 @@ pub fn set_status(
         conflicts,
         unsynced: meta.unsynced.clone(),
         unsynced_total: meta.unsynced_total,
+        kept_here: meta.kept_here.iter().map(|p| display_path(p)).collect(),
+        kept_here_total: meta.kept_here_total,
         skipped: ep
             .state
             .skipped()?
@@ -295,7 +301,8 @@ pub fn set_status(
 /// first. In sync means: a step ran and nothing halted or paused it; the repository answers;
 /// the set has exactly one head and it is the one this endpoint's last step merged (or
 /// published); no conflict is parked, here or at another endpoint; the last step left nothing
-/// out (failed actions, files still being written or unreadable); and the daemon, if it runs the set, has no local change
+/// out (failed actions, files still being written or unreadable); no path differs because a
+/// one-way mode keeps this folder's version; and the daemon, if it runs the set, has no local change
 /// waiting, no head to merge, nothing to retry and no step running.
 fn not_in_sync(
     meta: &crate::endpoint::state::Meta,
@@ -350,6 +357,12 @@ fn not_in_sync(
         why.push(format!(
             "{} path(s) not in sync after the last step",
             meta.unsynced_total
+        ));
+    }
+    if meta.kept_here_total > 0 {
+        why.push(format!(
+            "{} path(s) here differ from the shared state: the set's one-way mode keeps this folder's version",
+            meta.kept_here_total
         ));
     }
     if let Some(l) = live {

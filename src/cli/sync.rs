@@ -1013,6 +1013,15 @@ fn render_status(s: &SetStatus) {
             println!("     {}: {}", u.path, u.reason);
         }
     }
+    if s.kept_here_total > 0 {
+        println!(
+            "   ⚠️  {} path(s) kept here, different from the shared state ({} mode):",
+            s.kept_here_total, s.mode
+        );
+        for p in s.kept_here.iter().take(10) {
+            println!("     {p}");
+        }
+    }
     if !s.skipped.is_empty() {
         println!("   ⚠️  {} file(s) skipped:", s.skipped.len());
         for x in s.skipped.iter().take(10) {

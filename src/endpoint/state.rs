@@ -71,6 +71,19 @@ pub struct Meta {
     /// when the repository cannot be reached.
     #[serde(default)]
     pub shared_conflicts: Vec<SharedConflictView>,
+    /// Hex ids of the trees `local_files`/`local_bytes` and `remote_files`/`remote_bytes`
+    /// count (files and symlinks; bytes of files): the next step carries them forward by the
+    /// difference. Absent: counted afresh.
+    #[serde(default)]
+    pub local_counted_tree: Option<String>,
+    #[serde(default)]
+    pub shared_counted_tree: Option<String>,
+    /// Paths where the folder keeps its own version, different from the shared one, because of
+    /// a one-way mode (the first [`UNSYNCED_KEPT`]), and how many in all.
+    #[serde(default)]
+    pub kept_here: Vec<Vec<u8>>,
+    #[serde(default)]
+    pub kept_here_total: u64,
 }
 
 /// A conflict somewhere in the set (carried in the head), as this endpoint keeps it.

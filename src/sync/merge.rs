@@ -154,6 +154,9 @@ pub struct Output {
     pub publish_deletes: u64,
     /// Local files this step deletes.
     pub local_deletes: u64,
+    /// Paths where the folder keeps its own version, different from the shared one, because of
+    /// a one-way mode (a receiving side's own edit, a change a sending side does not apply).
+    pub kept_here: Vec<Vec<u8>>,
 }
 
 type Opt<'n> = Option<&'n Node>;
@@ -560,6 +563,8 @@ impl<'a> Merger<'a> {
                     push(merged, r);
                     push(applied, r);
                 } else {
+                    // A receiving side's own change: it stays here, unpublished.
+                    self.keep_here(p, l, r);
                     push(merged, r);
                     push(applied, l);
                 }
@@ -576,6 +581,8 @@ impl<'a> Merger<'a> {
                     push(merged, r);
                     push(applied, r);
                 } else {
+                    // A sending side of a one-way mode: the shared change is not written here.
+                    self.keep_here(p, l, r);
                     push(merged, r);
                     push(applied, l);
                 }
@@ -616,6 +623,7 @@ impl<'a> Merger<'a> {
     ) -> Result<()> {
         if apps && !pubs {
             // Receiving side of a one-way mode: its own version is never clobbered.
+            self.keep_here(p, l, r);
             push(merged, r);
             push(applied, l);
             return Ok(());
@@ -762,6 +770,14 @@ impl<'a> Merger<'a> {
             self.published_removed.push(key);
         }
         Ok(())
+    }
+
+    /// Notes a path where the folder keeps a version other than the shared one because of a
+    /// one-way mode (for `status`).
+    fn keep_here(&mut self, p: &[u8], l: Opt, r: Opt) {
+        if !same_content(l, r) {
+            self.out.kept_here.push(p.to_vec());
+        }
     }
 
     fn record(&mut self, p: &[u8], kind: ConflictKind, l: Opt, r: Opt, outcome: Outcome) {

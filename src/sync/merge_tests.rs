@@ -282,6 +282,8 @@ struct Case {
     conflicts: &'static [&'static str],
     publish_deletes: u64,
     local_deletes: u64,
+    /// Paths where a one-way mode keeps this folder's own version.
+    kept_here: &'static [&'static str],
 }
 
 const CASE: Case = Case {
@@ -303,6 +305,7 @@ const CASE: Case = Case {
     conflicts: &[],
     publish_deletes: 0,
     local_deletes: 0,
+    kept_here: &[],
 };
 
 fn outcome_text(o: &Outcome) -> &'static str {
@@ -380,6 +383,15 @@ fn check(c: &Case) -> Vec<String> {
         out.conflicts
             .iter()
             .map(|k| format!("{}:{}", show(&k.path), outcome_text(&k.outcome)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    diff(
+        "kept here",
+        c.kept_here.join(", "),
+        out.kept_here
+            .iter()
+            .map(|p| show(p))
             .collect::<Vec<_>>()
             .join(", "),
     );
@@ -497,16 +509,16 @@ const CASES: &[Case] = &[
         merged: "a=2", folder: "a=2", actions: &["update a"], ..CASE },
     Case { name: "upload-only, at a workspace: its own edits stay here",
         base: "a=1", local: "a=5", remote: "a=1", mode: Mode::UploadOnly, role: Role::Instance,
-        merged: "a=1", folder: "a=5", ..CASE },
+        merged: "a=1", folder: "a=5", kept_here: &["a"], ..CASE },
     Case { name: "upload-only, at a workspace: its deletions are refilled",
         base: "a=1", local: "", remote: "a=1", mode: Mode::UploadOnly, role: Role::Instance,
         merged: "a=1", folder: "a=1", actions: &["write a"], ..CASE },
     Case { name: "upload-only, at a workspace: an own edit is never clobbered",
         base: "a=1", local: "a=5", remote: "a=2", mode: Mode::UploadOnly, role: Role::Instance,
-        merged: "a=2", folder: "a=5", ..CASE },
+        merged: "a=2", folder: "a=5", kept_here: &["a"], ..CASE },
     Case { name: "upload-only, at the laptop: shared edits do not arrive",
         base: "a=1", local: "a=1", remote: "a=2", mode: Mode::UploadOnly, role: Role::Local,
-        merged: "a=2", folder: "a=1", ..CASE },
+        merged: "a=2", folder: "a=1", kept_here: &["a"], ..CASE },
     Case { name: "force-sync up: the shared state becomes the folder",
         base: "a=1 b=1", local: "a=2", remote: "a=3 b=1 c=1", force: Some(Force::Up),
         merged: "a=2", folder: "a=2", publish_deletes: 2, ..CASE },

@@ -17,6 +17,7 @@
 //! then the state. A crash anywhere before the state commit makes the next step redo the work.
 
 mod conflicts;
+mod counts;
 mod execute;
 mod guard;
 mod plan;

@@ -8,7 +8,7 @@ use super::conflicts::Settled;
 use super::execute::Done;
 use super::remote::Remote;
 use super::scan::Scanned;
-use super::{Cx, TreeChange, count_delta};
+use super::{Cx, TreeChange, counts};
 use crate::endpoint::state::Activity;
 use crate::error::Result;
 use crate::format::head::Head;
@@ -55,13 +55,8 @@ pub(super) fn publish(
     done: &Done,
     settled: &Settled,
 ) -> Result<Published> {
-    let (mut remote_files, mut remote_bytes) = match &remote.summary {
-        Some(s) => (
-            (s.files_new + s.files_changed + s.files_unchanged) as i64,
-            s.total_bytes as i64,
-        ),
-        None => (0, 0),
-    };
+    let shared = counts::count(cx, done.merged_tree, counts::previous(cx, false))?;
+    let (remote_files, remote_bytes) = (shared.files, shared.bytes);
     if remote.tree == Some(done.merged_tree) && remote.conflicts == settled.shared {
         delete_heads(cx.repo, &remote.superseded)?;
         return Ok(Published {
@@ -69,14 +64,11 @@ pub(super) fn publish(
             head: remote.name.clone(),
             base_snapshot: remote.snapshot,
             changes: vec![],
-            remote_files: remote_files.max(0) as u64,
-            remote_bytes: remote_bytes.max(0) as u64,
+            remote_files,
+            remote_bytes,
         });
     }
     let changes = changes(cx, remote, done)?;
-    let (df, db) = count_delta(&changes);
-    remote_files += df;
-    remote_bytes += db;
     let cfg = &cx.ep.cfg;
     let mut parents: Vec<SnapshotId> = cx
         .meta
@@ -99,8 +91,8 @@ pub(super) fn publish(
         sync_set: Some(cfg.name.clone()),
         endpoint: Some(cfg.endpoint.clone()),
         summary: Summary {
-            files_unchanged: remote_files.max(0) as u64,
-            total_bytes: remote_bytes.max(0) as u64,
+            files_unchanged: remote_files,
+            total_bytes: remote_bytes,
             blobs_added: scan.blobs_added,
             bytes_added_raw: scan.bytes_added_raw,
             bytes_added_stored: scan.bytes_added_stored,
@@ -155,7 +147,7 @@ pub(super) fn publish(
         head: Some(name),
         base_snapshot: Some(sid),
         changes,
-        remote_files: remote_files.max(0) as u64,
-        remote_bytes: remote_bytes.max(0) as u64,
+        remote_files,
+        remote_bytes,
     })
 }

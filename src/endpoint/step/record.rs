@@ -2,20 +2,21 @@
 //! then one redb transaction with the new base, folder tree, conflicts, activity and skipped
 //! list. A crash before the transaction repeats an audit line, never loses one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::conflicts::Settled;
 use super::execute::Done;
 use super::plan::Plan;
 use super::publish::Published;
 use super::remote::Remote;
-use super::{Cx, TreeChange, count_delta, guard, human};
+use super::{Cx, counts, guard, human};
 use crate::endpoint::audit;
 use crate::endpoint::state::{Commit, Deletions, Meta, SkippedFile, UNSYNCED_KEPT, Unsynced};
+use crate::endpoint::trees::node_at;
 use crate::error::Result;
-use crate::snapshot::diff::{Change, diff_trees};
+use crate::snapshot::diff::Change;
 use crate::snapshot::display_path;
-use crate::sync::merge::Action;
+use crate::sync::merge::{Action, same_content};
 
 /// The skipped list: files the scan skipped, and shared files over this endpoint's limit.
 fn skipped(cx: &mut Cx, plan: &Plan) -> Vec<(Vec<u8>, SkippedFile)> {
@@ -37,38 +38,12 @@ fn skipped(cx: &mut Cx, plan: &Plan) -> Vec<(Vec<u8>, SkippedFile)> {
     skipped
 }
 
-/// The folder's file and byte counts after the step. An event-driven scan reads only what
-/// changed, so the counts are carried forward by the difference between the old and new folder
-/// trees (O(changes)); the first step counts its full scan and what it applied.
-fn local_counts(cx: &mut Cx, plan: &Plan, done: &Done) -> Result<()> {
-    let report = &mut cx.report;
-    if let Some(old) = plan.applied_tree {
-        let mut changes: Vec<TreeChange> = Vec::new();
-        diff_trees(cx.repo, &old, &done.applied_tree, &mut |d| {
-            changes.push((d.path, d.change, d.old, d.new))
-        })?;
-        let (df, db) = count_delta(&changes);
-        report.local_files = (cx.meta.local_files as i64 + df).max(0) as u64;
-        report.local_bytes = (cx.meta.local_bytes as i64 + db).max(0) as u64;
-        return Ok(());
-    }
-    for (a, r) in plan.out.actions.iter().zip(&done.results) {
-        if r.is_err() {
-            continue;
-        }
-        match a {
-            Action::Write { node, expect, .. } => {
-                let old = expect.as_ref().map(|e| e.size()).unwrap_or(0);
-                report.local_files += expect.is_none() as u64;
-                report.local_bytes = (report.local_bytes + node.size()).saturating_sub(old);
-            }
-            Action::Delete { expect, .. } => {
-                report.local_files = report.local_files.saturating_sub(1);
-                report.local_bytes = report.local_bytes.saturating_sub(expect.size());
-            }
-            _ => {}
-        }
-    }
+/// The folder's file and byte counts after the step: those of its folder tree (carried from
+/// the previous one by their difference).
+fn local_counts(cx: &mut Cx, done: &Done) -> Result<()> {
+    let c = counts::count(cx, done.applied_tree, counts::previous(cx, true))?;
+    cx.report.local_files = c.files;
+    cx.report.local_bytes = c.bytes;
     Ok(())
 }
 
@@ -119,6 +94,26 @@ fn deletion_window(cx: &Cx, remote: &Remote, plan: &Plan) -> Vec<Deletions> {
         });
     }
     window
+}
+
+/// Paths where the folder keeps its own version because of a one-way mode: those found now,
+/// and those found before that still differ (the merge skips unchanged paths silently).
+fn kept_here(cx: &Cx, plan: &Plan, done: &Done) -> Result<(Vec<Vec<u8>>, u64)> {
+    let mut all: BTreeSet<Vec<u8>> = cx.meta.kept_here.iter().cloned().collect();
+    all.extend(plan.out.kept_here.iter().cloned());
+    let (mut kept, mut total) = (Vec::new(), 0u64);
+    for p in all {
+        let here = node_at(&cx.trees, Some(done.applied_tree), &p)?;
+        let shared = node_at(&cx.trees, Some(done.merged_tree), &p)?;
+        if same_content(here.as_ref(), shared.as_ref()) {
+            continue;
+        }
+        total += 1;
+        if kept.len() < UNSYNCED_KEPT {
+            kept.push(p);
+        }
+    }
+    Ok((kept, total))
 }
 
 /// Endpoints seen in heads, with the time of their last publish.
@@ -222,8 +217,9 @@ pub(super) fn record(
     };
     commit.skipped = Some(skipped(cx, plan));
     let deletions = deletion_window(cx, remote, plan);
-    local_counts(cx, plan, done)?;
+    local_counts(cx, done)?;
     let (unsynced, unsynced_total) = unsynced(cx);
+    let (kept_here, kept_here_total) = kept_here(cx, plan, done)?;
     commit.meta = Meta {
         base_tree: Some(done.base_tree.to_hex()),
         base_snapshot: published.base_snapshot.map(|s| s.to_hex()),
@@ -247,6 +243,10 @@ pub(super) fn record(
         unsynced_total,
         deletions,
         shared_conflicts: settled.shared_view(),
+        local_counted_tree: Some(done.applied_tree.to_hex()),
+        shared_counted_tree: Some(done.merged_tree.to_hex()),
+        kept_here,
+        kept_here_total,
     };
     audit::append(&cx.ep.audit_path(), &audit_lines(cx, plan, done, published))?;
     commit.activity = std::mem::take(&mut cx.activity);

@@ -22,7 +22,6 @@ pub(super) struct Remote {
     /// The state they make: one head's snapshot, or the combination of several.
     pub snapshot: Option<SnapshotId>,
     pub tree: Option<BlobId>,
-    pub summary: Option<Summary>,
     /// That snapshot's parents (where its history goes on).
     pub parents: Vec<SnapshotId>,
     /// The name of the head of that state (the combined head's, when several were combined).
@@ -62,7 +61,6 @@ pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
         heads,
         snapshot,
         tree: snap.as_ref().map(|s| s.tree),
-        summary: snap.as_ref().map(|s| s.summary.clone()),
         parents: snap.map(|s| s.parents).unwrap_or_default(),
         name,
         superseded: listing.superseded,
