@@ -111,8 +111,33 @@ pub fn write_file(
     opts: WriteOptions,
     progress: Option<&AtomicU64>,
 ) -> Result<u64> {
+    write_file_if(repo, node, blobs, at, opts, progress, || true)
+        .map(|n| n.expect("no check to fail"))
+}
+
+/// [`write_file`], asking `still_ok` right before the rename (after the whole download):
+/// `false` leaves the entry as it is, removes the temp file and returns `None`. Sync uses it to
+/// re-check the path it replaces as late as possible.
+pub fn write_file_if(
+    repo: &Repository,
+    node: &Node,
+    blobs: &[BlobId],
+    at: Target<'_>,
+    opts: WriteOptions,
+    progress: Option<&AtomicU64>,
+    still_ok: impl FnOnce() -> bool,
+) -> Result<Option<u64>> {
     let mut content = blobs.iter().map(|id| repo.read_blob(BlobKind::Data, id));
-    write_file_from(node, &mut content, at, opts, progress)
+    let nf = at
+        .dir
+        .new_file(at.name)
+        .map_err(|e| Error::io(at.shown, e))?;
+    let n = fill(&nf, node, &mut content, at.shown, opts, progress)?;
+    if !still_ok() {
+        return Ok(None); // dropping `nf` removes the temp file
+    }
+    nf.commit(at.name).map_err(|e| Error::io(at.shown, e))?;
+    Ok(Some(n))
 }
 
 /// A file's content, blob by blob, in order (from `Prefetch::file`, or read one by one).

@@ -16,7 +16,7 @@ const SET: &str = "h";
 
 type Hook = Box<dyn FnOnce() + Send>;
 
-/// Runs `hook` right before the `at`-th listing of heads.
+/// Runs `hook` right after the `at`-th listing of heads was taken (before it is returned).
 struct HookedHeads {
     inner: DynBackend,
     listings: AtomicUsize,
@@ -41,13 +41,14 @@ impl Backend for HookedHeads {
         self.inner.read_range(kind, name, offset, length)
     }
     fn list(&self, kind: Kind) -> BResult<Vec<ObjectInfo>> {
+        let listing = self.inner.list(kind);
         if kind == Kind::Head && self.listings.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
             let hook = self.hook.lock().unwrap().take();
             if let Some(h) = hook {
                 h();
             }
         }
-        self.inner.list(kind)
+        listing
     }
     fn delete(&self, kind: Kind, name: &str) -> BResult<()> {
         self.inner.delete(kind, name)
@@ -109,13 +110,13 @@ fn a_head_published_while_a_step_runs_is_not_recorded_as_merged() {
     assert_eq!(std::fs::read(folders[1].join("a.txt")).unwrap(), b"first");
 
     // The laptop changes a file; the workspace steps, and the laptop publishes in the middle of
-    // that step: after the workspace read the heads, before it recorded them (its last listing).
+    // that step: right after the workspace listed the heads, before it read and recorded them.
     std::fs::write(folders[0].join("b.txt"), b"second").unwrap();
     let (laptop_home, laptop_backend, k) = (homes[0].clone(), backend.clone(), keys.clone());
     let hooked: DynBackend = Arc::new(HookedHeads {
         inner: backend.clone(),
         listings: AtomicUsize::new(0),
-        at: 2,
+        at: 1,
         hook: Mutex::new(Some(Box::new(move || {
             let ep = Endpoint::open(&laptop_home, SET).unwrap();
             let repo = Repository::open(laptop_backend, &creds(&k)).unwrap();

@@ -113,7 +113,14 @@ pub struct Repository {
     cache: Option<MetaCache>,
     /// Tree packs being fetched into the cache, so two readers fetch a pack once.
     tree_fetches: Mutex<HashMap<PackId, Arc<Mutex<()>>>>,
+    /// When a blob the index did not know last made [`Repository::locate`] load it again.
+    index_reloaded: Mutex<Option<std::time::Instant>>,
 }
+
+/// A blob the loaded index does not know loads the index again (new index files only, with a
+/// metadata cache) at most this often: a head published after this process loaded the index
+/// names packs it has not seen, while a damaged repository must not reload on every miss.
+const INDEX_RELOAD_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn now_ns() -> i64 {
     jiff::Timestamp::now().as_nanosecond() as i64
@@ -235,6 +242,7 @@ impl Repository {
             password_unused: false,
             index: RwLock::new(Arc::new(Index::default())),
             added: RwLock::new(Index::default()),
+            index_reloaded: Mutex::new(None),
             cache: None,
             tree_fetches: Mutex::new(HashMap::new()),
         })
@@ -276,6 +284,7 @@ impl Repository {
             password_unused,
             index: RwLock::new(Arc::new(Index::default())),
             added: RwLock::new(Index::default()),
+            index_reloaded: Mutex::new(None),
             cache: None,
             tree_fetches: Mutex::new(HashMap::new()),
         })
@@ -663,8 +672,28 @@ impl Repository {
         Ok(ip)
     }
 
-    /// Where a blob is: pack, salt, entry and the pack's length.
+    /// Where a blob is: pack, salt, entry and the pack's length. A blob the loaded index does
+    /// not know loads the index again first (see [`INDEX_RELOAD_INTERVAL_MIN`]).
     pub(crate) fn locate(
+        &self,
+        kind: BlobKind,
+        id: &BlobId,
+    ) -> Option<(PackId, [u8; 32], BlobEntry, u32)> {
+        if let Some(found) = self.locate_loaded(kind, id) {
+            return Some(found);
+        }
+        {
+            let mut last = self.index_reloaded.lock().expect("reload lock");
+            if last.is_some_and(|t| t.elapsed() < INDEX_RELOAD_INTERVAL_MIN) {
+                return None;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.load_index().ok()?;
+        self.locate_loaded(kind, id)
+    }
+
+    fn locate_loaded(
         &self,
         kind: BlobKind,
         id: &BlobId,
