@@ -156,8 +156,8 @@ DS_SMALL="$WORK/ds-small-$SMALL_FILES"
     echo "prism-sync: $("$BIN" --version) ($(cd "$REPO_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
     [ "$SKIP_RESTIC" = 1 ] || echo "restic: $(restic version | head -1); rclone: $(rclone version | head -1)"
     echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "mixed: $("$KIT/gen-dataset" stats "$DS_MIXED" | head -1)"
-    echo "small: $("$KIT/gen-dataset" stats "$DS_SMALL" | head -1)"
+    echo "mixed: $("$KIT/gen-dataset" stats "$DS_MIXED" | sed -n 1p)"
+    echo "small: $("$KIT/gen-dataset" stats "$DS_SMALL" | sed -n 1p)"
 } | tee "$OUT/env.txt"
 
 export RESTIC_PASSWORD=wan-bench-password PRISM_SYNC_PASSWORD=wan-bench-password
