@@ -16,6 +16,7 @@
 //! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
 //! - [`sync`]: the three-way merge as a pure function, rules and policies.
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
+//! - [`mount`]: every snapshot (or sync-set version) as a read-only FUSE folder.
 //! - [`serve`]: the REST server over a repository directory (`prism-sync serve`).
 //! - [`daemon`]: watching, polling and scheduling steps continuously; the control socket.
 //! - [`cli`]: the command line; the only place that prints.
@@ -34,6 +35,7 @@ pub mod format;
 pub mod fsx;
 pub mod id;
 pub mod index;
+pub mod mount;
 pub mod pack;
 pub mod repository;
 pub mod restorer;

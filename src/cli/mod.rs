@@ -4,6 +4,7 @@
 //! Exit codes (restic's): 0 success; 1 fatal error; 3 finished but some files could not be read
 //! or written (they are listed); 10 repository does not exist; 12 wrong password.
 
+mod browse;
 mod daemon;
 mod instance;
 mod remote;
@@ -197,6 +198,9 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Every snapshot (or, with a sync set's NAME, every version) as a read-only folder
+    /// (FUSE) until Ctrl-C or `umount`.
+    Mount(browse::MountArgs),
     /// (internal) The daemon process that `start` launches.
     #[command(hide = true)]
     DaemonRun {
@@ -583,6 +587,7 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
         Command::Pause { name } => daemon::pause(ctx, &name, true),
         Command::Resume { name } => daemon::pause(ctx, &name, false),
         Command::Flush { name, timeout } => daemon::flush(ctx, &name, timeout),
+        Command::Mount(a) => browse::mount(ctx, &a),
         Command::DaemonRun { first } => daemon::run(ctx, first.as_deref()),
     }
 }

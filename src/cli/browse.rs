@@ -1,0 +1,107 @@
+//! Handlers of the browsing commands: `mount` (every version as a read-only folder).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use serde_json::json;
+
+use super::{Ctx, Outcome};
+use crate::error::Error;
+use crate::mount::{self, MountOptions, View};
+use crate::repository::Repository;
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// `[NAME] MOUNTPOINT`: with a sync set's NAME, its versions; else every snapshot of the
+    /// repository (--repo, default: the embedded one).
+    #[arg(value_names = ["NAME", "MOUNTPOINT"], num_args = 1..=2, required = true)]
+    pub args: Vec<PathBuf>,
+    /// Decoded file data kept in memory for reads, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = mount::BLOB_CACHE_BYTES_MAX >> 20)]
+    pub cache_size: u64,
+}
+
+/// How often the mount checks for Ctrl-C and an outside `umount`.
+const WAIT_TICK: Duration = Duration::from_millis(100);
+
+pub fn mount(ctx: &Ctx, a: &MountArgs) -> Result<Outcome> {
+    let (name, mountpoint) = match a.args.as_slice() {
+        [mp] => (None, mp.clone()),
+        [name, mp] => (Some(name.to_string_lossy().into_owned()), mp.clone()),
+        _ => bail!(Error::invalid("give [NAME] MOUNTPOINT")),
+    };
+    let (repo, view, what) = match &name {
+        Some(n) => {
+            let ep = crate::endpoint::Endpoint::open(&ctx.home, n)?;
+            let repo = Repository::open_url(&ep.cfg.repo, &ctx.credentials()?)?;
+            (repo, View::Set(n.clone()), format!("the versions of {n}"))
+        }
+        None => {
+            let repo = super::repo::open(ctx)?;
+            let what = format!("the snapshots of {}", repo.location());
+            (repo, View::Repository, what)
+        }
+    };
+    repo.load_index()?;
+    let opts = MountOptions {
+        blob_cache_bytes_max: a.cache_size.max(1) << 20,
+        ..MountOptions::default()
+    };
+    let report: mount::Report = Box::new(|m: &str| eprintln!("⚠️  {m}"));
+    let m = mount::mount(repo, view.clone(), &mountpoint, opts, report)?;
+    let shown = m.mountpoint().display().to_string();
+    if ctx.out.json {
+        ctx.out
+            .json(&json!({"mountpoint": shown, "set": name, "read_only": true}));
+    } else {
+        ctx.out
+            .line(format!("📂 Mounted {what} at {shown} (read-only)"));
+        match view {
+            View::Repository => ctx.out.kv(
+                "Folders",
+                "snapshots/<time>-<id>/, latest/, hosts/<host>/, tags/<tag>/",
+            ),
+            View::Set(_) => ctx.out.kv("Folders", "versions/<time>/, latest/"),
+        }
+        ctx.out.line(format!(
+            "💡 Ctrl-C or `umount {shown}` ends it; new versions appear by themselves"
+        ));
+    }
+    wait_for_end(&m)?;
+    m.join()?;
+    ctx.out.line(format!("✅ Unmounted {shown}"));
+    Ok(Outcome::ok())
+}
+
+/// Waits until the mount ends; Ctrl-C, SIGTERM or SIGHUP unmount it (a busy mount stays, with
+/// a message; the next signal tries again).
+fn wait_for_end(m: &mount::Mounted) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            let asked = tokio::select! {
+                _ = int.recv() => true,
+                _ = term.recv() => true,
+                _ = hup.recv() => true,
+                _ = tokio::time::sleep(WAIT_TICK) => false,
+            };
+            if m.is_finished() {
+                return Ok(());
+            }
+            if asked && let Err(e) = m.unmount() {
+                eprintln!(
+                    "⚠️  cannot unmount {}: {e}. Leave it (cd elsewhere, close files in it), then press Ctrl-C again",
+                    m.mountpoint().display()
+                );
+            }
+        }
+    })
+}
