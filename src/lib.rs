@@ -16,6 +16,7 @@
 //! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
 //! - [`sync`]: the three-way merge as a pure function, rules and policies.
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
+//! - [`browse`]: reading versions for people (cached trees and chunks, histories, diffs).
 //! - [`mount`]: every snapshot (or sync-set version) as a read-only FUSE folder.
 //! - [`serve`]: the REST server over a repository directory (`prism-sync serve`).
 //! - [`daemon`]: watching, polling and scheduling steps continuously; the control socket.
@@ -25,6 +26,7 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod browse;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;

@@ -1,6 +1,7 @@
 //! Handlers of the browsing commands: `mount` (every version as a read-only folder).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -8,8 +9,9 @@ use clap::Args;
 use serde_json::json;
 
 use super::{Ctx, Outcome};
+use crate::browse::{BrowseOptions, Browser, Report};
 use crate::error::Error;
-use crate::mount::{self, MountOptions, View};
+use crate::mount::{self, View};
 use crate::repository::Repository;
 
 #[derive(Args, Debug)]
@@ -19,7 +21,7 @@ pub struct MountArgs {
     #[arg(value_names = ["NAME", "MOUNTPOINT"], num_args = 1..=2, required = true)]
     pub args: Vec<PathBuf>,
     /// Decoded file data kept in memory for reads, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = mount::BLOB_CACHE_BYTES_MAX >> 20)]
+    #[arg(long, value_name = "MIB", default_value_t = crate::browse::BLOB_CACHE_BYTES_MAX >> 20)]
     pub cache_size: u64,
 }
 
@@ -45,12 +47,13 @@ pub fn mount(ctx: &Ctx, a: &MountArgs) -> Result<Outcome> {
         }
     };
     repo.load_index()?;
-    let opts = MountOptions {
+    let opts = BrowseOptions {
         blob_cache_bytes_max: a.cache_size.max(1) << 20,
-        ..MountOptions::default()
+        ..BrowseOptions::default()
     };
-    let report: mount::Report = Box::new(|m: &str| eprintln!("⚠️  {m}"));
-    let m = mount::mount(repo, view.clone(), &mountpoint, opts, report)?;
+    let report: Report = Arc::new(|m: &str| eprintln!("⚠️  {m}"));
+    let browser = Arc::new(Browser::new(repo, opts, report.clone())?);
+    let m = mount::mount(browser, view.clone(), &mountpoint, report)?;
     let shown = m.mountpoint().display().to_string();
     if ctx.out.json {
         ctx.out

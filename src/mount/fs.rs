@@ -18,7 +18,7 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -26,15 +26,11 @@ use fuser::{
     ReplyOpen, ReplyStatfs, Request,
 };
 
-use super::cache::Lru;
 use super::layout::{Layout, Target, VDir, View};
-use super::{MountOptions, Report};
-use crate::error::{Error, Result};
-use crate::format::pack::BlobKind;
+use crate::browse::{Browser, FileChunks, Report};
+use crate::error::Result;
 use crate::id::{BlobId, SnapshotId};
-use crate::repository::Repository;
-use crate::snapshot::tree::{file_blobs, read_dir};
-use crate::snapshot::{Node, NodeKind, Snapshot, display_path};
+use crate::snapshot::{Node, NodeKind, display_path};
 
 /// How long the kernel may trust what it learned about the virtual directories.
 pub const VIRTUAL_TTL: Duration = Duration::from_secs(1);
@@ -136,10 +132,9 @@ impl Table {
     }
 }
 
-/// An open file: its chunks and where each ends.
+/// An open file: its chunks, and its path for messages.
 struct OpenFile {
-    blobs: Vec<BlobId>,
-    ends: Vec<u64>,
+    chunks: FileChunks,
     shown: String,
 }
 
@@ -150,30 +145,19 @@ enum OpenDir {
     Tree(Arc<Vec<Node>>),
 }
 
-struct Refresh {
-    last: Instant,
-    known: HashMap<SnapshotId, Snapshot>,
-    /// Unreadable snapshots, reported once and not read again.
-    bad: std::collections::HashSet<SnapshotId>,
-    last_error: Option<String>,
-}
-
 pub(super) struct PrismFs {
-    repo: Arc<Repository>,
+    browser: Arc<Browser>,
     view: View,
-    opts: MountOptions,
     report: Report,
     /// Owner shown for virtual directories, snapshot roots and (sync sets) every entry.
     owner: (u32, u32),
     started: SystemTime,
-    layout: RwLock<Arc<Layout>>,
-    refresh: Mutex<Refresh>,
+    /// The layout, and the generation of the snapshot list it was built from.
+    layout: RwLock<(u64, Arc<Layout>)>,
     table: Mutex<Table>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs_open: Mutex<HashMap<u64, Arc<(u64, OpenDir)>>>,
     next_fh: AtomicU64,
-    blobs: Lru<BlobId, Vec<u8>>,
-    trees: Lru<BlobId, Vec<Node>>,
 }
 
 fn time(ns: i64) -> SystemTime {
@@ -201,12 +185,7 @@ fn stand_in_ino(parent: u64, name: &[u8]) -> u64 {
 }
 
 impl PrismFs {
-    pub(super) fn new(
-        repo: Arc<Repository>,
-        view: View,
-        opts: MountOptions,
-        report: Report,
-    ) -> Result<PrismFs> {
+    pub(super) fn new(browser: Arc<Browser>, view: View, report: Report) -> PrismFs {
         let owner = (
             rustix::process::getuid().as_raw(),
             rustix::process::getgid().as_raw(),
@@ -222,24 +201,13 @@ impl PrismFs {
                 lookups: 1,
             },
         );
-        let fs = PrismFs {
-            blobs: Lru::new(opts.blob_cache_bytes_max, |v: &Vec<u8>| v.len() as u64),
-            trees: Lru::new(opts.tree_cache_nodes_max, |v: &Vec<Node>| {
-                v.len().max(1) as u64
-            }),
-            repo,
+        PrismFs {
+            browser,
             view,
-            opts,
             report,
             owner,
             started: SystemTime::now(),
-            layout: RwLock::new(Arc::new(Layout::default())),
-            refresh: Mutex::new(Refresh {
-                last: Instant::now(),
-                known: HashMap::new(),
-                bad: Default::default(),
-                last_error: None,
-            }),
+            layout: RwLock::new((0, Arc::new(Layout::default()))),
             table: Mutex::new(Table {
                 inodes: root,
                 by_key: HashMap::new(),
@@ -248,72 +216,21 @@ impl PrismFs {
             files: Mutex::new(HashMap::new()),
             dirs_open: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-        };
-        // The first listing must work: a mount of an unreachable repository fails up front.
-        let mut r = fs.refresh.lock().expect("refresh lock");
-        fs.reload(&mut r)?;
-        drop(r);
-        Ok(fs)
+        }
     }
 
-    /// Reads the snapshot list again and rebuilds the layout if it changed. New snapshots make
-    /// the index load again (their blobs may be in packs this process has not seen).
-    fn reload(&self, r: &mut Refresh) -> Result<()> {
-        r.last = Instant::now();
-        let ids = self.repo.snapshot_ids()?;
-        let listed: std::collections::HashSet<SnapshotId> = ids.iter().copied().collect();
-        let before = r.known.len();
-        r.known.retain(|id, _| listed.contains(id));
-        let mut changed = r.known.len() != before;
-        let mut added = false;
-        for id in ids {
-            if r.known.contains_key(&id) || r.bad.contains(&id) {
-                continue;
-            }
-            match self.repo.load_snapshot(&id) {
-                Ok(s) => {
-                    r.known.insert(id, s);
-                    added = true;
-                }
-                Err(Error::Missing { .. }) => {} // forgotten meanwhile
-                Err(e) => {
-                    (self.report)(&format!(
-                        "{e}; it is left out of the mount (run `prism-sync check`)"
-                    ));
-                    r.bad.insert(id);
-                }
-            }
-        }
-        if added {
-            self.repo.load_index()?;
-            changed = true;
-        }
-        if changed || before == 0 {
-            let all: Vec<(SnapshotId, Snapshot)> =
-                r.known.iter().map(|(i, s)| (*i, s.clone())).collect();
-            *self.layout.write().expect("layout lock") = Arc::new(Layout::build(&self.view, &all));
-        }
-        Ok(())
-    }
-
-    /// The current layout, refreshed first when it is older than the refresh interval (by one
-    /// thread; the others use the current one meanwhile).
+    /// The layout of the current snapshot list (rebuilt when the list changed).
     fn layout(&self) -> Arc<Layout> {
-        if let Ok(mut r) = self.refresh.try_lock()
-            && r.last.elapsed() >= self.opts.refresh
+        let snaps = self.browser.snapshots();
         {
-            match self.reload(&mut r) {
-                Ok(()) => r.last_error = None,
-                Err(e) => {
-                    let msg = format!("cannot list new snapshots: {e}");
-                    if r.last_error.as_deref() != Some(msg.as_str()) {
-                        (self.report)(&msg);
-                    }
-                    r.last_error = Some(msg);
-                }
+            let l = self.layout.read().expect("layout lock");
+            if l.0 == snaps.generation {
+                return l.1.clone();
             }
         }
-        self.layout.read().expect("layout lock").clone()
+        let built = Arc::new(Layout::build(&self.view, &snaps.list));
+        *self.layout.write().expect("layout lock") = (snaps.generation, built.clone());
+        built
     }
 
     fn kind(&self, ino: u64) -> Option<Kind> {
@@ -325,17 +242,8 @@ impl PrismFs {
             .map(|i| i.kind.clone())
     }
 
-    fn tree(&self, id: &BlobId) -> std::result::Result<Arc<Vec<Node>>, String> {
-        self.trees
-            .get_or_fetch(id, || read_dir(&self.repo, id).map_err(|e| e.to_string()))
-    }
-
-    fn blob(&self, id: &BlobId) -> std::result::Result<Arc<Vec<u8>>, String> {
-        self.blobs.get_or_fetch(id, || {
-            self.repo
-                .read_blob(BlobKind::Data, id)
-                .map_err(|e| e.to_string())
-        })
+    fn tree(&self, id: &BlobId) -> Result<Arc<Vec<Node>>> {
+        self.browser.dir(id)
     }
 
     fn fail(&self, ino: u64, what: &str, e: impl std::fmt::Display) -> Errno {
@@ -464,60 +372,8 @@ impl PrismFs {
 
     fn open_file(&self, ino: u64, n: &Node) -> Result<OpenFile> {
         let shown = self.table.lock().expect("table lock").path(ino);
-        let NodeKind::File { size, content } = &n.kind else {
-            return Err(Error::invalid(format!("{shown} is not a file")));
-        };
-        let blobs = file_blobs(&self.repo, content)?;
-        let index = self.repo.index();
-        let mut ends = Vec::with_capacity(blobs.len());
-        let mut end = 0u64;
-        for id in &blobs {
-            let loc = index
-                .lookup(BlobKind::Data, id)
-                .ok_or_else(|| Error::Missing {
-                    object: format!("data blob {} (of {shown})", id.short()),
-                })?;
-            end += loc.entry.raw_length as u64;
-            ends.push(end);
-        }
-        if end != *size {
-            return Err(Error::corrupt(
-                format!("file {shown}"),
-                format!("its chunks hold {end} bytes but the snapshot says {size}"),
-            ));
-        }
-        Ok(OpenFile { blobs, ends, shown })
-    }
-
-    fn read_at(
-        &self,
-        f: &OpenFile,
-        offset: u64,
-        size: u32,
-    ) -> std::result::Result<Vec<u8>, String> {
-        let total = f.ends.last().copied().unwrap_or(0);
-        let end = offset.saturating_add(size as u64).min(total);
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        let mut pos = offset;
-        let mut i = f.ends.partition_point(|&e| e <= offset);
-        while pos < end && i < f.blobs.len() {
-            let start = if i == 0 { 0 } else { f.ends[i - 1] };
-            let data = self.blob(&f.blobs[i])?;
-            if data.len() as u64 != f.ends[i] - start {
-                return Err(format!(
-                    "data blob {} holds {} bytes, the index says {}",
-                    f.blobs[i].short(),
-                    data.len(),
-                    f.ends[i] - start
-                ));
-            }
-            let from = (pos - start) as usize;
-            let to = (end.min(f.ends[i]) - start) as usize;
-            out.extend_from_slice(&data[from..to]);
-            pos = start + to as u64;
-            i += 1;
-        }
-        Ok(out)
+        let chunks = self.browser.chunks(n, &shown)?;
+        Ok(OpenFile { chunks, shown })
     }
 }
 
@@ -605,7 +461,7 @@ impl Filesystem for PrismFs {
         let Some(f) = f else {
             return reply.error(Errno::EBADF);
         };
-        match self.read_at(&f, offset, size) {
+        match self.browser.read_at(&f.chunks, offset, size as u64) {
             Ok(data) => reply.data(&data),
             Err(e) => {
                 let _ = ino;

@@ -21,11 +21,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::browse::history::is_safety;
 use crate::id::SnapshotId;
 use crate::snapshot::Snapshot;
-
-/// Tag of the local copies a sync step saves before it replaces local files.
-pub const SAFETY_TAG: &str = "before-sync";
 
 /// What is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,10 +93,7 @@ impl Layout {
             View::Repository => all.to_vec(),
             View::Set(name) => all
                 .iter()
-                .filter(|(_, s)| {
-                    s.sync_set.as_deref() == Some(name.as_str())
-                        && !s.tags.iter().any(|t| t == SAFETY_TAG)
-                })
+                .filter(|(_, s)| s.sync_set.as_deref() == Some(name.as_str()) && !is_safety(s))
                 .cloned()
                 .collect(),
         };
@@ -200,6 +195,7 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::browse::history::SAFETY_TAG;
     use crate::id::BlobId;
 
     fn snap(t: i64, host: &str, tags: &[&str], set: Option<&str>) -> Snapshot {

@@ -4,70 +4,39 @@
 //!
 //! Owns: the mount's layout ([`layout`]: `snapshots/<time>-<id>/`, `latest/`, `hosts/`, `tags/`,
 //! or a set's `versions/<time>/` and `latest/`), its inodes and the kernel protocol ([`fs`]),
-//! the bounded caches of what it read ([`cache`]), and mounting and unmounting. Must not touch:
-//! local folders (it writes nothing anywhere), repository formats (it reads through
-//! [`Repository`] and [`crate::snapshot::tree`]), printing (messages go to a [`Report`]
-//! callback).
+//! and mounting and unmounting. Must not touch: local folders (it writes nothing anywhere),
+//! repository formats (it reads through [`crate::browse::Browser`]), printing (messages go to a
+//! [`Report`] callback).
 //!
 //! Invariants:
 //! - Nothing is restored up front: a file's chunks are read when the kernel reads them, each
-//!   verified as every blob read is, and kept in a cache of at most
-//!   [`MountOptions::blob_cache_bytes_max`] bytes (decoded directories: at most
-//!   [`MountOptions::tree_cache_nodes_max`] entries).
+//!   verified as every blob read is, and kept in the browser's bounded caches
+//!   ([`BrowseOptions`]: 64 MiB of chunks, 200 000 directory entries by default).
 //! - Sizes, mtimes, modes and symlink targets are exactly the snapshot's. A sync set's trees
 //!   carry no owners, so its view shows the mounting user as owner; the repository view shows
 //!   the stored owner.
 //! - The mount is read-only (`ro,nosuid,nodev`): every write is refused by the kernel.
 //! - New snapshots show without remounting: the snapshot list is read again at most every
-//!   [`MountOptions::refresh`] when a virtual directory is visited, and the index with it when
+//!   [`BrowseOptions::refresh`] when a virtual directory is visited, and the index with it when
 //!   snapshots were added.
 //! - A damaged or missing object fails only the file or directory that needs it (EIO), with a
 //!   message naming it.
 
-pub mod cache;
 mod fs;
 pub mod layout;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use fuser::{Config, MountOption};
 
+use crate::browse::Browser;
+pub use crate::browse::{BrowseOptions, Report};
 use crate::error::{Error, Result};
-use crate::repository::Repository;
 pub use layout::View;
 
-/// Decoded data blobs kept for reads, at most (a few files' worth of average 1 MiB chunks).
-pub const BLOB_CACHE_BYTES_MAX: u64 = 64 << 20;
-/// Entries of decoded directories kept, at most (~200 bytes each).
-pub const TREE_CACHE_NODES_MAX: u64 = 200_000;
-/// How often the snapshot list may be read again when the virtual directories are visited.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// Threads answering the kernel: reads of different files (and read-ahead of one) overlap.
 pub const KERNEL_THREADS: usize = 4;
-
-/// Where the mount's messages (an unreadable object, an unreachable repository) go.
-pub type Report = Box<dyn Fn(&str) + Send + Sync>;
-
-#[derive(Debug, Clone)]
-pub struct MountOptions {
-    pub blob_cache_bytes_max: u64,
-    pub tree_cache_nodes_max: u64,
-    pub refresh: Duration,
-    pub threads: usize,
-}
-
-impl Default for MountOptions {
-    fn default() -> Self {
-        MountOptions {
-            blob_cache_bytes_max: BLOB_CACHE_BYTES_MAX,
-            tree_cache_nodes_max: TREE_CACHE_NODES_MAX,
-            refresh: REFRESH_INTERVAL,
-            threads: KERNEL_THREADS,
-        }
-    }
-}
 
 /// A live mount. Dropping it unmounts (if nothing uses it).
 pub struct Mounted {
@@ -78,10 +47,9 @@ pub struct Mounted {
 /// Mounts `view` of `repo` on `mountpoint` (an existing directory) and serves it from
 /// background threads until [`Mounted::unmount`] or an outside `umount`.
 pub fn mount(
-    repo: Repository,
+    browser: Arc<Browser>,
     view: View,
     mountpoint: &Path,
-    opts: MountOptions,
     report: Report,
 ) -> Result<Mounted> {
     match std::fs::metadata(mountpoint) {
@@ -101,8 +69,7 @@ pub fn mount(
         }
         Err(e) => return Err(Error::io(mountpoint, e)),
     }
-    let threads = opts.threads.max(1);
-    let fs = fs::PrismFs::new(Arc::new(repo), view, opts, report)?;
+    let fs = fs::PrismFs::new(browser, view, report);
     let mut cfg = Config::default();
     cfg.mount_options = vec![
         MountOption::FSName("prism-sync".into()),
@@ -112,7 +79,7 @@ pub fn mount(
         MountOption::NoDev,
         MountOption::NoAtime,
     ];
-    cfg.n_threads = Some(threads);
+    cfg.n_threads = Some(KERNEL_THREADS);
     let session = fuser::spawn_mount(fs, mountpoint, &cfg).map_err(|e| {
         Error::invalid(format!(
             "cannot mount on {}: {e} (FUSE needs /dev/fuse and, unless you are root, fusermount3 from the fuse3 package)",
