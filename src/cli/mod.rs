@@ -319,6 +319,18 @@ pub struct RestoreArgs {
     /// Allow a non-empty target and replace files that exist there.
     #[arg(long)]
     pub overwrite: bool,
+    /// With a sync set: this version (an id or id prefix from `prism-sync snapshots NAME`)
+    /// instead of --at.
+    #[arg(long, value_name = "ID", conflicts_with = "at")]
+    pub version: Option<String>,
+    /// With a sync set and --path FILE: put that version back into the live folder, over the
+    /// file there — only if the file is unchanged since the last sync step.
+    #[arg(long, requires = "path", conflicts_with_all = ["target", "overwrite", "beside"])]
+    pub in_place: bool,
+    /// With a sync set and --path FILE: write that version into the live folder beside the
+    /// file, as NAME.restored-YYYYMMDD-HHMMSS.EXT.
+    #[arg(long, requires = "path", conflicts_with_all = ["target", "overwrite"])]
+    pub beside: bool,
 }
 
 #[derive(Args, Debug)]
