@@ -19,6 +19,7 @@
 //! - [`browse`]: reading versions for people (cached trees and chunks, histories, diffs).
 //! - [`mount`]: every snapshot (or sync-set version) as a read-only FUSE folder.
 //! - [`serve`]: the REST server over a repository directory (`prism-sync serve`).
+//! - [`ui`]: the local web app (`prism-sync ui`): status, conflicts, every version by time.
 //! - [`daemon`]: watching, polling and scheduling steps continuously; the control socket.
 //! - [`cli`]: the command line; the only place that prints.
 //!
@@ -45,6 +46,7 @@ pub mod serve;
 pub mod snapshot;
 pub mod sync;
 pub mod time;
+pub mod ui;
 pub mod units;
 
 pub use error::{Error, Result};

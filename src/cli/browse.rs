@@ -1,4 +1,5 @@
-//! Handlers of the browsing commands: `mount` (every version as a read-only folder).
+//! Handlers of the browsing commands: `mount` (every version as a read-only folder) and `ui`
+//! (the local web app).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,4 +108,75 @@ fn wait_for_end(m: &mount::Mounted) -> Result<()> {
             }
         }
     })
+}
+
+#[derive(Args, Debug)]
+pub struct UiArgs {
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Allow an address other than loopback. The app speaks plain HTTP: anyone on the path can
+    /// read the token in the URL and then act on your sync sets. Only on a network you trust.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+pub fn ui(ctx: &Ctx, a: &UiArgs) -> Result<Outcome> {
+    let listen: std::net::SocketAddr = a.listen.parse().map_err(|_| {
+        Error::invalid(format!(
+            "--listen {}: write IP:PORT, e.g. 127.0.0.1:8080 (port 0: any free port)",
+            a.listen
+        ))
+    })?;
+    if !listen.ip().is_loopback() && !a.allow_remote {
+        bail!(Error::invalid(format!(
+            "--listen {listen} is not a loopback address: the app would be reachable from the network over plain HTTP. Use 127.0.0.1, or add --allow-remote if you mean it"
+        )));
+    }
+    let home = std::path::absolute(&ctx.home).unwrap_or_else(|_| ctx.home.clone());
+    let mut global: Vec<std::ffi::OsString> = vec!["--home".into(), home.clone().into()];
+    if let Some(f) = &ctx.password_file {
+        global.push("--password-file".into());
+        global.push(std::path::absolute(f).unwrap_or_else(|_| f.clone()).into());
+    }
+    if let Some(f) = &ctx.rest_token_file {
+        global.push("--rest-token-file".into());
+        global.push(f.clone().into());
+    }
+    let exe = std::env::current_exe().map_err(|e| {
+        Error::invalid(format!(
+            "cannot find the prism-sync binary to run actions with: {e}"
+        ))
+    })?;
+    let report: Report = Arc::new(|m: &str| eprintln!("⚠️  {m}"));
+    let server = crate::ui::bind(crate::ui::UiOptions {
+        home,
+        listen,
+        token: crate::id::hex_encode(&crate::crypto::random_bytes::<32>()),
+        repo_url: ctx.repo_url(),
+        creds: ctx.credentials()?,
+        command: crate::ui::CommandLine { exe, global },
+        report,
+    })
+    .map_err(Error::invalid)?;
+    let url = server.url();
+    if !listen.ip().is_loopback() {
+        eprintln!(
+            "⚠️  INSECURE: the app listens on {} over plain HTTP; anyone on the path can read the token",
+            server.local_addr()
+        );
+    }
+    if ctx.out.json {
+        ctx.out
+            .json(&json!({"url": url, "listen": server.local_addr().to_string()}));
+    } else {
+        ctx.out.line(format!("🌐 prism-sync ui: {url}"));
+        ctx.out.line(
+            "💡 Open it in a browser on this machine (the token in it is the key); Ctrl-C ends it",
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    server.run().map_err(Error::invalid)?;
+    Ok(Outcome::ok())
 }

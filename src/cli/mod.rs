@@ -201,6 +201,9 @@ pub enum Command {
     /// Every snapshot (or, with a sync set's NAME, every version) as a read-only folder
     /// (FUSE) until Ctrl-C or `umount`.
     Mount(browse::MountArgs),
+    /// A local web app: every sync set's state, conflicts to settle, every version of every
+    /// file by time (open the printed URL).
+    Ui(browse::UiArgs),
     /// (internal) The daemon process that `start` launches.
     #[command(hide = true)]
     DaemonRun {
@@ -600,6 +603,7 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
         Command::Resume { name } => daemon::pause(ctx, &name, false),
         Command::Flush { name, timeout } => daemon::flush(ctx, &name, timeout),
         Command::Mount(a) => browse::mount(ctx, &a),
+        Command::Ui(a) => browse::ui(ctx, &a),
         Command::DaemonRun { first } => daemon::run(ctx, first.as_deref()),
     }
 }
