@@ -31,8 +31,9 @@ use crate::browse::{BrowseOptions, Browser, Report};
 use crate::error::Result;
 use crate::repository::{Credentials, Repository};
 
-/// Name of the cookie that holds the token after the first visit.
-pub const COOKIE: &str = "prism_ui_token";
+/// Name of the cookie that holds the token after the first visit, followed by the port (cookies
+/// do not tell ports apart, and two apps of two homes may run side by side).
+pub const COOKIE_PREFIX: &str = "prism_ui_token_";
 /// Actions remembered for the dashboard's "recent actions".
 const RECENT_ACTIONS_MAX: usize = 20;
 

@@ -101,7 +101,7 @@ pub fn action_result(run: &ActionRun, back: &str, back_label: &str) -> Markup {
         title,
         Section::Sets,
         html! {
-            h1 { @if run.ok() { "✅ " } @else { "❌ " } (title) }
+            h1 { (title) }
             div class=(if run.ok() { "notice ok" } else { "notice bad" }) role="status" {
                 p { "Ran " code.cmd #ran { (run.shown) } }
                 p { "Exit code " span #exit-code { (run.code) } }
@@ -151,7 +151,7 @@ pub fn sets_fragment(sets: &[SetCard], recent: &[ActionRun], now_ns: i64) -> Mar
             h2 { "Recent actions from this page" }
             ul {
                 @for r in recent {
-                    li { (when(r.time_ns, now_ns)) " " code.cmd { (r.shown) } " — " @if r.ok() { "✅" } @else { "❌ exit " (r.code) } }
+                    li { (when(r.time_ns, now_ns)) " " code.cmd { (r.shown) } " — " @if r.ok() { span.state.in-sync { "done" } } @else { span.state.halted { "failed (exit " (r.code) ")" } } }
                 }
             }
         }
@@ -288,17 +288,17 @@ pub fn browse(v: &BrowseView) -> Markup {
                                     td {
                                         @match &n.kind {
                                             NodeKind::Dir { .. } => {
-                                                a href=(format!("{base}/browse?v={id_hex}&path={pq}")) { "📁 " (display_path(&n.name)) "/" }
+                                                a href=(format!("{base}/browse?v={id_hex}&path={pq}")) { (display_path(&n.name)) "/" }
                                             }
                                             NodeKind::File { .. } => {
                                                 @if matches!(v.scope, Scope::Set(_)) {
-                                                    a href=(format!("{base}/file?path={pq}&b={id_hex}")) { "📄 " (display_path(&n.name)) }
+                                                    a href=(format!("{base}/file?path={pq}&b={id_hex}")) { (display_path(&n.name)) }
                                                 } @else {
-                                                    "📄 " (display_path(&n.name))
+                                                    (display_path(&n.name))
                                                 }
                                             }
                                             NodeKind::Symlink { target } => {
-                                                "🔗 " (display_path(&n.name)) " → " span.mono { (display_path(target)) }
+                                                (display_path(&n.name)) " → " span.mono { (display_path(target)) }
                                             }
                                         }
                                     }
@@ -520,7 +520,7 @@ pub fn conflicts(v: &ConflictsView) -> Markup {
     let body = html! {
         h1 { (title) }
         @if v.items.is_empty() {
-            p.notice.ok #no-conflicts { "✅ No conflicts: every path of " (v.set) " is in agreement here." }
+            p.notice.ok #no-conflicts { "No conflicts: every path of " (v.set) " is in agreement here." }
         } @else {
             p { "Both sides changed these paths. Until you decide, each side keeps its own version and everything else keeps syncing." }
         }

@@ -21,7 +21,7 @@ use maud::Markup;
 use serde::Deserialize;
 
 use super::pages::{self, Compare, Scope};
-use super::{App, COOKIE, actions, parse_query, pct_decode, token_matches};
+use super::{App, COOKIE_PREFIX, actions, parse_query, pct_decode, token_matches};
 use crate::browse::history::{PathVersion, path_history, set_versions};
 use crate::browse::textdiff::{DIFF_BYTES_MAX, as_text, side_by_side};
 use crate::browse::{Browser, FileChunks};
@@ -69,14 +69,14 @@ struct Guard {
     port: u16,
 }
 
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
+fn cookie_token(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
@@ -134,8 +134,8 @@ async fn check_access(State(g): State<Arc<Guard>>, req: Request, next: Next) -> 
             format!("{}?{}", req.uri().path(), rest.join("&"))
         };
         let cookie = format!(
-            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-            g.app.opts.token
+            "{COOKIE_PREFIX}{}={}; Path=/; HttpOnly; SameSite=Strict",
+            g.port, g.app.opts.token
         );
         let mut r = Redirect::to(&to).into_response();
         r.headers_mut().insert(
@@ -144,7 +144,7 @@ async fn check_access(State(g): State<Arc<Guard>>, req: Request, next: Next) -> 
         );
         return r;
     }
-    match cookie_token(req.headers()) {
+    match cookie_token(req.headers(), &format!("{COOKIE_PREFIX}{}", g.port)) {
         Some(c) if token_matches(c.as_bytes(), token) => {
             let mut r = next.run(req).await;
             r.headers_mut()
