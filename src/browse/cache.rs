@@ -126,6 +126,15 @@ impl<K: Eq + Hash + Clone, V> Lru<K, V> {
         }
     }
 
+    /// True if the value is kept or being fetched.
+    pub fn contains(&self, key: &K) -> bool {
+        self.inner
+            .lock()
+            .expect("cache lock")
+            .slots
+            .contains_key(key)
+    }
+
     /// Total cost of the values kept now.
     pub fn cost(&self) -> u64 {
         self.inner.lock().expect("cache lock").cost

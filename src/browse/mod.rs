@@ -35,6 +35,13 @@ pub const BLOB_CACHE_BYTES_MAX: u64 = 64 << 20;
 pub const TREE_CACHE_NODES_MAX: u64 = 200_000;
 /// How often the snapshot list may be read again.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// Chunks fetched ahead of a reader going through a file in order: over a link with a long
+/// round trip, one request per chunk in turn leaves the link idle most of the time.
+pub const READ_AHEAD_CHUNKS: u64 = 8;
+/// Threads fetching chunks ahead (each on its own connection of a remote repository).
+const PREFETCH_THREADS: usize = 8;
+/// Chunks waiting to be fetched ahead, at most; more are dropped (they are read on demand).
+const PREFETCH_QUEUE_MAX: usize = 64;
 
 /// Where messages go that belong to no request (a damaged snapshot, an unreachable repository).
 pub type Report = Arc<dyn Fn(&str) + Send + Sync>;
@@ -93,7 +100,9 @@ pub struct Browser {
     known: Mutex<Known>,
     current: RwLock<Arc<Snapshots>>,
     trees: Lru<BlobId, Vec<Node>>,
-    blobs: Lru<BlobId, Vec<u8>>,
+    blobs: Arc<Lru<BlobId, Vec<u8>>>,
+    /// Chunks to fetch ahead into `blobs`, for the prefetch threads (started on first use).
+    ahead: Mutex<Option<crossbeam_channel::Sender<BlobId>>>,
 }
 
 impl Browser {
@@ -113,7 +122,10 @@ impl Browser {
             trees: Lru::new(opts.tree_cache_nodes_max, |v: &Vec<Node>| {
                 v.len().max(1) as u64
             }),
-            blobs: Lru::new(opts.blob_cache_bytes_max, |v: &Vec<u8>| v.len() as u64),
+            blobs: Arc::new(Lru::new(opts.blob_cache_bytes_max, |v: &Vec<u8>| {
+                v.len() as u64
+            })),
+            ahead: Mutex::new(None),
         };
         let mut k = b.known.lock().expect("known lock");
         b.reload(&mut k)?;
@@ -254,6 +266,39 @@ impl Browser {
     pub fn blob(&self, id: &BlobId) -> Result<Arc<Vec<u8>>> {
         self.blobs
             .get_or_fetch(id, || self.repo.read_blob(BlobKind::Data, id))
+    }
+
+    /// Starts fetching the [`READ_AHEAD_CHUNKS`] chunks after the one holding `offset` into the
+    /// cache (a reader going through the file in order needs them next). Chunks already kept or
+    /// on their way are skipped; errors are left for the reader to meet.
+    pub fn read_ahead(&self, f: &FileChunks, offset: u64) {
+        let first = f.ends.partition_point(|&e| e <= offset) + 1;
+        let last = (first + READ_AHEAD_CHUNKS as usize).min(f.blobs.len());
+        if first >= last {
+            return;
+        }
+        let mut ahead = self.ahead.lock().expect("prefetch lock");
+        let tx = ahead.get_or_insert_with(|| {
+            let (tx, rx) = crossbeam_channel::bounded::<BlobId>(PREFETCH_QUEUE_MAX);
+            for _ in 0..PREFETCH_THREADS {
+                let (rx, repo, blobs) = (rx.clone(), self.repo.clone(), self.blobs.clone());
+                std::thread::Builder::new()
+                    .name("prism-read-ahead".into())
+                    .spawn(move || {
+                        // Ends when the browser (the sender) is dropped.
+                        for id in rx {
+                            let _ = blobs.get_or_fetch(&id, || repo.read_blob(BlobKind::Data, &id));
+                        }
+                    })
+                    .expect("spawn a read-ahead thread");
+            }
+            tx
+        });
+        for id in &f.blobs[first..last] {
+            if !self.blobs.contains(id) {
+                let _ = tx.try_send(*id);
+            }
+        }
     }
 
     /// Up to `len` bytes of a file from `offset` (fewer at its end).

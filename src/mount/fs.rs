@@ -39,6 +39,8 @@ pub const TREE_TTL: Duration = Duration::from_secs(3600);
 /// `st_blksize`: a hint to readers; bigger reads mean fewer round trips through the kernel.
 const BLOCK_SIZE_BYTES: u32 = 128 << 10;
 const ROOT_INO: u64 = 1;
+/// A read starting at most this far after the previous one's end counts as reading in order.
+const READ_AHEAD_WINDOW_BYTES: u64 = 1 << 20;
 /// Stand-in inode numbers of entries not looked up yet have this bit set.
 const STAND_IN_BIT: u64 = 1 << 63;
 
@@ -132,10 +134,12 @@ impl Table {
     }
 }
 
-/// An open file: its chunks, and its path for messages.
+/// An open file: its chunks, its path for messages, and where a reader going through it in
+/// order reads next (reads there fetch the following chunks ahead).
 struct OpenFile {
     chunks: FileChunks,
     shown: String,
+    next: AtomicU64,
 }
 
 /// An open directory: its entries as they were at `opendir` (offsets stay valid however the
@@ -373,7 +377,11 @@ impl PrismFs {
     fn open_file(&self, ino: u64, n: &Node) -> Result<OpenFile> {
         let shown = self.table.lock().expect("table lock").path(ino);
         let chunks = self.browser.chunks(n, &shown)?;
-        Ok(OpenFile { chunks, shown })
+        Ok(OpenFile {
+            chunks,
+            shown,
+            next: AtomicU64::new(0),
+        })
     }
 }
 
@@ -461,6 +469,12 @@ impl Filesystem for PrismFs {
         let Some(f) = f else {
             return reply.error(Errno::EBADF);
         };
+        // In order (the kernel's read-ahead may run a window ahead of the last read): fetch the
+        // next chunks while this one is read.
+        let expected = f.next.swap(offset + size as u64, Ordering::Relaxed);
+        if offset >= expected && offset - expected <= READ_AHEAD_WINDOW_BYTES {
+            self.browser.read_ahead(&f.chunks, offset);
+        }
         match self.browser.read_at(&f.chunks, offset, size as u64) {
             Ok(data) => reply.data(&data),
             Err(e) => {

@@ -556,6 +556,7 @@ fn download(
     let (tx, rx) = tokio::sync::mpsc::channel(DOWNLOAD_QUEUE_CHUNKS);
     std::thread::spawn(move || {
         for (i, id) in chunks.blobs.iter().enumerate() {
+            b.read_ahead(&chunks, if i == 0 { 0 } else { chunks.ends[i - 1] });
             let item = b
                 .blob(id)
                 .map(|d| Bytes::copy_from_slice(&d))
