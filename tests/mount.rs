@@ -6,6 +6,7 @@
 //! why — they never skip.
 
 mod common;
+mod remote_support;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -16,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use remote_support::{Serve, TOKEN};
 
 /// Generous: the machine is shared, and a debug binary opens the repository first.
 const MOUNT_DEADLINE: Duration = Duration::from_secs(60);
@@ -478,4 +480,37 @@ fn mount_on_a_missing_directory_fails_with_the_fix() {
     );
     let o = env.run(&["mount", "nosuchset", env.path(".").to_str().unwrap()]);
     assert_exit(&o, 1, "mount of an unknown set");
+}
+
+#[test]
+fn a_remote_repository_mounts_through_serve() {
+    let env = Env::with_repo();
+    let src = env.path("src");
+    let big = random_bytes(6 << 20, 11);
+    write(&src, "big.bin", &big);
+    write(&src, "sub/small.txt", b"small");
+    env.backup(&src);
+    let tree = capture(&src);
+    let serve = Serve::start(env.dir.path(), &env.repo, false, false);
+    let mut env = env;
+    env.vars
+        .push(("PRISM_SYNC_REST_TOKEN".into(), TOKEN.into()));
+    let mp = env.path("mnt-rest");
+    let mut m = Mount::start(&env, &["--repo", &serve.url], &mp);
+    assert_same_tree(&tree, &capture(&mp.join("latest")), "latest/ through serve");
+    let f = fs::File::open(mp.join("latest/big.bin")).unwrap();
+    let mut buf = vec![0u8; 100_000];
+    let n = f.read_at(&mut buf, 4_000_000).unwrap();
+    assert!(n > 0 && buf[..n] == big[4_000_000..4_000_000 + n]);
+    drop(f);
+    // A snapshot written by another client shows up through the server too.
+    write(&src, "later.txt", b"later");
+    env.backup(&src);
+    wait_until("the new snapshot through serve", SHOW_DEADLINE, || {
+        mp.join("latest/later.txt").exists()
+    });
+    m.signal(libc::SIGTERM);
+    assert_eq!(m.wait_exit(SHOW_DEADLINE), 0, "{}", m.stderr());
+    assert!(!is_mounted(&mp));
+    drop(serve);
 }
