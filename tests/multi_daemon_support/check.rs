@@ -520,11 +520,13 @@ pub fn finally(w: &mut World) -> (Vec<Finding>, String) {
     let (published, safety) = w.view.versions(SET);
     let known = w.oracle.known_states();
     for (what, versions) in [("published", &published), ("before-sync", &safety)] {
-        let mut bad = Vec::new();
+        // Content never at that path, and half-made states (a file caught between its
+        // truncation and its new content, which lasted microseconds): both are torn reads.
+        let (mut never, mut torn) = (Vec::new(), Vec::new());
         for ((p, item), snap) in &versions.pairs {
             match known.get(&(normalize(p), item.clone())) {
-                None => bad.push(format!("{p} = {} in {}", item.short(), snap.short())),
-                Some((seq, Some(us))) if *us < TRANSIENT_SHORT_US => bad.push(format!(
+                None => never.push(format!("{p} = {} in {}", item.short(), snap.short())),
+                Some((seq, Some(us))) if *us < TRANSIENT_SHORT_US => torn.push(format!(
                     "{p} = {} in {}: the truncated state of op #{seq}, which lasted {us} µs",
                     item.short(),
                     snap.short()
@@ -532,12 +534,41 @@ pub fn finally(w: &mut World) -> (Vec<Finding>, String) {
                 Some(_) => {}
             }
         }
-        if !bad.is_empty() {
-            bad.sort();
-            out.push(finding(
-                if what == "published" { "published a state never made" } else { "saved a state never made" },
-                format!("{} {what} version(s) hold content the workload never left at that path:\n      {}", bad.len(), bad.iter().take(30).cloned().collect::<Vec<_>>().join("\n      ")),
-            ));
+        let (k_never, k_torn) = if what == "published" {
+            (
+                "published a state never made",
+                "published a half-written file",
+            )
+        } else {
+            ("saved a state never made", "saved a half-written file")
+        };
+        for (kind, mut bad, why) in [
+            (
+                k_never,
+                never,
+                "content the workload never left at that path",
+            ),
+            (
+                k_torn,
+                torn,
+                "a file caught while the workload was writing it",
+            ),
+        ] {
+            if !bad.is_empty() {
+                bad.sort();
+                out.push(finding(
+                    kind,
+                    format!(
+                        "{} {what} version(s) hold {why}:\n      {}",
+                        bad.len(),
+                        bad.iter()
+                            .take(30)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("\n      ")
+                    ),
+                ));
+            }
         }
     }
     // The audit logs: every published change names a snapshot that holds exactly that.
