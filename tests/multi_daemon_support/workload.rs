@@ -216,9 +216,32 @@ fn renamed(name: &str, tag: &str) -> String {
     }
 }
 
+/// Refuses a path one of whose directories is not a directory (a daemon replaced it by a
+/// symlink or a file since the path was picked): acting on it would follow a symlink, and the
+/// oracle would record a write where none happened.
+fn direct(root: &Path, rel: &str) -> std::io::Result<()> {
+    let mut at = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(md) if !md.is_dir() => {
+                return Err(std::io::Error::other(format!(
+                    "{} is no longer a directory",
+                    at.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()), // created below
+        }
+    }
+    Ok(())
+}
+
 /// Writes `data` at `rel` in place (open with truncate, one write), as most programs do. Returns
 /// the item and how long the truncated state lasted (µs).
 fn write_in_place(root: &Path, rel: &str, data: &[u8]) -> std::io::Result<(Item, u64)> {
+    direct(root, rel)?;
     let p = root.join(rel);
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d)?;
@@ -322,6 +345,7 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
                     }
                     _ => found(pick(rng, root, Want::File, &[]))?,
                 };
+                direct(root, &rel)?;
                 e.touched.push(rel.clone());
                 e.observed = observe(root, &rel);
                 let old = std::fs::read(root.join(&rel)).unwrap_or_default();
@@ -368,12 +392,14 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
             }
             Op::RenameFile => {
                 let rel = found(pick(rng, root, Want::File, PROTECTED))?;
+                direct(root, &rel)?;
                 let dir = if rng.chance(0.6) {
                     parent(&rel).to_string()
                 } else {
                     cx.some_dir(rng)
                 };
                 let to = join(&dir, &renamed(name_of(&rel), &format!("r{}", cx.seq)));
+                direct(root, &to)?;
                 e.touched.push(rel.clone());
                 e.observed = observe(root, &rel);
                 std::fs::rename(root.join(&rel), root.join(&to))?;
@@ -385,6 +411,7 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
             }
             Op::RenameDir => {
                 let rel = found(pick(rng, root, Want::Dir, PROTECTED))?;
+                direct(root, &rel)?;
                 let dir = if rng.chance(0.7) {
                     parent(&rel).to_string()
                 } else {
@@ -394,6 +421,7 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
                     return Err(std::io::Error::other("would move a directory into itself"));
                 }
                 let to = join(&dir, &format!("{}-m{}", name_of(&rel), cx.seq));
+                direct(root, &to)?;
                 e.touched.push(rel.clone());
                 e.observed = observe(root, &rel);
                 std::fs::rename(root.join(&rel), root.join(&to))?;
@@ -401,6 +429,7 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
             }
             Op::MakeTree => {
                 let base = join(&cx.some_dir(rng), &format!("t{}", cx.seq));
+                direct(root, &base)?;
                 let mut dirs = vec![base.clone()];
                 for k in 0..rng.below(3) {
                     let d = join(rng.pick(&dirs).clone().as_str(), &format!("s{k}"));
@@ -426,6 +455,7 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
             }
             Op::DeleteTree => {
                 let rel = found(pick(rng, root, Want::Dir, PROTECTED))?;
+                direct(root, &rel)?;
                 e.touched.push(rel.clone());
                 e.observed = observe(root, &rel);
                 let mut tries = 0;
@@ -442,6 +472,7 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
             }
             Op::FileToDir | Op::FileToLink => {
                 let rel = found(pick(rng, root, Want::File, PROTECTED))?;
+                direct(root, &rel)?;
                 e.touched.push(rel.clone());
                 e.observed = observe(root, &rel);
                 std::fs::remove_file(root.join(&rel))?;
@@ -459,6 +490,7 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
             }
             Op::DirToFile | Op::DirToLink => {
                 let rel = found(pick(rng, root, Want::Dir, PROTECTED))?;
+                direct(root, &rel)?;
                 e.touched.push(rel.clone());
                 e.observed = observe(root, &rel);
                 std::fs::remove_dir_all(root.join(&rel))?;
@@ -474,6 +506,7 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
             }
             Op::LinkToFile => {
                 let rel = found(pick(rng, root, Want::Link, PROTECTED))?;
+                direct(root, &rel)?;
                 e.touched.push(rel.clone());
                 e.observed = observe(root, &rel);
                 std::fs::remove_file(root.join(&rel))?;
@@ -484,6 +517,7 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
             Op::MakeLink => {
                 let dir = cx.some_dir(rng);
                 let rel = join(&dir, &format!("l{}", cx.seq));
+                direct(root, &rel)?;
                 let t = link_target(rng, cx.seq, root, &dir);
                 e.touched.push(rel.clone());
                 std::os::unix::fs::symlink(&t, root.join(&rel))?;
@@ -546,6 +580,9 @@ pub fn slow_append(cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
     };
     let mut events = Vec::new();
     for k in 0..rng.range(3, SLOW_APPENDS_MAX) {
+        if direct(cx.root, &rel).is_err() {
+            break; // a daemon replaced a directory above it meanwhile
+        }
         let mut e = cx.event(Op::SlowAppend);
         e.seq = cx.seq + k;
         e.touched.push(rel.clone());
@@ -588,6 +625,11 @@ pub fn hot_edit(cx: &Ctx, rng: &mut Rng, hot: u64) -> Event {
     let rel = format!("hot/h{hot}.txt");
     let mut e = cx.event(Op::SameFileEdit);
     e.touched.push(rel.clone());
+    if let Err(err) = direct(cx.root, &rel) {
+        e.note = format!("failed: {err}");
+        e.end_ns = now_ns();
+        return e;
+    }
     e.observed = observe(cx.root, &rel);
     let old = match std::fs::symlink_metadata(cx.root.join(&rel)) {
         Ok(md) if md.is_file() => std::fs::read(cx.root.join(&rel)).ok(),
