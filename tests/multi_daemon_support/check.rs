@@ -680,6 +680,10 @@ pub fn report(w: &World, when: &str, findings: &[Finding], q: Option<&Quiesced>)
         "work dir kept: {} (oplog.jsonl: every operation; home-*/sync/: state, audit logs, daemon.log)",
         w.dir.display()
     );
+    if !c.tolerate.is_empty() {
+        let kinds: Vec<&str> = c.tolerate.iter().map(|(k, _)| k.as_str()).collect();
+        let _ = writeln!(s, "tolerated (reported, not failed on): {kinds:?}");
+    }
     let _ = writeln!(s, "--- {} finding(s)", findings.len());
     for f in findings {
         let _ = writeln!(s, "[{}] {}", f.what, f.detail);

@@ -60,9 +60,9 @@ pub struct Config {
     /// `check --read-data` at the end instead of `check`.
     pub read_data: bool,
     /// Kinds of finding that are known open bugs (with the reason, printed with every run):
-    /// reported, not failed on. Only the CI version uses this, while a fix is pending; the soak
-    /// tolerates nothing.
-    pub tolerate: Vec<(&'static str, &'static str)>,
+    /// reported, not failed on. The CI version uses this while a fix is pending; the soak
+    /// tolerates only what `PRISM_SOAK_TOLERATE` names (to hunt for other bugs meanwhile).
+    pub tolerate: Vec<(String, String)>,
 }
 
 impl Config {
@@ -83,7 +83,7 @@ impl Config {
             profile: Profile::full().without(&[Op::KillDaemon]),
             full_rescan_s: 600,
             read_data: false,
-            tolerate: vec![
+            tolerate: [
                 (
                     "status counts wrong",
                     "known open bug: status file counts after concurrent merges",
@@ -96,13 +96,16 @@ impl Config {
                     "saved a half-written file",
                     "known open bug: a file truncated while the scan read it is saved",
                 ),
-            ],
+            ]
+            .map(|(k, why)| (k.to_string(), why.to_string()))
+            .to_vec(),
         }
     }
 
     /// The soak: `PRISM_SOAK_DURATION_S` (default 1800) of workload in rounds of
     /// `PRISM_SOAK_ROUND_S` (default 180), seed `PRISM_SOAK_SEED` (default: from the clock,
-    /// printed), policy `PRISM_SOAK_POLICY` (default `keep_both`).
+    /// printed), policy `PRISM_SOAK_POLICY` (default `keep_both`); `PRISM_SOAK_TOLERATE` lists
+    /// kinds of finding (comma-separated) to report without failing.
     pub fn soak_from_env() -> Config {
         let num = |k: &str, d: u64| -> u64 {
             std::env::var(k)
@@ -130,7 +133,13 @@ impl Config {
             profile: Profile::full(),
             full_rescan_s: num("PRISM_SOAK_FULL_RESCAN_S", 600),
             read_data: true,
-            tolerate: vec![],
+            tolerate: std::env::var("PRISM_SOAK_TOLERATE")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| (k.to_string(), "PRISM_SOAK_TOLERATE".to_string()))
+                .collect(),
         }
     }
 }
