@@ -462,6 +462,47 @@ impl World {
         }]));
     }
 
+    /// The last act of a round, the moment most likely to leave a head unmerged: every endpoint
+    /// creates a file at the same instant, and two of them edit the same hot file, while all
+    /// daemons run; then the workload stops.
+    fn finale(&mut self, round: u32) {
+        self.revive(true);
+        let seqs: Vec<u64> = (0..5).map(|_| self.seq()).collect();
+        let mut rngs: Vec<Rng> = (0..5).map(|_| self.rng.fork()).collect();
+        let hot = self.rng.below(workload::HOT_FILES);
+        let barrier = std::sync::Barrier::new(5);
+        let ctxs: Vec<Ctx> = (0..5).map(|k| self.ctx(k % 3, seqs[k])).collect();
+        let events: Vec<Event> = std::thread::scope(|s| {
+            let handles: Vec<_> = ctxs
+                .iter()
+                .zip(rngs.iter_mut())
+                .enumerate()
+                .map(|(k, (cx, rng))| {
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        if k < 3 {
+                            workload::create_at(
+                                cx,
+                                rng,
+                                &format!("finale/r{round}-{}.txt", NAMES[k]),
+                            )
+                        } else {
+                            workload::hot_edit(cx, rng, hot)
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("finale thread"))
+                .collect()
+        });
+        for e in events {
+            self.record(Some(vec![e]));
+        }
+    }
+
     /// Two endpoints act at the same moment: the same hot file, or two random operations.
     fn at_once(&mut self, op: Op, first: usize) {
         let second = (first + 1 + self.rng.below(2) as usize) % 3;
@@ -513,6 +554,7 @@ impl World {
         for round in 1..=self.cfg.rounds {
             let t = Instant::now();
             self.workload(self.cfg.round);
+            self.finale(round);
             self.revive(true);
             let q = check::converge(&mut self);
             let mut findings = self.untolerated(q.findings.clone());

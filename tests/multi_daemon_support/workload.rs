@@ -619,6 +619,22 @@ pub fn slow_append(cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
     Some(events)
 }
 
+/// A new file at a given path (the harness's finale).
+pub fn create_at(cx: &Ctx, rng: &mut Rng, rel: &str) -> Event {
+    let mut e = cx.event(Op::Create);
+    e.touched.push(rel.to_string());
+    let data = cx.text("finale", rng);
+    match write_in_place(cx.root, rel, &data) {
+        Ok((item, us)) => {
+            e.transient.push((rel.to_string(), Item::file(b""), us));
+            e.written.push((rel.to_string(), item));
+        }
+        Err(err) => e.note = format!("failed: {err}"),
+    }
+    e.end_ns = now_ns();
+    e
+}
+
 /// One endpoint's side of [`Op::SameFileEdit`]: rewrite or append to a hot file (creating it
 /// if this endpoint lost it).
 pub fn hot_edit(cx: &Ctx, rng: &mut Rng, hot: u64) -> Event {
