@@ -105,7 +105,8 @@ impl Config {
     /// The soak: `PRISM_SOAK_DURATION_S` (default 1800) of workload in rounds of
     /// `PRISM_SOAK_ROUND_S` (default 180), seed `PRISM_SOAK_SEED` (default: from the clock,
     /// printed), policy `PRISM_SOAK_POLICY` (default `keep_both`); `PRISM_SOAK_TOLERATE` lists
-    /// kinds of finding (comma-separated) to report without failing.
+    /// kinds of finding (comma-separated) to report without failing, `PRISM_SOAK_WITHOUT`
+    /// operations (by name, e.g. `kill-daemon`) to leave out.
     pub fn soak_from_env() -> Config {
         let num = |k: &str, d: u64| -> u64 {
             std::env::var(k)
@@ -124,13 +125,25 @@ impl Config {
             Ok("keep_both") | Err(_) => "keep_both",
             Ok(other) => panic!("PRISM_SOAK_POLICY={other}: use keep_both or user_prompt"),
         };
+        let without: Vec<Op> = std::env::var("PRISM_SOAK_WITHOUT")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| {
+                *Op::ALL
+                    .iter()
+                    .find(|o| o.name() == n)
+                    .unwrap_or_else(|| panic!("PRISM_SOAK_WITHOUT: no operation {n:?}"))
+            })
+            .collect();
         Config {
             seed: num("PRISM_SOAK_SEED", now_ns() as u64 % 1_000_000),
             rounds: duration.div_ceil(round) as u32,
             round: Duration::from_secs(round),
             converge_within: Duration::from_secs(num("PRISM_SOAK_CONVERGE_S", 90)),
             policy,
-            profile: Profile::full(),
+            profile: Profile::full().without(&without),
             full_rescan_s: num("PRISM_SOAK_FULL_RESCAN_S", 600),
             read_data: true,
             tolerate: std::env::var("PRISM_SOAK_TOLERATE")

@@ -77,6 +77,31 @@ impl Op {
         }
     }
 
+    pub const ALL: &[Op] = &[
+        Op::Create,
+        Op::Rewrite,
+        Op::Append,
+        Op::SlowAppend,
+        Op::Delete,
+        Op::RenameFile,
+        Op::RenameDir,
+        Op::MakeTree,
+        Op::DeleteTree,
+        Op::FileToDir,
+        Op::FileToLink,
+        Op::DirToFile,
+        Op::DirToLink,
+        Op::LinkToFile,
+        Op::MakeLink,
+        Op::Burst,
+        Op::BigFile,
+        Op::SameFileEdit,
+        Op::Concurrent,
+        Op::Pause,
+        Op::PauseDaemon,
+        Op::KillDaemon,
+    ];
+
     /// Operations a thread of [`Op::Concurrent`] may run.
     pub const SIMPLE: &[Op] = &[
         Op::Create,
