@@ -11,6 +11,8 @@
 //!   `serve`, plus retry and fault-injection wrappers.
 //! - [`repository`]: open/init, write ordering (packs → index → snapshot), check, prune.
 //! - [`snapshot`]: trees, nodes, walking, diff, selection, retention.
+//! - [`fsx`]: every write below a folder, through directory handles that never follow a
+//!   symlink; what a file system folds (case, Unicode normalization).
 //! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
 //! - [`sync`]: the three-way merge as a pure function, rules and policies.
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
@@ -29,6 +31,7 @@ pub mod daemon;
 pub mod endpoint;
 pub mod error;
 pub mod format;
+pub mod fsx;
 pub mod id;
 pub mod index;
 pub mod pack;

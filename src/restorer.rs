@@ -3,27 +3,36 @@
 //! Owns: writing trees out to a local directory. Must not touch: backends directly (it reads
 //! through the repository), printing.
 //!
+//! Every write goes through [`crate::fsx`]: directories are reached from held handles, never
+//! through a symlink, so nothing a folder holds (an earlier restore's `d -> /elsewhere`) can send
+//! a write outside the target. With `--overwrite`, a symlink or file found where the snapshot has
+//! a directory is replaced; a directory that cannot be made or opened is reported, and nothing
+//! below it is written. Names that the target's file system cannot keep apart (case or Unicode
+//! normalization, probed first) are found per directory before any of its entries is written;
+//! all but the first of a group are restored under `<stem>.name-conflict-<n><.ext>` and
+//! reported.
+//!
 //! Every file is written to a temp file beside its final name, each chunk verified (keyed hash)
 //! as it is read, and renamed into place only when complete: a damaged or missing chunk fails
 //! that file loudly and never leaves wrong bytes under a real name. All-zero chunks become holes
 //! (sparse files stay sparse). Directories are created first and get their mode and mtime last,
 //! deepest first. Files are restored by several workers in parallel.
 
-use std::fs::{self, FileTimes, OpenOptions};
+use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::bounded;
 
 use crate::archiver::SoftError;
-use crate::crypto::random_bytes;
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
-use crate::id::{BlobId, hex_encode};
+use crate::fsx::fold::{self, Folding};
+use crate::fsx::{Dir, EntryKind};
+use crate::id::BlobId;
 use crate::repository::Repository;
 use crate::snapshot::tree::{file_blobs, find, read_dir};
 use crate::snapshot::{Node, NodeKind, components, join};
@@ -45,6 +54,8 @@ pub struct RestoreOptions {
     pub overwrite: bool,
     pub workers: usize,
     pub progress: Arc<RestoreProgress>,
+    /// What the target's file system folds; `None`: probe it.
+    pub folding: Option<Folding>,
 }
 
 impl Default for RestoreOptions {
@@ -54,6 +65,7 @@ impl Default for RestoreOptions {
             overwrite: false,
             workers: 4,
             progress: Arc::new(RestoreProgress::default()),
+            folding: None,
         }
     }
 }
@@ -65,61 +77,11 @@ pub struct RestoreReport {
     pub symlinks: u64,
     pub bytes: u64,
     pub errors: Vec<SoftError>,
-}
-
-fn system_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
-fn timespec(ns: i64) -> libc::timespec {
-    libc::timespec {
-        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
-    }
-}
-
-/// Sets mtime (and atime to the same) without following a symlink.
-fn set_mtime_nofollow(path: &Path, ns: i64) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    let t = [timespec(ns), timespec(ns)];
-    // SAFETY: valid NUL-terminated path and a two-element timespec array.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            t.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn chown_nofollow(path: &Path, uid: u32, gid: u32) {
-    if is_root() {
-        let _ = std::os::unix::fs::lchown(path, Some(uid), Some(gid));
-    }
-}
-
-fn temp_path(dest: &Path) -> PathBuf {
-    let mut name = b".".to_vec();
-    name.extend_from_slice(dest.file_name().map(|n| n.as_bytes()).unwrap_or(b"file"));
-    name.truncate(200);
-    name.extend_from_slice(format!(".prism-tmp-{}", hex_encode(&random_bytes::<6>())).as_bytes());
-    dest.with_file_name(std::ffi::OsStr::from_bytes(&name))
+    /// Entries kept apart because the target's file system cannot hold their names side by
+    /// side: (path in the snapshot, path written).
+    pub renamed: Vec<(Vec<u8>, Vec<u8>)>,
+    /// What the target's file system folds.
+    pub folding: Folding,
 }
 
 /// How [`write_file`] writes.
@@ -132,14 +94,22 @@ pub struct WriteOptions {
     pub owner: bool,
 }
 
-/// Writes one file node to `dest` via a temp file and rename. `blobs` are the file's data blob
-/// ids. On any error the temp file is removed and `dest` is left untouched. Returns the bytes
-/// written.
+/// Where [`write_file`] puts a file: the name in a held directory, and the path for messages.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub dir: &'a Dir,
+    pub name: &'a [u8],
+    pub shown: &'a Path,
+}
+
+/// Writes one file node into `at.dir` via a temp file and rename. `blobs` are the file's data
+/// blob ids. On any error the temp file is removed and the entry is left untouched. Returns the
+/// bytes written.
 pub fn write_file(
     repo: &Repository,
     node: &Node,
     blobs: &[BlobId],
-    dest: &Path,
+    at: Target<'_>,
     opts: WriteOptions,
     progress: Option<&AtomicU64>,
 ) -> Result<u64> {
@@ -148,80 +118,62 @@ pub fn write_file(
             "write_file called for a node that is not a file",
         ));
     };
-    let tmp = temp_path(dest);
-    let f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(&tmp, e))?;
-    let r = (|| -> Result<u64> {
-        let mut off = 0u64;
-        for id in blobs {
-            let data = repo.read_blob(BlobKind::Data, id)?;
-            if !data.iter().all(|&b| b == 0) {
-                f.write_all_at(&data, off).map_err(|e| Error::io(dest, e))?;
-            }
-            off += data.len() as u64;
-            if let Some(p) = progress {
-                p.fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
+    let dest = at.shown;
+    let nf = at.dir.new_file(at.name).map_err(|e| Error::io(dest, e))?;
+    let f = nf.file();
+    let mut off = 0u64;
+    for id in blobs {
+        let data = repo.read_blob(BlobKind::Data, id)?;
+        if !data.iter().all(|&b| b == 0) {
+            f.write_all_at(&data, off).map_err(|e| Error::io(dest, e))?;
         }
-        if off != size {
-            return Err(Error::corrupt(
-                format!("file {}", dest.display()),
-                format!("its chunks hold {off} bytes but the snapshot says {size}"),
-            ));
-        }
-        f.set_len(size).map_err(|e| Error::io(dest, e))?;
-        f.set_permissions(fs::Permissions::from_mode(node.mode))
-            .map_err(|e| Error::io(dest, e))?;
-        f.set_times(
-            FileTimes::new()
-                .set_modified(system_time(node.mtime_ns))
-                .set_accessed(system_time(node.mtime_ns)),
-        )
-        .map_err(|e| Error::io(dest, e))?;
-        if opts.durable {
-            f.sync_all().map_err(|e| Error::io(dest, e))?;
-        }
-        Ok(off)
-    })();
-    drop(f);
-    match r {
-        Ok(n) => {
-            if opts.owner {
-                chown_nofollow(&tmp, node.uid, node.gid);
-            }
-            fs::rename(&tmp, dest).map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                Error::io(dest, e)
-            })?;
-            Ok(n)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
+        off += data.len() as u64;
+        if let Some(p) = progress {
+            p.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
     }
+    if off != size {
+        return Err(Error::corrupt(
+            format!("file {}", dest.display()),
+            format!("its chunks hold {off} bytes but the snapshot says {size}"),
+        ));
+    }
+    f.set_len(size).map_err(|e| Error::io(dest, e))?;
+    if opts.owner {
+        nf.chown(node.uid, node.gid)
+            .map_err(|e| Error::io(dest, e))?;
+    }
+    nf.set_meta(node.mode, node.mtime_ns)
+        .map_err(|e| Error::io(dest, e))?;
+    if opts.durable {
+        nf.sync().map_err(|e| Error::io(dest, e))?;
+    }
+    nf.commit(at.name).map_err(|e| Error::io(dest, e))?;
+    Ok(off)
 }
 
-/// Creates a symlink node at `dest` (replacing nothing: `dest` must not exist).
-pub fn write_symlink(node: &Node, dest: &Path) -> Result<()> {
+/// Creates a symlink node as `at.name`; with `replace`, over a file or symlink there.
+pub fn write_symlink(node: &Node, at: Target<'_>, replace: bool, owner: bool) -> Result<()> {
     let NodeKind::Symlink { target } = &node.kind else {
         return Err(Error::invalid(
             "write_symlink called for a node that is not a symlink",
         ));
     };
-    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), dest)
-        .map_err(|e| Error::io(dest, e))?;
-    chown_nofollow(dest, node.uid, node.gid);
-    let _ = set_mtime_nofollow(dest, node.mtime_ns);
+    let r = if replace {
+        at.dir.symlink_replace(target, at.name)
+    } else {
+        at.dir.symlink(target, at.name)
+    };
+    r.map_err(|e| Error::io(at.shown, e))?;
+    if owner {
+        let _ = at.dir.chown_nofollow(at.name, node.uid, node.gid);
+    }
+    let _ = at.dir.set_times_nofollow(at.name, node.mtime_ns);
     Ok(())
 }
 
 fn dir_is_empty(p: &Path) -> Result<bool> {
-    match fs::read_dir(p) {
+    match std::fs::read_dir(p) {
         Ok(mut rd) => Ok(rd.next().is_none()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(Error::io(p, e)),
@@ -247,7 +199,33 @@ fn included(include: &[Vec<u8>], path: &[u8]) -> (bool, bool) {
 
 struct FileJob {
     node: Node,
-    dest: PathBuf,
+    dir: Arc<Dir>,
+    name: Vec<u8>,
+    shown: PathBuf,
+}
+
+/// A directory still to restore: its path in the snapshot, its path in the target (they differ
+/// below a name kept apart), its tree.
+struct DirJob {
+    snap: Vec<u8>,
+    disk: Vec<u8>,
+    tree: BlobId,
+}
+
+/// Makes `name` a directory in `dir`. With `overwrite`, a file or symlink in the way is
+/// replaced (never followed); an existing directory is used.
+fn make_dir(dir: &Dir, name: &[u8], overwrite: bool) -> std::io::Result<()> {
+    match dir.mkdir(name, 0o700) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match dir.entry(name)? {
+            Some(en) if en.kind == EntryKind::Dir => Ok(()),
+            Some(_) if overwrite => {
+                dir.remove_file(name)?;
+                dir.mkdir(name, 0o700)
+            }
+            _ => Err(e),
+        },
+        r => r,
+    }
 }
 
 /// Restores the tree `root` (or the part `include` selects) into `target`.
@@ -276,20 +254,31 @@ pub fn restore(
             )));
         }
     }
-    fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
-    let mut report = RestoreReport::default();
-    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
+    std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    let top = Dir::open_root(target).map_err(|e| Error::io(target, e))?;
+    let folding = match opts.folding {
+        Some(f) => f,
+        None => fold::probe(&top).map_err(|e| Error::io(target, e))?,
+    };
+    let mut report = RestoreReport {
+        folding,
+        ..Default::default()
+    };
+    let mut dirs: Vec<(Vec<u8>, Node)> = Vec::new();
     let errors = std::sync::Mutex::new(Vec::new());
-    let soft = |path: &Path, e: Error| {
+    let shown = |rel: &[u8]| {
+        if rel.is_empty() {
+            target.to_path_buf()
+        } else {
+            target.join(std::ffi::OsStr::from_bytes(rel))
+        }
+    };
+    let soft = |rel: &[u8], message: String| {
         opts.progress.errors.fetch_add(1, Ordering::Relaxed);
-        let rel = path
-            .strip_prefix(target)
-            .map(|r| r.as_os_str().as_bytes().to_vec())
-            .unwrap_or_default();
         errors.lock().expect("lock").push(SoftError {
-            path: path.to_path_buf(),
-            rel,
-            message: e.to_string(),
+            path: shown(rel),
+            rel: rel.to_vec(),
+            message,
         });
     };
     let files = AtomicU64::new(0);
@@ -301,83 +290,116 @@ pub fn restore(
             let (soft, files, bytes) = (&soft, &files, &bytes);
             s.spawn(move || {
                 for job in rx {
-                    let r = match &job.node.kind {
-                        NodeKind::File { content, .. } => {
-                            file_blobs(repo, content).and_then(|ids| {
-                                write_file(
-                                    repo,
-                                    &job.node,
-                                    &ids,
-                                    &job.dest,
-                                    WriteOptions {
-                                        durable: false,
-                                        owner: true,
-                                    },
-                                    Some(&opts.progress.bytes),
-                                )
-                            })
-                        }
-                        _ => continue,
+                    let NodeKind::File { content, .. } = &job.node.kind else {
+                        continue;
                     };
+                    let at = Target {
+                        dir: &job.dir,
+                        name: &job.name,
+                        shown: &job.shown,
+                    };
+                    let opts_w = WriteOptions {
+                        durable: false,
+                        owner: true,
+                    };
+                    let r = file_blobs(repo, content).and_then(|ids| {
+                        write_file(
+                            repo,
+                            &job.node,
+                            &ids,
+                            at,
+                            opts_w,
+                            Some(&opts.progress.bytes),
+                        )
+                    });
                     match r {
                         Ok(n) => {
                             files.fetch_add(1, Ordering::Relaxed);
                             bytes.fetch_add(n, Ordering::Relaxed);
                             opts.progress.files.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) => soft(&job.dest, e),
+                        Err(e) => {
+                            let rel = job.shown.strip_prefix(target).unwrap_or(&job.shown);
+                            soft(rel.as_os_str().as_bytes(), e.to_string())
+                        }
                     }
                 }
             });
         }
         drop(rx);
         // Depth-first walk on this thread: directories and symlinks here, files to the workers.
-        let mut stack = vec![(Vec::<u8>::new(), *root, target.to_path_buf())];
-        while let Some((prefix, tree, dir)) = stack.pop() {
-            let nodes = match read_dir(repo, &tree) {
-                Ok(n) => n,
+        // Each directory is opened from the target's handle when its turn comes (one held
+        // handle per directory being filled, not one per directory waiting).
+        let mut stack = vec![DirJob {
+            snap: Vec::new(),
+            disk: Vec::new(),
+            tree: *root,
+        }];
+        while let Some(job) = stack.pop() {
+            let dir = match top.open_path(&job.disk) {
+                Ok(d) => Arc::new(d),
                 Err(e) => {
-                    soft(&dir, e);
+                    soft(&job.disk, format!("{e}: nothing below it was restored"));
                     continue;
                 }
             };
-            for node in nodes {
-                let path = join(&prefix, &node.name);
+            if !job.disk.is_empty() {
+                // Writable until the end, when the stored mode is applied.
+                let _ = dir.set_own_meta(0o700, None, None);
+            }
+            let nodes = match read_dir(repo, &job.tree) {
+                Ok(n) => n,
+                Err(e) => {
+                    soft(&job.disk, e.to_string());
+                    continue;
+                }
+            };
+            let disk_names = names_apart(&nodes, folding);
+            for (node, disk_name) in nodes.into_iter().zip(disk_names) {
+                let path = join(&job.snap, &node.name);
                 let (take, descend) = included(&include, &path);
                 if !take {
                     continue;
                 }
-                let dest = dir.join(std::ffi::OsStr::from_bytes(&node.name));
+                let disk_path = join(&job.disk, &disk_name);
+                if disk_name != node.name {
+                    report.renamed.push((path.clone(), disk_path.clone()));
+                }
+                let at_shown = shown(&disk_path);
                 match &node.kind {
                     NodeKind::Dir { subtree } => {
-                        match fs::create_dir(&dest) {
-                            Ok(()) => {}
-                            Err(e)
-                                if e.kind() == std::io::ErrorKind::AlreadyExists
-                                    && dest.is_dir() => {}
-                            Err(e) => {
-                                soft(&dest, Error::io(&dest, e));
-                                continue;
-                            }
+                        if let Err(e) = make_dir(&dir, &disk_name, opts.overwrite) {
+                            soft(&disk_path, format!("{e}: nothing below it was restored"));
+                            continue;
                         }
-                        // Writable until the end, when the stored mode is applied.
-                        let _ = fs::set_permissions(&dest, fs::Permissions::from_mode(0o700));
                         if descend {
-                            stack.push((path, *subtree, dest.clone()));
+                            stack.push(DirJob {
+                                snap: path,
+                                disk: disk_path.clone(),
+                                tree: *subtree,
+                            });
                         }
-                        dirs.push((dest, node));
+                        dirs.push((disk_path, node));
                     }
                     NodeKind::Symlink { .. } => {
-                        if opts.overwrite {
-                            let _ = fs::remove_file(&dest);
-                        }
-                        match write_symlink(&node, &dest) {
+                        let at = Target {
+                            dir: &dir,
+                            name: &disk_name,
+                            shown: &at_shown,
+                        };
+                        match write_symlink(&node, at, opts.overwrite, true) {
                             Ok(()) => report.symlinks += 1,
-                            Err(e) => soft(&dest, e),
+                            Err(e) => soft(&disk_path, e.to_string()),
                         }
                     }
                     NodeKind::File { .. } => {
-                        if tx.send(FileJob { node, dest }).is_err() {
+                        let job = FileJob {
+                            node,
+                            dir: dir.clone(),
+                            name: disk_name,
+                            shown: at_shown,
+                        };
+                        if tx.send(job).is_err() {
                             return Err(Error::Interrupted);
                         }
                     }
@@ -388,14 +410,16 @@ pub fn restore(
         Ok(())
     })?;
     // Deepest first, so setting a parent's mtime comes after its children changed it.
-    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (dest, node) in &dirs {
-        chown_nofollow(dest, node.uid, node.gid);
-        if let Err(e) = fs::set_permissions(dest, fs::Permissions::from_mode(node.mode)) {
-            soft(dest, Error::io(dest, e));
-        }
-        if let Err(e) = set_mtime_nofollow(dest, node.mtime_ns) {
-            soft(dest, Error::io(dest, e));
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
+    for (rel, node) in &dirs {
+        let r = top
+            .open_path(rel)
+            .map_err(std::io::Error::from)
+            .and_then(|d| {
+                d.set_own_meta(node.mode, Some(node.mtime_ns), Some((node.uid, node.gid)))
+            });
+        if let Err(e) = r {
+            soft(rel, e.to_string());
         }
     }
     report.dirs = dirs.len() as u64;
@@ -403,6 +427,22 @@ pub fn restore(
     report.bytes = bytes.into_inner();
     report.errors = errors.into_inner().expect("lock");
     Ok(report)
+}
+
+/// The names a directory's nodes are written under: their own, except for names that collide
+/// on a file system folding `f` with an earlier one — those are kept apart.
+fn names_apart(nodes: &[Node], f: Folding) -> Vec<Vec<u8>> {
+    let names: Vec<&[u8]> = nodes.iter().map(|n| n.name.as_slice()).collect();
+    let clash = fold::colliding(&names, f);
+    let mut out: Vec<Vec<u8>> = names.iter().map(|n| n.to_vec()).collect();
+    if clash.is_empty() {
+        return out;
+    }
+    let mut taken: HashSet<Vec<u8>> = names.iter().map(|n| fold::key(n, f)).collect();
+    for i in clash {
+        out[i] = fold::apart_name(names[i], &mut taken, f);
+    }
+    out
 }
 
 /// Writes one file's content to `out` (for `dump`), verifying every chunk.

@@ -87,6 +87,7 @@ impl World {
                 max_delete_count: u64::MAX,
                 max_delete_percent: 100.0,
                 case_insensitive: false,
+                unicode_normalizing: false,
             };
             Endpoint::create(&home, cfg).unwrap();
             homes.push(home);

@@ -93,6 +93,22 @@ fn report_soft(ctx: &Ctx, what: &str, errors: &[SoftError], warnings: &[SoftErro
     }
 }
 
+/// Warns about entries a restore kept apart (names the target's file system cannot hold side by
+/// side); their JSON form.
+pub(super) fn report_renamed(ctx: &Ctx, renamed: &[(Vec<u8>, Vec<u8>)]) -> Vec<serde_json::Value> {
+    for (from, to) in renamed {
+        ctx.out.warn(format!(
+            "{} restored as {}: this file system cannot hold both it and another name that differs only in case or Unicode form",
+            display_path(from),
+            display_path(to)
+        ));
+    }
+    renamed
+        .iter()
+        .map(|(f, t)| json!({"path": display_path(f), "restored_as": display_path(t)}))
+        .collect()
+}
+
 // ---- repo init ---------------------------------------------------------------------------------
 
 pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<Outcome> {
@@ -500,11 +516,14 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     drop(spinner);
     let report = report?;
     report_soft(ctx, "could not restore", &report.errors, &[]);
+    let renamed = report_renamed(ctx, &report.renamed);
     if ctx.out.json {
         ctx.out.json(&json!({
             "snapshot": id.to_hex(), "target": target.display().to_string(),
             "files": report.files, "dirs": report.dirs, "symlinks": report.symlinks, "bytes": report.bytes,
             "errors": report.errors.iter().map(|e| json!({"path": e.path.display().to_string(), "error": e.message})).collect::<Vec<_>>(),
+            "renamed": renamed,
+            "folds_case": report.folding.case, "folds_unicode": report.folding.unicode,
         }));
     } else {
         let icon = if report.errors.is_empty() {
@@ -535,7 +554,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
         }
     }
     Ok(Outcome {
-        partial: !report.errors.is_empty(),
+        partial: !report.errors.is_empty() || !report.renamed.is_empty(),
     })
 }
 

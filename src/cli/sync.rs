@@ -45,6 +45,12 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(a.components().collect())
 }
 
+/// What the folder's file system folds (case, Unicode normalization), found by trying.
+fn probe_folder(dir: &Path) -> Result<crate::fsx::fold::Folding> {
+    let d = crate::fsx::Dir::open_root(dir).map_err(|e| Error::io(dir, e))?;
+    Ok(crate::fsx::fold::probe(&d).map_err(|e| Error::io(dir, e))?)
+}
+
 // ---- init, join, add-instance -----------------------------------------------------------------
 
 pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
@@ -83,6 +89,7 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
             )));
         }
     }
+    let folding = probe_folder(&dir)?;
     // A local repository is recorded by its absolute path, so the set works from any directory.
     let url = match ctx.repo.as_deref().map(|r| (r, backend::local_dir(r))) {
         Some((_, Some(dir))) => absolute(&dir)?.display().to_string(),
@@ -114,7 +121,8 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         retention: "30d".into(),
         max_delete_count: 1000,
         max_delete_percent: 50.0,
-        case_insensitive: false,
+        case_insensitive: folding.case,
+        unicode_normalizing: folding.unicode,
     };
     Endpoint::create(&ctx.home, cfg.clone())?;
     if ctx.out.json {
@@ -212,6 +220,7 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
     }
     let dir = absolute(&a.dir)?;
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let folding = probe_folder(&dir)?;
     let endpoint = a.endpoint.clone().unwrap_or_else(hostname);
     if endpoint == "local" || endpoint == "merge" {
         bail!(Error::invalid(format!(
@@ -234,7 +243,8 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
         retention: "30d".into(),
         max_delete_count: 1000,
         max_delete_percent: 50.0,
-        case_insensitive: false,
+        case_insensitive: folding.case,
+        unicode_normalizing: folding.unicode,
     };
     Endpoint::create(&ctx.home, cfg)?;
     ctx.out
@@ -877,8 +887,9 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     for e in &r.errors {
         eprintln!("❌ could not restore {}: {}", e.path.display(), e.message);
     }
+    let renamed = super::repo::report_renamed(ctx, &r.renamed);
     if ctx.out.json {
-        ctx.out.json(&json!({"set": name, "snapshot": id.to_hex(), "time": format_rfc3339(snap.time_ns), "target": target.display().to_string(), "files": r.files, "bytes": r.bytes, "errors": r.errors.len()}));
+        ctx.out.json(&json!({"set": name, "snapshot": id.to_hex(), "time": format_rfc3339(snap.time_ns), "target": target.display().to_string(), "files": r.files, "bytes": r.bytes, "errors": r.errors.len(), "renamed": renamed}));
     } else {
         ctx.out.line(format!(
             "✅ Restored {name} as of {} to {}",
@@ -890,7 +901,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
         ctx.out.kv("Version", id.short());
     }
     Ok(Outcome {
-        partial: !r.errors.is_empty(),
+        partial: !r.errors.is_empty() || !r.renamed.is_empty(),
     })
 }
 

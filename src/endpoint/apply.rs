@@ -1,21 +1,33 @@
 //! Executes a sync plan in the local folder.
 //!
+//! Every write goes through [`crate::fsx`]: an action's directory is opened from the folder's
+//! handle without following any symlink, so a symlink where the plan expects a directory (made
+//! by the user, or by a name this file system folds onto another) fails the action as a local
+//! change — the next step sees it — and is never written through. After a directory could not be
+//! made, nothing below it is attempted (each such action fails, naming it).
+//!
 //! Before touching a path, it is compared with what the scan saw (type, size, mtime, mode, link
 //! target): if it changed since, the action is refused (the next step sees the change and treats
 //! it as a conflict). Files are written to a temp file beside the target, fsynced and renamed over
-//! it; every touched directory is fsynced before the caller records the step as done.
+//! it inside the held directory; every touched directory is fsynced before the caller records
+//! the step as done.
+//!
+//! On a file system that folds case or Unicode normalization ([`Folding`]), names the plan would
+//! create that land on another entry — one already in the folder, or one created earlier in the
+//! same plan — are found before anything is written and fail as [`Failure::CaseCollision`]: the
+//! shared state keeps both, this folder keeps the first.
 
-use std::collections::BTreeSet;
-use std::fs;
+use std::collections::{BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fsx::fold::{self, Folding};
+use crate::fsx::{Dir, EntryKind, WalkError};
 use crate::repository::Repository;
-use crate::restorer::{WriteOptions, write_file, write_symlink};
+use crate::restorer::{Target, WriteOptions, write_file};
 use crate::snapshot::tree::file_blobs;
-use crate::snapshot::{Content, Node, NodeKind};
+use crate::snapshot::{Content, Node, NodeKind, display_path};
 use crate::sync::merge::Action;
 
 /// Why an action was not carried out.
@@ -27,8 +39,11 @@ pub enum Failure {
     Io(String),
     /// A directory still holds files that do not sync; it was kept.
     NotEmpty,
-    /// On a case-insensitive file system, another entry differs from this name only by case.
+    /// On a case-insensitive or normalizing file system, another entry's name differs from this
+    /// one only by case or Unicode form.
     CaseCollision(String),
+    /// A directory above it could not be made earlier in this step; nothing was attempted.
+    ParentFailed(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -40,8 +55,11 @@ impl std::fmt::Display for Failure {
             Failure::CaseCollision(other) => {
                 write!(
                     f,
-                    "not written: {other} differs only in case and this file system cannot hold both"
+                    "not written: {other} differs only in case or Unicode form and this file system cannot hold both"
                 )
+            }
+            Failure::ParentFailed(dir) => {
+                write!(f, "not written: its directory {dir} could not be made")
             }
         }
     }
@@ -51,36 +69,80 @@ pub fn local_path(root: &Path, rel: &[u8]) -> PathBuf {
     root.join(std::ffi::OsStr::from_bytes(rel))
 }
 
-fn mtime_ns(md: &fs::Metadata) -> i64 {
-    md.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(md.mtime_nsec())
+/// `(parent, name)` of a relative path.
+fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
 }
 
-/// Does the path still hold what the scan saw?
-fn still(path: &Path, expect: Option<&Node>) -> std::result::Result<(), Failure> {
-    let md = match fs::symlink_metadata(path) {
-        Ok(md) => Some(md),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Failure::Io(e.to_string())),
-    };
-    let ok = match (expect, &md) {
+fn io(e: impl std::fmt::Display) -> Failure {
+    Failure::Io(e.to_string())
+}
+
+/// The folder during one apply: its handle and what it folds.
+struct Folder<'a> {
+    repo: &'a Repository,
+    root: &'a Path,
+    top: Dir,
+    folding: Folding,
+    /// Directories (relative) whose entries changed: fsynced at the end.
+    touched: BTreeSet<Vec<u8>>,
+    /// Directories this apply could not make: nothing below them is attempted.
+    failed_dirs: Vec<Vec<u8>>,
+}
+
+impl Folder<'_> {
+    /// The held directory an action's path lives in, and its name there. A symlink or a file
+    /// in the way is a local change.
+    fn parent<'p>(&self, rel: &'p [u8]) -> std::result::Result<(Dir, &'p [u8]), Failure> {
+        let (parent, name) = split(rel);
+        let dir = self.top.open_path(parent).map_err(|e| match e {
+            WalkError::Io(_, e) => io(e),
+            in_the_way_or_gone => Failure::Changed(in_the_way_or_gone.to_string()),
+        })?;
+        Ok((dir, name))
+    }
+
+    fn under_failed_dir(&self, rel: &[u8]) -> Option<&Vec<u8>> {
+        self.failed_dirs
+            .iter()
+            .find(|d| rel.starts_with(d) && rel.get(d.len()) == Some(&b'/'))
+    }
+
+    /// On a folding file system: another entry of `dir` that `name` would land on.
+    fn collision_on_disk(&self, dir: &Dir, name: &[u8]) -> Option<String> {
+        if !self.folding.any() {
+            return None;
+        }
+        let k = fold::key(name, self.folding);
+        dir.names()
+            .ok()?
+            .into_iter()
+            .find(|n| n != name && fold::key(n, self.folding) == k)
+            .map(|n| display_path(&n))
+    }
+}
+
+/// Does the entry still hold what the scan saw?
+fn still(dir: &Dir, name: &[u8], expect: Option<&Node>) -> std::result::Result<(), Failure> {
+    let en = dir.entry(name).map_err(io)?;
+    let ok = match (expect, &en) {
         (None, None) => true,
         (None, Some(_)) => return Err(Failure::Changed("it exists now".into())),
         (Some(_), None) => return Err(Failure::Changed("it is gone".into())),
-        (Some(n), Some(md)) => match &n.kind {
+        (Some(n), Some(en)) => match &n.kind {
             NodeKind::File { size, .. } => {
-                md.is_file()
-                    && md.len() == *size
-                    && mtime_ns(md) == n.mtime_ns
-                    && (md.mode() & 0o7777) == n.mode
+                en.kind == EntryKind::File
+                    && en.size == *size
+                    && en.mtime_ns == n.mtime_ns
+                    && en.mode == n.mode
             }
             NodeKind::Symlink { target } => {
-                md.file_type().is_symlink()
-                    && fs::read_link(path)
-                        .is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice())
+                en.kind == EntryKind::Symlink && dir.read_link(name).is_ok_and(|t| t == *target)
             }
-            NodeKind::Dir { .. } => md.is_dir(),
+            NodeKind::Dir { .. } => en.kind == EntryKind::Dir,
         },
     };
     if ok {
@@ -90,19 +152,13 @@ fn still(path: &Path, expect: Option<&Node>) -> std::result::Result<(), Failure>
     }
 }
 
-fn set_meta(path: &Path, node: &Node) -> std::io::Result<()> {
-    if !matches!(node.kind, NodeKind::Symlink { .. }) {
-        fs::set_permissions(path, fs::Permissions::from_mode(node.mode))?;
+/// Mode (and, for files, times) of an entry, through a handle.
+fn set_meta(dir: &Dir, name: &[u8], node: &Node) -> std::io::Result<()> {
+    match node.kind {
+        NodeKind::File { .. } => dir.set_file_meta(name, node.mode, node.mtime_ns),
+        NodeKind::Dir { .. } => dir.open_dir(name)?.set_own_meta(node.mode, None, None),
+        NodeKind::Symlink { .. } => Ok(()),
     }
-    if let NodeKind::File { .. } = node.kind {
-        let t =
-            std::time::UNIX_EPOCH + std::time::Duration::from_nanos(node.mtime_ns.max(0) as u64);
-        fs::File::options()
-            .write(true)
-            .open(path)?
-            .set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))?;
-    }
-    Ok(())
 }
 
 fn same_content(a: &Node, b: &Node) -> bool {
@@ -121,100 +177,112 @@ fn same_content(a: &Node, b: &Node) -> bool {
     }
 }
 
-fn io(e: Error) -> Failure {
-    Failure::Io(e.to_string())
-}
-
-/// On a case-insensitive file system, would creating `path` land on another entry's name?
-fn case_collision(path: &Path) -> Option<String> {
-    let (dir, name) = (path.parent()?, path.file_name()?);
-    let lower = name.to_string_lossy().to_lowercase();
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.file_name())
-        .find(|n| n != name && n.to_string_lossy().to_lowercase() == lower)
-        .map(|n| n.to_string_lossy().into_owned())
-}
-
-fn run(
-    repo: &Repository,
-    root: &Path,
-    a: &Action,
-    fold_case: bool,
-    touched: &mut BTreeSet<PathBuf>,
-) -> std::result::Result<(), Failure> {
-    let parent = |p: &Path| {
-        p.parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| root.to_path_buf())
-    };
-    let creates = match a {
+/// The path an action creates, if it creates one.
+fn creates(a: &Action) -> Option<&Vec<u8>> {
+    match a {
         Action::Mkdir { path, .. }
         | Action::Write {
             path, expect: None, ..
         } => Some(path),
         Action::Rename { to, .. } => Some(to),
         _ => None,
+    }
+}
+
+/// On a folding file system: the creating actions whose path lands on the path of an earlier
+/// creating action, with that path. Found before anything is written.
+fn colliding_creates(actions: &[Action], f: Folding) -> HashMap<usize, Vec<u8>> {
+    let mut out = HashMap::new();
+    if !f.any() {
+        return out;
+    }
+    let key = |p: &[u8]| -> Vec<u8> {
+        p.split(|&b| b == b'/')
+            .map(|c| fold::key(c, f))
+            .collect::<Vec<_>>()
+            .join(&b'/')
     };
-    if fold_case
-        && let Some(p) = creates
-        && let Some(other) = case_collision(&local_path(root, p))
+    let mut first: HashMap<Vec<u8>, &Vec<u8>> = HashMap::new();
+    for (i, a) in actions.iter().enumerate() {
+        let Some(p) = creates(a) else { continue };
+        match first.get(&key(p)) {
+            Some(other) if *other != p => {
+                out.insert(i, (*other).clone());
+            }
+            Some(_) => {}
+            None => {
+                first.insert(key(p), p);
+            }
+        }
+    }
+    out
+}
+
+fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> {
+    for p in [Some(a.path()), creates(a).map(Vec::as_slice)]
+        .into_iter()
+        .flatten()
     {
-        return Err(Failure::CaseCollision(other));
+        if let Some(d) = folder.under_failed_dir(p) {
+            return Err(Failure::ParentFailed(display_path(d)));
+        }
+    }
+    if let Some(p) = creates(a) {
+        let (dir, name) = folder.parent(p)?;
+        if let Some(other) = folder.collision_on_disk(&dir, name) {
+            return Err(Failure::CaseCollision(other));
+        }
     }
     match a {
         Action::Mkdir { path, node } => {
-            let p = local_path(root, path);
-            match fs::symlink_metadata(&p) {
-                Ok(md) if md.is_dir() => return Ok(()),
-                Ok(_) => return Err(Failure::Changed("something else is there".into())),
-                Err(_) => {}
+            let (dir, name) = folder.parent(path)?;
+            match dir.entry(name).map_err(io)? {
+                Some(en) if en.kind == EntryKind::Dir => return Ok(()),
+                Some(_) => return Err(Failure::Changed("something else is there".into())),
+                None => {}
             }
-            fs::create_dir(&p).map_err(|e| Failure::Io(e.to_string()))?;
-            let _ = fs::set_permissions(&p, fs::Permissions::from_mode(node.mode | 0o700));
-            touched.insert(parent(&p));
+            dir.mkdir(name, 0o700).map_err(io)?;
+            dir.open_dir(name)
+                .and_then(|d| d.set_own_meta(node.mode | 0o700, None, None))
+                .map_err(io)?;
+            folder.touched.insert(split(path).0.to_vec());
         }
         Action::Write { path, node, expect } => {
-            let p = local_path(root, path);
-            still(&p, expect.as_ref())?;
+            let (dir, name) = folder.parent(path)?;
+            still(&dir, name, expect.as_ref())?;
             match &node.kind {
                 NodeKind::File { content, .. } => {
-                    if let Some(old) = expect.as_ref().filter(|old| same_content(old, node)) {
+                    if expect.as_ref().is_some_and(|old| same_content(old, node)) {
                         // Only mode or mtime changed: no need to fetch anything.
-                        let _ = old;
-                        set_meta(&p, node).map_err(|e| Failure::Io(e.to_string()))?;
+                        set_meta(&dir, name, node).map_err(io)?;
                     } else {
                         let blobs = match content {
                             Content::Direct(ids) => ids.clone(),
-                            c => file_blobs(repo, c).map_err(io)?,
+                            c => file_blobs(folder.repo, c).map_err(io)?,
                         };
-                        write_file(
-                            repo,
-                            node,
-                            &blobs,
-                            &p,
-                            WriteOptions {
-                                durable: true,
-                                owner: false,
-                            },
-                            None,
-                        )
-                        .map_err(io)?;
+                        let shown = local_path(folder.root, path);
+                        let at = Target {
+                            dir: &dir,
+                            name,
+                            shown: &shown,
+                        };
+                        let w = WriteOptions {
+                            durable: true,
+                            owner: false,
+                        };
+                        write_file(folder.repo, node, &blobs, at, w, None).map_err(io)?;
                     }
                 }
-                NodeKind::Symlink { .. } => {
-                    // Create beside it, then rename over: never a moment without the path.
-                    let tmp = p.with_file_name(format!(".{}.prism-tmp-link", std::process::id()));
-                    let _ = fs::remove_file(&tmp);
-                    write_symlink(node, &tmp).map_err(io)?;
-                    fs::rename(&tmp, &p).map_err(|e| Failure::Io(e.to_string()))?;
+                NodeKind::Symlink { target } => {
+                    // Made beside it, then renamed over: never a moment without the path.
+                    dir.symlink_replace(target, name).map_err(io)?;
+                    let _ = dir.set_times_nofollow(name, node.mtime_ns);
                 }
                 NodeKind::Dir { .. } => {
                     return Err(Failure::Io("internal: write of a directory".into()));
                 }
             }
-            touched.insert(parent(&p));
+            folder.touched.insert(split(path).0.to_vec());
         }
         Action::Rename {
             from,
@@ -222,33 +290,47 @@ fn run(
             expect,
             node,
         } => {
-            let (f, t) = (local_path(root, from), local_path(root, to));
-            still(&f, Some(expect))?;
-            still(&t, None)?;
-            fs::rename(&f, &t).map_err(|e| Failure::Io(e.to_string()))?;
+            let (fd, fname) = folder.parent(from)?;
+            let (td, tname) = folder.parent(to)?;
+            still(&fd, fname, Some(expect))?;
+            still(&td, tname, None)?;
+            fd.rename_noreplace(fname, &td, tname).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Failure::Changed("something appeared at the new name".into())
+                } else {
+                    io(e)
+                }
+            })?;
             if let Some(n) = node {
-                set_meta(&t, n).map_err(|e| Failure::Io(e.to_string()))?;
+                set_meta(&td, tname, n).map_err(io)?;
             }
-            touched.insert(parent(&f));
-            touched.insert(parent(&t));
+            folder.touched.insert(split(from).0.to_vec());
+            folder.touched.insert(split(to).0.to_vec());
         }
         Action::Delete { path, expect } => {
-            let p = local_path(root, path);
-            still(&p, Some(expect))?;
-            fs::remove_file(&p).map_err(|e| Failure::Io(e.to_string()))?;
-            touched.insert(parent(&p));
+            let (dir, name) = folder.parent(path)?;
+            still(&dir, name, Some(expect))?;
+            dir.remove_file(name).map_err(io)?;
+            folder.touched.insert(split(path).0.to_vec());
         }
         Action::Rmdir { path } => {
-            let p = local_path(root, path);
-            match fs::remove_dir(&p) {
+            let (dir, name) = match folder.parent(path) {
+                Ok(x) => x,
+                Err(Failure::Changed(_)) if folder.top.open_path(split(path).0).is_err() => {
+                    // Its parent is gone (or no directory): so is it, as far as this folder goes.
+                    return Ok(());
+                }
+                Err(f) => return Err(f),
+            };
+            match dir.remove_dir(name) {
                 Ok(()) => {
-                    touched.insert(parent(&p));
+                    folder.touched.insert(split(path).0.to_vec());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
                     return Err(Failure::NotEmpty);
                 }
-                Err(e) => return Err(Failure::Io(e.to_string())),
+                Err(e) => return Err(io(e)),
             }
         }
     }
@@ -257,26 +339,86 @@ fn run(
 
 /// Runs the actions in order; returns one result per action run. `stop_after` (tests) stops
 /// after that many actions as if the process had been killed: no fsync of directories, and the
-/// caller must not record anything. `fold_case`: the folder's file system ignores case.
+/// caller must not record anything. `folding`: what the folder's file system folds.
 pub fn apply(
     repo: &Repository,
     root: &Path,
     actions: &[Action],
     stop_after: Option<usize>,
-    fold_case: bool,
+    folding: Folding,
 ) -> Result<Vec<std::result::Result<(), Failure>>> {
-    let mut touched = BTreeSet::new();
+    let top = Dir::open_root(root).map_err(|e| Error::io(root, e))?;
+    let mut folder = Folder {
+        repo,
+        root,
+        top,
+        folding,
+        touched: BTreeSet::new(),
+        failed_dirs: Vec::new(),
+    };
+    let clashes = colliding_creates(actions, folding);
     let mut results = Vec::with_capacity(actions.len());
     for (i, a) in actions.iter().enumerate() {
         if stop_after == Some(i) {
             return Err(Error::Interrupted);
         }
-        results.push(run(repo, root, a, fold_case, &mut touched));
+        let r = match clashes.get(&i) {
+            Some(other) => Err(Failure::CaseCollision(display_path(other))),
+            None => run(&mut folder, a),
+        };
+        if r.is_err()
+            && let Action::Mkdir { path, .. } = a
+        {
+            folder.failed_dirs.push(path.clone());
+        }
+        results.push(r);
     }
-    for d in touched {
-        if let Ok(f) = fs::File::open(&d) {
-            f.sync_all().map_err(|e| Error::io(&d, e))?;
+    for rel in &folder.touched {
+        if let Ok(d) = folder.top.open_path(rel) {
+            d.sync().map_err(|e| Error::io(local_path(root, rel), e))?;
         }
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mkdir(p: &str) -> Action {
+        Action::Mkdir {
+            path: p.as_bytes().to_vec(),
+            node: Node {
+                name: p.rsplit('/').next().unwrap().as_bytes().to_vec(),
+                kind: NodeKind::Dir {
+                    subtree: crate::id::BlobId([0; 32]),
+                },
+                mode: 0o755,
+                mtime_ns: 0,
+                uid: 0,
+                gid: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn names_created_twice_under_folding_are_found_before_anything_is_written() {
+        let actions = vec![
+            mkdir("a"),
+            mkdir("A"),
+            mkdir("b"),
+            mkdir("a/x"),
+            mkdir("A/X"),
+        ];
+        let none = colliding_creates(&actions, Folding::default());
+        assert!(none.is_empty());
+        let f = Folding {
+            case: true,
+            unicode: false,
+        };
+        let c = colliding_creates(&actions, f);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[&1], b"a");
+        assert_eq!(c[&4], b"a/x");
+    }
 }

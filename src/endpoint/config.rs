@@ -73,12 +73,25 @@ pub struct SetConfig {
     /// … or more than this share of the files (when it deletes at least 10).
     #[serde(default = "delete_percent")]
     pub max_delete_percent: f64,
-    /// The local file system folds case (macOS, Windows): report case-only name collisions.
+    /// The folder's file system folds case (macOS, Windows, many SMB/exFAT mounts): names that
+    /// differ only in case are kept apart. Probed at `init` and `join`.
     #[serde(default)]
     pub case_insensitive: bool,
+    /// The folder's file system treats NFC and NFD spellings of a name as one (macOS): such
+    /// names are kept apart. Probed at `init` and `join`.
+    #[serde(default)]
+    pub unicode_normalizing: bool,
 }
 
 impl SetConfig {
+    /// What the folder's file system folds, as recorded.
+    pub fn folding(&self) -> crate::fsx::fold::Folding {
+        crate::fsx::fold::Folding {
+            case: self.case_insensitive,
+            unicode: self.unicode_normalizing,
+        }
+    }
+
     pub fn path(sync_dir: &Path, name: &str) -> PathBuf {
         sync_dir.join(format!("{name}.yml"))
     }

@@ -516,13 +516,7 @@ pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<Step
     }
 
     // Apply, with a re-check of every path right before it is touched.
-    let results = apply(
-        repo,
-        root,
-        &out.actions,
-        opts.stop_after,
-        cfg.case_insensitive,
-    )?;
+    let results = apply(repo, root, &out.actions, opts.stop_after, cfg.folding())?;
     let (mut merged, mut applied) = (out.merged, out.applied);
     let mut base_entries: Option<Vec<crate::sync::merge::MTree>> = None;
     let mut activity = Vec::new();
