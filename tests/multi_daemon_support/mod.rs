@@ -54,9 +54,8 @@ pub struct Config {
     /// The set's conflict policy at every endpoint (`keep_both` or `user_prompt`).
     pub policy: &'static str,
     pub profile: Profile,
-    /// The daemons' safety-net full rescan (`PRISM_SYNC_FULL_RESCAN_S`). The default (600 s)
-    /// keeps it out of the way: convergence must not depend on it.
-    pub full_rescan_s: u64,
+    /// The daemons' timings.
+    pub timings: Timings,
     /// `check --read-data` at the end instead of `check`.
     pub read_data: bool,
     /// Kinds of finding that are known open bugs (with the reason, printed with every run):
@@ -81,7 +80,7 @@ impl Config {
             converge_within: Duration::from_secs(45),
             policy: "keep_both",
             profile: Profile::full().without(&[Op::KillDaemon]),
-            full_rescan_s: 600,
+            timings: Timings::default(),
             read_data: false,
             tolerate: [
                 (
@@ -106,7 +105,9 @@ impl Config {
     /// `PRISM_SOAK_ROUND_S` (default 180), seed `PRISM_SOAK_SEED` (default: from the clock,
     /// printed), policy `PRISM_SOAK_POLICY` (default `keep_both`); `PRISM_SOAK_TOLERATE` lists
     /// kinds of finding (comma-separated) to report without failing, `PRISM_SOAK_WITHOUT`
-    /// operations (by name, e.g. `kill-daemon`) to leave out.
+    /// operations (by name, e.g. `kill-daemon`) to leave out; `PRISM_SOAK_POLL_MS`,
+    /// `PRISM_SOAK_SETTLE_MS` (at least 100), `PRISM_SOAK_SETTLE_CAP_MS` and
+    /// `PRISM_SOAK_FULL_RESCAN_S` set the daemons' timings.
     pub fn soak_from_env() -> Config {
         let num = |k: &str, d: u64| -> u64 {
             std::env::var(k)
@@ -144,7 +145,12 @@ impl Config {
             converge_within: Duration::from_secs(num("PRISM_SOAK_CONVERGE_S", 90)),
             policy,
             profile: Profile::full().without(&without),
-            full_rescan_s: num("PRISM_SOAK_FULL_RESCAN_S", 600),
+            timings: Timings {
+                poll_ms: num("PRISM_SOAK_POLL_MS", 250),
+                settle_ms: num("PRISM_SOAK_SETTLE_MS", 100).max(100),
+                settle_cap_ms: num("PRISM_SOAK_SETTLE_CAP_MS", 1000),
+                full_rescan_s: num("PRISM_SOAK_FULL_RESCAN_S", 600),
+            },
             read_data: true,
             tolerate: std::env::var("PRISM_SOAK_TOLERATE")
                 .unwrap_or_default()
@@ -153,6 +159,28 @@ impl Config {
                 .filter(|k| !k.is_empty())
                 .map(|k| (k.to_string(), "PRISM_SOAK_TOLERATE".to_string()))
                 .collect(),
+        }
+    }
+}
+
+/// The daemons' timings (their `PRISM_SYNC_*` variables).
+#[derive(Debug, Clone)]
+pub struct Timings {
+    pub poll_ms: u64,
+    pub settle_ms: u64,
+    pub settle_cap_ms: u64,
+    /// The safety-net full rescan. The default (600 s, as in production) keeps it out of the
+    /// way: convergence must not depend on it.
+    pub full_rescan_s: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            poll_ms: 250,
+            settle_ms: 100,
+            settle_cap_ms: 1000,
+            full_rescan_s: 600,
         }
     }
 }
@@ -244,12 +272,12 @@ impl Drop for World {
     }
 }
 
-fn machine(home: PathBuf, full_rescan_s: u64) -> Machine {
+fn machine(home: PathBuf, t: &Timings) -> Machine {
     Machine::new(home)
-        .var("PRISM_SYNC_POLL_MS", "250")
-        .var("PRISM_SYNC_SETTLE_MS", "100")
-        .var("PRISM_SYNC_SETTLE_CAP_MS", "1000")
-        .var("PRISM_SYNC_FULL_RESCAN_S", &full_rescan_s.to_string())
+        .var("PRISM_SYNC_POLL_MS", &t.poll_ms.to_string())
+        .var("PRISM_SYNC_SETTLE_MS", &t.settle_ms.to_string())
+        .var("PRISM_SYNC_SETTLE_CAP_MS", &t.settle_cap_ms.to_string())
+        .var("PRISM_SYNC_FULL_RESCAN_S", &t.full_rescan_s.to_string())
         .var("PRISM_SYNC_BACKOFF_MAX_S", "2")
 }
 
@@ -311,7 +339,7 @@ impl World {
 
         let laptop = Endpoint {
             name: NAMES[0],
-            m: machine(dir.join("home-local"), cfg.full_rescan_s).with_token(),
+            m: machine(dir.join("home-local"), &cfg.timings).with_token(),
             folder: dir.join("local"),
         };
         oracle.push(seed_tree(&laptop.folder, cfg.seed, &mut rng));
@@ -332,7 +360,7 @@ impl World {
         for name in &NAMES[1..] {
             let ep = Endpoint {
                 name,
-                m: machine(dir.join(format!("home-{name}")), cfg.full_rescan_s),
+                m: machine(dir.join(format!("home-{name}")), &cfg.timings),
                 folder: dir.join(name),
             };
             ep.m.join_set(&eps[0].m, SET, name, &ep.folder, repo.to_str().unwrap());
