@@ -38,13 +38,34 @@ pub fn head_names(repo: &Repository, set: &str) -> Result<Vec<String>> {
     Ok(v)
 }
 
+/// How often [`list_heads`] lists again when a listed head vanished before it was read.
+const LIST_ATTEMPTS_MAX: usize = 8;
+
 /// The set's current heads (superseded ones dropped), oldest first.
+///
+/// A head can be deleted between the list and its read: its publisher's successor created the
+/// head that merges it, then deleted it. Skipping it would drop that state (and, for the only
+/// head, read as "the set has no state", which a step would take as every file deleted), so
+/// the listing is taken again until every listed head could be read: the successor, created
+/// before the deletion, is then in the list.
 pub fn list_heads(repo: &Repository, set: &str) -> Result<Vec<(String, Head)>> {
+    for _ in 0..LIST_ATTEMPTS_MAX {
+        if let Some(heads) = read_listed(repo, set)? {
+            return Ok(heads);
+        }
+    }
+    Err(Error::invalid(format!(
+        "the heads of {set} kept changing while they were read ({LIST_ATTEMPTS_MAX} listings): other endpoints are publishing; try again"
+    )))
+}
+
+/// One listing, every head read; `None` if a listed head was gone by the time it was read.
+fn read_listed(repo: &Repository, set: &str) -> Result<Option<Vec<(String, Head)>>> {
     let mut heads = Vec::new();
     for name in head_names(repo, set)? {
         let bytes = match repo.backend().read(Kind::Head, &name) {
             Ok(b) => b,
-            Err(e) if e.is_not_found() => continue, // deleted by a concurrent publisher
+            Err(e) if e.is_not_found() => return Ok(None), // replaced meanwhile: list again
             Err(e) => return Err(e.into()),
         };
         let what = object_name(Kind::Head, &name);
@@ -68,7 +89,7 @@ pub fn list_heads(repo: &Repository, set: &str) -> Result<Vec<(String, Head)>> {
             .cmp(&b.1.time_ns)
             .then(a.1.snapshot.cmp(&b.1.snapshot))
     });
-    Ok(heads)
+    Ok(Some(heads))
 }
 
 /// Publishes a head (create-only; an identical head already there is fine), then removes the
