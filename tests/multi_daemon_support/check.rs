@@ -390,7 +390,14 @@ pub fn lost_writes(
     let live = w.oracle.live_writes();
     let missing: Vec<_> = live
         .iter()
-        .filter(|lw| !finals.contains_key(&(lw.key.clone(), lw.item.clone())))
+        .filter(|lw| {
+            !finals.contains_key(&(lw.key.clone(), lw.item.clone()))
+                && !w
+                    .oracle
+                    .images(&lw.key, lw.seq)
+                    .into_iter()
+                    .any(|p| finals.contains_key(&(p, lw.item.clone())))
+        })
         .collect();
     if missing.is_empty() {
         return (vec![], 0);
@@ -524,7 +531,14 @@ pub fn finally(w: &mut World) -> (Vec<Finding>, String) {
         // truncation and its new content, which lasted microseconds): both are torn reads.
         let (mut never, mut torn) = (Vec::new(), Vec::new());
         for ((p, item), snap) in &versions.pairs {
-            match known.get(&(normalize(p), item.clone())) {
+            let key = normalize(p);
+            let state = known.get(&(key.clone(), item.clone())).or_else(|| {
+                w.oracle
+                    .origins(&key)
+                    .into_iter()
+                    .find_map(|o| known.get(&(o, item.clone())))
+            });
+            match state {
                 None => never.push(format!("{p} = {} in {}", item.short(), snap.short())),
                 Some((seq, Some(us))) if *us < TRANSIENT_SHORT_US => torn.push(format!(
                     "{p} = {} in {}: the truncated state of op #{seq}, which lasted {us} µs",

@@ -150,7 +150,8 @@ pub fn digest(root: &Path) -> Digest {
 }
 
 /// The files and symlinks at or below `rel`, with their content: what an operation that
-/// replaces or removes `rel` destroys.
+/// replaces or removes `rel` destroys. A daemon's temp files (a download in flight) are not the
+/// user's data and are left out.
 pub fn observe(root: &Path, rel: &str) -> Vec<(String, Item)> {
     let mut out = Vec::new();
     let mut stack = vec![rel.to_string()];
@@ -158,7 +159,9 @@ pub fn observe(root: &Path, rel: &str) -> Vec<(String, Item)> {
         match entry(root, &r) {
             Some(Entry::Dir) => {
                 for name in sorted_names(&root.join(&r)) {
-                    stack.push(join(&r, &name));
+                    if !is_temp(&name) {
+                        stack.push(join(&r, &name));
+                    }
                 }
             }
             Some(e) => out.push((r, e.item().expect("a file or symlink").clone())),

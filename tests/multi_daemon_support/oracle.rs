@@ -5,7 +5,7 @@
 //! and replaced was superseded on purpose. Paths are compared normalized (conflict-copy
 //! insertions stripped), so editing a conflict copy supersedes what it holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use serde_json::json;
@@ -34,6 +34,11 @@ pub struct Event {
     /// content was written), with how long they lasted in µs.
     pub transient: Vec<(String, Item, u64)>,
     pub note: String,
+    /// The operation moved what it observed (a rename): each written item is an observed item
+    /// at a new path, not new content.
+    pub moves: bool,
+    /// For a move: where the moved path (`touched[0]`) went.
+    pub moved_to: Option<String>,
 }
 
 impl Event {
@@ -113,19 +118,53 @@ impl Oracle {
     }
 
     /// Writes no later operation saw and replaced, one per (normalized path, content).
+    ///
+    /// A write made by a move (a rename) carries content that was written before: if that
+    /// content was replaced at its old path by an operation elsewhere (a newer version of the
+    /// file), the moved copy is superseded too — the newer version may take its place, as when
+    /// a daemon finishes applying an update into a directory the user just renamed.
     pub fn live_writes(&self) -> Vec<LiveWrite> {
         let mut last_seen: HashMap<(String, &Item), u64> = HashMap::new();
+        let mut replaced: HashSet<(String, &Item)> = HashSet::new();
+        let mut source: HashMap<(String, &Item), String> = HashMap::new();
         for e in &self.events {
             for (p, i) in &e.observed {
                 let s = last_seen.entry((normalize(p), i)).or_default();
                 *s = (*s).max(e.seq);
+                if !e.moves {
+                    replaced.insert((normalize(p), i));
+                }
+            }
+            if e.moves {
+                for (to, i) in &e.written {
+                    if let Some((from, _)) = e.observed.iter().find(|(_, o)| o == i) {
+                        source.insert((normalize(to), i), normalize(from));
+                    }
+                }
             }
         }
+        // Was this content replaced at the path it was moved from (or further back)?
+        let replaced_upstream = |key: &str, item: &Item| -> bool {
+            let mut at = key.to_string();
+            for _ in 0..self.events.len() {
+                let Some(from) = source.get(&(at.clone(), item)) else {
+                    return false;
+                };
+                if replaced.contains(&(from.clone(), item)) {
+                    return true;
+                }
+                at = from.clone();
+            }
+            false
+        };
         let mut live: HashMap<(String, Item), LiveWrite> = HashMap::new();
         for e in &self.events {
             for (p, i) in &e.written {
                 let key = normalize(p);
                 if last_seen.get(&(key.clone(), i)).is_some_and(|&s| s > e.seq) {
+                    continue;
+                }
+                if e.moves && replaced_upstream(&key, i) {
                     continue;
                 }
                 live.insert(
@@ -143,6 +182,73 @@ impl Oracle {
         let mut v: Vec<LiveWrite> = live.into_values().collect();
         v.sort_by(|a, b| a.seq.cmp(&b.seq).then(a.key.cmp(&b.key)));
         v
+    }
+
+    /// The moves the workload made: (operation, from, to), paths normalized.
+    fn move_list(&self) -> Vec<(u64, String, String)> {
+        self.events
+            .iter()
+            .filter_map(|e| {
+                let to = e.moved_to.as_ref()?;
+                Some((e.seq, normalize(e.touched.first()?), normalize(to)))
+            })
+            .collect()
+    }
+
+    /// Where `key` went through moves made after operation `after` (directories renamed above it
+    /// carry it along: a daemon finishing a write into a renamed directory lands there), `key`
+    /// itself included. Bounded.
+    pub fn images(&self, key: &str, after: u64) -> Vec<String> {
+        let moves = self.move_list();
+        let mut out = vec![(key.to_string(), after)];
+        let mut i = 0;
+        while i < out.len() && out.len() < 64 {
+            let (at, since) = out[i].clone();
+            for (seq, from, to) in &moves {
+                if *seq <= since {
+                    continue;
+                }
+                let moved = if at == *from {
+                    Some(to.clone())
+                } else {
+                    at.strip_prefix(&format!("{from}/"))
+                        .map(|rest| format!("{to}/{rest}"))
+                };
+                if let Some(m) = moved
+                    && !out.iter().any(|(p, _)| *p == m)
+                {
+                    out.push((m, *seq));
+                }
+            }
+            i += 1;
+        }
+        out.into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// The paths `key` may have come from through moves (the reverse of [`Oracle::images`]),
+    /// `key` itself included. Bounded.
+    pub fn origins(&self, key: &str) -> Vec<String> {
+        let moves = self.move_list();
+        let mut out = vec![key.to_string()];
+        let mut i = 0;
+        while i < out.len() && out.len() < 64 {
+            let at = out[i].clone();
+            for (_, from, to) in &moves {
+                let back = if at == *to {
+                    Some(from.clone())
+                } else {
+                    at.strip_prefix(&format!("{to}/"))
+                        .map(|rest| format!("{from}/{rest}"))
+                };
+                if let Some(b) = back
+                    && !out.contains(&b)
+                {
+                    out.push(b);
+                }
+            }
+            i += 1;
+        }
+        out
     }
 
     /// Every state the workload created at a path (normalized), with the operation that made
@@ -164,16 +270,19 @@ impl Oracle {
         out
     }
 
-    /// The operations that touched or wrote `path` (normalized), or a directory above it.
+    /// The operations that touched or wrote `path` (normalized), or a directory above it (the
+    /// last 30).
     pub fn history_of(&self, key: &str) -> Vec<&Event> {
         let hits = |p: &String| {
             let n = normalize(p);
             n == key || super::fsview::is_ancestor(&n, key)
         };
-        self.events
+        let all: Vec<&Event> = self
+            .events
             .iter()
             .filter(|e| e.touched.iter().any(hits) || e.written.iter().any(|(p, _)| hits(p)))
-            .collect()
+            .collect();
+        all[all.len().saturating_sub(30)..].to_vec()
     }
 
     pub fn tail(&self, n: usize, names: &[&str]) -> String {
@@ -251,6 +360,56 @@ mod tests {
         let known = o.known_states();
         assert!(known.contains_key(&("x.txt".into(), Item::file(b"mine"))));
         assert!(known.contains_key(&("x.txt".into(), Item::file(b"edited"))));
+    }
+
+    #[test]
+    fn a_moved_copy_of_content_replaced_elsewhere_is_superseded_with_it() {
+        let mut o = Oracle::default();
+        o.push(ev(1, 0, &[], &[("d/f", "v1")]));
+        // Endpoint 0 edits d/f (it saw v1); endpoint 1, not yet aware, renames d to e.
+        o.push(ev(2, 0, &[("d/f", "v1")], &[("d/f", "v2")]));
+        let mut mv = ev(3, 1, &[("d/f", "v1")], &[("e/f", "v1")]);
+        mv.moves = true;
+        o.push(mv);
+        assert_eq!(
+            live(&o),
+            vec![("d/f".into(), 2)],
+            "v2 must survive; v1 was replaced"
+        );
+        // A move whose content nobody replaced stays live at its new path.
+        let mut o = Oracle::default();
+        o.push(ev(1, 0, &[], &[("d/g", "w")]));
+        let mut mv = ev(2, 1, &[("d/g", "w")], &[("e/g", "w")]);
+        mv.moves = true;
+        o.push(mv);
+        assert_eq!(live(&o), vec![("e/g".into(), 2)]);
+    }
+
+    #[test]
+    fn paths_follow_later_directory_moves_both_ways() {
+        let mut o = Oracle::default();
+        let mut mv = ev(5, 1, &[], &[]);
+        mv.touched = vec!["d".into()];
+        mv.moved_to = Some("e/d2".into());
+        o.push(mv);
+        assert_eq!(
+            o.images("d/x/f", 4),
+            vec!["d/x/f".to_string(), "e/d2/x/f".into()]
+        );
+        assert_eq!(
+            o.images("d/x/f", 5),
+            vec!["d/x/f".to_string()],
+            "an earlier move does not carry a later write"
+        );
+        assert_eq!(
+            o.origins("e/d2/x/f"),
+            vec!["e/d2/x/f".to_string(), "d/x/f".into()]
+        );
+        assert_eq!(
+            o.images("dx/f", 0),
+            vec!["dx/f".to_string()],
+            "a sibling with the same prefix is not below d"
+        );
     }
 
     #[test]

@@ -433,6 +433,8 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
                     .iter()
                     .map(|(_, i)| (to.clone(), i.clone()))
                     .collect();
+                e.moves = true;
+                e.moved_to = Some(to.clone());
             }
             Op::RenameDir => {
                 let rel = found(pick(rng, root, Want::Dir, PROTECTED))?;
@@ -451,6 +453,8 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
                 e.observed = observe(root, &rel);
                 std::fs::rename(root.join(&rel), root.join(&to))?;
                 e.written = observe(root, &to);
+                e.moves = true;
+                e.moved_to = Some(to.clone());
             }
             Op::MakeTree => {
                 let base = join(&cx.some_dir(rng), &format!("t{}", cx.seq));
