@@ -263,6 +263,33 @@ fn direct(root: &Path, rel: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Appends `more` to the file at `rel` (creating it with `create`), reading what it held
+/// through the same open file: if a daemon renames the file away meanwhile (a kept conflict
+/// copy), the record still names the content that file got. Returns the content before and
+/// after.
+fn append_file(root: &Path, rel: &str, more: &[u8], create: bool) -> std::io::Result<(Item, Item)> {
+    use std::io::Read as _;
+    direct(root, rel)?;
+    let p = root.join(rel);
+    if create && let Some(d) = p.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(create)
+        .open(&p)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut all = Vec::new();
+    f.read_to_end(&mut all)?;
+    let before = Item::file(&all);
+    f.write_all(more)?;
+    all.extend_from_slice(more);
+    Ok((before, Item::file(&all)))
+}
+
 /// Writes `data` at `rel` in place (open with truncate, one write), as most programs do. Returns
 /// the item and how long the truncated state lasted (µs).
 fn write_in_place(root: &Path, rel: &str, data: &[u8]) -> std::io::Result<(Item, u64)> {
@@ -372,8 +399,6 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
                 };
                 direct(root, &rel)?;
                 e.touched.push(rel.clone());
-                e.observed = observe(root, &rel);
-                let old = std::fs::read(root.join(&rel)).unwrap_or_default();
                 if op == Op::Append {
                     let more = content(
                         cx.seed,
@@ -382,14 +407,11 @@ pub fn execute(op: Op, cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
                         rng.range(10, 3000) as usize,
                         false,
                     );
-                    let mut f = std::fs::OpenOptions::new()
-                        .append(true)
-                        .open(root.join(&rel))?;
-                    f.write_all(&more)?;
-                    let mut all = old;
-                    all.extend_from_slice(&more);
-                    e.written.push((rel, Item::file(&all)));
+                    let (before, after) = append_file(root, &rel, &more, false)?;
+                    e.observed = vec![(rel.clone(), before)];
+                    e.written.push((rel, after));
                 } else {
+                    e.observed = observe(root, &rel);
                     let data = if op == Op::BigFile {
                         let (lo, hi) = cx.profile.big_bytes;
                         content(cx.seed, cx.seq, "big", rng.range(lo, hi) as usize, true)
@@ -615,8 +637,6 @@ pub fn slow_append(cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
         let mut e = cx.event(Op::SlowAppend);
         e.seq = cx.seq + k;
         e.touched.push(rel.clone());
-        e.observed = observe(cx.root, &rel);
-        let old = std::fs::read(cx.root.join(&rel)).unwrap_or_default();
         let more = content(
             cx.seed,
             cx.seq,
@@ -624,21 +644,14 @@ pub fn slow_append(cx: &Ctx, rng: &mut Rng) -> Option<Vec<Event>> {
             rng.range(4 << 10, 64 << 10) as usize,
             false,
         );
-        let r = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(cx.root.join(&rel))
-            .and_then(|mut f| f.write_all(&more));
-        match r {
-            Ok(()) => {
-                let mut all = old;
-                all.extend_from_slice(&more);
-                e.written.push((rel.clone(), Item::file(&all)));
+        match append_file(cx.root, &rel, &more, true) {
+            Ok((before, after)) => {
+                if before != Item::file(b"") || k > 0 {
+                    e.observed = vec![(rel.clone(), before)];
+                }
+                e.written.push((rel.clone(), after));
             }
-            Err(err) => {
-                e.note = format!("failed: {err}");
-                e.observed.clear();
-            }
+            Err(err) => e.note = format!("failed: {err}"),
         }
         e.end_ns = now_ns();
         e.note = format!("{} append {k}", e.note).trim().to_string();
@@ -676,12 +689,9 @@ pub fn hot_edit(cx: &Ctx, rng: &mut Rng, hot: u64) -> Event {
         return e;
     }
     e.observed = observe(cx.root, &rel);
-    let old = match std::fs::symlink_metadata(cx.root.join(&rel)) {
-        Ok(md) if md.is_file() => std::fs::read(cx.root.join(&rel)).ok(),
-        _ => None,
-    };
-    let r = match old {
-        Some(mut old) if rng.chance(0.4) => {
+    let is_file = std::fs::symlink_metadata(cx.root.join(&rel)).is_ok_and(|md| md.is_file());
+    let r = match is_file {
+        true if rng.chance(0.4) => {
             let more = content(
                 cx.seed,
                 cx.seq,
@@ -689,14 +699,10 @@ pub fn hot_edit(cx: &Ctx, rng: &mut Rng, hot: u64) -> Event {
                 rng.range(10, 500) as usize,
                 false,
             );
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(cx.root.join(&rel))
-                .and_then(|mut f| f.write_all(&more))
-                .map(|()| {
-                    old.extend_from_slice(&more);
-                    e.written.push((rel.clone(), Item::file(&old)));
-                })
+            append_file(cx.root, &rel, &more, false).map(|(before, after)| {
+                e.observed = vec![(rel.clone(), before)];
+                e.written.push((rel.clone(), after));
+            })
         }
         _ => {
             let data = content(
