@@ -88,14 +88,7 @@ fn pair(root: &Path, seed_files: &dyn Fn(&Path)) -> (Ep, Ep, PathBuf) {
     a.run(&["sync", SET, "-q"], None);
     let v: serde_json::Value =
         serde_json::from_str(&a.run(&["add-instance", SET, "ws1", "--json"], None)).unwrap();
-    let key = v["join"]
-        .as_str()
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_start_matches("PRISM_SYNC_KEY=")
-        .to_string();
+    let key_file = v["key_file"].as_str().unwrap().to_string();
     b.run(
         &[
             "join",
@@ -105,9 +98,11 @@ fn pair(root: &Path, seed_files: &dyn Fn(&Path)) -> (Ep, Ep, PathBuf) {
             repo.to_str().unwrap(),
             "--endpoint",
             "ws1",
+            "--key-file",
+            &key_file,
             "-q",
         ],
-        Some(&key),
+        None,
     );
     b.run(&["sync", SET, "-q"], None);
     a.run(&["start", SET, "-q"], None);

@@ -26,13 +26,89 @@ const CONTEXT_PACK: &str = "prism-sync 2026-11-27 v1 pack key";
 const CONTEXT_OBJECT: &str = "prism-sync 2026-11-27 v1 object key";
 const CONTEXT_RAW_KEYFILE: &str = "prism-sync 2026-11-27 v1 raw key file";
 
-/// Default Argon2id parameters for new password key files: OWASP's first recommendation
-/// (46 MiB, 1 pass, 1 lane), ~60 ms here. Stored per key file, so they can be raised later.
-pub const ARGON2_DEFAULT: Kdf = Kdf::Argon2id {
-    memory_kib: 47_104,
-    iterations: 1,
-    lanes: 1,
+/// New password key files: Argon2id with at least this much memory…
+pub const ARGON2_MEMORY_KIB_MIN: u32 = 64 << 10;
+/// …and as many passes as take about this long here (restic calibrates scrypt the same way).
+pub const ARGON2_TARGET: std::time::Duration = std::time::Duration::from_millis(500);
+/// Calibration never goes above these (a slow day must not produce a key that takes a minute
+/// to open on a fast one; the key file decoder's limits are higher still).
+pub const ARGON2_ITERATIONS_CALIBRATED_MAX: u32 = 10;
+pub const ARGON2_MEMORY_KIB_CALIBRATED_MAX: u32 = 256 << 10;
+
+// Whatever calibration picks, the key file decoder accepts.
+const _: () = {
+    use crate::format::keyfile as kf;
+    assert!(
+        ARGON2_MEMORY_KIB_CALIBRATED_MAX as u64 * ARGON2_ITERATIONS_CALIBRATED_MAX as u64
+            <= kf::ARGON2_WORK_KIB_PASSES_MAX
+    );
+    assert!(ARGON2_MEMORY_KIB_CALIBRATED_MAX <= kf::ARGON2_MEMORY_KIB_MAX);
+    assert!(ARGON2_ITERATIONS_CALIBRATED_MAX <= kf::ARGON2_ITERATIONS_MAX);
 };
+
+/// Test suites only: with this variable set to `1`, new password key files use toy Argon2id
+/// parameters so thousands of test commands do not each spend half a second. Never set it for
+/// real repositories: such key files fall to guessing at millions of passwords per second.
+pub const INSECURE_TEST_KDF_ENV: &str = "PRISM_SYNC_INSECURE_TEST_KDF";
+
+/// Argon2id parameters for a new password key file: at least 64 MiB and one pass, passes added
+/// until one derivation takes about [`ARGON2_TARGET`] on this machine (then memory, on a machine
+/// so fast that the pass limit is reached first), bounded above. Stored in the key file, so
+/// every file keeps the cost it was made with.
+pub fn password_kdf() -> Kdf {
+    if std::env::var(INSECURE_TEST_KDF_ENV).is_ok_and(|v| v == "1") {
+        return Kdf::Argon2id {
+            memory_kib: 64,
+            iterations: 1,
+            lanes: 1,
+        };
+    }
+    calibrate(ARGON2_TARGET)
+}
+
+/// Measures one pass over [`ARGON2_MEMORY_KIB_MIN`] and scales to `target`.
+pub fn calibrate(target: std::time::Duration) -> Kdf {
+    let one_pass = |memory_kib: u32| {
+        let kdf = Kdf::Argon2id {
+            memory_kib,
+            iterations: 1,
+            lanes: 1,
+        };
+        let t0 = std::time::Instant::now();
+        let _ = key_encryption_key(kdf, b"calibration", &[0; 32]);
+        t0.elapsed()
+    };
+    // The first run also pays for faulting the memory in: take the faster of two.
+    let pass = one_pass(ARGON2_MEMORY_KIB_MIN)
+        .min(one_pass(ARGON2_MEMORY_KIB_MIN))
+        .max(std::time::Duration::from_micros(100));
+    let ratio = target.as_secs_f64() / pass.as_secs_f64();
+    let iterations = (ratio.round() as u32).clamp(1, ARGON2_ITERATIONS_CALIBRATED_MAX);
+    let memory_kib = if ratio > ARGON2_ITERATIONS_CALIBRATED_MAX as f64 {
+        let scale = ratio / ARGON2_ITERATIONS_CALIBRATED_MAX as f64;
+        ((ARGON2_MEMORY_KIB_MIN as f64 * scale) as u32)
+            .clamp(ARGON2_MEMORY_KIB_MIN, ARGON2_MEMORY_KIB_CALIBRATED_MAX)
+    } else {
+        ARGON2_MEMORY_KIB_MIN
+    };
+    Kdf::Argon2id {
+        memory_kib,
+        iterations,
+        lanes: 1,
+    }
+}
+
+/// What a KDF costs to run, for ordering attempts (KiB·passes; raw secrets cost nothing).
+pub fn kdf_work(kdf: Kdf) -> u64 {
+    match kdf {
+        Kdf::Argon2id {
+            memory_kib,
+            iterations,
+            ..
+        } => memory_kib as u64 * iterations as u64,
+        Kdf::Raw => 0,
+    }
+}
 
 /// Authentication failed: wrong key or damaged bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -234,6 +310,22 @@ mod tests {
         assert_ne!(a.blob_id(b"x"), Keys::from_master([4; 32]).blob_id(b"x"));
         assert_eq!(a.gear_table(), b.gear_table());
         assert_ne!(a.id_key, a.chunker_key);
+    }
+
+    #[test]
+    fn calibration_meets_the_floor_and_stays_bounded() {
+        let Kdf::Argon2id {
+            memory_kib,
+            iterations,
+            lanes,
+        } = calibrate(std::time::Duration::from_millis(50))
+        else {
+            panic!("not Argon2id");
+        };
+        assert!(memory_kib >= ARGON2_MEMORY_KIB_MIN);
+        assert!(memory_kib <= ARGON2_MEMORY_KIB_CALIBRATED_MAX);
+        assert!((1..=ARGON2_ITERATIONS_CALIBRATED_MAX).contains(&iterations));
+        assert_eq!(lanes, 1);
     }
 
     #[test]

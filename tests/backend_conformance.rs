@@ -28,6 +28,11 @@ fn name(i: u8) -> String {
     prism_sync::id::hex_encode(&[i; 32])
 }
 
+/// A head's name has the layout's form: 16 hex digits of the set's key, `-`, the snapshot id.
+fn head_name(i: u8) -> String {
+    format!("{}-{}", &name(i)[..16], name(i))
+}
+
 #[test]
 fn create_is_write_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -173,7 +178,7 @@ fn concurrent_creators_of_one_name_have_exactly_one_winner() {
                     .map(|t| {
                         let b = b.clone();
                         s.spawn(move || {
-                            b.create(Kind::Head, &name(round), &[t; 100]).is_ok() as usize
+                            b.create(Kind::Head, &head_name(round), &[t; 100]).is_ok() as usize
                         })
                     })
                     .collect();
@@ -188,7 +193,7 @@ fn concurrent_creators_of_one_name_have_exactly_one_winner() {
             } else {
                 assert_eq!(winners, 1, "{label}: round {round}");
             }
-            let got = b.read(Kind::Head, &name(round)).unwrap();
+            let got = b.read(Kind::Head, &head_name(round)).unwrap();
             assert!(
                 got.iter().all(|&x| x == got[0]) && got.len() == 100,
                 "{label}: one writer's complete bytes"

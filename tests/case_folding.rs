@@ -146,13 +146,9 @@ fn a_sync_step_on_the_folding_side_never_merges_names_through_a_symlink() {
     let ws = Env::without_password();
     let m = foldfs::mount(&ws.path("mnt"));
     let ws_folder = m.path.join("ws");
-    let key_dir = laptop.home.join("sync/keys");
-    let key = fs::read_dir(&key_dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    // The workspace's own key, as add-instance made it.
+    let v = laptop.json(&["add-instance", "s", "ws1"]);
+    let key = std::path::PathBuf::from(v["key_file"].as_str().unwrap());
     ws.ok(&[
         "join",
         "s",

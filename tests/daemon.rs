@@ -125,14 +125,8 @@ fn world(n: usize) -> World {
         let ws = format!("ws{i}");
         let v: serde_json::Value =
             serde_json::from_str(&laptop.ok(&["add-instance", SET, &ws, "--json"])).unwrap();
-        let key = v["join"]
-            .as_str()
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .trim_start_matches("PRISM_SYNC_KEY=")
-            .to_string();
+        // Each workspace joins with its own key file (made by add-instance).
+        let key_file = v["key_file"].as_str().unwrap().to_string();
         let o = ep
             .cmd(&[
                 "join",
@@ -142,8 +136,9 @@ fn world(n: usize) -> World {
                 w.repo.to_str().unwrap(),
                 "--endpoint",
                 &ws,
+                "--key-file",
+                &key_file,
             ])
-            .env("PRISM_SYNC_KEY", key)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -175,7 +170,11 @@ fn start_status_pause_resume_flush_stop() {
 
     // Pause the workspace: nothing arrives until it is resumed.
     b.ok(&["pause", SET]);
-    assert_eq!(b.status()["paused"], true);
+    // The worker records the pause when it next looks at its messages, which is after a step
+    // it may be in the middle of (it just wrote start.txt).
+    wait_for("the pause to be recorded", T, || {
+        b.status()["paused"] == true
+    });
     a.write("while-paused.txt", "x\n");
     a.ok(&["flush", SET]);
     std::thread::sleep(Duration::from_millis(1500));

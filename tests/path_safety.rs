@@ -256,8 +256,8 @@ fn a_sync_step_never_follows_a_symlink_the_other_side_replaced_a_directory_with(
     env.ok(&["init", laptop.to_str().unwrap(), "--name", "s"]);
     env.ok(&["sync", "s"]);
     let ws = Env::without_password();
-    let key = env.home.join("sync/keys");
-    let key_file = fs::read_dir(&key).unwrap().next().unwrap().unwrap().path();
+    let v = env.json(&["add-instance", "s", "ws1"]);
+    let key_file = std::path::PathBuf::from(v["key_file"].as_str().unwrap());
     let folder = ws.path("ws");
     fs::create_dir_all(&folder).unwrap();
     symlink(&victim, folder.join("dir")).unwrap();

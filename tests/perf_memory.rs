@@ -33,6 +33,7 @@ fn backup_memory_does_not_grow_with_file_size() {
             .args(args)
             .env("PRISM_HOME", t.path().join("home"))
             .env("PRISM_SYNC_PASSWORD", "guard")
+            .env("PRISM_SYNC_INSECURE_TEST_KDF", "1")
             .output()
             .unwrap();
         assert!(

@@ -113,9 +113,12 @@ fn no_token_or_a_wrong_token_is_refused() {
     let r = wrong.run(&["snapshots", "--repo", &url]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("refused the token"), "{}", r.stderr);
-    // --rest-token works as well as the variable.
+    // --rest-token-file works as well as the variable (the token itself is never an argument).
     let flag = Machine::new(tmp.path().join("h3"));
-    flag.ok(&["repo", "init", "--repo", &url, "--rest-token", TOKEN]);
+    let tf = server.token_file.to_str().unwrap();
+    flag.ok(&["repo", "init", "--repo", &url, "--rest-token-file", tf]);
+    let r = flag.run(&["snapshots", "--repo", &url, "--rest-token", TOKEN]);
+    assert_eq!(r.code, 1, "--rest-token is gone: {}", r.stderr);
     let (code, head) = raw_http(server.port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(code, 401, "{head}");
     assert!(
@@ -180,9 +183,10 @@ fn append_only_refuses_deletes_of_data_but_not_of_sessions_and_heads() {
         assert!(e.message.contains("append-only"), "{}", e.message);
         assert_eq!(b.read(kind, &name(1)).unwrap(), b"x");
     }
-    for kind in [Kind::Session, Kind::Head] {
-        b.create(kind, &name(2), b"y").unwrap();
-        b.delete(kind, &name(2)).unwrap();
+    let head = format!("{}-{}", &name(3)[..16], name(2));
+    for (kind, n) in [(Kind::Session, name(2)), (Kind::Head, head)] {
+        b.create(kind, &n, b"y").unwrap();
+        b.delete(kind, &n).unwrap();
     }
     // Backups go through; forget does not.
     let m = Machine::new(tmp.path().join("h")).with_token();

@@ -712,17 +712,24 @@ fn setup(w: &mut World, sc: &Scenario) -> Result<(), String> {
         let join = v["join"]
             .as_str()
             .ok_or_else(|| format!("add-instance --json has no \"join\" string: {v}"))?;
+        // The workspace's own key: the join command names the file as copied to the workspace;
+        // on this one machine it is where add-instance wrote it.
+        let key_file = v["key_file"]
+            .as_str()
+            .ok_or_else(|| format!("add-instance --json has no \"key_file\": {v}"))?;
+        if join.contains("PRISM_SYNC_KEY") {
+            return Err(format!("the join command carries a key: {join}"));
+        }
         let tokens: Vec<&str> = join.split_whitespace().collect();
-        let key = tokens
-            .iter()
-            .find_map(|t| t.strip_prefix("PRISM_SYNC_KEY="))
-            .ok_or_else(|| format!("the join command carries no PRISM_SYNC_KEY: {join}"))?
-            .to_string();
         let at = tokens
             .iter()
             .position(|t| *t == "join")
             .ok_or_else(|| format!("not a join command: {join}"))?;
         let mut ja: Vec<String> = tokens[at..].iter().map(|s| s.to_string()).collect();
+        match ja.iter().position(|t| t == "--key-file") {
+            Some(i) if i + 1 < ja.len() => ja[i + 1] = key_file.to_string(),
+            _ => return Err(format!("the join command names no --key-file: {join}")),
+        }
         if let Some(o) = sc.join.get(ws) {
             for (flag, v) in [
                 ("--mode", &o.mode),
@@ -738,7 +745,7 @@ fn setup(w: &mut World, sc: &Scenario) -> Result<(), String> {
                 }
             }
         }
-        let out = w.run(ws, &ja, Some(&key))?;
+        let out = w.run(ws, &ja, None)?;
         if out.code != 0 {
             return Err(format!(
                 "[{ws}] join failed (exit {}):\n{}",

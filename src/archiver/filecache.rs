@@ -105,8 +105,9 @@ fn cache_err(path: &Path, e: impl std::fmt::Display) -> Error {
 impl FileCache {
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            crate::fsx::private::create_dir(dir).map_err(|e| Error::io(dir, e))?;
         }
+        crate::fsx::private::touch(path).map_err(|e| Error::io(path, e))?;
         // redb caches what it reads up to 1 GiB by default: a no-change scan of a million files
         // would keep the whole cache file in memory. Lookups are in path order, so a small
         // cache serves them.
@@ -222,12 +223,12 @@ impl PendingUpdates {
     }
 
     fn open(dir: &Path) -> std::io::Result<std::fs::File> {
-        std::fs::create_dir_all(dir)?;
+        crate::fsx::private::create_dir(dir)?;
         let name = dir.join(format!(
             ".pending-{}",
             crate::id::hex_encode(&crate::crypto::random_bytes::<8>())
         ));
-        let f = std::fs::OpenOptions::new()
+        let f = crate::fsx::private::options()
             .read(true)
             .write(true)
             .create_new(true)

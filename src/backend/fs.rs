@@ -3,14 +3,23 @@
 //! Every object is written once: a temp file in the target directory (same directory, so the
 //! final step never crosses directories — 9p and some NFS setups break cross-directory renames),
 //! fsync, `link(2)` to the final name (atomic create-if-absent, also on NFSv4), unlink of the temp
-//! name, fsync of the directory. Objects are made read-only. Where hard links are not supported,
-//! `rename` after an existence check is used (create-only is then not atomic; see
-//! `format-spec/media.md`).
+//! name, fsync of the directory. Where hard links are not supported, `rename` after an existence
+//! check is used (create-only is then not atomic; see `format-spec/media.md`).
+//!
+//! Nothing inside the repository is followed: every directory below the root and every object is
+//! reached through [`crate::fsx`] handles without following a symlink, and only regular files
+//! are objects. A symlink planted in the repository (`keys/leak -> /etc/hostname`, `data/ab ->
+//! /elsewhere`) is neither read nor written through.
+//!
+//! Permissions are restic's: directories 0700 and objects 0400 (read-only: written once), so no
+//! other local or EFS user can read a key file. A repository made with group access (`repo init
+//! --group-access`, for a shared EFS) uses 0750 and 0440; every writer tells which from the mode
+//! of the config file, as restic does.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -18,14 +27,23 @@ use std::time::{Duration, SystemTime};
 use super::{
     BResult, Backend, BackendError, ErrorKind, Kind, ObjectInfo, object_name, valid_object_name,
 };
-use crate::crypto::random_bytes;
+use crate::fsx::{Dir, EntryKind, WalkError};
 use crate::id::hex_encode;
+
+/// Modes of a private repository (restic's): only the owner reads anything.
+pub const DIR_MODE: u32 = 0o700;
+pub const FILE_MODE: u32 = 0o400;
+/// Modes of a repository made with group access (a shared EFS).
+pub const GROUP_DIR_MODE: u32 = 0o750;
+pub const GROUP_FILE_MODE: u32 = 0o440;
 
 pub struct FsBackend {
     root: PathBuf,
     /// Recently read packs, kept open: restoring many small files reads many blobs from one
     /// pack, and an open per blob costs a path lookup each (a round trip on NFS/EFS).
     handles: Mutex<VecDeque<(String, Arc<File>)>>,
+    /// Group access, once known (set at init, or read from the config file's mode).
+    group: Mutex<Option<bool>>,
 }
 
 /// Open pack handles kept by [`FsBackend`].
@@ -40,15 +58,28 @@ fn io_err(kind: Kind, name: &str, e: io::Error) -> BackendError {
         }
         _ => ErrorKind::Other,
     };
-    BackendError::new(k, object_name(kind, name), e.to_string())
+    let message = match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+            "a symlink or something else is where the object belongs: not followed".into()
+        }
+        _ => e.to_string(),
+    };
+    BackendError::new(k, object_name(kind, name), message)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    match File::open(dir).and_then(|d| d.sync_all()) {
-        // Some file systems (CIFS, some FUSE) refuse fsync on directories; the data itself was
-        // synced, so carry on like restic does.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOTSUP)) => Ok(()),
-        r => r,
+fn walk_err(kind: Kind, name: &str, e: WalkError) -> BackendError {
+    match e {
+        WalkError::Missing(_) => BackendError::not_found(object_name(kind, name)),
+        WalkError::Io(_, e) => io_err(kind, name, e),
+        other => BackendError::new(ErrorKind::Other, object_name(kind, name), other.to_string()),
+    }
+}
+
+/// The directory (relative to the root) an object lives in, and its name there.
+fn split(rel: &str) -> (&str, &str) {
+    match rel.rsplit_once('/') {
+        Some((d, n)) => (d, n),
+        None => ("", rel),
     }
 }
 
@@ -57,15 +88,56 @@ impl FsBackend {
         FsBackend {
             root: root.into(),
             handles: Mutex::new(VecDeque::new()),
+            group: Mutex::new(None),
         }
     }
 
-    fn open_read(&self, kind: Kind, name: &str) -> io::Result<Arc<File>> {
-        let path = self
-            .path(kind, name)
-            .map_err(|e| io::Error::other(e.message))?;
+    /// Makes a new repository group-accessible (call before `prepare`).
+    pub fn set_group_access(&self, on: bool) {
+        *self.group.lock().expect("lock") = Some(on);
+    }
+
+    /// Does this repository give its group read access? Told at init, else read from the config
+    /// file's mode (group-readable config: group modes).
+    fn group_access(&self) -> bool {
+        let mut g = self.group.lock().expect("lock");
+        if let Some(v) = *g {
+            return v;
+        }
+        match fs::symlink_metadata(self.root.join("config")) {
+            Ok(m) => {
+                let v = m.mode() & 0o040 != 0;
+                *g = Some(v);
+                v
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn modes(&self) -> (u32, u32) {
+        if self.group_access() {
+            (GROUP_DIR_MODE, GROUP_FILE_MODE)
+        } else {
+            (DIR_MODE, FILE_MODE)
+        }
+    }
+
+    fn root_dir(&self) -> io::Result<Dir> {
+        Dir::open_root(&self.root)
+    }
+
+    fn open_read(&self, kind: Kind, name: &str) -> BResult<Arc<File>> {
+        let rel = self.rel(kind, name)?;
+        let open = || -> BResult<File> {
+            let root = self.root_dir().map_err(|e| io_err(kind, name, e))?;
+            root.open_file_path(rel.as_bytes())
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => BackendError::not_found(object_name(kind, name)),
+                    _ => io_err(kind, name, e),
+                })
+        };
         if kind != Kind::Pack {
-            return File::open(path).map(Arc::new);
+            return open().map(Arc::new);
         }
         {
             let mut h = self.handles.lock().expect("lock");
@@ -76,7 +148,7 @@ impl FsBackend {
                 return Ok(f);
             }
         }
-        let f = Arc::new(File::open(path)?);
+        let f = Arc::new(open()?);
         let mut h = self.handles.lock().expect("lock");
         h.push_front((name.to_string(), f.clone()));
         h.truncate(OPEN_PACKS_MAX);
@@ -94,7 +166,8 @@ impl FsBackend {
         &self.root
     }
 
-    fn path(&self, kind: Kind, name: &str) -> BResult<PathBuf> {
+    /// The object's path relative to the root.
+    fn rel(&self, kind: Kind, name: &str) -> BResult<String> {
         if kind != Kind::Config && !valid_object_name(name) {
             return Err(BackendError::new(
                 ErrorKind::Other,
@@ -102,38 +175,91 @@ impl FsBackend {
                 "invalid object name",
             ));
         }
-        Ok(self.root.join(kind.path(name)))
+        Ok(kind.path(name))
     }
 
-    fn write_temp(dir: &Path, data: &[u8]) -> io::Result<PathBuf> {
-        let tmp = dir.join(format!(".tmp-{}", hex_encode(&random_bytes::<8>())));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o444)
-            .open(&tmp)?;
-        let r = f.write_all(data).and_then(|_| f.sync_all());
-        if let Err(e) = r {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(tmp)
-    }
-
-    fn create_inner(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let dir = path.parent().expect("object paths have a parent");
-        let tmp = match Self::write_temp(dir, data) {
-            Err(e)
-                if e.kind() == io::ErrorKind::NotFound
-                    && dir.starts_with(&self.root)
-                    && self.root.exists() =>
-            {
-                fs::create_dir_all(dir)?;
-                Self::write_temp(dir, data)?
-            }
-            r => r?,
+    /// Size of a regular-file object; `None` if absent (or not a regular file).
+    pub fn size(&self, kind: Kind, name: &str) -> BResult<Option<u64>> {
+        let rel = self.rel(kind, name)?;
+        let (d, n) = split(&rel);
+        let root = match self.root_dir() {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(kind, name, e)),
         };
-        let linked = match fs::hard_link(&tmp, path) {
+        let dir = match root.open_path(d.as_bytes()) {
+            Ok(dir) => dir,
+            Err(WalkError::Missing(_)) => return Ok(None),
+            Err(e) => return Err(walk_err(kind, name, e)),
+        };
+        match dir.entry(n.as_bytes()) {
+            Ok(Some(e)) if e.kind == EntryKind::File => Ok(Some(e.size)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(io_err(kind, name, e)),
+        }
+    }
+
+    /// Opens an object for streaming (a regular file, never through a symlink).
+    pub fn open(&self, kind: Kind, name: &str) -> BResult<File> {
+        let rel = self.rel(kind, name)?;
+        let root = self.root_dir().map_err(|e| io_err(kind, name, e))?;
+        root.open_file_path(rel.as_bytes())
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => BackendError::not_found(object_name(kind, name)),
+                _ => io_err(kind, name, e),
+            })
+    }
+
+    /// Makes `rel` (a repository directory) with the repository's directory mode if missing.
+    fn make_dir(root: &Dir, rel: &str, mode: u32) -> io::Result<()> {
+        let (d, n) = split(rel);
+        let parent = root.open_path(d.as_bytes())?;
+        match parent.mkdir(n.as_bytes(), mode) {
+            Ok(()) => parent
+                .open_dir(n.as_bytes())?
+                .set_own_meta(mode, None, None),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_temp<'d>(
+        dir: &'d Dir,
+        data: &[u8],
+        mode: u32,
+    ) -> io::Result<(Vec<u8>, crate::fsx::NewFile<'d>)> {
+        let nf = dir.new_file(b"object")?;
+        let mut f = nf.file();
+        f.write_all(data)?;
+        nf.set_mode(mode)?;
+        nf.sync()?;
+        let tmp = nf.temp_name().to_vec();
+        Ok((tmp, nf))
+    }
+
+    fn create_inner(&self, rel: &str, data: &[u8]) -> io::Result<()> {
+        let (dir_mode, file_mode) = self.modes();
+        let root = self.root_dir()?;
+        let (d, n) = split(rel);
+        let dir = match root.open_path(d.as_bytes()) {
+            Ok(dir) => dir,
+            // A data/xx directory lost to a bad copy: remake it (only the exact layout names
+            // reach here).
+            Err(WalkError::Missing(_)) if !d.is_empty() => {
+                let mut done = String::new();
+                for part in d.split('/') {
+                    if !done.is_empty() {
+                        done.push('/');
+                    }
+                    done.push_str(part);
+                    Self::make_dir(&root, &done, dir_mode)?;
+                }
+                root.open_path(d.as_bytes())?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (tmp, nf) = Self::write_temp(&dir, data, file_mode)?;
+        let linked = match dir.link(&tmp, &dir, n.as_bytes()) {
             Ok(()) => Ok(()),
             Err(e)
                 if matches!(
@@ -141,18 +267,24 @@ impl FsBackend {
                     Some(libc::EPERM) | Some(libc::ENOTSUP) | Some(libc::EMLINK)
                 ) =>
             {
-                if path.exists() {
+                if dir.entry(n.as_bytes())?.is_some() {
                     Err(io::Error::from(io::ErrorKind::AlreadyExists))
                 } else {
-                    fs::rename(&tmp, path)
+                    // Renamed into place: the temp name is gone, nothing left to remove.
+                    return nf.commit(n.as_bytes()).and_then(|_| dir.sync());
                 }
             }
             Err(e) => Err(e),
         };
-        let _ = fs::remove_file(&tmp);
+        drop(nf); // removes the temp name
         linked?;
-        sync_dir(dir)
+        dir.sync()
     }
+}
+
+/// Leftovers of interrupted writes: ours (`….prism-tmp-…`) and older versions' (`.tmp-…`).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with(".tmp-") || (name.starts_with('.') && name.contains(".prism-tmp-"))
 }
 
 impl Backend for FsBackend {
@@ -172,32 +304,40 @@ impl Backend for FsBackend {
                 "the directory is not empty and holds no repository: choose an empty or new directory",
             ));
         }
-        fs::create_dir_all(&self.root).map_err(e)?;
+        let (dir_mode, _) = self.modes();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(dir_mode)
+            .create(&self.root)
+            .and_then(|_| fs::set_permissions(&self.root, fs::Permissions::from_mode(dir_mode)))
+            .map_err(e)?;
+        let root = self.root_dir().map_err(e)?;
         for kind in Kind::ALL {
             if kind != Kind::Config {
-                fs::create_dir_all(self.root.join(kind.dir())).map_err(e)?;
+                Self::make_dir(&root, kind.dir(), dir_mode).map_err(e)?;
             }
         }
         for i in 0..=255u8 {
-            fs::create_dir_all(self.root.join("data").join(hex_encode(&[i]))).map_err(e)?;
+            Self::make_dir(&root, &format!("data/{}", hex_encode(&[i])), dir_mode).map_err(e)?;
         }
-        sync_dir(&self.root).map_err(e)
+        root.sync().map_err(e)
     }
 
     fn create(&self, kind: Kind, name: &str, data: &[u8]) -> BResult<()> {
-        let path = self.path(kind, name)?;
-        self.create_inner(&path, data)
+        let rel = self.rel(kind, name)?;
+        self.create_inner(&rel, data)
             .map_err(|e| io_err(kind, name, e))
     }
 
     fn read(&self, kind: Kind, name: &str) -> BResult<Vec<u8>> {
-        fs::read(self.path(kind, name)?).map_err(|e| io_err(kind, name, e))
+        let f = self.open(kind, name)?;
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut &f, &mut v).map_err(|e| io_err(kind, name, e))?;
+        Ok(v)
     }
 
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> BResult<Vec<u8>> {
-        let f = self
-            .open_read(kind, name)
-            .map_err(|e| io_err(kind, name, e))?;
+        let f = self.open_read(kind, name)?;
         let mut buf = vec![0u8; length as usize];
         f.read_exact_at(&mut buf, offset).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -215,51 +355,61 @@ impl Backend for FsBackend {
 
     fn list(&self, kind: Kind) -> BResult<Vec<ObjectInfo>> {
         if kind == Kind::Config {
-            return match fs::metadata(self.root.join("config")) {
-                Ok(m) => Ok(vec![ObjectInfo {
+            return match self.size(Kind::Config, "")? {
+                Some(size) => Ok(vec![ObjectInfo {
                     name: "config".into(),
-                    size: m.len(),
+                    size,
                 }]),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
-                Err(e) => Err(io_err(kind, "config", e)),
+                None => Ok(vec![]),
             };
         }
-        let base = self.root.join(kind.dir());
-        let dirs: Vec<PathBuf> = if kind == Kind::Pack {
-            match fs::read_dir(&base) {
-                Ok(rd) => rd
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| p.is_dir())
-                    .collect(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => vec![],
-                Err(e) => return Err(io_err(kind, "*", e)),
+        let root = match self.root_dir() {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(io_err(kind, "*", e)),
+        };
+        let base = match root.open_path(kind.dir().as_bytes()) {
+            Ok(d) => d,
+            Err(WalkError::Missing(_)) => return Ok(vec![]),
+            Err(e) => return Err(walk_err(kind, "*", e)),
+        };
+        // Packs live one level down, in the 256 `data/xx` directories (exactly those).
+        let dirs: Vec<Dir> = if kind == Kind::Pack {
+            let mut v = Vec::new();
+            for n in base.names().map_err(|e| io_err(kind, "*", e))? {
+                let is_shard = n.len() == 2
+                    && n.iter()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+                if !is_shard {
+                    continue;
+                }
+                match base.open_dir(&n) {
+                    Ok(d) => v.push(d),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // A symlink or file planted where a shard belongs: not a place for packs.
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {}
+                    Err(e) => return Err(io_err(kind, "*", e)),
+                }
             }
+            v
         } else {
             vec![base]
         };
         let mut out = Vec::new();
         for d in dirs {
-            let rd = match fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err(kind, "*", e)),
-            };
-            for entry in rd {
-                let entry = entry.map_err(|e| io_err(kind, "*", e))?;
-                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            for raw in d.names().map_err(|e| io_err(kind, "*", e))? {
+                let Ok(name) = String::from_utf8(raw) else {
                     continue;
                 };
                 if !valid_object_name(&name) {
                     continue;
                 }
-                match entry.metadata() {
-                    Ok(m) if m.is_file() => out.push(ObjectInfo {
-                        name,
-                        size: m.len(),
-                    }),
+                match d.entry(name.as_bytes()) {
+                    Ok(Some(e)) if e.kind == EntryKind::File => {
+                        out.push(ObjectInfo { name, size: e.size })
+                    }
                     Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(io_err(kind, &name, e)),
                 }
             }
@@ -269,40 +419,121 @@ impl Backend for FsBackend {
     }
 
     fn delete(&self, kind: Kind, name: &str) -> BResult<()> {
-        let path = self.path(kind, name)?;
+        let rel = self.rel(kind, name)?;
         self.forget_handle(name);
-        fs::remove_file(&path).map_err(|e| io_err(kind, name, e))?;
-        sync_dir(path.parent().expect("parent")).map_err(|e| io_err(kind, name, e))
+        let (d, n) = split(&rel);
+        let root = self.root_dir().map_err(|e| io_err(kind, name, e))?;
+        let dir = root
+            .open_path(d.as_bytes())
+            .map_err(|e| walk_err(kind, name, e))?;
+        dir.remove_file(n.as_bytes())
+            .map_err(|e| io_err(kind, name, e))?;
+        dir.sync().map_err(|e| io_err(kind, name, e))
     }
 
     fn remove_stale_temp(&self, max_age: Duration) -> BResult<usize> {
         let mut removed = 0;
-        let mut dirs = vec![self.root.clone()];
+        let Ok(root) = self.root_dir() else {
+            return Ok(0);
+        };
+        let mut dirs = vec![String::new()];
         for kind in Kind::ALL {
             if kind != Kind::Config {
-                dirs.push(self.root.join(kind.dir()));
+                dirs.push(kind.dir().to_string());
             }
         }
         for i in 0..=255u8 {
-            dirs.push(self.root.join("data").join(hex_encode(&[i])));
+            dirs.push(format!("data/{}", hex_encode(&[i])));
         }
         let now = SystemTime::now();
-        for d in dirs {
-            let Ok(rd) = fs::read_dir(&d) else { continue };
-            for e in rd.flatten() {
-                let is_tmp = e
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with(".tmp-"));
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > max_age);
-                if is_tmp && old && fs::remove_file(e.path()).is_ok() {
+        for rel in dirs {
+            let Ok(d) = root.open_path(rel.as_bytes()) else {
+                continue;
+            };
+            let Ok(names) = d.names() else { continue };
+            for n in names {
+                if !std::str::from_utf8(&n).is_ok_and(is_temp_name) {
+                    continue;
+                }
+                let old = d.entry(&n).ok().flatten().is_some_and(|e| {
+                    e.kind != EntryKind::Dir
+                        && now
+                            .duration_since(
+                                SystemTime::UNIX_EPOCH
+                                    + Duration::from_nanos(e.mtime_ns.max(0) as u64),
+                            )
+                            .unwrap_or_default()
+                            > max_age
+                });
+                if old && d.remove_file(&n).is_ok() {
                     removed += 1;
                 }
             }
         }
         Ok(removed)
+    }
+
+    fn set_group_access(&self, on: bool) {
+        FsBackend::set_group_access(self, on);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn objects_are_private_like_restics_unless_the_repository_shares_with_its_group() {
+        let t = tempfile::tempdir().unwrap();
+        for (group, dm, fm) in [(false, 0o700, 0o400), (true, 0o750, 0o440)] {
+            let root = t.path().join(format!("r-{group}"));
+            let b = FsBackend::new(&root);
+            b.set_group_access(group);
+            b.prepare().unwrap();
+            b.create(Kind::Config, "", b"c").unwrap();
+            b.create(Kind::Pack, &"ab".repeat(32), b"p").unwrap();
+            assert_eq!(mode(&root), dm);
+            assert_eq!(mode(&root.join("data/ab")), dm);
+            assert_eq!(mode(&root.join("config")), fm);
+            assert_eq!(mode(&root.join("data/ab").join("ab".repeat(32))), fm);
+            // A later writer learns the modes from the config file.
+            let again = FsBackend::new(&root);
+            again.create(Kind::Key, &"cd".repeat(32), b"k").unwrap();
+            assert_eq!(mode(&root.join("keys").join("cd".repeat(32))), fm);
+        }
+    }
+
+    #[test]
+    fn symlinks_inside_the_repository_are_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("r");
+        let b = FsBackend::new(&root);
+        b.prepare().unwrap();
+        let secret = t.path().join("secret");
+        fs::write(&secret, b"not yours").unwrap();
+        let leak = "ef".repeat(32);
+        symlink(&secret, root.join("keys").join(&leak)).unwrap();
+        assert!(b.read(Kind::Key, &leak).is_err());
+        assert!(b.read_range(Kind::Key, &leak, 0, 3).is_err());
+        assert_eq!(b.size(Kind::Key, &leak).unwrap(), None);
+        assert!(b.list(Kind::Key).unwrap().is_empty());
+        // A shard directory replaced by a symlink is neither listed, read nor written through.
+        let elsewhere = t.path().join("elsewhere");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(elsewhere.join("12".repeat(32)), b"planted").unwrap();
+        fs::remove_dir(root.join("data/12")).unwrap();
+        symlink(&elsewhere, root.join("data/12")).unwrap();
+        assert!(b.list(Kind::Pack).unwrap().is_empty());
+        assert!(b.read(Kind::Pack, &"12".repeat(32)).is_err());
+        assert!(
+            b.create(Kind::Pack, &format!("{}34", "12".repeat(31)), b"x")
+                .is_err()
+        );
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 1);
     }
 }

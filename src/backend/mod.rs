@@ -24,7 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use fault::FaultBackend;
-pub use fs::FsBackend;
+pub use fs::{FsBackend, is_temp_name as fs_is_temp_name};
 pub use memory::MemoryBackend;
 pub use rest::RestBackend;
 pub use retry::{RetryBackend, RetryPolicy};
@@ -156,6 +156,25 @@ pub fn valid_object_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
+fn lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Is `name` exactly the form the repository layout gives objects of `kind`? Keys, packs, index
+/// files, snapshots and sessions: 64 lowercase hex digits; heads: 16, `-`, 64; the config: no
+/// name. `serve` stores nothing else (no `keys/ZZ_not_hex`, no new directories under `data/`).
+pub fn layout_name(kind: Kind, name: &str) -> bool {
+    match kind {
+        Kind::Config => name.is_empty(),
+        Kind::Head => name
+            .split_once('-')
+            .is_some_and(|(set, snap)| lower_hex(set, 16) && lower_hex(snap, 64)),
+        _ => lower_hex(name, 64),
+    }
+}
+
 pub trait Backend: Send + Sync {
     /// Where the repository is, as the user would write it.
     fn location(&self) -> String;
@@ -191,6 +210,10 @@ pub trait Backend: Send + Sync {
     /// relies on no capability it was not told about (the s3 backend's `create` is then
     /// HEAD-then-PUT).
     fn use_capabilities(&self, _caps: Capabilities) {}
+
+    /// Asks a new repository (before `prepare`) to let its group read it, where the medium has
+    /// such a thing (a directory: modes 0750/0440 instead of 0700/0400).
+    fn set_group_access(&self, _on: bool) {}
 }
 
 pub type DynBackend = Arc<dyn Backend>;

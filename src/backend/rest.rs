@@ -1,7 +1,10 @@
 //! The client of `prism-sync serve`: `rest:http://host:port/` or `rest:https://host:port/`.
 //!
-//! The protocol is specified in `format-spec/rest.md`. Authentication is a bearer token from
-//! `--rest-token` or env `PRISM_SYNC_REST_TOKEN`. Over https the server's certificate is pinned
+//! The protocol is specified in `format-spec/rest.md`. Authentication is a bearer token: from
+//! `--rest-token-file`, else the token stored with the sync set that uses this server (a 0600
+//! file beside the set's config, registered with [`remember_token`]), else env
+//! `PRISM_SYNC_REST_TOKEN`. A token is never taken from the command line (`ps` would show it)
+//! nor put in a URL. Over https the server's certificate is pinned
 //! by its SHA-256 fingerprint, given in the URL (`rest:https://host:port/#sha256=<hex>`) or in
 //! env `PRISM_SYNC_REST_FINGERPRINT`; without a pin the system's trusted roots apply (a server
 //! behind a reverse proxy with a real certificate).
@@ -54,19 +57,53 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 static TOKEN_OVERRIDE: OnceLock<String> = OnceLock::new();
 
-/// Sets the token for every rest backend of this process (the CLI's `--rest-token`).
+/// Tokens of particular servers (by the URL's base), as stored with the sync sets using them.
+static KNOWN_TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Sets the token for every rest backend of this process (the CLI's `--rest-token-file`).
 pub fn set_token(token: &str) {
     let _ = TOKEN_OVERRIDE.set(token.to_string());
 }
 
-/// The token set with `--rest-token`, else env `PRISM_SYNC_REST_TOKEN`.
-pub fn token() -> Option<String> {
+/// Remembers the token of the server `url` names (a sync set's stored token), for every
+/// backend of this process that opens that server.
+pub fn remember_token(url: &str, token: &str) {
+    let Ok(u) = RestUrl::parse(url) else { return };
+    let mut known = KNOWN_TOKENS.lock().expect("lock");
+    known.retain(|(b, _)| *b != u.base);
+    known.push((u.base, token.trim().to_string()));
+}
+
+/// The token for the server at `base`: `--rest-token-file`, else a remembered one, else env
+/// `PRISM_SYNC_REST_TOKEN`.
+fn token_for(base: &str) -> Option<String> {
+    let known = || {
+        KNOWN_TOKENS
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(b, _)| b == base)
+            .map(|(_, t)| t.clone())
+    };
     TOKEN_OVERRIDE
         .get()
         .cloned()
+        .or_else(known)
         .or_else(|| std::env::var(TOKEN_ENV).ok())
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
+}
+
+/// The token a client of `url` would send: `--rest-token-file`, else a remembered one, else
+/// env `PRISM_SYNC_REST_TOKEN`.
+pub fn token(url: &str) -> Option<String> {
+    RestUrl::parse(url).ok().and_then(|u| token_for(&u.base))
+}
+
+/// The URL to record for a server: with the pin from env `PRISM_SYNC_REST_FINGERPRINT` made
+/// part of it, so later commands and the daemon need no environment.
+pub fn canonical_url(url: &str) -> Result<String, String> {
+    Ok(RestUrl::parse(url)?.display())
 }
 
 /// A parsed `rest:` URL (without the `rest:` prefix).
@@ -328,10 +365,10 @@ struct Answer {
 }
 
 impl RestBackend {
-    /// A client of the server a `rest:` URL names, with the token from `--rest-token` or
-    /// `PRISM_SYNC_REST_TOKEN` (no request is made yet).
+    /// A client of the server a `rest:` URL names, with its token (see [`token`]); no request
+    /// is made yet.
     pub fn open(url: &str) -> Result<RestBackend, String> {
-        Self::with_token(url, token())
+        Self::with_token(url, token(url))
     }
 
     /// [`RestBackend::open`] with an explicit token.
@@ -524,7 +561,7 @@ impl RestBackend {
             401 => (
                 ErrorKind::Other,
                 format!(
-                    "{loc} refused the token{said}: set {TOKEN_ENV} (or --rest-token) to the token `prism-sync serve` printed"
+                    "{loc} refused the token{said}: pass --rest-token-file with the server's token file (or set {TOKEN_ENV})"
                 ),
             ),
             403 => (ErrorKind::Other, format!("{loc} refused{said}")),

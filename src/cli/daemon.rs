@@ -32,12 +32,8 @@ fn launch(ctx: &Ctx, first: &str) -> Result<u32> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::invalid(format!("cannot find the prism-sync binary: {e}")))?;
     let log_path = ctx.sync_dir().join("daemon.log");
-    std::fs::create_dir_all(ctx.sync_dir()).map_err(|e| Error::io(ctx.sync_dir(), e))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::io(&log_path, e))?;
+    crate::fsx::private::create_dir(&ctx.sync_dir()).map_err(|e| Error::io(ctx.sync_dir(), e))?;
+    let log = crate::fsx::private::append(&log_path).map_err(|e| Error::io(&log_path, e))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--home")
         .arg(&ctx.home)
@@ -47,9 +43,10 @@ fn launch(ctx: &Ctx, first: &str) -> Result<u32> {
     if let Some(pf) = &ctx.password_file {
         cmd.arg("--password-file").arg(pf);
     }
-    // A --rest-token given to `start` must reach the daemon (env is inherited, flags are not).
-    if let Some(t) = crate::backend::rest::token() {
-        cmd.env("PRISM_SYNC_REST_TOKEN", t);
+    // A --rest-token-file given to `start` must reach the daemon (env is inherited, flags are
+    // not); a token stored with the set needs nothing.
+    if let Some(f) = &ctx.rest_token_file {
+        cmd.arg("--rest-token-file").arg(f);
     }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| Error::io(&log_path, e))?)

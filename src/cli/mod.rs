@@ -5,6 +5,7 @@
 //! or written (they are listed); 10 repository does not exist; 12 wrong password.
 
 mod daemon;
+mod instance;
 mod remote;
 mod render;
 mod repo;
@@ -46,15 +47,15 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub password_file: Option<PathBuf>,
-    /// Access token for rest: repositories (else env PRISM_SYNC_REST_TOKEN; `serve` prints it).
+    /// File holding the access token for rest: repositories (`serve` says where it keeps it);
+    /// else the token stored with the sync set, else env PRISM_SYNC_REST_TOKEN.
     #[arg(
         long,
-        env = "PRISM_SYNC_REST_TOKEN",
+        env = "PRISM_SYNC_REST_TOKEN_FILE",
         global = true,
-        value_name = "TOKEN",
-        hide_env_values = true
+        value_name = "FILE"
     )]
-    pub rest_token: Option<String>,
+    pub rest_token_file: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -110,7 +111,8 @@ pub enum Command {
     Init(SyncInitArgs),
     /// Join a sync set from a workspace: keep DIR in sync with it.
     Join(JoinArgs),
-    /// Record a workspace and print what it needs (join command, systemd unit, cloud-init).
+    /// Record a workspace, give it a key of its own, and print what it needs (join command,
+    /// systemd unit, cloud-init).
     AddInstance {
         name: String,
         instance: String,
@@ -120,6 +122,16 @@ pub enum Command {
         /// The repository URL as the workspace reaches it (default: the set's).
         #[arg(long = "instance-repo", value_name = "URL")]
         instance_repo: Option<String>,
+        /// The account the agent runs as on the workspace (default: yours).
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// PRISM_HOME of that account on the workspace (default: ~USER/.prism).
+        #[arg(long = "instance-home", value_name = "DIR")]
+        instance_home: Option<PathBuf>,
+        /// The SSM parameter (SecureString) cloud-init reads the workspace's key from (default:
+        /// /prism-sync/NAME/INSTANCE).
+        #[arg(long = "ssm-parameter", value_name = "NAME")]
+        ssm_parameter: Option<String>,
     },
     /// One sync step now, in the foreground.
     Sync {
@@ -216,8 +228,8 @@ pub struct JoinArgs {
     /// This endpoint's name (default: the host name).
     #[arg(long)]
     pub endpoint: Option<String>,
-    /// For a repository without a password: a file holding its local key (64 hex digits),
-    /// else env PRISM_SYNC_KEY.
+    /// The workspace's key file that `add-instance` made (64 hex digits); else env
+    /// PRISM_SYNC_KEY; else a password (PRISM_SYNC_PASSWORD) or a key already installed here.
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// The set's mode (as on the laptop; `add-instance` prints it).
@@ -243,6 +255,10 @@ pub struct InitArgs {
     /// zstd level for data (-7..=22).
     #[arg(long, default_value_t = crate::repository::ZSTD_LEVEL, allow_hyphen_values = true)]
     pub compression: i64,
+    /// Let the directory's group read the repository (modes 0750/0440 instead of 0700/0400),
+    /// e.g. an EFS shared by several users. Every file still needs the password or a key.
+    #[arg(long)]
+    pub group_access: bool,
 }
 
 #[derive(Args, Debug)]
@@ -370,6 +386,7 @@ pub struct Ctx {
     pub home: PathBuf,
     pub repo: Option<String>,
     pub password_file: Option<PathBuf>,
+    pub rest_token_file: Option<PathBuf>,
     pub out: Out,
 }
 
@@ -452,13 +469,23 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    if let Some(t) = &cli.rest_token {
-        crate::backend::rest::set_token(t);
+    if let Some(f) = &cli.rest_token_file {
+        match remote::read_token_file(f) {
+            Ok(t) => crate::backend::rest::set_token(&t),
+            Err(e) => {
+                eprintln!("❌ {e:#}");
+                return EXIT_FATAL;
+            }
+        }
     }
     let ctx = Ctx {
         home: cli.home.clone().unwrap_or_else(default_home),
         repo: cli.repo.clone(),
         password_file: cli.password_file.clone(),
+        rest_token_file: cli
+            .rest_token_file
+            .as_ref()
+            .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone())),
         out: Out {
             json: cli.json,
             quiet: cli.quiet,
@@ -508,7 +535,21 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             instance,
             dir,
             instance_repo,
-        } => sync::add_instance(ctx, &name, &instance, dir, instance_repo),
+            user,
+            instance_home,
+            ssm_parameter,
+        } => instance::add_instance(
+            ctx,
+            &instance::AddInstance {
+                name,
+                instance,
+                dir,
+                instance_repo,
+                user,
+                instance_home,
+                ssm_parameter,
+            },
+        ),
         Command::Sync {
             name,
             dry_run,

@@ -20,9 +20,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: String,
     /// Serve HTTPS with a self-signed certificate (made once, kept under --home); clients pin
-    /// its fingerprint.
-    #[arg(long)]
+    /// its fingerprint. The default on any address but loopback.
+    #[arg(long, conflicts_with = "insecure_http")]
     pub tls: bool,
+    /// Serve plain HTTP on a network address: the token then travels in clear text. Only for a
+    /// network you trust (or behind a TLS proxy).
+    #[arg(long)]
+    pub insecure_http: bool,
     /// Refuse deletes (except of sessions and heads, which hold no data): clients can add
     /// snapshots but not remove any.
     #[arg(long)]
@@ -82,7 +86,14 @@ fn parse_listen(s: &str) -> Result<SocketAddr> {
     }
 }
 
-fn read_token_file(f: &Path) -> Result<String> {
+fn absolute_display(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+pub(super) fn read_token_file(f: &Path) -> Result<String> {
     let line = super::read_password_file(f)?;
     let token = String::from_utf8(line)
         .map_err(|_| Error::invalid(format!("{}: the token must be text", f.display())))?;
@@ -108,7 +119,7 @@ fn kept_token(dir: &Path) -> Result<(String, PathBuf)> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => bail!(Error::io(&path, e)),
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::fsx::private::create_dir(dir).map_err(|e| Error::io(dir, e))?;
     let token = crate::id::hex_encode(&crate::crypto::random_bytes::<32>());
     crate::serve::write_private(&path, format!("{token}\n").as_bytes()).map_err(Error::invalid)?;
     Ok((token, path))
@@ -124,13 +135,15 @@ pub fn serve(ctx: &Ctx, a: &ServeArgs) -> Result<Outcome> {
     let listen = parse_listen(&a.listen)?;
     let state_dir = ctx.sync_dir().join("serve");
     let (token, token_origin) = match &a.token_file {
-        Some(f) => (read_token_file(f)?, f.display().to_string()),
+        Some(f) => (read_token_file(f)?, absolute_display(f)),
         None => {
             let (t, p) = kept_token(&state_dir)?;
-            (t, format!("kept in {}", p.display()))
+            (t, absolute_display(&p))
         }
     };
-    let tls = if a.tls {
+    // TLS unless the address is loopback, or the user opted out loudly.
+    let use_tls = a.tls || (!listen.ip().is_loopback() && !a.insecure_http);
+    let tls = if use_tls {
         let mut names = vec!["localhost".to_string(), hostname()];
         if !listen.ip().is_unspecified() {
             names.push(listen.ip().to_string());
@@ -166,10 +179,15 @@ pub fn serve(ctx: &Ctx, a: &ServeArgs) -> Result<Outcome> {
         Some(fp) => format!("rest:https://{host}:{}/#sha256={fp}", addr.port()),
         None => format!("rest:http://{host}:{}/", addr.port()),
     };
+    if fingerprint.is_none() && !addr.ip().is_loopback() {
+        eprintln!(
+            "⚠️  INSECURE: --insecure-http serves plain HTTP on the network address {addr}: anyone on the path can read the access token and then read, add or delete repository objects (their content stays encrypted). Drop --insecure-http to serve TLS."
+        );
+    }
     if ctx.out.json {
         ctx.out.json(&json!({
             "url": client_url,
-            "token": token,
+            "token_file": token_origin,
             "fingerprint": fingerprint,
             "listen": addr.to_string(),
             "repository": root.display().to_string(),
@@ -184,7 +202,9 @@ pub fn serve(ctx: &Ctx, a: &ServeArgs) -> Result<Outcome> {
             root.display()
         ));
         ctx.out.kv("URL", &client_url);
-        ctx.out.kv("Token", format!("{token} ({token_origin})"));
+        // The token itself is never printed (stdout may end in a journal anyone with access to
+        // the logs reads): it stays in its 0600 file.
+        ctx.out.kv("Token", format!("in {token_origin}"));
         if let Some(fp) = &fingerprint {
             ctx.out
                 .kv("TLS", format!("self-signed certificate, sha256={fp}"));
@@ -198,13 +218,8 @@ pub fn serve(ctx: &Ctx, a: &ServeArgs) -> Result<Outcome> {
             },
         );
         ctx.out.line(format!(
-            "💡 On the laptop: PRISM_SYNC_REST_TOKEN={token} prism-sync snapshots --repo '{client_url}'"
+            "💡 On the laptop: copy the token file, then prism-sync snapshots --repo '{client_url}' --rest-token-file TOKEN_FILE"
         ));
-    }
-    if fingerprint.is_none() && !addr.ip().is_loopback() {
-        ctx.out.warn(
-            "plain HTTP on a network address: the access token travels in clear text (the data itself is encrypted); use --tls",
-        );
     }
     server.run().map_err(Error::invalid)?;
     Ok(Outcome::ok())

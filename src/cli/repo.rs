@@ -125,7 +125,16 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<Outcome> {
         zstd_level: a.compression,
         ..Default::default()
     };
-    let repo = Repository::init(backend::open(&url)?, &creds, &opts)?;
+    let b = backend::open(&url)?;
+    if a.group_access {
+        if backend::local_dir(&url).is_none() && !url.starts_with("efs:") {
+            bail!(Error::invalid(format!(
+                "--group-access applies to a repository in a directory; {url} is not one (for a served repository, init it on the server's machine)"
+            )));
+        }
+        b.set_group_access(true);
+    }
+    let repo = Repository::init(b, &creds, &opts)?;
     let keyfile = creds.local_key_path(&repo.repo_id());
     let key_desc = if creds.password.is_some() {
         "password".to_string()

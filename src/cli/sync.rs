@@ -14,7 +14,7 @@ use super::render::{Spinner, bytes};
 use super::{Ctx, JoinArgs, LsArgs, Outcome, RestoreArgs, SyncInitArgs};
 use crate::archiver::Progress;
 use crate::backend::{self, Kind};
-use crate::endpoint::config::{InstanceInfo, SetConfig};
+use crate::endpoint::config::SetConfig;
 use crate::endpoint::trees::{RepoTrees, node_at};
 use crate::endpoint::{Endpoint, StepOptions, StepReport, step};
 use crate::error::Error;
@@ -43,6 +43,26 @@ fn open_set(ctx: &Ctx, name: &str) -> Result<(Endpoint, Repository)> {
 fn absolute(p: &Path) -> Result<PathBuf> {
     let a = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
     Ok(a.components().collect())
+}
+
+/// A remote repository URL as a set records it: a `rest:` URL with the pin from
+/// `PRISM_SYNC_REST_FINGERPRINT` made part of it.
+fn recordable_url(url: &str) -> Result<String> {
+    if url.starts_with("rest:") {
+        return Ok(crate::backend::rest::canonical_url(url).map_err(Error::invalid)?);
+    }
+    Ok(url.to_string())
+}
+
+/// Keeps the token that opened a `rest:` repository with the set (0600): later commands and the
+/// daemon need neither the environment nor a flag.
+fn store_rest_token(ctx: &Ctx, name: &str, url: &str) -> Result<()> {
+    if url.starts_with("rest:")
+        && let Some(t) = crate::backend::rest::token(url)
+    {
+        Endpoint::store_rest_token(&ctx.home, name, &t)?;
+    }
+    Ok(())
 }
 
 /// What the folder's file system folds (case, Unicode normalization), found by trying.
@@ -93,7 +113,7 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
     // A local repository is recorded by its absolute path, so the set works from any directory.
     let url = match ctx.repo.as_deref().map(|r| (r, backend::local_dir(r))) {
         Some((_, Some(dir))) => absolute(&dir)?.display().to_string(),
-        Some((r, None)) => r.to_string(),
+        Some((r, None)) => recordable_url(r)?,
         None => ctx.repo_url(),
     };
     let creds = ctx.credentials()?;
@@ -125,6 +145,7 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         unicode_normalizing: folding.unicode,
     };
     Endpoint::create(&ctx.home, cfg.clone())?;
+    store_rest_token(ctx, &name, &url)?;
     if ctx.out.json {
         ctx.out.json(&json!({"name": name, "folder": dir.display().to_string(), "repository": repo.location(), "repository_created": created, "mode": cfg.sync_mode.name(), "conflict_policy": cfg.conflict_policy.name()}));
         return Ok(Outcome::ok());
@@ -183,7 +204,7 @@ fn install_key(ctx: &Ctx, url: &str, a: &JoinArgs) -> Result<()> {
         )));
     }
     let dir = path.parent().expect("key dir");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::fsx::private::create_dir(dir).map_err(|e| Error::io(dir, e))?;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -206,7 +227,7 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
     };
     let url = match backend::local_dir(&url) {
         Some(dir) => absolute(&dir)?.display().to_string(),
-        None => url,
+        None => recordable_url(&url)?,
     };
     install_key(ctx, &url, a)?;
     let repo = Repository::open_url(&url, &ctx.credentials()?)?;
@@ -247,6 +268,7 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
         unicode_normalizing: folding.unicode,
     };
     Endpoint::create(&ctx.home, cfg)?;
+    store_rest_token(ctx, &a.name, &url)?;
     ctx.out
         .line(format!("✅ Joined {} as workspace {endpoint}", a.name));
     ctx.out.kv("Folder", dir.display());
@@ -255,80 +277,6 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
         "💡 Sync now: prism-sync sync {}   (or keep it in sync: prism-sync start {})",
         a.name, a.name
     ));
-    Ok(Outcome::ok())
-}
-
-pub fn add_instance(
-    ctx: &Ctx,
-    name: &str,
-    instance: &str,
-    dir: Option<PathBuf>,
-    instance_repo: Option<String>,
-) -> Result<Outcome> {
-    let (ep, repo) = open_set(ctx, name)?;
-    if !SetConfig::valid_name(instance) || instance == "local" || instance == "merge" {
-        bail!(Error::invalid(format!(
-            "{instance:?} is not a usable workspace name: letters, digits, '-', '_', '.'"
-        )));
-    }
-    let mut cfg = ep.cfg.clone();
-    if !cfg.instances.iter().any(|i| i.name == instance) {
-        cfg.instances.push(InstanceInfo {
-            name: instance.into(),
-            added: jiff::Timestamp::now().to_string(),
-        });
-        cfg.save(&ctx.sync_dir())?;
-    }
-    let dir = dir.unwrap_or_else(|| cfg.local_path.clone());
-    let url = instance_repo.unwrap_or_else(|| cfg.repo.clone());
-    let creds = ctx.credentials()?;
-    let key_env = match std::fs::read_to_string(creds.local_key_path(&repo.repo_id())) {
-        Ok(k) if creds.password.is_none() || repo.password_unused() => {
-            format!("PRISM_SYNC_KEY={} ", k.trim())
-        }
-        _ => "PRISM_SYNC_PASSWORD='<the repository password>' ".into(),
-    };
-    let mut flags = format!(" --endpoint {instance}");
-    if cfg.sync_mode != Mode::Bidirectional {
-        flags += &format!(" --mode {}", cfg.sync_mode.name());
-    }
-    if cfg.conflict_policy != Policy::UserPrompt {
-        flags += &format!(" --conflict-policy {}", cfg.conflict_policy.name());
-    }
-    if let Some(r) = &cfg.rules {
-        flags += &format!(" --rules {r}");
-    }
-    let join = format!(
-        "{key_env}prism-sync join {name} {} --repo {url}{flags}",
-        dir.display()
-    );
-    let unit_name = format!("prism-sync-{name}.service");
-    let unit = format!(
-        "[Unit]\nDescription=prism-sync agent keeping {dir} in sync ({name})\nAfter=network-online.target remote-fs.target\nWants=network-online.target\n\n[Service]\nType=simple\nExecStart=/usr/local/bin/prism-sync start {name} --foreground\nRestart=on-failure\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n",
-        dir = dir.display()
-    );
-    let cloud_init = format!(
-        "#cloud-config\nwrite_files:\n  - path: /etc/systemd/system/{unit_name}\n    permissions: '0644'\n    content: |\n{}\nruncmd:\n  - [ sh, -c, \"{}\" ]\n  - [ systemctl, daemon-reload ]\n  - [ systemctl, enable, --now, {unit_name} ]\n",
-        unit.lines()
-            .map(|l| format!("      {l}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        join.replace('"', "\\\"")
-    );
-    if ctx.out.json {
-        ctx.out.json(&json!({"set": name, "instance": instance, "join": join, "systemd_unit_name": unit_name, "systemd_unit": unit, "cloud_init": cloud_init}));
-        return Ok(Outcome::ok());
-    }
-    ctx.out
-        .line(format!("✅ Workspace {instance} added to {name}"));
-    ctx.out.line(format!(
-        "💡 On {instance}, join the set (the key opens the repository: treat it like a password):"
-    ));
-    println!("   {join}");
-    ctx.out.line(format!("💡 Keep it syncing: install this unit as /etc/systemd/system/{unit_name}, then `systemctl enable --now {unit_name}`:"));
-    println!("{unit}");
-    ctx.out.line("💡 Or at launch, with cloud-init:");
-    println!("{cloud_init}");
     Ok(Outcome::ok())
 }
 

@@ -1,8 +1,10 @@
 //! The control protocol between the CLI and the daemon: a Unix stream socket at
-//! `$PRISM_HOME/sync/daemon.sock` (mode 0600). One request per connection: the client writes one
+//! `$PRISM_HOME/sync/daemon.sock` (mode 0600, bound inside the 0700 `sync` directory, so no other
+//! user can reach it at any moment). One request per connection: the client writes one
 //! line of JSON, the daemon answers with one line of JSON and closes. Every message carries the
 //! protocol version `v`; a daemon answers a version it does not speak with an error naming both
-//! versions. See `format-spec/control.md`.
+//! versions. A client must send its request within [`REQUEST_READ_TIMEOUT`]; each connection is
+//! served on its own thread, at most [`CONNECTIONS_MAX`] at once. See `format-spec/control.md`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -17,6 +19,10 @@ use crate::error::{Error, Result};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// A request line longer than this is refused (no request needs more).
 pub const REQUEST_LEN_MAX: usize = 64 << 10;
+/// A client has this long to send its request line (and to take its answer).
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more get a "busy" answer at once.
+pub const CONNECTIONS_MAX: usize = 32;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -140,11 +146,19 @@ pub fn request(home: &Path, op: Op, timeout: Duration) -> Result<Option<Response
 
 /// Reads one request from a connection (bounded), or explains why it cannot be served.
 pub fn read_request(stream: &UnixStream) -> std::result::Result<Request, String> {
+    stream
+        .set_read_timeout(Some(REQUEST_READ_TIMEOUT))
+        .and_then(|_| stream.set_write_timeout(Some(REQUEST_READ_TIMEOUT)))
+        .map_err(|e| format!("setting up the connection: {e}"))?;
     let mut reader = BufReader::new(stream.take_limited());
     let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .map_err(|e| format!("reading the request: {e}"))?;
+    reader.read_line(&mut line).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+            "no request within {} s: send one line of JSON right after connecting",
+            REQUEST_READ_TIMEOUT.as_secs()
+        ),
+        _ => format!("reading the request: {e}"),
+    })?;
     if !line.ends_with('\n') {
         return Err(format!(
             "request longer than {REQUEST_LEN_MAX} bytes or not terminated by a newline"

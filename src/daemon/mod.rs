@@ -33,6 +33,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -222,7 +223,7 @@ impl Daemon {
 
 fn lock_daemon(home: &Path) -> Result<std::fs::File> {
     let path = sync_dir(home).join("daemon.lock");
-    let f = std::fs::File::options()
+    let f = crate::fsx::private::options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -241,11 +242,44 @@ fn lock_daemon(home: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// Serves one control connection: reads its request (with a deadline), answers it. True when
+/// the daemon should exit (its last set was stopped).
+fn serve_control(daemon: &Mutex<Daemon>, stream: std::os::unix::net::UnixStream) -> bool {
+    let req = match control::read_request(&stream) {
+        Ok(r) => r,
+        Err(msg) => {
+            control::write_response(&stream, &Response::err(msg));
+            return false;
+        }
+    };
+    if let Op::Flush { set, timeout_s } = &req.op {
+        // Flush blocks its client, not the daemon.
+        let h = daemon
+            .lock()
+            .expect("daemon lock")
+            .workers
+            .get(set)
+            .map(|h| h.sender());
+        let timeout = Duration::from_secs((*timeout_s).clamp(1, 24 * 3600));
+        let r = match h {
+            None => Response::err(format!("the daemon does not run {set:?}: start it first")),
+            Some(tx) => worker::flush(&tx, timeout),
+        };
+        control::write_response(&stream, &r);
+        return false;
+    }
+    let (resp, exit) = daemon.lock().expect("daemon lock").handle(req.op);
+    control::write_response(&stream, &resp);
+    exit
+}
+
 /// Runs the daemon in this process until its last set is stopped. `first` is started (and
 /// remembered) before serving requests.
 pub fn run(home: &Path, first: Option<&str>, settings: Settings, creds: Credentials) -> Result<()> {
     let dir = sync_dir(home);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    // 0700: the socket is bound inside a directory nobody else can enter, so there is no
+    // moment in which another user could connect to it, whatever the umask.
+    crate::fsx::private::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
     let _lock = lock_daemon(home)?;
     let pid_path = dir.join("daemon.pid");
     write_atomic(&pid_path, format!("{}\n", std::process::id()).as_bytes())?;
@@ -280,43 +314,37 @@ pub fn run(home: &Path, first: Option<&str>, settings: Settings, creds: Credenti
         std::process::id(),
         started.iter().cloned().collect::<Vec<_>>().join(", ")
     );
+    // Each connection is served on its own thread (at most CONTROL_CONNECTIONS_MAX at once), and
+    // reading a request has a deadline: a client that connects and says nothing holds up no one.
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for conn in listener.incoming() {
-        let Ok(stream) = conn else { continue };
-        let req = match control::read_request(&stream) {
-            Ok(r) => r,
-            Err(msg) => {
-                control::write_response(&stream, &Response::err(msg));
-                continue;
-            }
-        };
-        if let Op::Flush { set, timeout_s } = &req.op {
-            // Flush blocks its client, not the daemon.
-            let h = daemon
-                .lock()
-                .expect("daemon lock")
-                .workers
-                .get(set)
-                .map(|h| h.sender());
-            let (set, timeout) = (
-                set.clone(),
-                Duration::from_secs((*timeout_s).clamp(1, 24 * 3600)),
-            );
-            std::thread::spawn(move || {
-                let r = match h {
-                    None => {
-                        Response::err(format!("the daemon does not run {set:?}: start it first"))
-                    }
-                    Some(tx) => worker::flush(&tx, timeout),
-                };
-                control::write_response(&stream, &r);
-            });
-            continue;
-        }
-        let (resp, exit) = daemon.lock().expect("daemon lock").handle(req.op);
-        control::write_response(&stream, &resp);
-        if exit {
+        if stopping.load(Ordering::SeqCst) {
             break;
         }
+        let Ok(stream) = conn else { continue };
+        if active.fetch_add(1, Ordering::SeqCst) >= control::CONNECTIONS_MAX {
+            active.fetch_sub(1, Ordering::SeqCst);
+            control::write_response(
+                &stream,
+                &Response::err("the daemon is busy with other requests: try again"),
+            );
+            continue;
+        }
+        let (daemon, active, stopping, sock) = (
+            daemon.clone(),
+            active.clone(),
+            stopping.clone(),
+            sock.clone(),
+        );
+        std::thread::spawn(move || {
+            if serve_control(&daemon, stream) {
+                stopping.store(true, Ordering::SeqCst);
+                // Wake the accept loop so it sees the flag.
+                let _ = std::os::unix::net::UnixStream::connect(&sock);
+            }
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
     }
     let _ = std::fs::remove_file(&sock);
     let _ = std::fs::remove_file(&pid_path);

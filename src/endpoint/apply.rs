@@ -91,6 +91,10 @@ struct Folder<'a> {
     touched: BTreeSet<Vec<u8>>,
     /// Directories this apply could not make: nothing below them is attempted.
     failed_dirs: Vec<Vec<u8>>,
+    /// On a folding file system: each directory's entries by folded name (read once per
+    /// directory, then kept up to date as this apply creates and removes names), so a large
+    /// download into one directory does not list it once per file.
+    listings: HashMap<Vec<u8>, HashMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl Folder<'_> {
@@ -111,17 +115,38 @@ impl Folder<'_> {
             .find(|d| rel.starts_with(d) && rel.get(d.len()) == Some(&b'/'))
     }
 
-    /// On a folding file system: another entry of `dir` that `name` would land on.
-    fn collision_on_disk(&self, dir: &Dir, name: &[u8]) -> Option<String> {
+    /// On a folding file system: another entry of `dir` (at `parent`) that `name` would land
+    /// on.
+    fn collision_on_disk(&mut self, parent: &[u8], dir: &Dir, name: &[u8]) -> Option<String> {
         if !self.folding.any() {
             return None;
         }
+        let f = self.folding;
+        if !self.listings.contains_key(parent) {
+            let names = dir.names().ok()?;
+            let by_key = names.into_iter().map(|n| (fold::key(&n, f), n)).collect();
+            self.listings.insert(parent.to_vec(), by_key);
+        }
+        match self.listings[parent].get(&fold::key(name, f)) {
+            Some(other) if other != name => Some(display_path(other)),
+            _ => None,
+        }
+    }
+
+    /// Keeps the listings in step with a name this apply made (`true`) or removed.
+    fn note(&mut self, rel: &[u8], made: bool) {
+        if !self.folding.any() {
+            return;
+        }
+        let (parent, name) = split(rel);
         let k = fold::key(name, self.folding);
-        dir.names()
-            .ok()?
-            .into_iter()
-            .find(|n| n != name && fold::key(n, self.folding) == k)
-            .map(|n| display_path(&n))
+        if let Some(l) = self.listings.get_mut(parent) {
+            if made {
+                l.insert(k, name.to_vec());
+            } else if l.get(&k).is_some_and(|n| n == name) {
+                l.remove(&k);
+            }
+        }
     }
 }
 
@@ -229,7 +254,7 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
     }
     if let Some(p) = creates(a) {
         let (dir, name) = folder.parent(p)?;
-        if let Some(other) = folder.collision_on_disk(&dir, name) {
+        if let Some(other) = folder.collision_on_disk(split(p).0, &dir, name) {
             return Err(Failure::CaseCollision(other));
         }
     }
@@ -242,6 +267,7 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
                 None => {}
             }
             dir.mkdir(name, 0o700).map_err(io)?;
+            folder.note(path, true);
             dir.open_dir(name)
                 .and_then(|d| d.set_own_meta(node.mode | 0o700, None, None))
                 .map_err(io)?;
@@ -282,6 +308,9 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
                     return Err(Failure::Io("internal: write of a directory".into()));
                 }
             }
+            if expect.is_none() {
+                folder.note(path, true);
+            }
             folder.touched.insert(split(path).0.to_vec());
         }
         Action::Rename {
@@ -301,6 +330,8 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
                     io(e)
                 }
             })?;
+            folder.note(from, false);
+            folder.note(to, true);
             if let Some(n) = node {
                 set_meta(&td, tname, n).map_err(io)?;
             }
@@ -311,6 +342,7 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
             let (dir, name) = folder.parent(path)?;
             still(&dir, name, Some(expect))?;
             dir.remove_file(name).map_err(io)?;
+            folder.note(path, false);
             folder.touched.insert(split(path).0.to_vec());
         }
         Action::Rmdir { path } => {
@@ -324,6 +356,7 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
             };
             match dir.remove_dir(name) {
                 Ok(()) => {
+                    folder.note(path, false);
                     folder.touched.insert(split(path).0.to_vec());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -355,6 +388,7 @@ pub fn apply(
         folding,
         touched: BTreeSet::new(),
         failed_dirs: Vec::new(),
+        listings: HashMap::new(),
     };
     let clashes = colliding_creates(actions, folding);
     let mut results = Vec::with_capacity(actions.len());

@@ -74,11 +74,7 @@ pub fn append(path: &Path, entries: &[Value]) -> Result<()> {
         text.push_str(&e.to_string());
         text.push('\n');
     }
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+    let mut f = crate::fsx::private::append(path).map_err(|e| Error::io(path, e))?;
     f.write_all(text.as_bytes())
         .and_then(|_| f.sync_data())
         .map_err(|e| Error::io(path, e))

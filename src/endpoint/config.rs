@@ -37,6 +37,9 @@ pub struct InstanceInfo {
     pub name: String,
     /// RFC 3339.
     pub added: String,
+    /// The id of the workspace's own key file in the repository (`key remove` revokes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// One sync set at this endpoint.
@@ -160,20 +163,10 @@ impl SetConfig {
     }
 }
 
+/// Writes a file under `$PRISM_HOME` atomically, readable by this user only (0600, in a 0700
+/// directory).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().expect("config paths have a parent");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::fsx::private::write_atomic(path, data).map_err(|e| Error::io(path, e))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
 //! A sync set at this endpoint: its config, its redb state, and the sync step.
 //!
 //! Owns: `$PRISM_HOME/sync/<NAME>.yml`, `<NAME>.state.redb`, `<NAME>.cache.redb`,
-//! `<NAME>.lock`, `<NAME>.audit.jsonl`, and carrying out a step (scan → heads → merge → guards → apply → publish →
+//! `<NAME>.lock`, `<NAME>.audit.jsonl`, `<NAME>.rest-token` (the token of a `rest:` repository,
+//! 0600, so commands and the daemon need no environment), and carrying out a step (scan → heads → merge → guards → apply → publish →
 //! commit). Must not touch: merge decisions (the `sync` module makes them), printing.
 
 pub mod apply;
@@ -51,9 +52,31 @@ impl Endpoint {
         self.file("audit.jsonl")
     }
 
-    /// Opens an existing set.
+    /// Where the token of the set's `rest:` repository is kept.
+    pub fn rest_token_path(home: &Path, name: &str) -> PathBuf {
+        Self::sync_dir(home).join(format!("{name}.rest-token"))
+    }
+
+    /// Keeps the token of the set's `rest:` repository with the set (0600).
+    pub fn store_rest_token(home: &Path, name: &str, token: &str) -> Result<()> {
+        let path = Self::rest_token_path(home, name);
+        config::write_atomic(&path, format!("{}\n", token.trim()).as_bytes())
+    }
+
+    /// Opens an existing set (and makes its stored `rest:` token known to this process).
     pub fn open(home: &Path, name: &str) -> Result<Endpoint> {
         let cfg = SetConfig::load(&Self::sync_dir(home), name)?;
+        if cfg.repo.starts_with("rest:") {
+            let path = Self::rest_token_path(home, name);
+            match std::fs::read_to_string(&path) {
+                Ok(t) if !t.trim().is_empty() => {
+                    crate::backend::rest::remember_token(&cfg.repo, &t)
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
         let state = State::open(&Self::state_path(home, name))?;
         Ok(Endpoint {
             home: home.to_path_buf(),
@@ -93,7 +116,7 @@ pub struct StepLock(#[allow(dead_code)] File);
 impl StepLock {
     pub fn acquire(path: &Path) -> Result<StepLock> {
         use std::os::fd::AsRawFd;
-        let f = File::options()
+        let f = crate::fsx::private::options()
             .create(true)
             .truncate(false)
             .write(true)

@@ -118,8 +118,9 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
 impl State {
     pub fn open(path: &Path) -> Result<State> {
         if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+            crate::fsx::private::create_dir(d).map_err(|e| Error::io(d, e))?;
         }
+        crate::fsx::private::touch(path).map_err(|e| Error::io(path, e))?;
         let db = redb::Builder::new()
             .set_concurrency_mode(ConcurrencyMode::MultiWriter)
             .create(path)

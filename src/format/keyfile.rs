@@ -11,8 +11,8 @@
 //! 16  4  Argon2id lanes (0 for raw)
 //! 20 32  salt
 //! 52  8  created, ns since the Unix epoch (i64 LE)
-//! 60  2  host name length h (u16 LE), then h bytes UTF-8
-//!  …  2  user name length u, then u bytes UTF-8
+//! 60  2  host name length h (u16 LE), then h bytes UTF-8 — in clear (see threat-model.md)
+//!  …  2  user name length u, then u bytes UTF-8 — in clear
 //!  … 48  the 32-byte master key sealed with AES-256-GCM under the KEK: ciphertext, then tag;
 //!        nonce 0, associated data = every byte before it
 //! ```
@@ -23,11 +23,14 @@ use super::{DecodeError, DecodeResult, Put, Reader};
 pub const MAGIC: &[u8; 4] = b"PRSK";
 pub const VERSION: u8 = 1;
 pub const SEALED_LEN: usize = 48;
-/// Bounds on Argon2id parameters a key file may ask for (a forged file must not make us
-/// allocate gigabytes or spin for hours).
-pub const ARGON2_MEMORY_KIB_MAX: u32 = 4 << 20;
-pub const ARGON2_ITERATIONS_MAX: u32 = 64;
+/// Bounds on Argon2id parameters a key file may ask for, checked before any KDF runs: a forged
+/// or planted file must not make an open allocate gigabytes or spin for minutes. They sit above
+/// anything calibration ever chooses (`crypto::ARGON2_*_CALIBRATED_MAX`).
+pub const ARGON2_MEMORY_KIB_MAX: u32 = 1 << 20;
+pub const ARGON2_ITERATIONS_MAX: u32 = 16;
 pub const ARGON2_LANES_MAX: u32 = 16;
+/// Memory × iterations at most (KiB·passes): 4 GiB-passes, a few seconds on a laptop.
+pub const ARGON2_WORK_KIB_PASSES_MAX: u64 = 4 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kdf {
@@ -107,6 +110,7 @@ impl KeyFile {
                     || !(1..=ARGON2_ITERATIONS_MAX).contains(&t)
                     || !(1..=ARGON2_LANES_MAX).contains(&p)
                     || m < 8 * p
+                    || m as u64 * t as u64 > ARGON2_WORK_KIB_PASSES_MAX
                 {
                     return Err(DecodeError::invalid(
                         W,

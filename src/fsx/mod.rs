@@ -23,9 +23,16 @@
 //!   `O_NOFOLLOW` (and checked to be the expected type), or `*at` calls with
 //!   `AT_SYMLINK_NOFOLLOW`.
 //!
+//! The writer API for anything that produces file bytes (restore, sync apply, a parallel fetch
+//! pipeline): reach the directory with [`Dir::open_root`] + [`Dir::open_path`], start the file
+//! with [`Dir::new_file`], write ranges in any order through [`NewFile::file`]
+//! (`write_all_at`), then [`NewFile::set_meta`] / [`NewFile::chown`], [`NewFile::sync`] and
+//! [`NewFile::commit`]; dropping a [`NewFile`] before the commit removes the temp file.
+//!
 //! No `unsafe` here: the system calls come from `rustix`'s safe wrappers.
 
 pub mod fold;
+pub mod private;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -350,6 +357,28 @@ impl Dir {
         self.rename(from, dest, to)
     }
 
+    /// Links the entry `from` of this directory as `to` in `dest` (never following `from` if it
+    /// is a symlink); `AlreadyExists` if `to` exists: an atomic create-if-absent.
+    pub fn link(&self, from: &[u8], dest: &Dir, to: &[u8]) -> io::Result<()> {
+        check_name(from)?;
+        check_name(to)?;
+        rustix::fs::linkat(&self.fd, os(from), &dest.fd, os(to), AtFlags::empty())?;
+        Ok(())
+    }
+
+    /// Opens the regular file at `rel` (components separated by `/`) below this directory
+    /// without following any symlink on the way or at the end.
+    pub fn open_file_path(&self, rel: &[u8]) -> io::Result<File> {
+        let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&rel[..i], &rel[i + 1..]),
+            None => (&b""[..], rel),
+        };
+        if parent.is_empty() {
+            return self.open_file(name);
+        }
+        self.open_path(parent)?.open_file(name)
+    }
+
     /// Makes the symlink `name` → `target`, replacing a file or symlink there: created under a
     /// temp name, then renamed over (the path is never missing).
     pub fn symlink_replace(&self, target: &[u8], name: &[u8]) -> io::Result<()> {
@@ -499,6 +528,17 @@ impl NewFile<'_> {
         if is_root() {
             std::os::unix::fs::fchown(self.file(), Some(uid), Some(gid))?;
         }
+        Ok(())
+    }
+
+    /// The temp name it is written under.
+    pub fn temp_name(&self) -> &[u8] {
+        &self.tmp
+    }
+
+    /// Sets the mode only.
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        rustix::fs::fchmod(self.file(), Mode::from_raw_mode(mode as _))?;
         Ok(())
     }
 

@@ -1,4 +1,9 @@
 //! Key files: one master key, any number of passwords (or local random secrets) that unwrap it.
+//!
+//! Opening tries the key file that opened this repository last time on this machine first (its
+//! id is remembered in `$PRISM_HOME/sync/keys/<repository id>.last-key`), then the others from
+//! the cheapest KDF up: a planted key file with expensive (but allowed) parameters costs an open
+//! nothing once the right key is known. Parameters above the decoder's limits never reach a KDF.
 
 use super::{Credentials, Repository, hostname, now_ns, read_local_key, username};
 use crate::backend::{Backend, Kind, object_name};
@@ -13,13 +18,25 @@ pub(super) fn write_key_file(
     kdf: Kdf,
     secret: &[u8],
 ) -> Result<KeyId> {
+    write_labelled_key_file(backend, keys, kdf, secret, hostname(), username())
+}
+
+/// A key file with the given host and user labels (stored in clear: `key list` shows them).
+fn write_labelled_key_file(
+    backend: &dyn Backend,
+    keys: &Keys,
+    kdf: Kdf,
+    secret: &[u8],
+    host: String,
+    user: String,
+) -> Result<KeyId> {
     let salt: [u8; 32] = random_bytes();
     let mut kf = KeyFile {
         kdf,
         salt,
         created_ns: now_ns(),
-        host: hostname(),
-        user: username(),
+        host,
+        user,
         sealed_master: [0; 48],
     };
     let kek = key_encryption_key(kdf, secret, &salt);
@@ -52,16 +69,25 @@ fn read_key_files(backend: &dyn Backend) -> Result<Vec<(KeyId, KeyFile)>> {
     Ok(out)
 }
 
-fn try_unlock(files: &[(KeyId, KeyFile)], secret: &[u8], want_raw: bool) -> Option<(Keys, KeyId)> {
-    files
+/// Tries the key files of one kind: the one remembered from last time first, then from the
+/// cheapest KDF up.
+fn try_unlock(
+    files: &[(KeyId, KeyFile)],
+    secret: &[u8],
+    want_raw: bool,
+    remembered: Option<KeyId>,
+) -> Option<(Keys, KeyId)> {
+    let mut order: Vec<&(KeyId, KeyFile)> = files
         .iter()
         .filter(|(_, kf)| matches!(kf.kdf, Kdf::Raw) == want_raw)
-        .find_map(|(id, kf)| {
-            let kek = key_encryption_key(kf.kdf, secret, &kf.salt);
-            unwrap_master(&kek, &kf.encode_aad(), &kf.sealed_master)
-                .ok()
-                .map(|m| (Keys::from_master(m), *id))
-        })
+        .collect();
+    order.sort_by_key(|(id, kf)| (Some(*id) != remembered, crypto::kdf_work(kf.kdf), *id));
+    order.into_iter().find_map(|(id, kf)| {
+        let kek = key_encryption_key(kf.kdf, secret, &kf.salt);
+        unwrap_master(&kek, &kf.encode_aad(), &kf.sealed_master)
+            .ok()
+            .map(|m| (Keys::from_master(m), *id))
+    })
 }
 
 /// Finds a key that opens with the credentials. The flag is true when a password was given but
@@ -79,23 +105,68 @@ pub(super) fn unlock(
             "it has no readable key files, so nothing can open it",
         ));
     }
+    let remembered = remembered_key(creds, repo_id);
     let has_password_keys = files.iter().any(|(_, kf)| !matches!(kf.kdf, Kdf::Raw));
-    if let Some(pw) = &creds.password
+    let r = if let Some(pw) = &creds.password
         && has_password_keys
     {
-        let (k, id) = try_unlock(&files, pw, false).ok_or(Error::WrongPassword { location })?;
-        return Ok((k, id, false));
-    }
-    let keyfile = creds.local_key_path(repo_id);
-    match read_local_key(&keyfile)? {
-        Some(secret) => {
-            let (k, id) =
-                try_unlock(&files, &secret, true).ok_or(Error::WrongPassword { location })?;
-            Ok((k, id, creds.password.is_some()))
+        let (k, id) =
+            try_unlock(&files, pw, false, remembered).ok_or(Error::WrongPassword { location })?;
+        (k, id, false)
+    } else {
+        let keyfile = creds.local_key_path(repo_id);
+        match read_local_key(&keyfile)? {
+            Some(secret) => {
+                let (k, id) = try_unlock(&files, &secret, true, remembered)
+                    .ok_or(Error::WrongPassword { location })?;
+                (k, id, creds.password.is_some())
+            }
+            None if creds.password.is_some() => return Err(Error::WrongPassword { location }),
+            None => return Err(Error::NoPassword { location, keyfile }),
         }
-        None if creds.password.is_some() => Err(Error::WrongPassword { location }),
-        None => Err(Error::NoPassword { location, keyfile }),
+    };
+    if remembered != Some(r.1) {
+        remember_key(creds, repo_id, r.1);
     }
+    Ok(r)
+}
+
+fn remembered_path(creds: &Credentials, repo_id: &[u8; 32]) -> std::path::PathBuf {
+    creds
+        .local_keys_dir
+        .join(format!("{}.last-key", crate::id::hex_encode(repo_id)))
+}
+
+/// The key file that opened the repository last time on this machine.
+fn remembered_key(creds: &Credentials, repo_id: &[u8; 32]) -> Option<KeyId> {
+    let s = std::fs::read_to_string(remembered_path(creds, repo_id)).ok()?;
+    KeyId::from_hex(s.trim())
+}
+
+/// Remembers which key file opened the repository (best effort: a read-only home only costs
+/// the next open a little time).
+fn remember_key(creds: &Credentials, repo_id: &[u8; 32], id: KeyId) {
+    let _ = crate::fsx::private::write_atomic(
+        &remembered_path(creds, repo_id),
+        format!("{}\n", id.to_hex()).as_bytes(),
+    );
+}
+
+/// Adds a key for one workspace: a fresh random secret (no stretching needed, like the local
+/// key file of a password-less repository) in its own key file labelled with the workspace's
+/// name, so `key remove` revokes that workspace alone. Returns the key's id and the secret, to
+/// be delivered to the workspace (never through instance user-data).
+pub fn add_workspace_key(repo: &Repository, workspace: &str) -> Result<(KeyId, [u8; 32])> {
+    let secret: [u8; 32] = random_bytes();
+    let id = write_labelled_key_file(
+        &**repo.backend(),
+        repo.keys(),
+        Kdf::Raw,
+        &secret,
+        workspace.to_string(),
+        "prism-sync workspace".into(),
+    )?;
+    Ok((id, secret))
 }
 
 #[derive(Debug, Clone)]
@@ -134,7 +205,7 @@ pub fn add_key(repo: &Repository, password: &[u8]) -> Result<KeyId> {
     write_key_file(
         &**repo.backend(),
         repo.keys(),
-        crypto::ARGON2_DEFAULT,
+        crypto::password_kdf(),
         password,
     )
 }

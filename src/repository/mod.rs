@@ -31,7 +31,7 @@ use crate::id::{BlobId, IndexId, KeyId, SnapshotId, hex_encode};
 use crate::index::Index;
 use crate::pack::{self, FinishedPack};
 
-pub use keys::{KeyInfo, add_key, list_keys, remove_key};
+pub use keys::{KeyInfo, add_key, add_workspace_key, list_keys, remove_key};
 pub use packer::Packer;
 
 /// Defaults of a new repository.
@@ -130,8 +130,8 @@ fn write_local_key(path: &Path, secret: &[u8; 32]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().expect("key path has a parent");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut f = std::fs::OpenOptions::new()
+    crate::fsx::private::create_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut f = crate::fsx::private::options()
         .write(true)
         .create_new(true)
         .mode(0o600)
@@ -199,7 +199,7 @@ impl Repository {
             .validate()
             .map_err(|e| Error::invalid(format!("repository parameters: {e}")))?;
         let key_id = match &creds.password {
-            Some(pw) => keys::write_key_file(&*backend, &keys, crate::crypto::ARGON2_DEFAULT, pw)?,
+            Some(pw) => keys::write_key_file(&*backend, &keys, crate::crypto::password_kdf(), pw)?,
             None => {
                 let secret: [u8; 32] = random_bytes();
                 let path = creds.local_key_path(&repo_id);

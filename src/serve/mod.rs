@@ -5,38 +5,50 @@
 //! Owns: HTTP routing, authentication, limits, TLS identity. Must not touch: keys, plaintext,
 //! object formats — the server moves opaque bytes and never needs the repository key. Objects
 //! are stored through [`FsBackend`] (temp file, fsync, `link`), so create-only is as atomic as on
-//! the directory itself.
+//! the directory itself; objects are read through it too, so a symlink inside the served
+//! directory is never followed and only regular files are served.
 //!
-//! Invariants: every request but none is authenticated (constant-time token comparison); every
-//! body is bounded ([`Limits`]) and buffered only within a global memory budget; connections are
-//! bounded in number and closed when idle; append-only mode refuses every delete except of
-//! sessions and heads (see [`deletable_in_append_only`]).
+//! Invariants:
+//! - every request is authenticated (constant-time token comparison); a `401` closes the
+//!   connection, and a connection that has not authenticated within
+//!   [`Limits::pre_auth_timeout`] is closed. When every connection slot is taken, the oldest
+//!   connection that has not authenticated yet is closed to make room: clients without the token
+//!   can never starve clients with it;
+//! - object names are the exact forms of the repository layout ([`layout_name`]): nothing else
+//!   is stored, read or listed;
+//! - every upload body is bounded ([`Limits`]), buffered only within a global memory budget, and
+//!   must arrive within [`Limits::body_deadline`] — a client trickling its body cannot hold the
+//!   budget; downloads are streamed from the file in [`STREAM_CHUNK_BYTES`] pieces;
+//! - connections are bounded in number and closed when idle; append-only mode refuses every
+//!   delete except of sessions and heads (see [`deletable_in_append_only`]).
 
 mod tls;
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER,
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER,
     WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::backend::rest::SERVER_HEADER;
-use crate::backend::{Backend, ErrorKind, FsBackend, Kind, valid_object_name};
+use crate::backend::{Backend, ErrorKind, FsBackend, Kind, layout_name};
 
 pub(crate) use tls::write_private;
 pub use tls::{TlsIdentity, fingerprint_hex};
@@ -52,7 +64,8 @@ pub struct Limits {
     pub object_bytes_max: u64,
     /// Request bodies buffered at once across all connections; a request waits for room.
     pub buffered_bytes_max: u64,
-    /// Open connections; more wait in the kernel's accept queue.
+    /// Open connections; more wait in the kernel's accept queue (or, when the waiting ones are
+    /// authenticated and the new one may be too, the oldest unauthenticated one is closed).
     pub connections_max: usize,
     /// A connection with no byte read or written for this long is closed.
     pub idle_timeout: Duration,
@@ -60,6 +73,12 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time a client has to finish the TLS handshake.
     pub handshake_timeout: Duration,
+    /// Time a new connection has to make its first authenticated request.
+    pub pre_auth_timeout: Duration,
+    /// Every upload body gets this long, plus its length at [`Limits::body_bytes_per_sec_min`].
+    pub body_grace: Duration,
+    /// The slowest upload the server waits for.
+    pub body_bytes_per_sec_min: u64,
 }
 
 impl Default for Limits {
@@ -71,12 +90,29 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(120),
             header_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(15),
+            pre_auth_timeout: Duration::from_secs(10),
+            body_grace: Duration::from_secs(30),
+            body_bytes_per_sec_min: 64 << 10,
         }
     }
 }
 
+impl Limits {
+    /// How long a body of `len` bytes may take to arrive.
+    pub fn body_deadline(&self, len: u64) -> Duration {
+        self.body_grace
+            + Duration::from_secs_f64(len as f64 / self.body_bytes_per_sec_min.max(1) as f64)
+    }
+}
+
+/// While every slot is taken, the accept loop looks for an unauthenticated connection to close
+/// this often.
+const EVICT_RETRY: Duration = Duration::from_millis(200);
+
 /// Granularity of the memory budget (permits are MiB).
 const BUDGET_UNIT_BYTES: u64 = 1 << 20;
+/// A download is read from its file and sent in pieces of this size (one budget unit each).
+pub const STREAM_CHUNK_BYTES: u64 = BUDGET_UNIT_BYTES;
 /// A `GET /<kind>/` listing is built in memory; this many entries at most.
 const LIST_ENTRIES_MAX: usize = 2_000_000;
 
@@ -90,6 +126,38 @@ pub struct ServeOptions {
     pub limits: Limits,
 }
 
+/// Connections that have not authenticated yet, oldest first, each with the signal that closes
+/// it.
+#[derive(Default)]
+struct Unauthenticated {
+    next: AtomicU64,
+    queue: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+}
+
+impl Unauthenticated {
+    fn register(&self) -> (u64, Arc<Notify>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = Arc::new(Notify::new());
+        self.queue.lock().expect("lock").push_back((id, n.clone()));
+        (id, n)
+    }
+
+    fn remove(&self, id: u64) {
+        self.queue.lock().expect("lock").retain(|(i, _)| *i != id);
+    }
+
+    /// Closes the oldest unauthenticated connection; false if there is none.
+    fn evict_oldest(&self) -> bool {
+        match self.queue.lock().expect("lock").pop_front() {
+            Some((_, n)) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 struct State {
     root: PathBuf,
     fs: Arc<FsBackend>,
@@ -97,6 +165,7 @@ struct State {
     append_only: bool,
     limits: Limits,
     budget: Arc<Semaphore>,
+    unauthenticated: Unauthenticated,
 }
 
 /// A bound server, not yet answering.
@@ -140,6 +209,7 @@ pub fn bind(opts: ServeOptions) -> Result<Server, String> {
             append_only: opts.append_only,
             limits: opts.limits,
             budget: Arc::new(Semaphore::new(units.min(Semaphore::MAX_PERMITS))),
+            unauthenticated: Unauthenticated::default(),
         }),
     })
 }
@@ -159,10 +229,32 @@ impl Server {
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
             loop {
-                let permit = tokio::select! {
-                    p = conns.clone().acquire_owned() => p.map_err(|e| e.to_string())?,
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
-                    _ = term.recv() => return Ok(()),
+                // Wait for a free slot; while all are taken, a new client that may hold the token
+                // is worth more than the oldest one that has not shown it yet.
+                let permit = match conns.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        let waiting = tokio::select! {
+                            a = self.listener.accept() => a.ok(),
+                            _ = tokio::signal::ctrl_c() => return Ok(()),
+                            _ = term.recv() => return Ok(()),
+                        };
+                        // Close the oldest unauthenticated connection; if there is none yet (all
+                        // slots hold token holders), look again now and then while waiting.
+                        let p = loop {
+                            self.state.unauthenticated.evict_oldest();
+                            tokio::select! {
+                                p = conns.clone().acquire_owned() => break p.map_err(|e| e.to_string())?,
+                                _ = tokio::time::sleep(EVICT_RETRY) => {}
+                                _ = tokio::signal::ctrl_c() => return Ok(()),
+                                _ = term.recv() => return Ok(()),
+                            }
+                        };
+                        if let Some((tcp, _)) = waiting {
+                            self.spawn_connection(tcp, p);
+                        }
+                        continue;
+                    }
                 };
                 let (tcp, _peer) = tokio::select! {
                     a = self.listener.accept() => match a {
@@ -176,37 +268,71 @@ impl Server {
                     _ = tokio::signal::ctrl_c() => return Ok(()),
                     _ = term.recv() => return Ok(()),
                 };
-                let _ = tcp.set_nodelay(true);
-                let state = self.state.clone();
-                let tls = self.tls.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let io = IdleTimeout::new(tcp, state.limits.idle_timeout);
-                    match tls {
-                        Some(acceptor) => {
-                            let hs = state.limits.handshake_timeout;
-                            if let Ok(Ok(stream)) =
-                                tokio::time::timeout(hs, acceptor.accept(io)).await
-                            {
-                                serve_connection(state, stream).await;
-                            }
-                        }
-                        None => serve_connection(state, io).await,
-                    }
-                });
+                self.spawn_connection(tcp, permit);
             }
         })
     }
+
+    fn spawn_connection(&self, tcp: tokio::net::TcpStream, permit: OwnedSemaphorePermit) {
+        let _ = tcp.set_nodelay(true);
+        let state = self.state.clone();
+        let tls = self.tls.clone();
+        // Registered before the task runs: the accept loop may need to evict it at once.
+        let (id, kick) = state.unauthenticated.register();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let authed = Arc::new(AtomicBool::new(false));
+            let io = IdleTimeout::new(tcp, state.limits.idle_timeout);
+            let conn = async {
+                match tls {
+                    Some(acceptor) => {
+                        let hs = state.limits.handshake_timeout;
+                        if let Ok(Ok(stream)) = tokio::time::timeout(hs, acceptor.accept(io)).await
+                        {
+                            serve_connection(state.clone(), stream, id, authed.clone()).await;
+                        }
+                    }
+                    None => serve_connection(state.clone(), io, id, authed.clone()).await,
+                }
+            };
+            tokio::pin!(conn);
+            let before_auth = async {
+                tokio::select! {
+                    _ = tokio::time::sleep(state.limits.pre_auth_timeout) => {}
+                    _ = kick.notified() => {}
+                }
+            };
+            tokio::select! {
+                _ = &mut conn => {}
+                _ = before_auth => {
+                    // Out of time (or evicted) before showing the token: dropped, unless the
+                    // token came just now.
+                    if authed.load(Ordering::SeqCst) {
+                        conn.await;
+                    }
+                }
+            }
+            state.unauthenticated.remove(id);
+        });
+    }
 }
 
-async fn serve_connection<S>(state: Arc<State>, io: S)
+async fn serve_connection<S>(state: Arc<State>, io: S, id: u64, authed: Arc<AtomicBool>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = state.limits.header_timeout;
     let service = hyper::service::service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(state, req).await) }
+        let (state, authed) = (state.clone(), authed.clone());
+        async move {
+            if !authorized(&state, &req) {
+                return Ok::<_, Infallible>(unauthorized());
+            }
+            if !authed.swap(true, Ordering::SeqCst) {
+                state.unauthenticated.remove(id);
+            }
+            Ok(handle(state, req).await)
+        }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -216,11 +342,119 @@ where
         .await;
 }
 
-type Resp = Response<Full<Bytes>>;
+/// A response body: bytes in memory, or an object streamed from its file.
+pub enum ServeBody {
+    Bytes(Option<Bytes>),
+    File(FileBody),
+}
+
+/// A piece being read on the blocking pool: the file comes back with the bytes.
+type PendingRead = tokio::task::JoinHandle<std::io::Result<(std::fs::File, Vec<u8>)>>;
+
+/// An object (or a range of it) read from its file in [`STREAM_CHUNK_BYTES`] pieces on the
+/// blocking pool, holding one unit of the memory budget.
+pub struct FileBody {
+    file: Option<std::fs::File>,
+    offset: u64,
+    remaining: u64,
+    pending: Option<PendingRead>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        loop {
+            if let Some(h) = self.pending.as_mut() {
+                let r = match Pin::new(h).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                };
+                self.pending = None;
+                let (f, buf) = match r {
+                    Ok(Ok(x)) => x,
+                    Ok(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Err(e) => return Poll::Ready(Some(Err(std::io::Error::other(e)))),
+                };
+                if buf.is_empty() {
+                    return Poll::Ready(Some(Err(std::io::Error::from(
+                        std::io::ErrorKind::UnexpectedEof,
+                    ))));
+                }
+                self.file = Some(f);
+                self.offset += buf.len() as u64;
+                self.remaining -= buf.len() as u64;
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))));
+            }
+            if self.remaining == 0 {
+                return Poll::Ready(None);
+            }
+            let Some(f) = self.file.take() else {
+                return Poll::Ready(None);
+            };
+            let (off, n) = (self.offset, self.remaining.min(STREAM_CHUNK_BYTES) as usize);
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; n];
+                let got = f.read_at(&mut buf, off)?;
+                buf.truncate(got);
+                Ok((f, buf))
+            }));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0 && self.pending.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+impl Body for ServeBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            ServeBody::Bytes(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            ServeBody::File(f) => Pin::new(f).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ServeBody::Bytes(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            ServeBody::File(f) => f.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ServeBody::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ServeBody::File(f) => f.size_hint(),
+        }
+    }
+}
+
+type Resp = Response<ServeBody>;
 
 fn respond(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let body = body.into();
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(ServeBody::Bytes(Some(body)));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(SERVER_HEADER, HeaderValue::from_static("1"));
@@ -261,8 +495,11 @@ fn route(path: &str) -> Result<Option<(Kind, &str)>, (StatusCode, &'static str)>
         .into_iter()
         .find(|k| *k != Kind::Config && k.dir() == dir)
         .ok_or(no_route)?;
-    if !name.is_empty() && !valid_object_name(name) {
-        return Err((StatusCode::BAD_REQUEST, "invalid object name"));
+    if !name.is_empty() && !layout_name(kind, name) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "invalid object name: not the form the repository layout gives this kind",
+        ));
     }
     Ok(Some((kind, name)))
 }
@@ -285,18 +522,23 @@ fn authorized(state: &State, req: &Request<Incoming>) -> bool {
             == 0
 }
 
+/// The answer to a request without the right token; the connection is closed after it.
+fn unauthorized() -> Resp {
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong access token: send Authorization: Bearer <the token in serve's token file>",
+    );
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"prism-sync\""),
+    );
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Answers an authenticated request.
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
-    if !authorized(&state, &req) {
-        let mut r = text(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong access token: send Authorization: Bearer <the token serve printed>",
-        );
-        r.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"prism-sync\""),
-        );
-        return r;
-    }
     let route = match route(req.uri().path()) {
         Ok(r) => r,
         Err((status, msg)) => return text(status, msg),
@@ -379,18 +621,12 @@ fn backend_error(e: crate::backend::BackendError) -> Resp {
     }
 }
 
-fn object_path(root: &Path, kind: Kind, name: &str) -> PathBuf {
-    root.join(kind.path(name))
-}
-
+/// Size of a regular-file object (never through a symlink); `None` if there is none.
 async fn size_of(state: &State, kind: Kind, name: &str) -> Result<Option<u64>, Resp> {
-    let path = object_path(&state.root, kind, name);
-    match tokio::fs::metadata(&path).await {
-        Ok(m) if m.is_file() => Ok(Some(m.len())),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
-    }
+    let (fs, name) = (state.fs.clone(), name.to_string());
+    blocking(move || fs.size(kind, &name))
+        .await
+        .map_err(backend_error)
 }
 
 /// A parsed `Range: bytes=first-last` or `bytes=first-` header (one range only).
@@ -409,11 +645,6 @@ fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
 }
 
 async fn read(state: Arc<State>, kind: Kind, name: String, req: &Request<Incoming>) -> Resp {
-    let size = match size_of(&state, kind, &name).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return text(StatusCode::NOT_FOUND, "not found"),
-        Err(r) => return r,
-    };
     let range = match req.headers().get(RANGE) {
         None => None,
         Some(v) => match v.to_str().ok().and_then(parse_range) {
@@ -426,12 +657,26 @@ async fn read(state: Arc<State>, kind: Kind, name: String, req: &Request<Incomin
             }
         },
     };
+    // The object is opened once (a regular file, never through a symlink) and its size taken
+    // from that handle, so what is measured is what is sent.
     let fs = state.fs.clone();
-    match range {
-        None => match blocking(move || fs.read(kind, &name)).await {
-            Ok(data) => respond(StatusCode::OK, data),
-            Err(e) => backend_error(e),
-        },
+    let opened = blocking(move || {
+        let f = fs.open(kind, &name)?;
+        let size = f
+            .metadata()
+            .map_err(|e| {
+                crate::backend::BackendError::new(ErrorKind::Other, "object", e.to_string())
+            })?
+            .len();
+        Ok((f, size))
+    })
+    .await;
+    let (file, size) = match opened {
+        Ok(x) => x,
+        Err(e) => return backend_error(e),
+    };
+    let (status, first, len) = match range {
+        None => (StatusCode::OK, 0, size),
         Some((first, _)) if first >= size => {
             let mut r = text(
                 StatusCode::RANGE_NOT_SATISFIABLE,
@@ -440,23 +685,34 @@ async fn read(state: Arc<State>, kind: Kind, name: String, req: &Request<Incomin
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 r.headers_mut().insert(CONTENT_RANGE, v);
             }
-            r
+            return r;
         }
         Some((first, last)) => {
             let last = last.unwrap_or(size - 1).min(size - 1);
-            let len = last - first + 1;
-            match blocking(move || fs.read_range(kind, &name, first, len)).await {
-                Ok(data) => {
-                    let mut r = respond(StatusCode::PARTIAL_CONTENT, data);
-                    if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{size}")) {
-                        r.headers_mut().insert(CONTENT_RANGE, v);
-                    }
-                    r
-                }
-                Err(e) => backend_error(e),
-            }
+            (StatusCode::PARTIAL_CONTENT, first, last - first + 1)
         }
+    };
+    let permit = match state.budget.clone().acquire_owned().await {
+        Ok(p) => p,
+        Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
+    };
+    let mut r = Response::new(ServeBody::File(FileBody {
+        file: Some(file),
+        offset: first,
+        remaining: len,
+        pending: None,
+        _permit: permit,
+    }));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(SERVER_HEADER, HeaderValue::from_static("1"));
+    r.headers_mut().insert(CONTENT_LENGTH, len.into());
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{}/{size}", first + len - 1))
+    {
+        r.headers_mut().insert(CONTENT_RANGE, v);
     }
+    r
 }
 
 async fn create(state: Arc<State>, kind: Kind, name: String, req: Request<Incoming>) -> Resp {
@@ -485,26 +741,42 @@ async fn create(state: Arc<State>, kind: Kind, name: String, req: Request<Incomi
         Ok(p) => p,
         Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     };
-    let mut body = req.into_body();
-    let mut data = Vec::with_capacity(len as usize);
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(f) => f,
-            Err(_) => return text(StatusCode::BAD_REQUEST, "the request body was cut short"),
-        };
-        if let Ok(chunk) = frame.into_data() {
-            if data.len() as u64 + chunk.len() as u64 > len {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "the body is longer than its Content-Length",
-                );
+    // The body must arrive by its deadline: a client trickling it holds the budget no longer.
+    let deadline = state.limits.body_deadline(len);
+    let receive = async {
+        let mut body = req.into_body();
+        let mut data = Vec::with_capacity(len as usize);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| "the request body was cut short")?;
+            if let Ok(chunk) = frame.into_data() {
+                if data.len() as u64 + chunk.len() as u64 > len {
+                    return Err("the body is longer than its Content-Length");
+                }
+                data.extend_from_slice(&chunk);
             }
-            data.extend_from_slice(&chunk);
         }
-    }
-    if data.len() as u64 != len {
-        return text(StatusCode::BAD_REQUEST, "the request body was cut short");
-    }
+        if data.len() as u64 != len {
+            return Err("the request body was cut short");
+        }
+        Ok(data)
+    };
+    let data = match tokio::time::timeout(deadline, receive).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(msg)) => return text(StatusCode::BAD_REQUEST, msg),
+        Err(_) => {
+            let mut r = text(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the body did not arrive within {} s (the server waits for {} KiB/s at least)",
+                    deadline.as_secs(),
+                    state.limits.body_bytes_per_sec_min >> 10
+                ),
+            );
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+    };
     let fs = state.fs.clone();
     match blocking(move || fs.create(kind, &name, &data)).await {
         Ok(()) => respond(StatusCode::OK, Bytes::new()),
@@ -568,7 +840,7 @@ fn bare_layout(root: &Path) -> bool {
         rd.flatten().all(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            name.starts_with(".tmp-") || (is_dir && allowed_dir(&name))
+            crate::backend::fs_is_temp_name(&name) || (is_dir && allowed_dir(&name))
         })
     }
     let kinds: Vec<&str> = Kind::ALL
@@ -689,10 +961,10 @@ mod tests {
         assert!(matches!(route("/"), Ok(None)));
         assert!(matches!(route("/config"), Ok(Some((Kind::Config, "")))));
         assert!(matches!(route("/data/"), Ok(Some((Kind::Pack, "")))));
-        assert!(matches!(
-            route("/heads/ab-cd"),
-            Ok(Some((Kind::Head, "ab-cd")))
-        ));
+        let head = format!("/heads/{}-{}", "0a".repeat(8), "cd".repeat(32));
+        assert!(matches!(route(&head), Ok(Some((Kind::Head, _)))));
+        let key = format!("/keys/{}", "ef".repeat(32));
+        assert!(matches!(route(&key), Ok(Some((Kind::Key, _)))));
         for bad in [
             "/data",
             "/nope/x",
@@ -700,6 +972,12 @@ mod tests {
             "/data/.tmp-1",
             "/keys/a/b",
             "/config/x",
+            "/keys/ZZ_not_hex",
+            "/heads/ab-cd",
+            &format!("/keys/{}", "EF".repeat(32)),
+            &format!("/data/{}", "ab".repeat(33)),
+            &format!("/snapshots/{}", "ab".repeat(31)),
+            &format!("/heads/{}", "ab".repeat(32)),
         ] {
             assert!(route(bad).is_err(), "{bad}");
         }

@@ -63,7 +63,7 @@ impl TlsIdentity {
             return Ok(id);
         }
         let mut id = Self::generate(names)?;
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::fsx::private::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         write_private(&key_p, &id.key_der)?;
         write_private(&cert_p, &id.cert_der)?;
         id.dir = Some(dir.to_path_buf());
@@ -91,18 +91,7 @@ impl TlsIdentity {
 
 /// Writes a file only its owner can read, atomically (temp file + rename).
 pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let r = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(data).and_then(|_| f.sync_all()))
-        .and_then(|_| std::fs::rename(&tmp, path));
-    r.map_err(|e| format!("{}: {e}", path.display()))
+    crate::fsx::private::write_atomic(path, data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -94,6 +94,9 @@ impl Env {
             .env("PRISM_SYNC_REPO", &self.repo)
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "0")
+            // Toy KDF parameters for password key files: thousands of commands, not 0.5 s each
+            // (tests/credentials.rs checks the calibrated default).
+            .env("PRISM_SYNC_INSECURE_TEST_KDF", "1")
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         if let Some(p) = &self.password {

@@ -327,11 +327,24 @@ pub struct Serve {
     /// `rest:…` URL the server printed.
     pub url: String,
     pub fingerprint: Option<String>,
+    /// More arguments for `serve` (e.g. `--max-connections`).
+    pub extra: Vec<String>,
 }
 
 impl Serve {
     /// Starts a server over `root` (its state in `dir/serve-home`).
     pub fn start(dir: &Path, root: &Path, tls: bool, append_only: bool) -> Serve {
+        Self::start_with(dir, root, tls, append_only, &[])
+    }
+
+    /// [`Serve::start`] with more arguments for `serve`.
+    pub fn start_with(
+        dir: &Path,
+        root: &Path,
+        tls: bool,
+        append_only: bool,
+        extra: &[&str],
+    ) -> Serve {
         let home = dir.join("serve-home");
         std::fs::create_dir_all(&home).unwrap();
         let token_file = dir.join("serve-token");
@@ -346,6 +359,7 @@ impl Serve {
             append_only,
             url: String::new(),
             fingerprint: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         s.launch();
         s
@@ -371,6 +385,7 @@ impl Serve {
         if self.append_only {
             cmd.arg("--append-only");
         }
+        cmd.args(&self.extra);
         let mut child = cmd.spawn().expect("spawn prism-sync serve");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut text = String::new();
@@ -394,6 +409,11 @@ impl Serve {
         let listen: SocketAddr = v["listen"].as_str().unwrap().parse().unwrap();
         self.port = listen.port();
         self.child = Some(child);
+    }
+
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// SIGKILL: the server vanishes mid-request, as in a crash.
@@ -550,6 +570,8 @@ impl Machine {
         c.env("PRISM_HOME", &self.home)
             .env("HOME", &self.home)
             .env("NO_COLOR", "1")
+            // Toy KDF parameters for password key files (tests only).
+            .env("PRISM_SYNC_INSECURE_TEST_KDF", "1")
             .stdin(Stdio::null())
             .args(args);
         for (k, v) in &self.vars {
@@ -580,12 +602,19 @@ impl Machine {
             .stdout;
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let join = v["join"].as_str().unwrap();
-        assert!(join.contains("--repo"), "{join}");
-        let key = join
-            .split_whitespace()
-            .find_map(|t| t.strip_prefix("PRISM_SYNC_KEY="))
-            .expect("the join command carries the key");
-        self.clone().var("PRISM_SYNC_KEY", key).ok(&[
+        assert!(
+            join.contains("--repo") && join.contains("--key-file"),
+            "{join}"
+        );
+        assert!(
+            !join.contains("PRISM_SYNC_KEY"),
+            "no key in the command: {join}"
+        );
+        // The workspace's own key file, where add-instance wrote it (one machine here).
+        let key_file = v["key_file"]
+            .as_str()
+            .expect("add-instance names the key file");
+        self.ok(&[
             "join",
             set,
             dir,
@@ -593,6 +622,8 @@ impl Machine {
             repo,
             "--endpoint",
             endpoint,
+            "--key-file",
+            key_file,
         ]);
     }
 }
