@@ -18,6 +18,7 @@
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
 //! - [`serve`]: the REST server over a repository directory (`prism-sync serve`).
 //! - [`daemon`]: watching, polling and scheduling steps continuously; the control socket.
+//! - [`status`]: what `status` reports, and the in-sync rule.
 //! - [`cli`]: the command line; the only place that prints.
 //!
 //! The on-disk format is specified in `format-spec/` at the top of the source tree.
@@ -39,6 +40,7 @@ pub mod repository;
 pub mod restorer;
 pub mod serve;
 pub mod snapshot;
+pub mod status;
 pub mod sync;
 pub mod time;
 pub mod units;

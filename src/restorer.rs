@@ -113,6 +113,22 @@ pub fn write_file(
     opts: WriteOptions,
     progress: Option<&AtomicU64>,
 ) -> Result<u64> {
+    write_file_if(repo, node, blobs, at, opts, progress, || true)
+        .map(|n| n.expect("no check to fail"))
+}
+
+/// [`write_file`], asking `still_ok` right before the rename (after the whole download):
+/// `false` leaves the entry as it is, removes the temp file and returns `None`. Sync uses it to
+/// re-check the path it replaces as late as possible.
+pub fn write_file_if(
+    repo: &Repository,
+    node: &Node,
+    blobs: &[BlobId],
+    at: Target<'_>,
+    opts: WriteOptions,
+    progress: Option<&AtomicU64>,
+    still_ok: impl FnOnce() -> bool,
+) -> Result<Option<u64>> {
     let NodeKind::File { size, .. } = node.kind else {
         return Err(Error::invalid(
             "write_file called for a node that is not a file",
@@ -148,8 +164,11 @@ pub fn write_file(
     if opts.durable {
         nf.sync().map_err(|e| Error::io(dest, e))?;
     }
+    if !still_ok() {
+        return Ok(None); // dropping `nf` removes the temp file
+    }
     nf.commit(at.name).map_err(|e| Error::io(dest, e))?;
-    Ok(off)
+    Ok(Some(off))
 }
 
 /// Creates a symlink node as `at.name`; with `replace`, over a file or symlink there.

@@ -170,11 +170,11 @@ fn start_status_pause_resume_flush_stop() {
 
     // Pause the workspace: nothing arrives until it is resumed.
     b.ok(&["pause", SET]);
-    // The worker records the pause when it next looks at its messages, which is after a step
-    // it may be in the middle of (it just wrote start.txt).
-    wait_for("the pause to be recorded", T, || {
-        b.status()["paused"] == true
-    });
+    // B8: `pause` answers once the worker has stopped (after a step it may be in the middle
+    // of: it just wrote start.txt), so from then on status says paused and no step runs.
+    let st = b.status();
+    assert_eq!(st["paused"], true, "{st}");
+    assert_eq!(st["daemon"]["live"]["state"], "paused", "{st}");
     a.write("while-paused.txt", "x\n");
     a.ok(&["flush", SET]);
     std::thread::sleep(Duration::from_millis(1500));
@@ -386,4 +386,39 @@ fn an_unreachable_repository_is_reported_and_recovered_from() {
     wait_for("status to recover", T, || {
         a.status()["daemon"]["live"]["state"] == "idle"
     });
+}
+
+/// `prism-sync status` without a name failed for good after the first `start`
+/// (`…/sync/daemon.yml: unknown field sets`), even after `stop`.
+#[test]
+fn status_without_a_name_works_after_start_and_after_stop() {
+    let w = world(1);
+    let a = &w.eps[0];
+    let names = |a: &Ep| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&a.ok(&["status", "--json"])).unwrap();
+        v.as_array()
+            .unwrap_or_else(|| panic!("status --json lists every set: {v}"))
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    a.ok(&["start", SET]);
+    assert_eq!(names(a), vec![SET.to_string()]);
+    assert!(a.ok(&["status"]).contains(SET));
+    a.ok(&["stop", SET]);
+    wait_for("the daemon to exit", T, || {
+        a.status()["daemon"]["running"] == false
+    });
+    assert_eq!(names(a), vec![SET.to_string()]);
+    // A set cannot take the daemon's file's name.
+    let o = a.run(&[
+        "init",
+        w.tmp.path().join("d").to_str().unwrap(),
+        "--name",
+        "daemon",
+    ]);
+    assert!(
+        !o.status.success(),
+        "a set named daemon would clash with daemon.yml"
+    );
 }

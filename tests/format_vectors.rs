@@ -232,11 +232,55 @@ fn head_object() {
         endpoint: "ws-1".into(),
         time_ns: 1_764_000_000_250_000_000,
         merged: vec![SnapshotId([0x5b; 32]), SnapshotId([0x5c; 32])],
+        conflicts: vec![],
+        confirmed_deletions: 0,
         extra: vec![],
     };
     let plain = vector(
         "head-plaintext",
         "sync set head TLV plaintext: set, snapshot, endpoint, time, two merged heads",
+        &h.encode(),
+    );
+    let back = Head::decode(&plain).unwrap();
+    assert_eq!(back, h);
+    assert_eq!(back.encode(), plain);
+}
+
+#[test]
+fn head_object_with_conflicts_and_confirmed_deletions() {
+    use prism_sync::format::head::{ConflictState, SharedConflict};
+    let h = Head {
+        set: "project1-sync".into(),
+        snapshot: SnapshotId([0x5a; 32]),
+        endpoint: "merge".into(),
+        time_ns: 1_764_000_000_250_000_000,
+        merged: vec![SnapshotId([0x5b; 32])],
+        conflicts: vec![
+            SharedConflict {
+                path: b"analysis.ipynb".to_vec(),
+                endpoint: "local".into(),
+                state: ConflictState::Parked,
+                time_ns: 1_764_000_000_100_000_000,
+                version: Some(SnapshotId([0x5d; 32])),
+                ancestor: None,
+                extra: vec![],
+            },
+            SharedConflict {
+                path: b"data/run.csv".to_vec(),
+                endpoint: "ws-1".into(),
+                state: ConflictState::Unadopted,
+                time_ns: 1_764_000_000_200_000_000,
+                version: Some(SnapshotId([0x5c; 32])),
+                ancestor: Some(SnapshotId([0x5e; 32])),
+                extra: vec![],
+            },
+        ],
+        confirmed_deletions: 7,
+        extra: vec![],
+    };
+    let plain = vector(
+        "head-plaintext-v2",
+        "sync set head TLV plaintext: one merged head, a parked and an unadopted conflict, 7 confirmed deletions",
         &h.encode(),
     );
     let back = Head::decode(&plain).unwrap();

@@ -488,6 +488,8 @@ fn head() -> prism_sync::format::head::Head {
             prism_sync::id::SnapshotId(id(0x73)),
             prism_sync::id::SnapshotId(id(0x74)),
         ],
+        conflicts: vec![],
+        confirmed_deletions: 0,
         extra: vec![(9, b"future".to_vec())],
     }
 }
@@ -764,6 +766,32 @@ fn write_seed_corpus() {
         ..head()
     };
     s.valid("first", &none.encode());
+    use prism_sync::format::head::{ConflictState, SharedConflict};
+    let with_conflicts = prism_sync::format::head::Head {
+        conflicts: vec![
+            SharedConflict {
+                path: b"notes/a.txt".to_vec(),
+                endpoint: "local".into(),
+                state: ConflictState::Parked,
+                time_ns: 1_700_000_000_000_000_006,
+                version: Some(prism_sync::id::SnapshotId(id(0x75))),
+                ancestor: None,
+                extra: vec![],
+            },
+            SharedConflict {
+                path: b"notes/a.txt".to_vec(),
+                endpoint: "ws-2".into(),
+                state: ConflictState::Unadopted,
+                time_ns: 1_700_000_000_000_000_007,
+                version: Some(prism_sync::id::SnapshotId(id(0x76))),
+                ancestor: Some(prism_sync::id::SnapshotId(id(0x77))),
+                extra: vec![(9, b"future".to_vec())],
+            },
+        ],
+        confirmed_deletions: 12,
+        ..head()
+    };
+    s.valid("conflicts", &with_conflicts.encode());
 
     let mut s = Seeds::new("filecache");
     let entry = CacheEntry {

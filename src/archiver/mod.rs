@@ -120,15 +120,19 @@ pub struct ArchiveOptions {
     pub readers: usize,
     pub compressors: usize,
     pub filter: Option<ScanFilter>,
-    /// Zero owners and directory mtimes (sync scans): they differ between machines and would
-    /// make equal folders have different tree ids.
+    /// Sync scans: zero owners and directory mtimes (they differ between machines and would
+    /// make equal folders have different tree ids), and drop the setuid, setgid and sticky bits
+    /// (a sync set never carries them from one machine to another).
     pub normalize: bool,
     /// Take untouched directories from a previous tree (see [`Reuse`]).
     pub reuse: Option<Reuse>,
-    /// Leave out files modified less than this long ago (ns) or changed while being read,
-    /// reporting them in `deferred` instead (sync: never publish a half-written file). `None`:
-    /// store everything as read (backups).
+    /// Leave out files modified less than this long ago (ns), reporting them in `deferred`
+    /// instead (the daemon's settle window). `None`: no age limit.
     pub defer_recent_ns: Option<i64>,
+    /// Leave out files whose size, mtime, ctime or inode changed while they were read,
+    /// reporting them in `deferred` (sync: never publish a half-written file). `false`: store
+    /// them as read with a warning (backups).
+    pub defer_changing: bool,
     pub progress: Arc<Progress>,
 }
 
@@ -147,6 +151,7 @@ impl Default for ArchiveOptions {
             normalize: false,
             reuse: None,
             defer_recent_ns: None,
+            defer_changing: false,
             progress: Arc::new(Progress::default()),
         }
     }
@@ -367,7 +372,7 @@ fn base_node(name: Vec<u8>, md: &Metadata, kind: NodeKind, normalize: bool) -> N
     Node {
         name,
         kind,
-        mode: md.mode() & 0o7777,
+        mode: md.mode() & if normalize { 0o777 } else { 0o7777 },
         mtime_ns: if normalize && dir { 0 } else { mtime_ns(md) },
         uid: if normalize { 0 } else { md.uid() },
         gid: if normalize { 0 } else { md.gid() },
@@ -407,7 +412,7 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
             Source::Entries(ps) => ps.iter().any(|p| on_network_fs(p)),
         },
         now_ns: crate::repository::now_ns(),
-        defer_changing: opts.defer_recent_ns.is_some(),
+        defer_changing: opts.defer_changing,
     };
     let shared = &shared;
     let open_pack = &OpenPack {
@@ -675,6 +680,8 @@ impl Walker<'_, '_> {
             ))
         } else if ft.is_file() {
             let stat = stat_entry(&md);
+            // Still being written: modified less than `recent` before the scan started, or
+            // after it started.
             if let Some(recent) = self.opts.defer_recent_ns
                 && stat.mtime_ns > self.shared.now_ns - recent
             {
@@ -815,9 +822,15 @@ fn read_file(
         }
     }
     *buf = sc.into_buffer();
+    // Any sign of a write during the read: the bytes read may mix two versions.
     let changed = match f.metadata() {
         Ok(md) => {
-            md.len() != job.stat.size || mtime_ns(&md) != job.stat.mtime_ns || size != job.stat.size
+            let now = stat_entry(&md);
+            now.size != job.stat.size
+                || now.mtime_ns != job.stat.mtime_ns
+                || now.ctime_ns != job.stat.ctime_ns
+                || now.ino != job.stat.ino
+                || size != job.stat.size
         }
         Err(_) => true,
     };

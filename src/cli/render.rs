@@ -20,7 +20,7 @@ impl Out {
     }
 
     /// Prints a JSON document (pretty) to stdout.
-    pub fn json(&self, v: &serde_json::Value) {
+    pub fn json<T: serde::Serialize + ?Sized>(&self, v: &T) {
         println!(
             "{}",
             serde_json::to_string_pretty(v).expect("JSON values serialize")

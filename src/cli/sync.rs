@@ -21,13 +21,14 @@ use crate::error::Error;
 use crate::format::config as config_layout;
 use crate::id::{SnapshotId, hex_decode, hex_encode};
 use crate::repository::heads::list_heads;
-use crate::repository::{InitOptions, Repository, hostname, now_ns};
+use crate::repository::{InitOptions, Repository, hostname};
 use crate::restorer::{RestoreOptions, restore as restore_tree};
 use crate::snapshot::tree::walk;
 use crate::snapshot::{Node, NodeKind, Snapshot, display_path, select};
+use crate::status::SetStatus;
 use crate::sync::merge::{Action, Outcome as MergeOutcome};
 use crate::sync::{Force, Mode, Policy, Role};
-use crate::time::{format_ago, format_local, format_rfc3339, parse_time};
+use crate::time::{format_local, format_rfc3339, parse_time};
 
 /// Is `name` a sync set configured here?
 pub fn is_set(ctx: &Ctx, name: &str) -> bool {
@@ -325,6 +326,7 @@ fn report_json(name: &str, r: &StepReport) -> Value {
         "failures": r.failures.iter().map(|(p, m)| json!({"path": display_path(p), "error": m})).collect::<Vec<_>>(),
         "skipped": r.skipped.iter().map(|(p, m)| json!({"path": display_path(p), "reason": m})).collect::<Vec<_>>(),
         "scan_errors": r.scan_errors.iter().map(|e| json!({"path": e.path.display().to_string(), "error": e.message})).collect::<Vec<_>>(),
+        "deferred": r.deferred.iter().map(|p| display_path(p)).collect::<Vec<_>>(),
         "local_files": r.local_files, "local_bytes": r.local_bytes,
     })
 }
@@ -501,6 +503,18 @@ pub fn sync(
     for (p, m) in &r.skipped {
         ctx.out.warn(format!("skipped {}: {m}", display_path(p)));
     }
+    if !r.deferred.is_empty() {
+        ctx.out.line(format!(
+            "⏳ {} file(s) changed while being read, left for the next sync: {}",
+            r.deferred.len(),
+            r.deferred
+                .iter()
+                .take(5)
+                .map(|p| display_path(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     Ok(Outcome { partial })
 }
 
@@ -521,32 +535,56 @@ fn summary_text(s: &Option<crate::endpoint::state::NodeSummary>) -> String {
 pub fn conflicts(ctx: &Ctx, name: &str) -> Result<Outcome> {
     let ep = Endpoint::open(&ctx.home, name)?;
     let list = ep.state.conflicts()?;
+    let all = crate::status::set_conflicts(&ep, &ctx.credentials()?)?;
+    let elsewhere: Vec<_> = all.iter().filter(|c| !c.here).collect();
     if ctx.out.json {
-        ctx.out.json(&Value::Array(
-            list.iter()
-                .map(|(p, c)| json!({"path": display_path(p), "kind": c.kind, "local": c.local, "remote": c.remote, "detected": format_rfc3339(c.detected_ns), "resolution": c.resolution.map(|r| r.name())}))
-                .collect(),
-        ));
+        let mut v: Vec<Value> = list
+            .iter()
+            .map(|(p, c)| json!({"path": display_path(p), "kind": c.kind, "endpoint": ep.cfg.endpoint, "here": true, "local": c.local, "remote": c.remote, "detected": format_rfc3339(c.detected_ns), "resolution": c.resolution.map(|r| r.name())}))
+            .collect();
+        v.extend(elsewhere.iter().map(|c| json!({"path": c.path, "kind": c.kind, "endpoint": c.endpoint, "here": false, "detected": c.since})));
+        ctx.out.json(&Value::Array(v));
         return Ok(Outcome::ok());
     }
-    if list.is_empty() {
+    if list.is_empty() && elsewhere.is_empty() {
         ctx.out.line(format!("✅ {name}: no conflicts"));
         return Ok(Outcome::ok());
     }
-    ctx.out.line(format!(
-        "⚠️  {name}: {} path(s) in conflict (each side keeps its own version until resolved)",
-        list.len()
-    ));
-    for (p, c) in &list {
-        ctx.out
-            .line(format!("   {}  ({})", display_path(p), c.kind));
-        ctx.out.kv("     Here", summary_text(&c.local));
-        ctx.out.kv("     Shared", summary_text(&c.remote));
-        ctx.out.kv("     Since", format_local(c.detected_ns));
+    if !list.is_empty() {
+        ctx.out.line(format!(
+            "⚠️  {name}: {} path(s) in conflict here (each side keeps its own version until resolved)",
+            list.len()
+        ));
+        for (p, c) in &list {
+            ctx.out
+                .line(format!("   {}  ({})", display_path(p), c.kind));
+            ctx.out.kv("     Here", summary_text(&c.local));
+            ctx.out.kv("     Shared", summary_text(&c.remote));
+            ctx.out.kv("     Since", format_local(c.detected_ns));
+        }
+        ctx.out.line(format!(
+            "💡 prism-sync resolve {name} PATH --keep local|remote|both   (or --all)"
+        ));
     }
-    ctx.out.line(format!(
-        "💡 prism-sync resolve {name} PATH --keep local|remote|both   (or --all)"
-    ));
+    if !elsewhere.is_empty() {
+        ctx.out.line(format!(
+            "⚠️  {name}: {} path(s) in conflict at other endpoints",
+            elsewhere.len()
+        ));
+        for c in &elsewhere {
+            let what = if c.kind == "parked" {
+                "parked"
+            } else {
+                "not adopted yet"
+            };
+            ctx.out.line(format!(
+                "   {}  ({what} at {}, since {})",
+                c.path, c.endpoint, c.since
+            ));
+        }
+        ctx.out
+            .line("💡 Resolve them at the endpoint that parked them (prism-sync resolve there)");
+    }
     Ok(Outcome::ok())
 }
 
@@ -573,9 +611,19 @@ pub fn resolve(
         (Some(p), false) => {
             let p: Vec<u8> = crate::snapshot::components(p.as_bytes()).join(&b'/');
             if !list.iter().any(|(q, _)| *q == p) {
+                let shown = display_path(&p);
+                let elsewhere = crate::status::set_conflicts(&ep, &ctx.credentials()?)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|c| !c.here && c.path == shown);
+                if let Some(c) = elsewhere {
+                    bail!(Error::invalid(format!(
+                        "{shown} is in conflict at {}, not here: resolve it there (`prism-sync resolve {name} {shown} --keep …` on {})",
+                        c.endpoint, c.endpoint
+                    )));
+                }
                 bail!(Error::invalid(format!(
-                    "{} is not in conflict: see `prism-sync conflicts {name}`",
-                    display_path(&p)
+                    "{shown} is not in conflict: see `prism-sync conflicts {name}`"
                 )));
             }
             vec![p]
@@ -855,93 +903,22 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
 
 // ---- status ----------------------------------------------------------------------------------------
 
-fn status_one(ctx: &Ctx, name: &str, daemon: &Option<Value>) -> Result<Value> {
-    let ep = Endpoint::open(&ctx.home, name)?;
-    let meta = ep.state.meta()?;
-    let conflicts = ep.state.conflicts()?;
-    let skipped = ep.state.skipped()?;
-    let activity = ep.state.activity(10)?;
-    let now = now_ns();
-    // One list call: has anyone published since our last step?
-    let remote = Repository::open_url(&ep.cfg.repo, &ctx.credentials()?).and_then(|repo| {
-        let heads = crate::repository::heads::head_names(&repo, name)?;
-        Ok(heads != meta.heads)
-    });
-    let (reachable, remote_changed) = match &remote {
-        Ok(c) => (true, *c),
-        Err(_) => (false, false),
-    };
-    let state = if let Some(h) = &meta.halt {
-        format!("halted: {h}")
-    } else if meta.last_step_ns.is_none() {
-        "not synced yet".into()
-    } else if meta.paused {
-        "paused".into()
-    } else if !reachable {
-        "repository unreachable".into()
-    } else if remote_changed {
-        "behind: the shared state changed since the last step".into()
-    } else if !conflicts.is_empty() {
-        format!("in sync except {} conflict(s)", conflicts.len())
-    } else {
-        "in sync".into()
-    };
-    Ok(json!({
-        "name": name,
-        "state": state,
-        "in_sync": meta.halt.is_none() && !meta.paused && reachable && !remote_changed && conflicts.is_empty() && meta.last_step_ns.is_some(),
-        "folder": ep.cfg.local_path.display().to_string(),
-        "repository": ep.cfg.repo,
-        "repository_error": remote.err().map(|e| e.to_string()),
-        "endpoint": ep.cfg.endpoint,
-        "role": ep.cfg.role,
-        "mode": ep.cfg.sync_mode.name(),
-        "conflict_policy": ep.cfg.conflict_policy.name(),
-        "local": {"files": meta.local_files, "bytes": meta.local_bytes},
-        "shared": {"files": meta.remote_files, "bytes": meta.remote_bytes},
-        "last_step": meta.last_step_ns.map(format_rfc3339),
-        "last_step_ago": meta.last_step_ns.map(|t| format_ago(t, now)),
-        "last_update": meta.last_change_ns.map(format_rfc3339),
-        "last_update_ago": meta.last_change_ns.map(|t| format_ago(t, now)),
-        "halt": meta.halt,
-        "endpoints": meta.endpoints_seen.iter().map(|(e, t)| json!({"name": e, "last_seen": format_rfc3339(*t), "ago": format_ago(*t, now)})).collect::<Vec<_>>(),
-        "conflicts": conflicts.iter().map(|(p, c)| json!({"path": display_path(p), "kind": c.kind})).collect::<Vec<_>>(),
-        "skipped": skipped.iter().map(|(p, s)| json!({"path": display_path(p), "reason": s.reason})).collect::<Vec<_>>(),
-        "activity": activity.iter().map(|a| json!({"time": format_rfc3339(a.time_ns), "ago": format_ago(a.time_ns, now), "action": a.action, "path": a.path, "size": a.size, "direction": a.direction})).collect::<Vec<_>>(),
-        "paused": meta.paused,
-        "daemon": match daemon {
-            None => json!({"running": false}),
-            Some(d) => match d["sets"].as_array().and_then(|v| v.iter().find(|x| x["set"] == name)) {
-                Some(live) => json!({"running": true, "pid": d["pid"], "live": live}),
-                None => json!({"running": true, "pid": d["pid"], "live": null}),
-            },
-        },
-    }))
-}
-
 pub fn status(ctx: &Ctx, name: Option<&str>) -> Result<Outcome> {
     let names = match name {
         Some(n) => vec![n.to_string()],
         None => SetConfig::list(&ctx.sync_dir())?,
     };
-    let daemon = match crate::daemon::control::request(
-        &ctx.home,
-        crate::daemon::control::Op::Status { set: None },
-        std::time::Duration::from_secs(10),
-    ) {
-        Ok(Some(r)) if r.ok => Some(r.result),
-        _ => None,
-    };
-    let all: Vec<Value> = names
+    let daemon = crate::status::ask_daemon(&ctx.home);
+    let creds = ctx.credentials()?;
+    let all: Vec<SetStatus> = names
         .iter()
-        .map(|n| status_one(ctx, n, &daemon))
-        .collect::<Result<_>>()?;
+        .map(|n| crate::status::set_status(&ctx.home, n, &creds, daemon.as_ref()))
+        .collect::<std::result::Result<_, _>>()?;
     if ctx.out.json {
-        ctx.out.json(&if name.is_some() {
-            all[0].clone()
-        } else {
-            Value::Array(all)
-        });
+        match name {
+            Some(_) => ctx.out.json(&all[0]),
+            None => ctx.out.json(&all),
+        }
         return Ok(Outcome::ok());
     }
     if all.is_empty() {
@@ -950,154 +927,146 @@ pub fn status(ctx: &Ctx, name: Option<&str>) -> Result<Outcome> {
         return Ok(Outcome::ok());
     }
     for s in &all {
-        let icon = if s["in_sync"].as_bool() == Some(true) {
-            "✅"
-        } else if s["halt"].is_null() {
-            "🔄"
-        } else {
-            "❌"
-        };
-        println!(
-            "{icon} {}: {}",
-            s["name"].as_str().unwrap_or(""),
-            s["state"].as_str().unwrap_or("")
-        );
-        let kv = |k: &str, v: String| println!("   {k}: {v}");
-        kv(
-            "Folder",
-            format!(
-                "{} ({} files, {})",
-                s["folder"].as_str().unwrap_or(""),
-                s["local"]["files"],
-                bytes(s["local"]["bytes"].as_u64().unwrap_or(0))
-            ),
-        );
-        kv(
-            "Shared",
-            format!(
-                "{} files, {} in {}",
-                s["shared"]["files"],
-                bytes(s["shared"]["bytes"].as_u64().unwrap_or(0)),
-                s["repository"].as_str().unwrap_or("")
-            ),
-        );
-        kv(
-            "Mode",
-            format!(
-                "{}, conflicts: {}",
-                s["mode"].as_str().unwrap_or(""),
-                s["conflict_policy"].as_str().unwrap_or("")
-            ),
-        );
-        if let Some(ago) = s["last_update_ago"].as_str() {
-            kv("Last update", ago.to_string());
-        }
-        if let Some(ago) = s["last_step_ago"].as_str() {
-            kv("Last check", ago.to_string());
-        }
-        let eps: Vec<String> = s["endpoints"]
-            .as_array()
-            .map(|v| {
-                v.iter()
-                    .map(|e| {
-                        format!(
-                            "{} ({})",
-                            e["name"].as_str().unwrap_or(""),
-                            e["ago"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !eps.is_empty() {
-            kv("Endpoints", eps.join(", "));
-        }
-        let d = &s["daemon"];
-        let name = s["name"].as_str().unwrap_or("");
-        match (d["running"].as_bool(), d["live"].is_null()) {
-            (Some(true), false) => {
-                let live = &d["live"];
-                let mut line = format!(
-                    "running (pid {}), {}",
-                    d["pid"],
-                    live["state"].as_str().unwrap_or("")
-                );
-                if let Some(n) = live["pending_paths"].as_u64().filter(|n| *n > 0) {
-                    line += &format!(", {n} change(s) waiting");
-                }
-                kv("Daemon", line);
-                let w = live["watching"].as_str().unwrap_or("");
-                kv(
-                    "Watching",
-                    if w == "inotify" {
-                        "yes (inotify)".into()
-                    } else {
-                        w.to_string()
-                    },
-                );
-                if let Some(e) = live["last_error"].as_str() {
-                    println!("   ⚠️  {e}");
-                }
-                if let Some(since) = live["unreachable_since"].as_str() {
-                    println!(
-                        "   ⚠️  repository unreachable since {since}; retrying every {} s",
-                        live["next_check_ms"].as_u64().unwrap_or(0) / 1000
-                    );
-                }
-            }
-            (Some(true), true) => kv(
-                "Daemon",
-                format!(
-                    "running (pid {}), but not for this set: prism-sync start {name}",
-                    d["pid"]
-                ),
-            ),
-            _ => kv(
-                "Daemon",
-                format!("not running (keep it in sync: prism-sync start {name})"),
-            ),
-        }
-        if s["paused"].as_bool() == Some(true) {
-            println!(
-                "   ⏸️  paused: nothing is applied or published until `prism-sync resume {name}`"
-            );
-        }
-        if let Some(e) = s["repository_error"].as_str() {
-            println!("   ⚠️  {e}");
-        }
-        if let Some(acts) = s["activity"].as_array().filter(|a| !a.is_empty()) {
-            println!("   Recent activity:");
-            for a in acts.iter().rev().take(5) {
-                let arrow = match a["direction"].as_str() {
-                    Some("up") => "↑",
-                    Some("down") => "↓",
-                    _ => "•",
-                };
-                println!(
-                    "     {arrow} {:<12} {}  ({})",
-                    a["action"].as_str().unwrap_or(""),
-                    a["path"].as_str().unwrap_or(""),
-                    a["ago"].as_str().unwrap_or("")
-                );
-            }
-        }
-        if let Some(c) = s["conflicts"].as_array().filter(|c| !c.is_empty()) {
-            println!(
-                "   ⚠️  {} conflict(s): prism-sync conflicts {}",
-                c.len(),
-                s["name"].as_str().unwrap_or("")
-            );
-        }
-        if let Some(sk) = s["skipped"].as_array().filter(|c| !c.is_empty()) {
-            println!("   ⚠️  {} file(s) skipped:", sk.len());
-            for x in sk.iter().take(10) {
-                println!(
-                    "     {}: {}",
-                    x["path"].as_str().unwrap_or(""),
-                    x["reason"].as_str().unwrap_or("")
-                );
-            }
-        }
+        render_status(s);
     }
     Ok(Outcome::ok())
+}
+
+fn render_status(s: &SetStatus) {
+    let icon = match (s.in_sync, &s.halt) {
+        (true, _) => "✅",
+        (false, None) => "🔄",
+        (false, Some(_)) => "❌",
+    };
+    println!("{icon} {}: {}", s.name, s.state);
+    let kv = |k: &str, v: String| println!("   {k}: {v}");
+    for r in s.reasons.iter().skip(1) {
+        println!("   ⚠️  {r}");
+    }
+    kv(
+        "Folder",
+        format!(
+            "{} ({} files, {})",
+            s.folder,
+            s.local.files,
+            bytes(s.local.bytes)
+        ),
+    );
+    kv(
+        "Shared",
+        format!(
+            "{} files, {} in {}",
+            s.shared.files,
+            bytes(s.shared.bytes),
+            s.repository
+        ),
+    );
+    kv(
+        "Mode",
+        format!("{}, conflicts: {}", s.mode, s.conflict_policy),
+    );
+    if let Some(ago) = &s.last_update_ago {
+        kv("Last update", ago.clone());
+    }
+    if let Some(ago) = &s.last_step_ago {
+        kv("Last check", ago.clone());
+    }
+    let eps: Vec<String> = s
+        .endpoints
+        .iter()
+        .map(|e| format!("{} ({})", e.name, e.ago))
+        .collect();
+    if !eps.is_empty() {
+        kv("Endpoints", eps.join(", "));
+    }
+    render_daemon(s);
+    if s.paused {
+        println!(
+            "   ⏸️  paused: nothing is applied or published until `prism-sync resume {}`",
+            s.name
+        );
+    }
+    if let Some(e) = &s.repository_error {
+        println!("   ⚠️  {e}");
+    }
+    if !s.activity.is_empty() {
+        println!("   Recent activity:");
+        for a in s.activity.iter().rev().take(5) {
+            let arrow = match a.direction.as_str() {
+                "up" => "↑",
+                "down" => "↓",
+                _ => "•",
+            };
+            println!("     {arrow} {:<12} {}  ({})", a.action, a.path, a.ago);
+        }
+    }
+    if !s.conflicts.is_empty() {
+        println!(
+            "   ⚠️  {} conflict(s): prism-sync conflicts {}",
+            s.conflicts.len(),
+            s.name
+        );
+    }
+    if s.unsynced_total > 0 {
+        println!("   ⚠️  {} path(s) not in sync:", s.unsynced_total);
+        for u in s.unsynced.iter().take(10) {
+            println!("     {}: {}", u.path, u.reason);
+        }
+    }
+    if s.kept_here_total > 0 {
+        println!(
+            "   ⚠️  {} path(s) kept here, different from the shared state ({} mode):",
+            s.kept_here_total, s.mode
+        );
+        for p in s.kept_here.iter().take(10) {
+            println!("     {p}");
+        }
+    }
+    if !s.skipped.is_empty() {
+        println!("   ⚠️  {} file(s) skipped:", s.skipped.len());
+        for x in s.skipped.iter().take(10) {
+            println!("     {}: {}", x.path, x.reason);
+        }
+    }
+}
+
+fn render_daemon(s: &SetStatus) {
+    let kv = |k: &str, v: String| println!("   {k}: {v}");
+    let name = &s.name;
+    let d = &s.daemon;
+    match (&d.pid, &d.live) {
+        (Some(pid), Some(live)) => {
+            let state = serde_json::to_value(live.state).unwrap_or_default();
+            let mut line = format!("running (pid {pid}), {}", state.as_str().unwrap_or(""));
+            if live.pending_paths > 0 {
+                line += &format!(", {} change(s) waiting", live.pending_paths);
+            }
+            kv("Daemon", line);
+            kv(
+                "Watching",
+                if live.watching == "inotify" {
+                    "yes (inotify)".into()
+                } else {
+                    live.watching.clone()
+                },
+            );
+            if let Some(e) = &live.last_error {
+                println!("   ⚠️  {e}");
+            }
+            if let Some(since) = &live.unreachable_since {
+                println!(
+                    "   ⚠️  repository unreachable since {since}; retrying every {} s",
+                    live.next_check_ms / 1000
+                );
+            }
+        }
+        (Some(pid), None) => kv(
+            "Daemon",
+            format!("running (pid {pid}), but not for this set: prism-sync start {name}"),
+        ),
+        _ => kv(
+            "Daemon",
+            format!("not running (keep it in sync: prism-sync start {name})"),
+        ),
+    }
 }

@@ -39,11 +39,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::endpoint::Endpoint;
 use crate::endpoint::config::{SetConfig, write_atomic};
 use crate::error::{Error, Result};
 use crate::repository::Credentials;
 use control::{Op, Response};
-pub use worker::LiveStatus;
+pub use worker::{LiveStatus, WorkerState};
 
 /// Timing of the daemon. Defaults suit a laptop; tests and benchmarks shorten them through
 /// environment variables (see [`Settings::from_env`]).
@@ -98,6 +99,10 @@ impl Settings {
         s
     }
 }
+
+/// How long `pause` waits for a step in progress to finish before answering anyway (the set
+/// is paused either way; the answer says whether the worker has stopped yet).
+const PAUSE_WAIT: Duration = Duration::from_secs(20);
 
 pub fn sync_dir(home: &Path) -> PathBuf {
     home.join("sync")
@@ -188,14 +193,13 @@ impl Daemon {
             Op::Pause { set } | Op::Resume { set } if !self.workers.contains_key(&set) => Err(
                 Error::invalid(format!("the daemon does not run {set:?}: start it first")),
             ),
-            Op::Pause { set } => {
-                self.workers[&set].send(worker::Msg::Pause);
-                Ok(json!({"paused": set}))
-            }
-            Op::Resume { set } => {
-                self.workers[&set].send(worker::Msg::Resume);
-                Ok(json!({"resumed": set}))
-            }
+            Op::Pause { .. } => unreachable!("pause is served by serve_control"),
+            Op::Resume { set } => Endpoint::open(&self.home, &set)
+                .and_then(|ep| ep.state.update_meta(|m| m.paused = false))
+                .map(|()| {
+                    self.workers[&set].send(worker::Msg::Resume);
+                    json!({"resumed": set})
+                }),
             Op::Status { set } => {
                 let sets: Vec<_> = self
                     .workers
@@ -252,6 +256,30 @@ fn serve_control(daemon: &Mutex<Daemon>, stream: std::os::unix::net::UnixStream)
             return false;
         }
     };
+    if let Op::Pause { set } = &req.op {
+        // Recorded at once (so `status` says so), answered once the worker has stopped, after
+        // a step in progress: no step starts after `pause` returns.
+        let (ack_tx, ack) = crossbeam_channel::bounded(1);
+        let sent = {
+            let d = daemon.lock().expect("daemon lock");
+            match d.workers.get(set) {
+                None => Err(format!("the daemon does not run {set:?}: start it first")),
+                Some(h) => Endpoint::open(&d.home, set)
+                    .and_then(|ep| ep.state.update_meta(|m| m.paused = true))
+                    .map(|()| h.send(worker::Msg::Pause(Some(ack_tx))))
+                    .map_err(|e| e.to_string()),
+            }
+        };
+        let r = match sent {
+            Err(e) => Response::err(e),
+            Ok(()) => {
+                let stopped = ack.recv_timeout(PAUSE_WAIT).is_ok();
+                Response::ok(json!({"paused": set, "stopped": stopped}))
+            }
+        };
+        control::write_response(&stream, &r);
+        return false;
+    }
     if let Op::Flush { set, timeout_s } = &req.op {
         // Flush blocks its client, not the daemon.
         let h = daemon

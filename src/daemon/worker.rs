@@ -1,4 +1,13 @@
-//! One worker thread per sync set: collects dirty paths, polls the head, schedules steps.
+//! One worker thread per sync set: a scheduler that collects the watcher's dirty paths, checks
+//! the set's heads and decides when a step runs. What it is doing is an explicit
+//! [`WorkerState`]; what is due is in [`Schedule`].
+//!
+//! A step is due when local changes settled, a full rescan is due, a flush waits, the last step
+//! left something to retry (failed actions, files still being written), or the heads listed
+//! differ from the heads the last step merged (`Meta::heads`: the step records only those, so a
+//! head published by another endpoint during a step is still new afterwards). Right after each
+//! step the heads are checked again, so concurrent publishes converge at once, not at the next
+//! poll.
 
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
@@ -8,13 +17,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Settings;
 use super::control::Response;
 use crate::endpoint::config::SetConfig;
-use crate::endpoint::{Endpoint, StepOptions, step};
+use crate::endpoint::{Endpoint, StepOptions, StepReport, step};
 use crate::error::{Error, Result};
 use crate::repository::heads::head_names;
 use crate::repository::{Credentials, Repository, now_ns};
@@ -25,23 +34,50 @@ pub enum Msg {
     Rescan,
     /// A head changed in a local repository: check now.
     Heads,
-    Pause,
+    /// Stop stepping; the sender (if any) hears back once the worker is paused (after a step
+    /// in progress).
+    Pause(Option<Sender<()>>),
     Resume,
     Flush(Sender<Response>, Instant),
     Stop,
 }
 
+/// What a worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Opening the set (its files may briefly be missing).
+    #[default]
+    Starting,
+    /// Waiting for a change, a check or a timer.
+    Idle,
+    /// A step runs.
+    Syncing,
+    /// `pause`d: nothing is applied or published until `resume`.
+    Paused,
+    /// A guard stopped the last step; it is retried on the next change.
+    Halted,
+    /// The repository cannot be reached; checks back off.
+    Unreachable,
+    /// The last step failed; it is retried with backoff.
+    Error,
+}
+
 /// What the worker is doing, for `status`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LiveStatus {
     pub set: String,
-    /// `starting`, `idle`, `syncing`, `paused`, `halted`, `unreachable`, `error`.
-    pub state: String,
+    pub state: WorkerState,
     /// `inotify`, or `degraded: …` when the folder cannot be watched.
     pub watching: String,
     pub paused: bool,
     /// Paths changed locally and not synced yet.
     pub pending_paths: usize,
+    /// The last check listed heads the last step did not merge: a step is due.
+    pub remote_pending: bool,
+    /// The last step left something to retry (failed actions, files being written).
+    pub retry_pending: bool,
     pub steps: u64,
     pub last_step: Option<String>,
     pub last_step_ms: Option<u64>,
@@ -80,7 +116,6 @@ pub fn spawn(home: &Path, set: &str, settings: Settings, creds: Credentials) -> 
     let (tx, rx) = unbounded();
     let live = Arc::new(Mutex::new(LiveStatus {
         set: set.to_string(),
-        state: "starting".into(),
         ..Default::default()
     }));
     let w = Worker {
@@ -118,6 +153,126 @@ pub fn flush(tx: &Sender<Msg>, timeout: Duration) -> Response {
     }
 }
 
+/// Repeated flush rounds before giving up on reaching a quiet state.
+const FLUSH_ROUNDS_MAX: u32 = 20;
+/// First wait before retrying a step that left something undone; doubles up to the backoff
+/// maximum.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+
+/// Everything that decides when the next step runs.
+struct Schedule {
+    /// Local paths changed since the last step (the watcher's hints).
+    dirty: BTreeSet<Vec<u8>>,
+    /// The next step scans everything.
+    full: bool,
+    /// First and last event of the burst being settled.
+    burst: Option<(Instant, Instant)>,
+    next_poll: Instant,
+    /// Poll interval while the repository is unreachable (doubles up to the maximum).
+    backoff: Duration,
+    next_full: Instant,
+    rescan_every: Duration,
+    /// The last check listed heads that the last step did not merge.
+    remote_due: bool,
+    /// The last step left work to retry; when.
+    retry_at: Option<Instant>,
+    retry_wait: Duration,
+    /// Heads listed when the set halted: a halted set steps again only when they (or the
+    /// folder) change.
+    halted_heads: Option<Vec<String>>,
+    unreachable_since: Option<i64>,
+    flushes: Vec<(Sender<Response>, Instant)>,
+    flush_rounds: u32,
+}
+
+impl Schedule {
+    fn new(s: &Settings, rescan_every: Duration) -> Schedule {
+        let now = Instant::now();
+        Schedule {
+            dirty: BTreeSet::new(),
+            full: true, // the first step after a start scans everything
+            burst: None,
+            next_poll: now,
+            backoff: s.poll_interval,
+            next_full: now + rescan_every,
+            rescan_every,
+            remote_due: false,
+            retry_at: None,
+            retry_wait: RETRY_FIRST,
+            halted_heads: None,
+            unreachable_since: None,
+            flushes: Vec::new(),
+            flush_rounds: 0,
+        }
+    }
+
+    /// How long to sleep before anything can be due.
+    fn wake_in(&self, s: &Settings, paused: bool, connected: bool) -> Duration {
+        let now = Instant::now();
+        let mut wake = self.next_poll.min(self.next_full);
+        if let Some((first, last)) = self.burst {
+            wake = wake.min((first + s.settle_cap).min(last + s.settle));
+        }
+        if let Some(r) = self.retry_at.filter(|_| self.halted_heads.is_none()) {
+            wake = wake.min(r);
+        }
+        if !paused && connected && self.due(s, now).is_some() {
+            wake = now;
+        }
+        wake.saturating_duration_since(now)
+    }
+
+    fn note_paths(&mut self, root: &Path, paths: Vec<PathBuf>) {
+        for p in paths {
+            match p.strip_prefix(root) {
+                Ok(rel) if rel.as_os_str().is_empty() => self.full = true,
+                Ok(rel) => {
+                    self.dirty.insert(rel.as_os_str().as_bytes().to_vec());
+                }
+                Err(_) => self.full = true, // the folder itself moved
+            }
+        }
+        let t = Instant::now();
+        self.burst = Some((self.burst.map_or(t, |(f, _)| f), t));
+    }
+
+    /// Is a step due now, and is it a full scan? A halted set steps again only for a local
+    /// change, a flush, the periodic rescan, or new heads (which clear `halted_heads`).
+    fn due(&self, s: &Settings, now: Instant) -> Option<bool> {
+        let settled = self
+            .burst
+            .is_some_and(|(first, last)| now >= first + s.settle_cap || now >= last + s.settle);
+        let rescan = now >= self.next_full;
+        let flush = !self.flushes.is_empty();
+        let due = if self.halted_heads.is_some() {
+            settled || rescan || flush
+        } else {
+            let retry = self.retry_at.is_some_and(|r| now >= r);
+            settled || rescan || flush || retry || self.full || self.remote_due
+        };
+        due.then_some(self.full || rescan)
+    }
+
+    fn expire_flushes(&mut self) {
+        let now = Instant::now();
+        self.flushes.retain(|(tx, deadline)| {
+            if now < *deadline {
+                return true;
+            }
+            let _ = tx.send(Response::err(
+                "flush timed out: the set did not reach a quiet state in time",
+            ));
+            false
+        });
+    }
+
+    fn answer_flushes(&mut self, r: impl Fn() -> Response) {
+        for (tx, _) in self.flushes.drain(..) {
+            let _ = tx.send(r());
+        }
+    }
+}
+
 struct Worker {
     home: PathBuf,
     set: String,
@@ -128,39 +283,47 @@ struct Worker {
     live: Arc<Mutex<LiveStatus>>,
 }
 
-/// Repeated flush rounds before giving up on reaching a quiet state.
-const FLUSH_ROUNDS_MAX: u32 = 20;
+/// Whether the worker goes on after a message.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
 
 impl Worker {
     fn update(&self, f: impl FnOnce(&mut LiveStatus)) {
         f(&mut self.live.lock().expect("live status"));
     }
 
-    fn run(self) {
-        // The set's files may briefly be missing (a daemon started with a set whose config was
-        // just written): retry until it opens or we are told to stop.
-        let ep = loop {
+    /// The set's files may briefly be missing (a daemon started with a set whose config was
+    /// just written): retry until it opens or we are told to stop.
+    fn open_endpoint(&self) -> Option<Endpoint> {
+        loop {
             match Endpoint::open(&self.home, &self.set) {
-                Ok(ep) => break ep,
+                Ok(ep) => return Some(ep),
                 Err(e) => {
                     self.update(|l| {
-                        l.state = "error".into();
+                        l.state = WorkerState::Error;
                         l.last_error = Some(e.to_string());
                     });
                     if matches!(self.rx.recv_timeout(Duration::from_secs(2)), Ok(Msg::Stop)) {
-                        return;
+                        return None;
                     }
                 }
             }
+        }
+    }
+
+    fn run(self) {
+        let Some(mut ep) = self.open_endpoint() else {
+            return;
         };
-        let mut ep = ep;
         let root = ep.cfg.local_path.clone();
         let (watcher, mode) = super::watch::start(&root, self.tx.clone());
         let local_repo = crate::backend::local_dir(&ep.cfg.repo);
         let heads_watcher = local_repo.and_then(|d| super::watch::start_heads(&d, self.tx.clone()));
-        let degraded = watcher.is_none();
-        let s = &self.settings;
-        let rescan_every = if degraded {
+        let s = self.settings.clone();
+        let rescan_every = if watcher.is_none() {
             s.degraded_rescan
         } else {
             s.full_rescan
@@ -170,272 +333,310 @@ impl Worker {
             l.watching = mode;
             l.paused = paused;
             l.state = if paused {
-                "paused".into()
+                WorkerState::Paused
             } else {
-                "idle".into()
+                WorkerState::Idle
             };
         });
+        let mut sched = Schedule::new(&s, rescan_every);
         let mut repo: Option<Repository> = None;
-        let mut dirty: BTreeSet<Vec<u8>> = BTreeSet::new();
-        let mut full = true; // the first step after a start scans everything
-        let mut first_at: Option<Instant> = None;
-        let mut last_at = Instant::now();
-        let mut next_poll = Instant::now();
-        let mut backoff = s.poll_interval;
-        let mut next_full = Instant::now() + rescan_every;
-        let mut flushes: Vec<(Sender<Response>, Instant)> = Vec::new();
-        let mut flush_rounds = 0u32;
-        let mut unreachable_since: Option<i64> = None;
         loop {
-            let now = Instant::now();
-            let mut wake = next_poll.min(next_full);
-            if let Some(f) = first_at {
-                wake = wake.min((f + s.settle_cap).min(last_at + s.settle));
-            }
-            if !paused && (full || !flushes.is_empty()) && repo.is_some() {
-                wake = now;
-            }
-            match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
-                Ok(Msg::Fs(paths)) => {
-                    for p in paths {
-                        match p.strip_prefix(&root) {
-                            Ok(rel) if rel.as_os_str().is_empty() => full = true,
-                            Ok(rel) => {
-                                dirty.insert(rel.as_os_str().as_bytes().to_vec());
-                            }
-                            Err(_) => full = true, // the folder itself moved
-                        }
-                    }
-                    let t = Instant::now();
-                    first_at.get_or_insert(t);
-                    last_at = t;
-                    self.update(|l| l.pending_paths = dirty.len());
-                    continue;
-                }
-                Ok(Msg::Rescan) => {
-                    full = true;
-                    continue;
-                }
-                Ok(Msg::Heads) => {
-                    next_poll = Instant::now();
-                    continue;
-                }
-                Ok(Msg::Pause) => {
-                    paused = true;
-                    let _ = ep.state.update_meta(|m| m.paused = true);
-                    self.update(|l| {
-                        l.paused = true;
-                        l.state = "paused".into();
-                    });
-                    for (tx, _) in flushes.drain(..) {
-                        let _ = tx.send(Response::err(format!(
-                            "{} was paused: resume it first",
-                            self.set
-                        )));
+            let timeout = sched.wake_in(&s, paused, repo.is_some());
+            match self.rx.recv_timeout(timeout) {
+                Ok(msg) => {
+                    if self.on_msg(msg, &mut sched, &ep, &root, &mut paused) == Flow::Stop {
+                        break;
                     }
                     continue;
                 }
-                Ok(Msg::Resume) => {
-                    paused = false;
-                    full = true; // catch up with everything that happened meanwhile
-                    let _ = ep.state.update_meta(|m| m.paused = false);
-                    self.update(|l| {
-                        l.paused = false;
-                        l.state = "idle".into();
-                    });
-                    continue;
-                }
-                Ok(Msg::Flush(tx, deadline)) => {
-                    if paused {
-                        let _ = tx.send(Response::err(format!(
-                            "{} is paused: resume it first (prism-sync resume {})",
-                            self.set, self.set
-                        )));
-                    } else {
-                        flushes.push((tx, deadline));
-                        full = true;
-                        flush_rounds = 0;
-                    }
-                    continue;
-                }
-                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
             }
+            sched.expire_flushes();
             let now = Instant::now();
-            flushes.retain(|(tx, deadline)| {
-                if now < *deadline {
-                    return true;
-                }
-                let _ = tx.send(Response::err(
-                    "flush timed out: the set did not reach a quiet state in time",
-                ));
-                false
-            });
             if paused {
-                next_poll = now + s.poll_interval;
-                next_full = next_full.max(now + s.poll_interval);
+                sched.next_poll = now + s.poll_interval;
+                sched.next_full = sched.next_full.max(now + s.poll_interval);
                 continue;
             }
-
-            // Remote: the cheap head check; the repository handle is (re)opened here too.
-            let mut remote_due = false;
-            if now >= next_poll || repo.is_none() {
-                let checked = match &repo {
-                    Some(r) => head_names(r, &self.set),
-                    None => Repository::open_url(&ep.cfg.repo, &self.creds).and_then(|r| {
-                        let names = head_names(&r, &self.set);
-                        repo = Some(r);
-                        names
-                    }),
-                };
-                match checked {
-                    Ok(names) => {
-                        backoff = s.poll_interval;
-                        next_poll = now + s.poll_interval;
-                        if unreachable_since.take().is_some() {
-                            full = true;
-                        }
-                        let seen = ep.state.meta().map(|m| m.heads).unwrap_or_default();
-                        remote_due = names != seen;
-                        self.update(|l| {
-                            l.unreachable_since = None;
-                            l.next_check_ms = s.poll_interval.as_millis() as u64;
-                            if l.state == "unreachable" {
-                                l.state = "idle".into();
-                                l.last_error = None;
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        repo = None;
-                        backoff = (backoff * 2).min(s.backoff_max);
-                        next_poll = now + backoff;
-                        let since = *unreachable_since.get_or_insert(now_ns());
-                        self.update(|l| {
-                            l.state = "unreachable".into();
-                            l.last_error = Some(e.to_string());
-                            l.unreachable_since = Some(format_rfc3339(since));
-                            l.next_check_ms = backoff.as_millis() as u64;
-                        });
-                        continue;
-                    }
-                }
+            if now >= sched.next_poll || repo.is_none() {
+                self.check_heads(&ep, &mut repo, &mut sched);
             }
             let Some(r) = repo.as_ref() else { continue };
-            let settle_due =
-                first_at.is_some_and(|f| now >= f + s.settle_cap || now >= last_at + s.settle);
-            let full_due = full || now >= next_full;
-            if !(settle_due || full_due || remote_due || !flushes.is_empty()) {
+            let Some(full) = sched.due(&s, now) else {
                 continue;
-            }
-
-            // A step: event-driven (dirty paths only) unless a full scan is due.
-            let step_dirty = if full_due {
-                dirty.clear();
-                None
-            } else {
-                Some(std::mem::take(&mut dirty))
             };
-            first_at = None;
-            if let Ok(cfg) = SetConfig::load(&super::sync_dir(&self.home), &self.set) {
-                ep.cfg = cfg; // edits to the set's config take effect
-            }
-            self.update(|l| {
-                l.state = "syncing".into();
-                l.pending_paths = 0;
-            });
-            let started = Instant::now();
-            let opts = StepOptions {
-                dirty: step_dirty.clone(),
-                defer_recent: Some(s.settle),
-                ..Default::default()
-            };
-            match step(&ep, r, &opts) {
-                Ok(report) => {
-                    full = false;
-                    if full_due {
-                        next_full = now + rescan_every;
-                    }
-                    for d in &report.deferred {
-                        dirty.insert(d.clone());
-                    }
-                    if !report.deferred.is_empty() {
-                        first_at = Some(Instant::now());
-                        last_at = Instant::now();
-                    }
-                    let halt = report.halted.clone();
-                    let changed = report.changed();
-                    self.update(|l| {
-                        l.steps += 1;
-                        l.last_step = Some(format_rfc3339(now_ns()));
-                        l.last_step_ms = Some(started.elapsed().as_millis() as u64);
-                        if changed {
-                            l.last_change = l.last_step.clone();
-                        }
-                        l.halt = halt.clone();
-                        l.state = if halt.is_some() {
-                            "halted".into()
-                        } else {
-                            "idle".into()
-                        };
-                        l.last_error = None;
-                        l.pending_paths = dirty.len();
-                    });
-                    if !flushes.is_empty() {
-                        if changed {
-                            flush_rounds += 1;
-                        }
-                        if let Some(h) = &halt {
-                            for (tx, _) in flushes.drain(..) {
-                                let _ =
-                                    tx.send(Response::err(format!("{} is halted: {h}", self.set)));
-                            }
-                        } else if !changed && report.deferred.is_empty() {
-                            for (tx, _) in flushes.drain(..) {
-                                let _ = tx.send(Response::ok(
-                                    json!({"set": self.set, "rounds": flush_rounds}),
-                                ));
-                            }
-                        } else if flush_rounds >= FLUSH_ROUNDS_MAX {
-                            for (tx, _) in flushes.drain(..) {
-                                let _ = tx.send(Response::err(
-                                    "flush gave up: the folder keeps changing",
-                                ));
-                            }
-                        } else if changed {
-                            full = true; // another round until nothing moves
-                        }
-                        // Deferred files (still being written) come back through `dirty` once
-                        // they settle; the flush waits for that round.
-                    }
-                    if halt.is_some() {
-                        // Do not spin on a halted set: wait for the next change or check.
-                        next_poll = Instant::now() + s.poll_interval.max(Duration::from_secs(1));
-                    }
-                }
-                Err(e) => {
-                    // Keep the work for the next try; a failing repository is reopened.
-                    if let Some(d) = step_dirty {
-                        dirty.extend(d);
-                    }
-                    full = full || full_due;
-                    repo = None;
-                    backoff = (backoff * 2).min(s.backoff_max);
-                    next_poll = Instant::now() + backoff;
-                    let msg = e.to_string();
-                    let _ = ep.state.update_meta(|m| m.last_error = Some(msg.clone()));
-                    self.update(|l| {
-                        l.state = "error".into();
-                        l.last_error = Some(msg);
-                        l.next_check_ms = backoff.as_millis() as u64;
-                    });
-                }
+            if !self.run_step(&mut ep, r, full, &mut sched) {
+                repo = None;
             }
         }
         drop(watcher);
         drop(heads_watcher);
-        for (tx, _) in flushes {
-            let _ = tx.send(Response::err("the set was stopped"));
+        sched.answer_flushes(|| Response::err("the set was stopped"));
+    }
+
+    fn on_msg(
+        &self,
+        msg: Msg,
+        sched: &mut Schedule,
+        ep: &Endpoint,
+        root: &Path,
+        paused: &mut bool,
+    ) -> Flow {
+        match msg {
+            Msg::Fs(paths) => {
+                sched.note_paths(root, paths);
+                sched.halted_heads = None; // a local change may lift a halt
+                self.update(|l| l.pending_paths = sched.dirty.len());
+            }
+            Msg::Rescan => sched.full = true,
+            Msg::Heads => sched.next_poll = Instant::now(),
+            Msg::Pause(ack) => {
+                *paused = true;
+                let _ = ep.state.update_meta(|m| m.paused = true);
+                self.update(|l| {
+                    l.paused = true;
+                    l.state = WorkerState::Paused;
+                });
+                let set = &self.set;
+                sched
+                    .answer_flushes(|| Response::err(format!("{set} was paused: resume it first")));
+                if let Some(ack) = ack {
+                    let _ = ack.send(());
+                }
+            }
+            Msg::Resume => {
+                *paused = false;
+                sched.full = true; // catch up with everything that happened meanwhile
+                sched.halted_heads = None;
+                let _ = ep.state.update_meta(|m| m.paused = false);
+                self.update(|l| {
+                    l.paused = false;
+                    l.state = WorkerState::Idle;
+                });
+            }
+            Msg::Flush(tx, deadline) => {
+                if *paused {
+                    let _ = tx.send(Response::err(format!(
+                        "{} is paused: resume it first (prism-sync resume {})",
+                        self.set, self.set
+                    )));
+                } else {
+                    sched.flushes.push((tx, deadline));
+                    sched.full = true;
+                    sched.halted_heads = None;
+                    sched.flush_rounds = 0;
+                }
+            }
+            Msg::Stop => return Flow::Stop,
         }
+        Flow::Continue
+    }
+
+    /// The cheap remote check (one list call); (re)opens the repository if needed.
+    fn check_heads(&self, ep: &Endpoint, repo: &mut Option<Repository>, sched: &mut Schedule) {
+        if repo.is_none() {
+            match Repository::open_url(&ep.cfg.repo, &self.creds) {
+                Ok(r) => *repo = Some(r),
+                Err(e) => return self.unreachable(e, sched),
+            }
+        }
+        let r = repo.as_ref().expect("opened above");
+        match head_names(r, &self.set) {
+            Ok(names) => self.heads_listed(ep, &names, sched),
+            Err(e) => {
+                *repo = None;
+                self.unreachable(e, sched);
+            }
+        }
+    }
+
+    /// Marks a step due when the heads listed differ from those the last step merged.
+    fn heads_listed(&self, ep: &Endpoint, names: &[String], sched: &mut Schedule) {
+        let s = &self.settings;
+        sched.backoff = s.poll_interval;
+        sched.next_poll = Instant::now() + s.poll_interval;
+        if sched.unreachable_since.take().is_some() {
+            sched.full = true;
+        }
+        let meta = ep.state.meta().unwrap_or_default();
+        sched.remote_due = names != meta.heads.as_slice();
+        if sched.halted_heads.as_deref().is_some_and(|h| h != names) || meta.halt.is_none() {
+            sched.halted_heads = None; // the shared state moved, or a `sync` lifted the halt
+        }
+        let due = sched.remote_due;
+        self.update(|l| {
+            l.unreachable_since = None;
+            l.next_check_ms = s.poll_interval.as_millis() as u64;
+            l.remote_pending = due;
+            if l.state == WorkerState::Unreachable {
+                l.state = WorkerState::Idle;
+                l.last_error = None;
+            }
+        });
+    }
+
+    fn unreachable(&self, e: Error, sched: &mut Schedule) {
+        let s = &self.settings;
+        sched.backoff = (sched.backoff * 2).min(s.backoff_max);
+        sched.next_poll = Instant::now() + sched.backoff;
+        let since = *sched.unreachable_since.get_or_insert(now_ns());
+        let backoff = sched.backoff;
+        self.update(|l| {
+            l.state = WorkerState::Unreachable;
+            l.last_error = Some(e.to_string());
+            l.unreachable_since = Some(format_rfc3339(since));
+            l.next_check_ms = backoff.as_millis() as u64;
+        });
+    }
+
+    /// Runs one step (event-driven unless `full`); false if the repository must be reopened.
+    fn run_step(
+        &self,
+        ep: &mut Endpoint,
+        repo: &Repository,
+        full: bool,
+        sched: &mut Schedule,
+    ) -> bool {
+        let step_dirty = if full {
+            sched.dirty.clear();
+            None
+        } else {
+            Some(std::mem::take(&mut sched.dirty))
+        };
+        sched.burst = None;
+        if let Ok(cfg) = SetConfig::load(&super::sync_dir(&self.home), &self.set) {
+            ep.cfg = cfg; // edits to the set's config take effect
+        }
+        self.update(|l| {
+            l.state = WorkerState::Syncing;
+            l.pending_paths = 0;
+        });
+        let started = Instant::now();
+        let opts = StepOptions {
+            dirty: step_dirty.clone(),
+            defer_recent: Some(self.settings.settle),
+            ..Default::default()
+        };
+        match step(ep, repo, &opts) {
+            Ok(report) => {
+                if full {
+                    sched.full = false;
+                    sched.next_full = Instant::now() + sched.rescan_every;
+                }
+                self.after_step(ep, repo, &report, started, sched);
+                true
+            }
+            Err(e) => {
+                // Keep the work for the next try; a failing repository is reopened.
+                if let Some(d) = step_dirty {
+                    sched.dirty.extend(d);
+                }
+                sched.full |= full;
+                let s = &self.settings;
+                sched.backoff = (sched.backoff * 2).min(s.backoff_max);
+                sched.next_poll = Instant::now() + sched.backoff;
+                let msg = e.to_string();
+                let _ = ep.state.update_meta(|m| m.last_error = Some(msg.clone()));
+                let backoff = sched.backoff;
+                self.update(|l| {
+                    l.state = WorkerState::Error;
+                    l.last_error = Some(msg);
+                    l.next_check_ms = backoff.as_millis() as u64;
+                });
+                false
+            }
+        }
+    }
+
+    /// Books a finished step: what is left to retry, the heads check right after it, the live
+    /// status, and the flushes waiting for a quiet state.
+    fn after_step(
+        &self,
+        ep: &Endpoint,
+        repo: &Repository,
+        report: &StepReport,
+        started: Instant,
+        sched: &mut Schedule,
+    ) {
+        let now = Instant::now();
+        for d in &report.deferred {
+            sched.dirty.insert(d.clone());
+        }
+        if !report.deferred.is_empty() {
+            sched.burst = Some((now, now));
+        }
+        // Failed actions are retried with backoff (the shared change stays new for this
+        // endpoint); a clean step resets the backoff.
+        let s = &self.settings;
+        if report.failures.is_empty() {
+            sched.retry_at = None;
+            sched.retry_wait = RETRY_FIRST;
+        } else {
+            sched.retry_at = Some(now + sched.retry_wait);
+            sched.retry_wait = (sched.retry_wait * 2).min(s.backoff_max);
+        }
+        // Heads published while the step ran are not merged yet: check at once.
+        let halt = report.halted.clone();
+        if halt.is_some() {
+            // A halted step committed nothing: what it scanned must be scanned again.
+            sched.full = true;
+        }
+        match head_names(repo, &self.set) {
+            Ok(names) => {
+                self.heads_listed(ep, &names, sched);
+                sched.halted_heads = halt.is_some().then_some(names);
+            }
+            Err(_) => sched.next_poll = now, // the next round checks (and reports) it
+        }
+        let changed = report.changed();
+        let (pending, retry) = (sched.dirty.len(), sched.retry_at.is_some());
+        self.update(|l| {
+            l.steps += 1;
+            l.last_step = Some(format_rfc3339(now_ns()));
+            l.last_step_ms = Some(started.elapsed().as_millis() as u64);
+            if changed {
+                l.last_change = l.last_step.clone();
+            }
+            l.halt = halt.clone();
+            l.state = if halt.is_some() {
+                WorkerState::Halted
+            } else {
+                WorkerState::Idle
+            };
+            l.last_error = None;
+            l.pending_paths = pending;
+            l.retry_pending = retry;
+        });
+        self.book_flushes(report, sched);
+    }
+
+    /// A flush is answered once a step changed nothing, left nothing for later and merged
+    /// every head there is.
+    fn book_flushes(&self, report: &StepReport, sched: &mut Schedule) {
+        if sched.flushes.is_empty() {
+            return;
+        }
+        let changed = report.changed();
+        if changed {
+            sched.flush_rounds += 1;
+        }
+        let set = &self.set;
+        if let Some(h) = &report.halted {
+            sched.answer_flushes(|| Response::err(format!("{set} is halted: {h}")));
+        } else if !changed
+            && report.deferred.is_empty()
+            && report.failures.is_empty()
+            && !sched.remote_due
+        {
+            let rounds = sched.flush_rounds;
+            sched.answer_flushes(|| Response::ok(json!({"set": set, "rounds": rounds})));
+        } else if sched.flush_rounds >= FLUSH_ROUNDS_MAX {
+            sched.answer_flushes(|| Response::err("flush gave up: the folder keeps changing"));
+        } else if changed {
+            sched.full = true; // another round until nothing moves
+        }
+        // Deferred files (still being written) come back through `dirty` once they settle,
+        // failed actions through the retry; the flush waits for that round.
     }
 }

@@ -16,6 +16,10 @@
 //! create that land on another entry — one already in the folder, or one created earlier in the
 //! same plan — are found before anything is written and fail as [`Failure::CaseCollision`]: the
 //! shared state keeps both, this folder keeps the first.
+//!
+//! setuid, setgid and sticky bits are never applied ([`PERMISSION_BITS`]): a tree published
+//! before they were dropped from sync scans, or a forged one, must not make a program here run
+//! with its owner's rights.
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::ffi::OsStrExt;
@@ -25,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::fsx::fold::{self, Folding};
 use crate::fsx::{Dir, EntryKind, WalkError};
 use crate::repository::Repository;
-use crate::restorer::{Target, WriteOptions, write_file};
+use crate::restorer::{Target, WriteOptions, write_file_if};
 use crate::snapshot::tree::file_blobs;
 use crate::snapshot::{Content, Node, NodeKind, display_path};
 use crate::sync::merge::Action;
@@ -151,6 +155,17 @@ impl Folder<'_> {
 }
 
 /// Does the entry still hold what the scan saw?
+/// The mode bits a sync applies: read, write and execute for owner, group and others; never
+/// setuid (0o4000), setgid (0o2000) or sticky (0o1000).
+pub const PERMISSION_BITS: u32 = 0o777;
+
+/// `node` with only the mode bits a sync may apply.
+fn without_special_bits(node: &Node) -> Node {
+    let mut n = node.clone();
+    n.mode &= PERMISSION_BITS;
+    n
+}
+
 fn still(dir: &Dir, name: &[u8], expect: Option<&Node>) -> std::result::Result<(), Failure> {
     let en = dir.entry(name).map_err(io)?;
     let ok = match (expect, &en) {
@@ -162,7 +177,7 @@ fn still(dir: &Dir, name: &[u8], expect: Option<&Node>) -> std::result::Result<(
                 en.kind == EntryKind::File
                     && en.size == *size
                     && en.mtime_ns == n.mtime_ns
-                    && en.mode == n.mode
+                    && (en.mode & PERMISSION_BITS) == (n.mode & PERMISSION_BITS)
             }
             NodeKind::Symlink { target } => {
                 en.kind == EntryKind::Symlink && dir.read_link(name).is_ok_and(|t| t == *target)
@@ -260,6 +275,7 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
     }
     match a {
         Action::Mkdir { path, node } => {
+            let node = &without_special_bits(node);
             let (dir, name) = folder.parent(path)?;
             match dir.entry(name).map_err(io)? {
                 Some(en) if en.kind == EntryKind::Dir => return Ok(()),
@@ -274,6 +290,7 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
             folder.touched.insert(split(path).0.to_vec());
         }
         Action::Write { path, node, expect } => {
+            let node = &without_special_bits(node);
             let (dir, name) = folder.parent(path)?;
             still(&dir, name, expect.as_ref())?;
             match &node.kind {
@@ -296,7 +313,21 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
                             durable: true,
                             owner: false,
                         };
-                        write_file(folder.repo, node, &blobs, at, w, None).map_err(io)?;
+                        // Checked again after the download, right before the rename: an
+                        // edit made while a big file was fetched is never replaced.
+                        let mut changed = None;
+                        let check = || match still(&dir, name, expect.as_ref()) {
+                            Ok(()) => true,
+                            Err(f) => {
+                                changed = Some(f);
+                                false
+                            }
+                        };
+                        let written = write_file_if(folder.repo, node, &blobs, at, w, None, check)
+                            .map_err(io)?;
+                        if written.is_none() {
+                            return Err(changed.unwrap_or(Failure::Changed("modified".into())));
+                        }
                     }
                 }
                 NodeKind::Symlink { target } => {
@@ -333,7 +364,7 @@ fn run(folder: &mut Folder<'_>, a: &Action) -> std::result::Result<(), Failure> 
             folder.note(from, false);
             folder.note(to, true);
             if let Some(n) = node {
-                set_meta(&td, tname, n).map_err(io)?;
+                set_meta(&td, tname, &without_special_bits(n)).map_err(io)?;
             }
             folder.touched.insert(split(from).0.to_vec());
             folder.touched.insert(split(to).0.to_vec());
@@ -454,5 +485,58 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c[&1], b"a");
         assert_eq!(c[&4], b"a/x");
+    }
+
+    /// A tree published before sync scans dropped the special bits (or a forged one) must not
+    /// create a setuid program or a setgid/sticky directory here.
+    #[test]
+    fn special_mode_bits_in_a_shared_tree_are_not_applied() {
+        use crate::backend::MemoryBackend;
+        use crate::repository::{Credentials, InitOptions};
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let creds = Credentials {
+            password: None,
+            local_keys_dir: tmp.path().join("keys"),
+        };
+        let repo = Repository::init(
+            std::sync::Arc::new(MemoryBackend::new()),
+            &creds,
+            &InitOptions::default(),
+        )
+        .unwrap();
+        let root = tmp.path().join("folder");
+        std::fs::create_dir(&root).unwrap();
+        let node = |name: &str, kind: NodeKind, mode: u32| Node {
+            name: name.into(),
+            kind,
+            mode,
+            mtime_ns: 1_700_000_000_000_000_000,
+            uid: 0,
+            gid: 0,
+        };
+        let empty = NodeKind::File {
+            size: 0,
+            content: Content::Direct(vec![]),
+        };
+        let dir = NodeKind::Dir {
+            subtree: crate::id::BlobId::default(),
+        };
+        let actions = vec![
+            Action::Mkdir {
+                path: b"d".to_vec(),
+                node: node("d", dir, 0o3775),
+            },
+            Action::Write {
+                path: b"d/tool".to_vec(),
+                node: node("tool", empty, 0o6755),
+                expect: None,
+            },
+        ];
+        let results = apply(&repo, &root, &actions, None, Folding::default()).unwrap();
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+        let mode = |p: &str| std::fs::metadata(root.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("d/tool"), 0o755);
+        assert_eq!(mode("d") & 0o7000, 0);
     }
 }

@@ -11,6 +11,10 @@ use crate::error::{Error, Result};
 use crate::sync::rules::{Category, Rules, RulesBuilder, parse_size};
 use crate::sync::{Mode, Policy, Role};
 
+/// Names under `$PRISM_HOME/sync/` that belong to the daemon, not to a set (`daemon.yml` is the
+/// daemon's list of started sets): never a set's name, never listed as one.
+pub const RESERVED_NAMES: &[&str] = &["daemon"];
+
 fn yes() -> bool {
     true
 }
@@ -136,6 +140,7 @@ impl SetConfig {
     /// Set names: letters, digits, `-`, `_`, `.`; not starting with `.` or `-`.
     pub fn valid_name(name: &str) -> bool {
         !name.is_empty()
+            && !RESERVED_NAMES.contains(&name)
             && name.len() <= 64
             && !name.starts_with(['.', '-'])
             && name

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod audit;
 pub mod config;
+pub mod leftovers;
 pub mod state;
 mod step;
 pub mod trees;

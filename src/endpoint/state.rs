@@ -55,6 +55,82 @@ pub struct Meta {
     /// Paused with `prism-sync pause`: the daemon applies nothing until resumed.
     #[serde(default)]
     pub paused: bool,
+    /// Paths where the folder and the shared state knowingly differ after the last step (the
+    /// first [`UNSYNCED_KEPT`]): an action that failed, a file left for later, a file that
+    /// could not be read.
+    #[serde(default)]
+    pub unsynced: Vec<Unsynced>,
+    /// How many such paths there are in all.
+    #[serde(default)]
+    pub unsynced_total: u64,
+    /// File deletions of recent steps (applied here or published from here), oldest first:
+    /// the deletion guard's rolling window, kept across restarts.
+    #[serde(default)]
+    pub deletions: Vec<Deletions>,
+    /// The set's conflicts as of the last step (every endpoint's), for `status` and `conflicts`
+    /// when the repository cannot be reached.
+    #[serde(default)]
+    pub shared_conflicts: Vec<SharedConflictView>,
+    /// Hex ids of the trees `local_files`/`local_bytes` and `remote_files`/`remote_bytes`
+    /// count (files and symlinks; bytes of files): the next step carries them forward by the
+    /// difference. Absent: counted afresh.
+    #[serde(default)]
+    pub local_counted_tree: Option<String>,
+    #[serde(default)]
+    pub shared_counted_tree: Option<String>,
+    /// Paths where the folder keeps its own version, different from the shared one, because of
+    /// a one-way mode (the first [`UNSYNCED_KEPT`]), and how many in all.
+    #[serde(default)]
+    pub kept_here: Vec<Vec<u8>>,
+    #[serde(default)]
+    pub kept_here_total: u64,
+}
+
+/// A conflict somewhere in the set (carried in the head), as this endpoint keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SharedConflictView {
+    pub path: String,
+    /// The endpoint it is parked at, or whose version was not adopted.
+    pub endpoint: String,
+    /// `parked`, or `not_adopted` (found when concurrent heads were combined; that endpoint's
+    /// next step meets it).
+    pub state: String,
+    pub since_ns: i64,
+}
+
+impl SharedConflictView {
+    pub fn of(c: &crate::format::head::SharedConflict) -> SharedConflictView {
+        use crate::format::head::ConflictState;
+        SharedConflictView {
+            path: crate::snapshot::display_path(&c.path),
+            endpoint: c.endpoint.clone(),
+            state: match c.state {
+                ConflictState::Parked => "parked",
+                ConflictState::Unadopted => "not_adopted",
+            }
+            .into(),
+            since_ns: c.time_ns,
+        }
+    }
+}
+
+/// The file deletions one step made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Deletions {
+    pub time_ns: i64,
+    pub files: u64,
+    /// Files in the folder or the shared state (the larger) before that step.
+    pub files_before: u64,
+}
+
+/// Unsynced paths kept in the state (the count covers all of them).
+pub const UNSYNCED_KEPT: usize = 100;
+
+/// A path the last step could not bring in sync, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Unsynced {
+    pub path: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -229,22 +305,33 @@ impl State {
 
     /// Updates the meta record alone (halts, errors).
     pub fn update_meta(&self, f: impl FnOnce(&mut Meta)) -> Result<()> {
-        let mut m = self.meta()?;
-        f(&mut m);
+        // Read and written in one write transaction: two updaters never lose each other's
+        // change (a `pause` and a halt, say).
         let txn = self.db.begin_write().map_err(|e| err(&self.path, e))?;
         {
             let mut t = txn.open_table(META).map_err(|e| err(&self.path, e))?;
+            let mut m: Meta = match t.get("state").map_err(|e| err(&self.path, e))? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(|e| err(&self.path, e))?,
+                None => Meta::default(),
+            };
+            f(&mut m);
             t.insert("state", json(&m).as_slice())
                 .map_err(|e| err(&self.path, e))?;
         }
         txn.commit().map_err(|e| err(&self.path, e))
     }
 
-    /// Writes a step's results in one transaction.
-    pub fn commit(&self, c: Commit) -> Result<()> {
+    /// Writes a step's results in one transaction. `paused` is the user's, not the step's: the
+    /// value stored now is kept (a `pause` during the step is not undone).
+    pub fn commit(&self, mut c: Commit) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| err(&self.path, e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| err(&self.path, e))?;
+            let stored: Option<Meta> = meta
+                .get("state")
+                .map_err(|e| err(&self.path, e))?
+                .and_then(|v| serde_json::from_slice(v.value()).ok());
+            c.meta.paused = stored.is_some_and(|m| m.paused);
             meta.insert("state", json(&c.meta).as_slice())
                 .map_err(|e| err(&self.path, e))?;
             let mut conflicts = txn.open_table(CONFLICTS).map_err(|e| err(&self.path, e))?;

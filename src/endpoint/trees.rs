@@ -84,15 +84,25 @@ pub fn patch(
     path: &[u8],
     node: Option<Node>,
 ) -> Result<()> {
+    patch_entry(src, entries, path, node.map(MTree::Same))
+}
+
+/// [`patch`] with an entry being built (a directory with new contents, say).
+pub fn patch_entry(
+    src: &dyn TreeSource,
+    entries: &mut Vec<MTree>,
+    path: &[u8],
+    entry: Option<MTree>,
+) -> Result<()> {
     let comps = components(path);
-    patch_at(src, entries, &comps, node)
+    patch_at(src, entries, &comps, entry)
 }
 
 fn patch_at(
     src: &dyn TreeSource,
     entries: &mut Vec<MTree>,
     comps: &[&[u8]],
-    node: Option<Node>,
+    node: Option<MTree>,
 ) -> Result<()> {
     let Some((first, rest)) = comps.split_first() else {
         return Ok(());
@@ -102,9 +112,11 @@ fn patch_at(
         if let Some(i) = pos {
             entries.remove(i);
         }
-        if let Some(mut n) = node {
-            n.name = first.to_vec();
-            entries.push(MTree::Same(n));
+        if let Some(mut e) = node {
+            match &mut e {
+                MTree::Same(n) | MTree::Dir(n, _) => n.name = first.to_vec(),
+            }
+            entries.push(e);
             entries.sort_by(|a, b| a.name().cmp(b.name()));
         }
         return Ok(());

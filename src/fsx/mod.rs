@@ -14,7 +14,8 @@
 //!   [`WalkError::Symlink`], never followed; the caller decides (restore replaces it, sync apply
 //!   treats it as a local change).
 //! - Names are single components: never empty, `.`, `..`, or holding `/` or NUL.
-//! - A file is written to `.<name>.prism-tmp-<hex>` in the directory that will hold it, created
+//! - A file is written to `.<name>.prism-tmp-<pid>-<hex>` in the directory that will hold it
+//!   (the writer's process id, so a later step knows a leftover of a dead writer), created
 //!   with `O_CREAT | O_EXCL | O_NOFOLLOW` (mode 0600), and renamed over the final name inside the
 //!   same held handle: a partial file never appears under a real name, and the rename replaces
 //!   whatever entry was there (a symlink is replaced, not followed). Temp names match the
@@ -500,12 +501,20 @@ impl Dir {
     }
 }
 
-/// `.<name>.prism-tmp-<12 hex>`: hidden, unique, and excluded by every scan.
+/// `.<name>.prism-tmp-<pid>-<12 hex>`: hidden, unique, excluded by every scan, and naming the
+/// process writing it (`endpoint::leftovers` removes those of dead writers).
 pub fn temp_name(name: &[u8]) -> Vec<u8> {
     let mut t = b".".to_vec();
     // Stay below NAME_MAX (255) whatever the name's length.
     t.extend_from_slice(&name[..name.len().min(200)]);
-    t.extend_from_slice(format!(".prism-tmp-{}", hex_encode(&random_bytes::<6>())).as_bytes());
+    t.extend_from_slice(
+        format!(
+            ".prism-tmp-{}-{}",
+            std::process::id(),
+            hex_encode(&random_bytes::<6>())
+        )
+        .as_bytes(),
+    );
     t
 }
 

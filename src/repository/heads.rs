@@ -20,7 +20,8 @@ pub fn set_key(repo: &Repository, set: &str) -> String {
     hex_encode(&repo.keys().keyed(&input)[..8])
 }
 
-fn head_name(repo: &Repository, set: &str, snapshot: &SnapshotId) -> String {
+/// The name of the head that publishes `snapshot` for `set`.
+pub fn head_name(repo: &Repository, set: &str, snapshot: &SnapshotId) -> String {
     format!("{}-{}", set_key(repo, set), snapshot.to_hex())
 }
 
@@ -38,29 +39,52 @@ pub fn head_names(repo: &Repository, set: &str) -> Result<Vec<String>> {
     Ok(v)
 }
 
-/// How often [`list_heads`] lists again when a listed head vanished before it was read.
-const LIST_ATTEMPTS_MAX: usize = 8;
+/// The set's heads as listed and read at one moment.
+#[derive(Debug, Default)]
+pub struct HeadListing {
+    /// Current heads, oldest first (by time, then snapshot id).
+    pub current: Vec<(String, Head)>,
+    /// Heads another head lists as merged (their publisher stopped before deleting them):
+    /// ignored, and safe to delete.
+    pub superseded: Vec<String>,
+}
 
 /// The set's current heads (superseded ones dropped), oldest first.
 ///
 /// A head can be deleted between the list and its read: its publisher's successor created the
 /// head that merges it, then deleted it. Skipping it would drop that state (and, for the only
 /// head, read as "the set has no state", which a step would take as every file deleted), so
-/// the listing is taken again until every listed head could be read: the successor, created
-/// before the deletion, is then in the list.
+/// [`read_heads`] takes the listing again until every listed head could be read.
 pub fn list_heads(repo: &Repository, set: &str) -> Result<Vec<(String, Head)>> {
-    for _ in 0..LIST_ATTEMPTS_MAX {
-        if let Some(heads) = read_listed(repo, set)? {
-            return Ok(heads);
-        }
-    }
-    Err(Error::invalid(format!(
-        "the heads of {set} kept changing while they were read ({LIST_ATTEMPTS_MAX} listings): other endpoints are publishing; try again"
-    )))
+    Ok(read_heads(repo, set)?.current)
 }
 
-/// One listing, every head read; `None` if a listed head was gone by the time it was read.
-fn read_listed(repo: &Repository, set: &str) -> Result<Option<Vec<(String, Head)>>> {
+/// Listings taken at most when heads vanish between the list and their read.
+const RELIST_MAX: usize = 8;
+
+/// Lists and reads the set's heads (one list call, one read per head).
+///
+/// A head is deleted only after the head that replaces it exists, so a listed head that is
+/// gone when read means a newer one was published meanwhile: the listing is taken again (up to
+/// [`RELIST_MAX`] times) rather than left without it — which could make a set look empty.
+pub fn read_heads(repo: &Repository, set: &str) -> Result<HeadListing> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match read_listed(repo, set)? {
+            Some(listing) => return Ok(listing),
+            None if tries < RELIST_MAX => continue,
+            None => {
+                return Err(Error::invalid(format!(
+                    "the heads of sync set {set:?} kept changing while they were read ({RELIST_MAX} listings): try again"
+                )));
+            }
+        }
+    }
+}
+
+/// One listing and its reads; `None` if a listed head vanished before it was read.
+fn read_listed(repo: &Repository, set: &str) -> Result<Option<HeadListing>> {
     let mut heads = Vec::new();
     for name in head_names(repo, set)? {
         let bytes = match repo.backend().read(Kind::Head, &name) {
@@ -83,13 +107,30 @@ fn read_listed(repo: &Repository, set: &str) -> Result<Option<Vec<(String, Head)
         .iter()
         .flat_map(|(_, h)| h.merged.iter().copied())
         .collect();
-    heads.retain(|(_, h)| !merged.contains(&h.snapshot));
-    heads.sort_by(|a, b| {
+    let (superseded, mut current): (Vec<_>, Vec<_>) = heads
+        .into_iter()
+        .partition(|(_, h)| merged.contains(&h.snapshot));
+    current.sort_by(|a, b| {
         a.1.time_ns
             .cmp(&b.1.time_ns)
             .then(a.1.snapshot.cmp(&b.1.snapshot))
     });
-    Ok(Some(heads))
+    Ok(Some(HeadListing {
+        current,
+        superseded: superseded.into_iter().map(|(n, _)| n).collect(),
+    }))
+}
+
+/// Deletes heads by name (already gone is fine).
+pub fn delete_heads(repo: &Repository, names: &[String]) -> Result<()> {
+    for old in names {
+        match repo.backend().delete(Kind::Head, old) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Publishes a head (create-only; an identical head already there is fine), then removes the
@@ -107,12 +148,7 @@ pub fn publish(repo: &Repository, head: &Head, replaces: &[String]) -> Result<St
         Err(e) if e.kind == crate::backend::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e.into()),
     }
-    for old in replaces.iter().filter(|n| **n != name) {
-        match repo.backend().delete(Kind::Head, old) {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let old: Vec<String> = replaces.iter().filter(|n| **n != name).cloned().collect();
+    delete_heads(repo, &old)?;
     Ok(name)
 }

@@ -60,7 +60,8 @@ impl SessionInfo {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
+/// Does a process with this id exist on this machine? (Unknown ids count as alive.)
+pub(crate) fn pid_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return true;
     };

@@ -154,6 +154,9 @@ pub struct Output {
     pub publish_deletes: u64,
     /// Local files this step deletes.
     pub local_deletes: u64,
+    /// Paths where the folder keeps its own version, different from the shared one, because of
+    /// a one-way mode (a receiving side's own edit, a change a sending side does not apply).
+    pub kept_here: Vec<Vec<u8>>,
 }
 
 type Opt<'n> = Option<&'n Node>;
@@ -249,11 +252,21 @@ pub fn merge(src: &dyn TreeSource, inp: &Input) -> Result<Output> {
             _ => true,
         })
         .count() as u64;
+    // Local files this step removes: deleted, or overwritten by another type (a file by a
+    // symlink, say; a directory's files are deleted one by one).
     m.out.local_deletes = m
         .out
         .actions
         .iter()
-        .filter(|a| matches!(a, Action::Delete { .. }))
+        .filter(|a| match a {
+            Action::Delete { .. } => true,
+            Action::Write {
+                node,
+                expect: Some(e),
+                ..
+            } => std::mem::discriminant(&node.kind) != std::mem::discriminant(&e.kind),
+            _ => false,
+        })
         .count() as u64;
     Ok(m.out)
 }
@@ -542,7 +555,7 @@ impl<'a> Merger<'a> {
                         }
                         return self.both_changed(p, l, r, pubs, apps, taken, merged, applied);
                     }
-                    self.note_publish(l, r);
+                    self.note_publish(l, r)?;
                     push(merged, l);
                     push(applied, l);
                 } else if apps && l.is_none() {
@@ -550,6 +563,8 @@ impl<'a> Merger<'a> {
                     push(merged, r);
                     push(applied, r);
                 } else {
+                    // A receiving side's own change: it stays here, unpublished.
+                    self.keep_here(p, l, r);
                     push(merged, r);
                     push(applied, l);
                 }
@@ -566,6 +581,8 @@ impl<'a> Merger<'a> {
                     push(merged, r);
                     push(applied, r);
                 } else {
+                    // A sending side of a one-way mode: the shared change is not written here.
+                    self.keep_here(p, l, r);
                     push(merged, r);
                     push(applied, l);
                 }
@@ -606,6 +623,7 @@ impl<'a> Merger<'a> {
     ) -> Result<()> {
         if apps && !pubs {
             // Receiving side of a one-way mode: its own version is never clobbered.
+            self.keep_here(p, l, r);
             push(merged, r);
             push(applied, l);
             return Ok(());
@@ -639,7 +657,7 @@ impl<'a> Merger<'a> {
             }
             // Keeping both when one side has nothing keeps the side that has something.
             (Policy::KeepLocal, _, _) | (Policy::KeepBoth, Some(_), None) => {
-                self.note_publish(l, r);
+                self.note_publish(l, r)?;
                 push(merged, l);
                 push(applied, l);
                 self.record(p, kind, l, r, Outcome::KeptLocal);
@@ -709,7 +727,7 @@ impl<'a> Merger<'a> {
         }
         match f {
             Force::Up => {
-                self.note_publish(l, r);
+                self.note_publish(l, r)?;
                 push(merged, l);
                 push(applied, l);
             }
@@ -722,22 +740,43 @@ impl<'a> Merger<'a> {
         Ok(())
     }
 
-    /// Notes that the shared state's `r` is replaced by this folder's `l` (for move-aware
-    /// deletion counting).
-    fn note_publish(&mut self, l: Opt, r: Opt) {
-        match (l, r) {
-            (None, Some(r)) => {
-                let key = content_key(r)
-                    .map(|(s, c)| (s, c.clone()))
-                    .unwrap_or((0, Content::Direct(vec![])));
-                self.published_removed.push(key);
-            }
-            (Some(l), None) => {
-                if let Some((s, c)) = content_key(l) {
-                    *self.published_added.entry((s, c.clone())).or_default() += 1;
+    /// Notes that the shared state's `r` is replaced by this folder's `l`, for the deletion
+    /// guard: every file or symlink of `r` that `l` does not replace by one of the same type is
+    /// removed from the shared state (a deleted file, a directory replaced by a file or a
+    /// symlink with everything in it, a file turned into a symlink); files `l` adds are noted
+    /// so that a removal whose content is added elsewhere counts as a move.
+    fn note_publish(&mut self, l: Opt, r: Opt) -> Result<()> {
+        if let Some(l) = l
+            && let Some((s, c)) = content_key(l)
+            && !r.is_some_and(|r| matches!(r.kind, NodeKind::File { .. }))
+        {
+            *self.published_added.entry((s, c.clone())).or_default() += 1;
+        }
+        let Some(r) = r else { return Ok(()) };
+        if r.is_dir() {
+            if !l.is_some_and(|l| l.is_dir()) {
+                for c in self.children(Some(r))? {
+                    self.note_publish(None, Some(&c))?;
                 }
             }
-            _ => {}
+            return Ok(());
+        }
+        let replaced_by_same_type =
+            l.is_some_and(|l| std::mem::discriminant(&l.kind) == std::mem::discriminant(&r.kind));
+        if !replaced_by_same_type {
+            let key = content_key(r)
+                .map(|(s, c)| (s, c.clone()))
+                .unwrap_or((0, Content::Direct(vec![])));
+            self.published_removed.push(key);
+        }
+        Ok(())
+    }
+
+    /// Notes a path where the folder keeps a version other than the shared one because of a
+    /// one-way mode (for `status`).
+    fn keep_here(&mut self, p: &[u8], l: Opt, r: Opt) {
+        if !same_content(l, r) {
+            self.out.kept_here.push(p.to_vec());
         }
     }
 

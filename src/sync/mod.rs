@@ -12,6 +12,8 @@
 //! edits or deletions.
 
 pub mod merge;
+#[cfg(test)]
+mod merge_tests;
 pub mod rules;
 
 use serde::{Deserialize, Serialize};

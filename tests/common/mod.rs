@@ -16,6 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
+pub mod sets;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_prism-sync");
 pub const PASSWORD: &str = "correct horse battery staple";
 

@@ -1,0 +1,208 @@
+//! Phase 5: the plan carried out in the folder. Local versions that may be in no snapshot are
+//! saved first; every path is re-checked right before it is touched (`endpoint::apply`); what
+//! did not happen is taken out of the trees the step records, so the next step retries it.
+
+use std::os::unix::ffi::OsStrExt;
+
+use super::Cx;
+use super::plan::Plan;
+use super::scan::Scanned;
+use crate::endpoint::apply::{Failure, apply};
+use crate::endpoint::leftovers;
+use crate::endpoint::state::Activity;
+use crate::endpoint::trees::{node_at, patch, patch_entry, write_tree};
+use crate::error::Result;
+use crate::format::snapshot::Snapshot;
+use crate::id::BlobId;
+use crate::repository::{Packer, hostname, username};
+use crate::snapshot::display_path;
+use crate::sync::merge::{Action, MTree};
+
+/// The outcome of carrying out the plan.
+pub(super) struct Done {
+    /// One result per planned action.
+    pub results: Vec<std::result::Result<(), Failure>>,
+    /// The new shared state.
+    pub merged_tree: BlobId,
+    /// The new base: the shared state, except where an action failed (there the old base).
+    pub base_tree: BlobId,
+    /// What the folder holds now.
+    pub applied_tree: BlobId,
+}
+
+/// Local versions about to be overwritten or deleted that the base does not hold (so possibly
+/// no snapshot does) are saved first as a snapshot tagged `before-sync`: every version stays
+/// restorable.
+pub(super) fn save_unsaved_versions(cx: &Cx, scanned: &Scanned, plan: &Plan) -> Result<()> {
+    let mut unsaved = false;
+    for a in &plan.out.actions {
+        let (path, expect) = match a {
+            Action::Write {
+                path,
+                expect: Some(e),
+                ..
+            }
+            | Action::Delete { path, expect: e } => (path, e),
+            _ => continue,
+        };
+        if node_at(&cx.trees, plan.base_tree, path)?.as_ref() != Some(expect) {
+            unsaved = true;
+            break;
+        }
+    }
+    if !unsaved {
+        return Ok(());
+    }
+    let cfg = &cx.ep.cfg;
+    let snap = Snapshot {
+        time_ns: cx.now,
+        tree: scanned.result.tree,
+        host: hostname(),
+        user: username(),
+        paths: vec![cfg.local_path.as_os_str().as_bytes().to_vec()],
+        tags: vec!["before-sync".into()],
+        parents: vec![],
+        sync_set: Some(cfg.name.clone()),
+        endpoint: Some(cfg.endpoint.clone()),
+        summary: scanned.result.summary.clone(),
+        program_version: concat!("prism-sync ", env!("CARGO_PKG_VERSION")).into(),
+        extra: vec![],
+    };
+    cx.repo.save_snapshot(&snap)?;
+    Ok(())
+}
+
+/// The activity line of an action carried out, if it has one.
+fn activity(now: i64, a: &Action) -> Option<Activity> {
+    let (action, path, size) = match a {
+        Action::Write {
+            path,
+            node,
+            expect: None,
+        } => ("downloaded", path, node.size()),
+        Action::Write {
+            path,
+            node,
+            expect: Some(_),
+        } => ("updated", path, node.size()),
+        Action::Delete { path, expect } => ("deleted", path, expect.size()),
+        Action::Rename {
+            to,
+            expect,
+            node: Some(_),
+            ..
+        } => ("moved", to, expect.size()),
+        Action::Rename {
+            to,
+            expect,
+            node: None,
+            ..
+        } => ("kept-both", to, expect.size()),
+        Action::Mkdir { .. } | Action::Rmdir { .. } => return None,
+    };
+    Some(Activity {
+        time_ns: now,
+        action: action.into(),
+        path: display_path(path),
+        size,
+        direction: "down".into(),
+    })
+}
+
+pub(super) fn execute(cx: &mut Cx, scanned: &Scanned, plan: &Plan) -> Result<Done> {
+    let (repo, cfg) = (cx.repo, &cx.ep.cfg);
+    // Temp files of killed writers go first: they would keep a removed directory alive.
+    let cleaned = leftovers::clean(&cfg.local_path, &scanned.temp_files, cx.now);
+    cx.report.leftovers_removed = cleaned.removed;
+    let results = apply(
+        repo,
+        &cfg.local_path,
+        &plan.out.actions,
+        cx.opts.stop_after,
+        cfg.folding(),
+    )?;
+    let (mut merged, mut applied) = (plan.out.merged.clone(), plan.out.applied.clone());
+    let scan_tree = Some(scanned.result.tree);
+    // Directories that stayed hold files that do not sync. They are in the folder, without
+    // what synced (shallowest first, so that a kept parent is there for a kept child). Held by
+    // excluded files, that is how it stays; held by a temp file still being written, the
+    // removal is retried like a failed action.
+    let mut kept: Vec<&[u8]> = plan
+        .out
+        .actions
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| matches!(r, Err(Failure::NotEmpty)))
+        .map(|(a, _)| a.path())
+        .collect();
+    kept.sort_by_key(|p| p.iter().filter(|&&b| b == b'/').count());
+    let mut base: Option<Vec<MTree>> = None;
+    for path in kept {
+        if let Some(node) = node_at(&cx.trees, scan_tree, path)? {
+            patch_entry(
+                &cx.trees,
+                &mut applied,
+                path,
+                Some(MTree::Dir(node, vec![])),
+            )?;
+        }
+        let inside =
+            |t: &&(Vec<u8>, String)| t.0.starts_with(path) && t.0.get(path.len()) == Some(&b'/');
+        if let Some((temp, why)) = cleaned.kept.iter().find(inside) {
+            let base = base.get_or_insert_with(|| merged.clone());
+            patch(
+                &cx.trees,
+                base,
+                path,
+                node_at(&cx.trees, plan.base_tree, path)?,
+            )?;
+            let why = format!(
+                "kept although removed elsewhere: it holds {} ({why}); retried",
+                display_path(temp)
+            );
+            cx.report.failures.push((path.to_vec(), why));
+        }
+    }
+    for (a, r) in plan.out.actions.iter().zip(&results) {
+        match r {
+            Ok(()) => cx.activity.extend(activity(cx.now, a)),
+            Err(Failure::NotEmpty) => {}
+            Err(f) => {
+                // Not done: the folder keeps what the scan saw, and the shared change stays
+                // "new" for this endpoint (its base keeps the old state), so the next step
+                // retries it — or, if the file was edited meanwhile, sees a conflict.
+                let paths: Vec<&[u8]> = match a {
+                    Action::Rename { from, to, .. } => vec![from, to],
+                    other => vec![other.path()],
+                };
+                let base = base.get_or_insert_with(|| merged.clone());
+                for p in paths {
+                    patch(
+                        &cx.trees,
+                        &mut applied,
+                        p,
+                        node_at(&cx.trees, scan_tree, p)?,
+                    )?;
+                    patch(&cx.trees, base, p, node_at(&cx.trees, plan.base_tree, p)?)?;
+                }
+                cx.report.failures.push((a.path().to_vec(), f.to_string()));
+            }
+        }
+    }
+    let mut packer = Packer::new(repo);
+    let merged_tree = write_tree(&mut packer, &merged)?;
+    let base_tree = match &base {
+        Some(b) => write_tree(&mut packer, b)?,
+        None => merged_tree,
+    };
+    merged.clear();
+    let applied_tree = write_tree(&mut packer, &applied)?;
+    applied.clear();
+    repo.write_index(packer.finish()?, vec![], vec![])?;
+    Ok(Done {
+        results,
+        merged_tree,
+        base_tree,
+        applied_tree,
+    })
+}

@@ -1,0 +1,209 @@
+//! The sync step (see the module docs of `endpoint` and `format-spec/sync.md`), written as named
+//! phases over a small context, in the order the spec gives them:
+//!
+//! 1. [`scan`]: the folder under the set's rules → a tree (plus what could not be tracked);
+//! 2. [`remote`]: the set's head(s), combined into one if endpoints published concurrently;
+//! 3. [`plan`]: the three-way merge → merged tree, folder plan, conflicts;
+//! 4. [`guard`]: halts before anything is touched (vanished or emptied folder, deletions);
+//! 5. [`execute`]: saves local versions that may be in no snapshot, applies the plan, and
+//!    turns what did not happen into the trees to record; [`conflicts`] settles what is
+//!    parked here and the set's conflict list;
+//! 6. [`publish`]: stores the merged state as a snapshot and a head if it (or the set's
+//!    conflict list) changed;
+//! 7. [`record`]: the audit lines, then one redb transaction with the new base.
+//!
+//! Crash ordering, phase by phase: nothing touches the folder before the guards pass; a local
+//! version is saved before it is overwritten; trees, then snapshot, then head; the audit log,
+//! then the state. A crash anywhere before the state commit makes the next step redo the work.
+
+mod conflicts;
+mod counts;
+mod execute;
+mod guard;
+mod plan;
+mod publish;
+mod record;
+mod remote;
+mod scan;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::state::{Activity, Meta};
+use super::trees::RepoTrees;
+use super::{Endpoint, StepLock};
+use crate::archiver::{Progress, SoftError};
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::repository::heads::head_names;
+use crate::repository::session::Session;
+use crate::repository::{Repository, now_ns};
+use crate::snapshot::Node;
+use crate::snapshot::diff::Change;
+use crate::sync::Force;
+use crate::sync::merge::{Action, ConflictRecord};
+
+pub use remote::combine_heads;
+
+#[derive(Clone, Default)]
+pub struct StepOptions {
+    pub force: Option<Force>,
+    /// Go ahead although the deletion guards would halt (the user emptied the folder or
+    /// deleted many files on purpose). The merge is the normal one: only what this folder
+    /// deleted is deleted elsewhere, and new files from elsewhere still arrive.
+    pub allow_deletions: bool,
+    /// Plan only: nothing is applied, published or recorded.
+    pub dry_run: bool,
+    /// Tests: stop after this many actions, as if killed.
+    pub stop_after: Option<usize>,
+    pub progress: Option<Arc<Progress>>,
+    /// Event-driven scan: only these paths (and their ancestors) may have changed since the
+    /// last step; every other directory is taken from the folder tree of that step. `None`:
+    /// scan everything.
+    pub dirty: Option<BTreeSet<Vec<u8>>>,
+    /// Leave files that are still being written for the next step: files modified less than
+    /// this long ago (the daemon passes its settle window). Files that change while they are
+    /// read are always left for the next step.
+    pub defer_recent: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Default)]
+pub struct StepReport {
+    /// The step stopped before changing anything; why.
+    pub halted: Option<String>,
+    pub dry_run: bool,
+    pub actions: Vec<Action>,
+    pub failures: Vec<(Vec<u8>, String)>,
+    pub conflicts: Vec<ConflictRecord>,
+    pub resolved: Vec<Vec<u8>>,
+    pub published: Option<SnapshotId>,
+    /// Heads combined before merging (concurrent publishers).
+    pub heads_combined: usize,
+    /// Changes this step published: path and change code (`+`, `-`, `M`, `U`, `T`).
+    pub uploads: Vec<(Vec<u8>, char)>,
+    pub scan_errors: Vec<SoftError>,
+    pub skipped: Vec<(Vec<u8>, String)>,
+    pub local_files: u64,
+    pub local_bytes: u64,
+    /// Files left for the next step (still being written).
+    pub deferred: Vec<Vec<u8>>,
+    pub publish_deletes: u64,
+    pub local_deletes: u64,
+    /// Stale temp files of killed writers this step removed.
+    pub leftovers_removed: Vec<Vec<u8>>,
+}
+
+impl StepReport {
+    /// Did the step change the folder or the shared state?
+    pub fn changed(&self) -> bool {
+        !self.actions.is_empty() || self.published.is_some()
+    }
+}
+
+/// A change between two trees: path, kind, old node, new node.
+type TreeChange = (Vec<u8>, Change, Option<Node>, Option<Node>);
+
+/// What every phase reads and adds to.
+struct Cx<'a> {
+    ep: &'a Endpoint,
+    repo: &'a Repository,
+    opts: &'a StepOptions,
+    trees: RepoTrees<'a>,
+    /// The step's time: of its snapshot, head, activity and audit lines.
+    now: i64,
+    /// The state as the previous step left it.
+    meta: Meta,
+    report: StepReport,
+    activity: Vec<Activity>,
+}
+
+impl Cx<'_> {
+    /// Stops the step: records why (the set stays halted until a step passes) and reports it.
+    fn halt(mut self, why: String) -> Result<StepReport> {
+        self.ep.state.update_meta(|m| m.halt = Some(why.clone()))?;
+        self.report.halted = Some(why);
+        Ok(self.report)
+    }
+}
+
+/// One sync step of the set at this endpoint.
+pub fn step(ep: &Endpoint, repo: &Repository, opts: &StepOptions) -> Result<StepReport> {
+    let _lock = StepLock::acquire(&ep.lock_path())?;
+    let cx = Cx {
+        ep,
+        repo,
+        opts,
+        trees: RepoTrees::new(repo),
+        now: now_ns(),
+        meta: ep.state.meta()?,
+        report: StepReport {
+            dry_run: opts.dry_run,
+            ..Default::default()
+        },
+        activity: Vec::new(),
+    };
+    if let Some(why) = scan::folder_missing(&cx)? {
+        return cx.halt(why);
+    }
+    run(cx)
+}
+
+fn run(mut cx: Cx) -> Result<StepReport> {
+    let repo = cx.repo;
+    let session = Session::begin(repo, "sync")?;
+    repo.load_index()?;
+    let scanned = scan::scan(&mut cx)?;
+    let remote = remote::read(&mut cx)?;
+    if let Some(why) = guard::history(&cx, &remote)? {
+        return cx.halt(why);
+    }
+    let plan = plan::plan(&mut cx, &scanned, &remote)?;
+    if let Some(why) = guard::check(&cx, &scanned, &remote, &plan)? {
+        return cx.halt(why);
+    }
+    cx.report.actions = plan.out.actions.clone();
+    cx.report.conflicts = plan.out.conflicts.clone();
+    cx.report.resolved = plan.out.resolved.clone();
+    if cx.opts.dry_run {
+        session.end()?;
+        return Ok(cx.report);
+    }
+    execute::save_unsaved_versions(&cx, &scanned, &plan)?;
+    let done = execute::execute(&mut cx, &scanned, &plan)?;
+    let settled = conflicts::settle(&mut cx, &remote, &plan, &done)?;
+    let published = publish::publish(&mut cx, &scanned, &remote, &done, &settled)?;
+    record::record(&mut cx, &remote, &plan, &done, &settled, &published)?;
+    session.end()?;
+    let _ = scanned.result.save_cache();
+    Ok(cx.report)
+}
+
+/// Is the folder's shared state different from what this endpoint last saw? One list call.
+pub fn heads_changed(ep: &Endpoint, repo: &Repository) -> Result<bool> {
+    Ok(head_names(repo, &ep.cfg.name)? != ep.state.meta()?.heads)
+}
+
+/// Files and bytes a list of tree changes adds (negative: removes).
+fn count_delta(changes: &[TreeChange]) -> (i64, i64) {
+    let (mut files, mut bytes) = (0i64, 0i64);
+    for (_, _, old, new) in changes {
+        for (n, sign) in [(old, -1i64), (new, 1)] {
+            if let Some(n) = n
+                && !n.is_dir()
+            {
+                files += sign;
+                bytes += sign * n.size() as i64;
+            }
+        }
+    }
+    (files, bytes)
+}
+
+fn human(n: u64) -> String {
+    crate::units::bytes(n)
+}
+
+/// A missing tree makes the merge fall back to no base (see [`plan::plan`]).
+fn is_missing(e: &Error) -> bool {
+    matches!(e, Error::Missing { .. })
+}

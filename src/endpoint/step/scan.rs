@@ -1,0 +1,131 @@
+//! Phase 1: the folder, scanned under the set's rules into tree and data blobs (indexed before
+//! anything refers to them).
+
+use std::collections::BTreeSet;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
+
+use super::{Cx, human};
+use crate::archiver::{ArchiveOptions, ArchiveResult, Filter, Reuse, ScanFilter, Source, archive};
+use crate::endpoint::config::{RulesFile, build_rules};
+use crate::endpoint::leftovers;
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+use crate::sync::Force;
+use crate::sync::rules::{IGNORE_FILE, Rules};
+
+pub(super) struct Scanned {
+    pub result: ArchiveResult,
+    pub rules: Arc<Rules>,
+    /// Paths whose state here is unknown this step (unreadable, oversized, still being
+    /// written): the merge leaves them as they were on both sides.
+    pub untracked: BTreeSet<Vec<u8>>,
+    /// Temp files of sync or restore the scan came across (never tracked), with their mtime.
+    pub temp_files: Vec<(Vec<u8>, i64)>,
+}
+
+/// Temp files a scan saw, collected by its filter.
+type TempFiles = Arc<Mutex<Vec<(Vec<u8>, i64)>>>;
+
+/// A vanished folder halts the step (it is never read as "everything was deleted"), unless
+/// `force-sync --direction down` is to recreate it.
+pub(super) fn folder_missing(cx: &Cx) -> Result<Option<String>> {
+    let root = &cx.ep.cfg.local_path;
+    if root.is_dir() {
+        return Ok(None);
+    }
+    if cx.opts.force == Some(Force::Down) && !cx.opts.dry_run {
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "the folder {} is gone (deleted, moved or not mounted): nothing was synced. Bring it back, or recreate it from the shared state with `prism-sync force-sync {} --direction down`",
+        root.display(),
+        cx.ep.cfg.name
+    )))
+}
+
+/// Excluded paths are not read; files over a size limit are skipped with a reason; temp files
+/// are noted (for `leftovers`) and never read.
+fn filter(rules: Arc<Rules>, temps: TempFiles) -> ScanFilter {
+    Arc::new(move |rel: &[u8], md: &Metadata| {
+        let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
+        if !md.is_dir() && leftovers::is_temp_name(name) {
+            let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+            temps.lock().expect("temp list").push((rel.to_vec(), mtime));
+            return Filter::Exclude;
+        }
+        if rules.excluded(rel, md.is_dir()) {
+            return Filter::Exclude;
+        }
+        if md.is_file()
+            && let Some(limit) = rules.size_limit(rel)
+            && md.len() > limit
+        {
+            return Filter::Skip(format!(
+                "{} is over the size limit of {}",
+                human(md.len()),
+                human(limit)
+            ));
+        }
+        Filter::Keep
+    })
+}
+
+pub(super) fn scan(cx: &mut Cx) -> Result<Scanned> {
+    let cfg = &cx.ep.cfg;
+    let root = &cfg.local_path;
+    let ignore = std::fs::read_to_string(root.join(IGNORE_FILE)).ok();
+    let rules = Arc::new(build_rules(
+        cfg,
+        &RulesFile::load(&cx.ep.home)?,
+        ignore.as_deref(),
+    )?);
+    let previous = cx.meta.applied_tree.as_deref().and_then(BlobId::from_hex);
+    let reuse = match (&cx.opts.dirty, previous) {
+        (Some(dirty), Some(tree)) if !dirty.contains(IGNORE_FILE.as_bytes()) => Some(Reuse {
+            tree,
+            dirty: Arc::new(dirty.clone()),
+        }),
+        _ => None, // no previous tree, or the rules file changed: scan everything
+    };
+    let temps = TempFiles::default();
+    let opts = ArchiveOptions {
+        file_cache: Some(cx.ep.cache_path()),
+        normalize: true,
+        filter: Some(filter(rules.clone(), temps.clone())),
+        progress: cx.opts.progress.clone().unwrap_or_default(),
+        reuse,
+        defer_recent_ns: cx.opts.defer_recent.map(|d| d.as_nanos() as i64),
+        defer_changing: true,
+        ..Default::default()
+    };
+    let result = archive(cx.repo, &Source::Dir(root.clone()), &opts)?;
+    cx.repo.write_index(result.packs.clone(), vec![], vec![])?;
+    let untracked: BTreeSet<Vec<u8>> = result
+        .errors
+        .iter()
+        .chain(&result.skipped)
+        .map(|e| e.rel.clone())
+        .chain(result.deferred.iter().cloned())
+        .collect();
+    let report = &mut cx.report;
+    report.deferred = result.deferred.clone();
+    report.scan_errors = result.errors.clone();
+    report.skipped = result
+        .skipped
+        .iter()
+        .map(|s| (s.rel.clone(), s.message.clone()))
+        .collect();
+    let s = &result.summary;
+    report.local_files = s.files_new + s.files_changed + s.files_unchanged;
+    report.local_bytes = s.total_bytes;
+    let temp_files = std::mem::take(&mut *temps.lock().expect("temp list"));
+    Ok(Scanned {
+        result,
+        rules,
+        untracked,
+        temp_files,
+    })
+}

@@ -1,0 +1,385 @@
+//! What `status` reports about a sync set at this endpoint, as a typed value (`Serialize`) that
+//! the CLI renders as text or JSON. Works whether or not the daemon runs: it reads the set's
+//! state, lists the set's heads (one list call) and asks the daemon, if one answers, what it is
+//! doing.
+//!
+//! Owns: the in-sync rule (`format-spec/sync.md`, "In sync"). Must not touch: printing, merge
+//! decisions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::daemon::LiveStatus;
+use crate::daemon::control::{Op, request};
+use crate::endpoint::Endpoint;
+use crate::endpoint::state::{SharedConflictView, Unsynced};
+use crate::error::Result;
+use crate::repository::heads::read_heads;
+use crate::repository::{Credentials, Repository, now_ns};
+use crate::snapshot::display_path;
+use crate::sync::Role;
+use crate::time::{format_ago, format_rfc3339};
+
+/// How long `status` waits for the daemon's answer.
+const DAEMON_ANSWER: Duration = Duration::from_secs(10);
+
+/// The daemon's answer to `status`: its pid and what each of its workers is doing.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DaemonAnswer {
+    pub pid: u32,
+    pub sets: Vec<LiveStatus>,
+}
+
+/// Asks the daemon of `home`, if one runs and answers.
+pub fn ask_daemon(home: &Path) -> Option<DaemonAnswer> {
+    match request(home, Op::Status { set: None }, DAEMON_ANSWER) {
+        Ok(Some(r)) if r.ok => serde_json::from_value(r.result).ok(),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Counts {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointSeen {
+    pub name: String,
+    pub last_seen: String,
+    pub ago: String,
+}
+
+/// A conflict in the set, parked here or elsewhere.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
+    pub path: String,
+    /// Here: `modified_both`, …; elsewhere: `parked`, or `not_adopted` (found when concurrent
+    /// heads were combined; that endpoint's next step meets it).
+    pub kind: String,
+    /// The endpoint it is parked at (this one for those parked here).
+    pub endpoint: String,
+    pub here: bool,
+    pub since: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivityLine {
+    pub time: String,
+    pub ago: String,
+    pub action: String,
+    pub path: String,
+    pub size: u64,
+    pub direction: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DaemonView {
+    pub running: bool,
+    pub pid: Option<u32>,
+    /// What the daemon does for this set (`None`: it runs, but not this set).
+    pub live: Option<LiveStatus>,
+}
+
+/// Everything `status NAME` says.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetStatus {
+    pub name: String,
+    /// One line: `in sync`, or the first reason it is not.
+    pub state: String,
+    /// This endpoint has merged the single current head, its folder matches it, nothing is
+    /// parked, failed or waiting (see `reasons` when false).
+    pub in_sync: bool,
+    /// Every reason it is not in sync (empty when it is).
+    pub reasons: Vec<String>,
+    pub folder: String,
+    pub repository: String,
+    pub repository_error: Option<String>,
+    pub endpoint: String,
+    pub role: Role,
+    pub mode: &'static str,
+    pub conflict_policy: &'static str,
+    pub local: Counts,
+    pub shared: Counts,
+    /// Heads the set has now (`None`: the repository could not be listed).
+    pub heads: Option<usize>,
+    pub last_step: Option<String>,
+    pub last_step_ago: Option<String>,
+    pub last_update: Option<String>,
+    pub last_update_ago: Option<String>,
+    pub halt: Option<String>,
+    pub endpoints: Vec<EndpointSeen>,
+    pub conflicts: Vec<Conflict>,
+    /// Paths the last step knowingly left out of sync, with the reason.
+    pub unsynced: Vec<Unsynced>,
+    pub unsynced_total: u64,
+    /// Paths where this folder keeps its own version, different from the shared one, because
+    /// of a one-way mode (a receiving side's edit, a change a sending side does not apply).
+    pub kept_here: Vec<String>,
+    pub kept_here_total: u64,
+    pub skipped: Vec<Skipped>,
+    pub activity: Vec<ActivityLine>,
+    pub paused: bool,
+    pub daemon: DaemonView,
+}
+
+/// What the repository says now about the set.
+struct HeadsNow {
+    /// Every head name listed (current and superseded), sorted.
+    names: Vec<String>,
+    /// The conflicts the current heads carry.
+    conflicts: Vec<SharedConflictView>,
+}
+
+/// The set's heads as they are now (one list call, one read per head), or why they could not
+/// be read.
+fn heads_now(ep: &Endpoint, creds: &Credentials) -> std::result::Result<HeadsNow, String> {
+    let repo = Repository::open_url(&ep.cfg.repo, creds).map_err(|e| e.to_string())?;
+    let listing = read_heads(&repo, &ep.cfg.name).map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = listing.current.iter().map(|(n, _)| n.clone()).collect();
+    names.extend(listing.superseded);
+    names.sort();
+    let mut conflicts: Vec<SharedConflictView> = Vec::new();
+    for (_, h) in &listing.current {
+        for c in &h.conflicts {
+            let v = SharedConflictView::of(c);
+            if !conflicts
+                .iter()
+                .any(|o| o.path == v.path && o.endpoint == v.endpoint)
+            {
+                conflicts.push(v);
+            }
+        }
+    }
+    Ok(HeadsNow { names, conflicts })
+}
+
+/// Every conflict of the set as seen from this endpoint: those parked here (from its state),
+/// then those parked elsewhere — from the current heads when the repository answers, else as
+/// of the last step.
+pub fn set_conflicts(ep: &Endpoint, creds: &Credentials) -> Result<Vec<Conflict>> {
+    let heads = heads_now(ep, creds);
+    all_conflicts(ep, &heads)
+}
+
+fn all_conflicts(
+    ep: &Endpoint,
+    heads: &std::result::Result<HeadsNow, String>,
+) -> Result<Vec<Conflict>> {
+    let me = &ep.cfg.endpoint;
+    let mut out: Vec<Conflict> = ep
+        .state
+        .conflicts()?
+        .into_iter()
+        .map(|(p, c)| Conflict {
+            path: display_path(&p),
+            kind: c.kind,
+            endpoint: me.clone(),
+            here: true,
+            since: format_rfc3339(c.detected_ns),
+        })
+        .collect();
+    let shared = match heads {
+        Ok(h) => h.conflicts.clone(),
+        Err(_) => ep.state.meta()?.shared_conflicts,
+    };
+    out.extend(
+        shared
+            .into_iter()
+            .filter(|c| c.endpoint != *me)
+            .map(|c| Conflict {
+                path: c.path,
+                kind: c.state,
+                endpoint: c.endpoint,
+                here: false,
+                since: format_rfc3339(c.since_ns),
+            }),
+    );
+    Ok(out)
+}
+
+/// The status of set `name` at this endpoint.
+pub fn set_status(
+    home: &Path,
+    name: &str,
+    creds: &Credentials,
+    daemon: Option<&DaemonAnswer>,
+) -> Result<SetStatus> {
+    let ep = Endpoint::open(home, name)?;
+    let meta = ep.state.meta()?;
+    let now = now_ns();
+    let heads = heads_now(&ep, creds);
+    let conflicts = all_conflicts(&ep, &heads)?;
+    let names = heads
+        .as_ref()
+        .map(|h| h.names.clone())
+        .map_err(|e| e.clone());
+    let live = daemon.and_then(|d| d.sets.iter().find(|l| l.set == name).cloned());
+    let reasons = not_in_sync(&meta, &conflicts, &names, live.as_ref());
+    let ago = |t: Option<i64>| t.map(|t| format_ago(t, now));
+    Ok(SetStatus {
+        name: name.to_string(),
+        state: reasons.first().cloned().unwrap_or_else(|| "in sync".into()),
+        in_sync: reasons.is_empty(),
+        reasons,
+        folder: ep.cfg.local_path.display().to_string(),
+        repository: ep.cfg.repo.clone(),
+        repository_error: names.as_ref().err().cloned(),
+        endpoint: ep.cfg.endpoint.clone(),
+        role: ep.cfg.role,
+        mode: ep.cfg.sync_mode.name(),
+        conflict_policy: ep.cfg.conflict_policy.name(),
+        local: Counts {
+            files: meta.local_files,
+            bytes: meta.local_bytes,
+        },
+        shared: Counts {
+            files: meta.remote_files,
+            bytes: meta.remote_bytes,
+        },
+        heads: names.as_ref().ok().map(Vec::len),
+        last_step: meta.last_step_ns.map(format_rfc3339),
+        last_step_ago: ago(meta.last_step_ns),
+        last_update: meta.last_change_ns.map(format_rfc3339),
+        last_update_ago: ago(meta.last_change_ns),
+        halt: meta.halt.clone(),
+        endpoints: meta
+            .endpoints_seen
+            .iter()
+            .map(|(e, t)| EndpointSeen {
+                name: e.clone(),
+                last_seen: format_rfc3339(*t),
+                ago: format_ago(*t, now),
+            })
+            .collect(),
+        conflicts,
+        unsynced: meta.unsynced.clone(),
+        unsynced_total: meta.unsynced_total,
+        kept_here: meta.kept_here.iter().map(|p| display_path(p)).collect(),
+        kept_here_total: meta.kept_here_total,
+        skipped: ep
+            .state
+            .skipped()?
+            .into_iter()
+            .map(|(p, s)| Skipped {
+                path: display_path(&p),
+                reason: s.reason,
+            })
+            .collect(),
+        activity: ep
+            .state
+            .activity(10)?
+            .into_iter()
+            .map(|a| ActivityLine {
+                time: format_rfc3339(a.time_ns),
+                ago: format_ago(a.time_ns, now),
+                action: a.action,
+                path: a.path,
+                size: a.size,
+                direction: a.direction,
+            })
+            .collect(),
+        paused: meta.paused,
+        daemon: DaemonView {
+            running: daemon.is_some(),
+            pid: daemon.map(|d| d.pid),
+            live,
+        },
+    })
+}
+
+/// The in-sync rule: every reason this endpoint is not in sync with the set, most important
+/// first. In sync means: a step ran and nothing halted or paused it; the repository answers;
+/// the set has exactly one head and it is the one this endpoint's last step merged (or
+/// published); no conflict is parked, here or at another endpoint; the last step left nothing
+/// out (failed actions, files still being written or unreadable); no path differs because a
+/// one-way mode keeps this folder's version; and the daemon, if it runs the set, has no local change
+/// waiting, no head to merge, nothing to retry and no step running.
+fn not_in_sync(
+    meta: &crate::endpoint::state::Meta,
+    conflicts: &[Conflict],
+    heads: &std::result::Result<Vec<String>, String>,
+    live: Option<&LiveStatus>,
+) -> Vec<String> {
+    use crate::daemon::WorkerState;
+    let mut why = Vec::new();
+    if let Some(h) = &meta.halt {
+        why.push(format!("halted: {h}"));
+    }
+    if meta.last_step_ns.is_none() {
+        why.push("not synced yet".into());
+    }
+    if meta.paused {
+        why.push("paused".into());
+    }
+    match heads {
+        Err(_) => why.push("repository unreachable".into()),
+        Ok(names) if names.is_empty() && meta.last_step_ns.is_some() => {
+            why.push("the shared state has no head: the next step halts and says why".into())
+        }
+        Ok(names) if names.len() > 1 => why.push(format!(
+            "{} versions of the shared state exist (endpoints published at the same time): the next step merges them",
+            names.len()
+        )),
+        Ok(names) if *names != meta.heads && meta.last_step_ns.is_some() => {
+            why.push("behind: the shared state changed since the last step".into())
+        }
+        Ok(_) => {}
+    }
+    let here = conflicts.iter().filter(|c| c.here).count();
+    if here > 0 {
+        why.push(format!("{here} conflict(s) parked here"));
+    }
+    let mut elsewhere: Vec<&str> = conflicts
+        .iter()
+        .filter(|c| !c.here)
+        .map(|c| c.endpoint.as_str())
+        .collect();
+    if !elsewhere.is_empty() {
+        let n = elsewhere.len();
+        elsewhere.sort();
+        elsewhere.dedup();
+        why.push(format!(
+            "{n} conflict(s) parked at {}",
+            elsewhere.join(", ")
+        ));
+    }
+    if meta.unsynced_total > 0 {
+        why.push(format!(
+            "{} path(s) not in sync after the last step",
+            meta.unsynced_total
+        ));
+    }
+    if meta.kept_here_total > 0 {
+        why.push(format!(
+            "{} path(s) here differ from the shared state: the set's one-way mode keeps this folder's version",
+            meta.kept_here_total
+        ));
+    }
+    if let Some(l) = live {
+        match l.state {
+            WorkerState::Syncing => why.push("a step is running".into()),
+            WorkerState::Error => why.push(format!(
+                "the last step failed: {}",
+                l.last_error.as_deref().unwrap_or("unknown error")
+            )),
+            _ => {}
+        }
+        if l.pending_paths > 0 {
+            why.push(format!("{} local change(s) waiting", l.pending_paths));
+        }
+        if l.remote_pending {
+            why.push("a new version of the shared state is waiting".into());
+        }
+    }
+    why
+}
