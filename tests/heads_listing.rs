@@ -21,6 +21,8 @@ fn head(n: u8, merged: Option<u8>) -> Head {
         endpoint: format!("ep{n}"),
         time_ns: n as i64,
         merged: merged.map(|m| SnapshotId([m; 32])).into_iter().collect(),
+        conflicts: vec![],
+        confirmed_deletions: 0,
         extra: vec![],
     }
 }

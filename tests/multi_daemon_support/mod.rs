@@ -82,22 +82,7 @@ impl Config {
             profile: Profile::full().without(&[Op::KillDaemon]),
             timings: Timings::default(),
             read_data: false,
-            tolerate: [
-                (
-                    "status counts wrong",
-                    "known open bug: status file counts after concurrent merges",
-                ),
-                (
-                    "published a half-written file",
-                    "known open bug: a file truncated while the scan read it is published",
-                ),
-                (
-                    "saved a half-written file",
-                    "known open bug: a file truncated while the scan read it is saved",
-                ),
-            ]
-            .map(|(k, why)| (k.to_string(), why.to_string()))
-            .to_vec(),
+            tolerate: Vec::new(),
         }
     }
 
