@@ -10,7 +10,9 @@
 //! ```
 //!
 //! (`PRISM_SOAK_ROUND_S`, `PRISM_SOAK_POLICY`, `PRISM_SOAK_CONVERGE_S` and
-//! `PRISM_SOAK_FULL_RESCAN_S` tune it; `benches/README.md` records the runs.)
+//! `PRISM_SOAK_FULL_RESCAN_S` tune it; `PRISM_TEST_BIN` runs a copy of the binary instead of
+//! the one cargo builds, so the tree can be rebuilt while a soak runs; `benches/README.md`
+//! records the runs.)
 
 mod multi_daemon_support;
 mod remote_support;
