@@ -373,6 +373,107 @@ fn an_idle_daemon_notices_changes_in_new_moved_and_applied_directories() {
     assert!(!a.folder.join("t/f0.txt").exists() && !b.folder.join("t/f0.txt").exists());
 }
 
+/// B3, the busy case: while another file keeps changing (so steps are forced by the settle cap
+/// with fresh files around), trees made in one go — some inside directories the daemon's
+/// apply made — must all be published, through the watcher alone.
+#[test]
+fn trees_made_while_the_folder_is_busy_are_all_published() {
+    let mut w = world(2);
+    for e in &mut w.eps {
+        e.full_rescan_s = "600";
+    }
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    b.write("from-b/inner/x.txt", "x\n");
+    a.ok(&["start", SET]);
+    b.ok(&["start", SET]);
+    wait_for("the first state", T, || {
+        a.folder.join("from-b/inner/x.txt").exists() && b.folder.join("start.txt").exists()
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        let p = a.folder.join("busy.log");
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::write(&p, format!("{n}\n")).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut made = Vec::new();
+    for i in 0..40 {
+        let parent = if i % 2 == 0 { "from-b/inner" } else { "mine" };
+        let t = format!("{parent}/t{i}");
+        std::fs::create_dir_all(a.folder.join(&t).join("s0")).unwrap();
+        for k in 0..3 {
+            std::fs::write(
+                a.folder.join(&t).join(format!("n{k}.txt")),
+                format!("{i}/{k}\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(a.folder.join(&t).join("s0/m.txt"), "m\n").unwrap();
+        made.push(format!("{t}/s0/m.txt"));
+        made.push(format!("{t}/n2.txt"));
+        std::thread::sleep(Duration::from_millis(37 + (i * 13) % 60));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+    for rel in &made {
+        wait_for(&format!("{rel} to arrive"), Duration::from_secs(20), || {
+            b.folder.join(rel).exists()
+        });
+    }
+}
+
+/// B3, found by the multi-daemon test: a symlink to a directory of the folder made the watcher
+/// report that directory's changes under the symlink's path (it followed symlinks while adding
+/// watches, and the directory's watch took the symlink's name), so the step looked at the
+/// symlink and the change was never published — while `status` said in sync.
+#[test]
+fn symlinks_to_directories_do_not_hide_changes_in_them() {
+    let mut w = world(2);
+    for e in &mut w.eps {
+        e.full_rescan_s = "600";
+    }
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    a.write("real/first.txt", "1\n");
+    a.write("deep/er/x.txt", "x\n");
+    // Names before and after the directory's, so a walk meets some of them after it.
+    for l in ["0-link", "a-link", "m-link", "s-link", "zz-link"] {
+        std::os::unix::fs::symlink("real", a.folder.join(l)).unwrap();
+        std::os::unix::fs::symlink("../real", a.folder.join("deep").join(l)).unwrap();
+    }
+    a.ok(&["sync", SET]);
+    a.ok(&["start", SET]);
+    b.ok(&["start", SET]);
+    wait_for("the first state", T, || {
+        b.folder.join("real/first.txt").exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    a.write("real/second.txt", "2\n");
+    wait_for(
+        "a file written into the linked directory to arrive",
+        T,
+        || content(&b.folder.join("real/second.txt")).as_deref() == Some("2\n"),
+    );
+    // A directory made with a link inside it (its watch is added by a walk of it).
+    std::fs::create_dir_all(a.folder.join("new")).unwrap();
+    std::os::unix::fs::symlink("../deep/er", a.folder.join("new/link")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    a.write("deep/er/y.txt", "y\n");
+    wait_for(
+        "a file written into a directory linked from a new one",
+        T,
+        || content(&b.folder.join("deep/er/y.txt")).as_deref() == Some("y\n"),
+    );
+    for e in [a, b] {
+        wait_for("both in sync", T, || e.status()["in_sync"] == true);
+    }
+}
+
 #[test]
 fn a_killed_daemon_loses_nothing_and_resumes() {
     let w = world(2);
