@@ -65,13 +65,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// The short version CI runs: one round of 35 s.
-    ///
-    /// While fixes are pending it leaves out what is known to fail (listed in
-    /// `benches/README.md` with the soak results): daemon kills (a killed daemon's temp files
-    /// stay and keep a directory alive on one endpoint), and it tolerates wrong file counts in
-    /// `status` and a file published in the microseconds between its truncation and its new
-    /// content. The soak keeps all of them.
+    /// The short version CI runs: one round of 35 s, every operation (daemon kills included),
+    /// every check asserted, nothing tolerated.
     pub fn ci(seed: u64) -> Config {
         Config {
             seed,
@@ -79,7 +74,7 @@ impl Config {
             round: Duration::from_secs(35),
             converge_within: Duration::from_secs(45),
             policy: "keep_both",
-            profile: Profile::full().without(&[Op::KillDaemon]),
+            profile: Profile::full(),
             timings: Timings::default(),
             read_data: false,
             tolerate: Vec::new(),
