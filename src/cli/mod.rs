@@ -142,10 +142,10 @@ pub enum Command {
     /// Record a workspace, give it a key of its own, and print what it needs (join command,
     /// systemd unit, cloud-init).
     AddInstance {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// The workspace's name (its endpoint name when it joins).
-        instance: String,
+        instance: Option<String>,
         /// The folder on the workspace (default: the laptop's path).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -165,8 +165,8 @@ pub enum Command {
     },
     /// One sync step now, in the foreground.
     Sync {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// Show the plan; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -176,8 +176,8 @@ pub enum Command {
     },
     /// Make the shared state equal to this folder (up) or this folder equal to it (down).
     ForceSync {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// `up`: the shared state becomes this folder; `down`: this folder becomes the shared state.
         #[arg(long, value_parser = ["up", "down"])]
         direction: String,
@@ -187,13 +187,13 @@ pub enum Command {
     },
     /// List the paths parked in conflict.
     Conflicts {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
     },
     /// Decide parked conflicts: keep the local, the remote, or both versions.
     Resolve {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// The path (as `conflicts` lists it); or --all.
         path: Option<std::ffi::OsString>,
         /// Decide every parked conflict of the set the same way.
@@ -205,10 +205,10 @@ pub enum Command {
     },
     /// Every version of one path in a sync set.
     History {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// The path inside the synced folder.
-        path: std::ffi::OsString,
+        path: Option<std::ffi::OsString>,
     },
     /// How each sync set stands (works without a daemon).
     Status {
@@ -224,31 +224,31 @@ pub enum Command {
     },
     /// Keep NAME in sync continuously (starts the daemon for this home if needed).
     Start {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// Run the daemon in this terminal instead of in the background.
         #[arg(long)]
         foreground: bool,
     },
     /// Stop keeping NAME in sync (the daemon exits when no set is left).
     Stop {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
     },
     /// Pause NAME: the daemon applies and publishes nothing until `resume`.
     Pause {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
     },
     /// Resume a paused set.
     Resume {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
     },
     /// Wait until this folder's changes are published and the shared state's are applied.
     Flush {
-        /// The sync set (as `status` lists it).
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
@@ -405,7 +405,9 @@ pub struct RestoreArgs {
     /// Directory to restore into (must be empty unless --overwrite).
     #[arg(long, value_name = "DIR")]
     pub target: Option<PathBuf>,
-    /// Restore the state at this time: RFC 3339, YYYY-MM-DD, "YYYY-MM-DD HH:MM[:SS]", "N{s,m,h,d,w} ago".
+    /// Restore the state at this time: RFC 3339, YYYY-MM-DD, "YYYY-MM-DD HH:MM[:SS]", "N{s,m,h,d,w} ago",
+    /// now, today, yesterday (the end of that day) — or, with a sync set, a version id as
+    /// `history` prints it.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
     /// Restore only this path inside the snapshot (repeatable).
@@ -820,23 +822,39 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             user,
             instance_home,
             ssm_parameter,
-        } => instance::add_instance(
-            ctx,
-            &instance::AddInstance {
-                name,
-                instance,
-                dir,
-                instance_repo,
-                user,
-                instance_home,
-                ssm_parameter,
-            },
-        ),
+        } => {
+            // `add-instance WS` with a single set: the one argument is the workspace.
+            let (name, instance) = match (name, instance) {
+                (n, Some(i)) => (sync::set_name(ctx, n)?, i),
+                (Some(i), None) => (sync::set_name(ctx, None)?, i),
+                (None, None) => anyhow::bail!(Error::invalid(
+                    "name the workspace: prism-sync add-instance [NAME] INSTANCE"
+                )),
+            };
+            instance::add_instance(
+                ctx,
+                &instance::AddInstance {
+                    name,
+                    instance,
+                    dir,
+                    instance_repo,
+                    user,
+                    instance_home,
+                    ssm_parameter,
+                },
+            )
+        }
         Command::Sync {
             name,
             dry_run,
             allow_deletions,
-        } => sync::sync(ctx, &name, None, dry_run, allow_deletions),
+        } => sync::sync(
+            ctx,
+            &sync::set_name(ctx, name)?,
+            None,
+            dry_run,
+            allow_deletions,
+        ),
         Command::ForceSync {
             name,
             direction,
@@ -847,24 +865,42 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             } else {
                 crate::sync::Force::Down
             };
-            sync::sync(ctx, &name, Some(f), dry_run, false)
+            sync::sync(ctx, &sync::set_name(ctx, name)?, Some(f), dry_run, false)
         }
-        Command::Conflicts { name } => sync::conflicts(ctx, &name),
+        Command::Conflicts { name } => sync::conflicts(ctx, &sync::set_name(ctx, name)?),
         Command::Resolve {
             name,
             path,
             all,
             keep,
-        } => sync::resolve(ctx, &name, path, all, &keep),
-        Command::History { name, path } => sync::history(ctx, &name, &path),
-        Command::Status { name } => sync::status(ctx, name.as_deref()),
+        } => {
+            let (name, path) = sync::name_and_path(ctx, name, path)?;
+            sync::resolve(ctx, &name, path, all, &keep)
+        }
+        Command::History { name, path } => {
+            let (name, path) = sync::name_and_path(ctx, name, path)?;
+            let Some(path) = path else {
+                anyhow::bail!(Error::invalid(
+                    "name the file: prism-sync history [NAME] PATH"
+                ));
+            };
+            sync::history(ctx, &name, &path)
+        }
+        Command::Status { name: Some(n) } => {
+            sync::status(ctx, Some(&sync::set_name(ctx, Some(n))?))
+        }
+        Command::Status { name: None } => sync::status(ctx, None),
         Command::Serve(a) => remote::serve(ctx, &a),
         Command::Efs { cmd } => remote::efs(ctx, &cmd),
-        Command::Start { name, foreground } => daemon::start(ctx, &name, foreground),
-        Command::Stop { name } => daemon::stop(ctx, &name),
-        Command::Pause { name } => daemon::pause(ctx, &name, true),
-        Command::Resume { name } => daemon::pause(ctx, &name, false),
-        Command::Flush { name, timeout } => daemon::flush(ctx, &name, timeout),
+        Command::Start { name, foreground } => {
+            daemon::start(ctx, &sync::set_name(ctx, name)?, foreground)
+        }
+        Command::Stop { name } => daemon::stop(ctx, &sync::set_name(ctx, name)?),
+        Command::Pause { name } => daemon::pause(ctx, &sync::set_name(ctx, name)?, true),
+        Command::Resume { name } => daemon::pause(ctx, &sync::set_name(ctx, name)?, false),
+        Command::Flush { name, timeout } => {
+            daemon::flush(ctx, &sync::set_name(ctx, name)?, timeout)
+        }
         Command::Mount(a) => browse::mount(ctx, &a),
         Command::Ui(a) => browse::ui(ctx, &a),
         Command::Completions { shell } => {
