@@ -424,3 +424,24 @@ fn passwords_are_asked_on_a_terminal_without_echo() {
     assert_eq!(code, 0, "{shown}");
     assert!(!shown.contains("Password for"), "{shown}");
 }
+
+/// Regression: `--mode upload_only` (the plan's spelling) was rejected while `--conflict-policy`
+/// wanted underscores; both spellings work for both now.
+#[test]
+fn mode_and_policy_take_both_spellings() {
+    let env = Env::new();
+    let dir = env.path("proj");
+    fs::create_dir_all(&dir).unwrap();
+    let v = env.json(&[
+        "init",
+        dir.to_str().unwrap(),
+        "--mode",
+        "upload_only",
+        "--conflict-policy",
+        "keep-both",
+    ]);
+    assert_eq!(v["mode"], "upload-only", "{v}");
+    assert_eq!(v["conflict_policy"], "keep_both", "{v}");
+    let o = env.run(&["init", dir.to_str().unwrap(), "--mode", "sideways"]);
+    assert_exit(&o, 1, "an unknown mode");
+}

@@ -279,6 +279,27 @@ pub enum Command {
     },
 }
 
+/// `--mode`: the plan's spellings (`upload_only`) and ours (`upload-only`) both.
+fn mode_values() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("bidirectional"),
+        PossibleValue::new("upload-only").alias("upload_only"),
+        PossibleValue::new("download-only").alias("download_only"),
+    ])
+}
+
+/// `--conflict-policy`: `keep_both` (the plan's) and `keep-both` both.
+fn policy_values() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("user_prompt").alias("user-prompt"),
+        PossibleValue::new("keep_local").alias("keep-local"),
+        PossibleValue::new("keep_remote").alias("keep-remote"),
+        PossibleValue::new("keep_both").alias("keep-both"),
+    ])
+}
+
 #[derive(Args, Debug)]
 pub struct SyncInitArgs {
     /// The folder to keep in sync.
@@ -287,10 +308,10 @@ pub struct SyncInitArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// What flows where: both ways, only from this folder, or only into it.
-    #[arg(long, value_parser = ["bidirectional", "upload-only", "download-only"], default_value = "bidirectional")]
+    #[arg(long, value_parser = mode_values(), default_value = "bidirectional")]
     pub mode: String,
     /// What happens when both sides changed a file: ask (park it), or keep one side or both.
-    #[arg(long, value_parser = ["user_prompt", "keep_local", "keep_remote", "keep_both"], default_value = "user_prompt")]
+    #[arg(long, value_parser = policy_values(), default_value = "user_prompt")]
     pub conflict_policy: String,
     /// Opt into the research categories (datasets upload-only, code bidirectional, results download-only).
     #[arg(long, value_parser = ["default", "research"])]
@@ -311,10 +332,10 @@ pub struct JoinArgs {
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// The set's mode (as on the laptop; `add-instance` prints it).
-    #[arg(long, value_parser = ["bidirectional", "upload-only", "download-only"], default_value = "bidirectional")]
+    #[arg(long, value_parser = mode_values(), default_value = "bidirectional")]
     pub mode: String,
     /// What happens when both sides changed a file (as on the laptop).
-    #[arg(long, value_parser = ["user_prompt", "keep_local", "keep_remote", "keep_both"], default_value = "user_prompt")]
+    #[arg(long, value_parser = policy_values(), default_value = "user_prompt")]
     pub conflict_policy: String,
     /// The set's rules (as on the laptop; `add-instance` prints them).
     #[arg(long, value_parser = ["default", "research"])]
