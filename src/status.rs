@@ -20,6 +20,7 @@ use crate::repository::heads::read_heads;
 use crate::repository::{Credentials, Repository, now_ns};
 use crate::snapshot::display_path;
 use crate::sync::Role;
+use crate::sync::shared_conflicts;
 use crate::time::{format_ago, format_rfc3339};
 
 /// How long `status` waits for the daemon's answer.
@@ -148,16 +149,20 @@ fn heads_now(ep: &Endpoint, creds: &Credentials) -> std::result::Result<HeadsNow
     let mut names: Vec<String> = listing.current.iter().map(|(n, _)| n.clone()).collect();
     names.extend(listing.superseded);
     names.sort();
+    // Several heads: their lists combined as the next step will combine them.
+    let combined = shared_conflicts::combine(
+        listing
+            .current
+            .iter()
+            .flat_map(|(_, h)| h.conflicts.iter().cloned()),
+    );
     let mut conflicts: Vec<SharedConflictView> = Vec::new();
-    for (_, h) in &listing.current {
-        for c in &h.conflicts {
-            let v = SharedConflictView::of(c);
-            if !conflicts
-                .iter()
-                .any(|o| o.path == v.path && o.endpoint == v.endpoint)
-            {
-                conflicts.push(v);
-            }
+    for v in combined.iter().filter_map(SharedConflictView::of) {
+        if !conflicts
+            .iter()
+            .any(|o| o.path == v.path && o.endpoint == v.endpoint && o.state == v.state)
+        {
+            conflicts.push(v);
         }
     }
     Ok(HeadsNow { names, conflicts })

@@ -99,18 +99,20 @@ pub struct SharedConflictView {
 }
 
 impl SharedConflictView {
-    pub fn of(c: &crate::format::head::SharedConflict) -> SharedConflictView {
+    /// The view of a live entry; `None` for a resolution (never listed).
+    pub fn of(c: &crate::format::head::SharedConflict) -> Option<SharedConflictView> {
         use crate::format::head::ConflictState;
-        SharedConflictView {
+        Some(SharedConflictView {
             path: crate::snapshot::display_path(&c.path),
             endpoint: c.endpoint.clone(),
             state: match c.state {
                 ConflictState::Parked => "parked",
                 ConflictState::Unadopted => "not_adopted",
+                ConflictState::Resolved => return None,
             }
             .into(),
             since_ns: c.time_ns,
-        }
+        })
     }
 }
 

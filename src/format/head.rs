@@ -1,7 +1,7 @@
 //! Head objects (`heads/<set key>-<snapshot id>`, sealed, kind Head): the current state(s) of a
 //! sync set. TLV fields: 1 sync set name (UTF-8), 2 snapshot id (32), 3 endpoint (UTF-8),
 //! 4 time (i64 ns), 5 merged heads' snapshot ids (repeated, ascending): heads this one replaces,
-//! 6 conflicts in the set (repeated, nested TLV, ascending by path then endpoint), 7 file
+//! 6 conflicts in the set (repeated, nested TLV, ascending by path, endpoint, class), 7 file
 //! deletions the publishing user confirmed (u64; absent = none). See `format-spec/sync.md`.
 
 use super::tlv::{Fields, TlvWriter, fixed};
@@ -18,13 +18,19 @@ pub enum ConflictState {
     /// was not adopted. An endpoint whose base holds that version takes the common ancestor's
     /// state (`ancestor`) as its base at `path`, so its own policy decides.
     Unadopted,
+    /// Dealt with: the entry of the same path, endpoint and version (a `Parked` one when
+    /// `version` is absent, an `Unadopted` one when present) was resolved at `time_ns` (by the
+    /// resolver's clock). Carried for a while so that combining with a concurrent head that
+    /// still holds the entry does not bring it back; never listed to users.
+    Resolved,
 }
 
 impl ConflictState {
-    fn code(self) -> u8 {
+    pub fn code(self) -> u8 {
         match self {
             ConflictState::Parked => 1,
             ConflictState::Unadopted => 2,
+            ConflictState::Resolved => 3,
         }
     }
 }
@@ -69,6 +75,7 @@ impl SharedConflict {
         let state = match f.req(3, W)? {
             [1] => ConflictState::Parked,
             [2] => ConflictState::Unadopted,
+            [3] => ConflictState::Resolved,
             _ => return Err(DecodeError::invalid(W, "unknown conflict state")),
         };
         let path = f.req(1, W)?.to_vec();
@@ -92,9 +99,31 @@ impl SharedConflict {
         })
     }
 
-    /// The canonical order of a head's conflicts.
-    fn key(&self) -> (&[u8], &str) {
-        (&self.path, &self.endpoint)
+    /// What the entry is about: 0 a parked conflict, 1 a version not adopted (a `Resolved`
+    /// entry is of the class of the entry it resolved: 1 when it names a version).
+    pub fn class(&self) -> u8 {
+        match self.state {
+            ConflictState::Parked => 0,
+            ConflictState::Unadopted => 1,
+            ConflictState::Resolved => u8::from(self.version.is_some()),
+        }
+    }
+
+    /// The canonical order of a head's conflicts (at most one entry per key): path, endpoint,
+    /// class, and for a version not adopted (or its resolution) the version.
+    pub fn key(&self) -> (&[u8], &str, u8, Option<&SnapshotId>) {
+        let class = self.class();
+        let version = if class == 1 {
+            self.version.as_ref()
+        } else {
+            None
+        };
+        (&self.path, &self.endpoint, class, version)
+    }
+
+    /// The entry's bytes (a total order to break ties deterministically).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        self.encode()
     }
 }
 
@@ -105,7 +134,7 @@ pub struct Head {
     pub endpoint: String,
     pub time_ns: i64,
     pub merged: Vec<SnapshotId>,
-    /// Conflicts in the set as of this head, one per (path, endpoint).
+    /// Conflicts in the set as of this head, one per (path, endpoint, class).
     pub conflicts: Vec<SharedConflict>,
     /// File deletions the user who published this head confirmed (`--allow-deletions`,
     /// `force-sync`): endpoints taking exactly this step from their base accept them.
@@ -158,7 +187,7 @@ impl Head {
         if conflicts.windows(2).any(|w| w[0].key() >= w[1].key()) {
             return Err(DecodeError::invalid(
                 W,
-                "conflicts not strictly ascending by path and endpoint",
+                "conflicts not strictly ascending by path, endpoint, class and version",
             ));
         }
         let confirmed_deletions = match f.opt_u64(7, W)? {

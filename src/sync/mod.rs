@@ -15,6 +15,7 @@ pub mod merge;
 #[cfg(test)]
 mod merge_tests;
 pub mod rules;
+pub mod shared_conflicts;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,7 @@
 //! Phase 5½: the conflicts after the folder was changed — those parked here (kept in the
 //! state), and the set's conflict list the next head carries (`format-spec/sync.md`,
-//! "Conflicts everywhere"). An endpoint rewrites only the entries that name it; the others'
-//! are carried unchanged, except `Unadopted` ones this step met as conflicts of its own.
+//! "Conflicts everywhere"). An endpoint rewrites only the entries that name it (and resolves
+//! versions not adopted that it met as conflicts of its own); the others' are carried.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::format::head::{ConflictState as SharedState, SharedConflict};
 use crate::snapshot::{Node, display_path};
 use crate::sync::merge::Outcome;
+use crate::sync::shared_conflicts::{self, RESOLVED_KEPT_NS};
 
 /// Conflicts as the step leaves them.
 pub(super) struct Settled {
@@ -29,7 +30,10 @@ pub(super) struct Settled {
 impl Settled {
     /// The set's conflicts as the state keeps them (for `status` and `conflicts` offline).
     pub fn shared_view(&self) -> Vec<SharedConflictView> {
-        self.shared.iter().map(SharedConflictView::of).collect()
+        self.shared
+            .iter()
+            .filter_map(SharedConflictView::of)
+            .collect()
     }
 }
 
@@ -100,8 +104,14 @@ pub(super) fn settle(cx: &mut Cx, remote: &Remote, plan: &Plan, done: &Done) -> 
     })
 }
 
-/// The set's conflicts after this step: the others' as carried (less those this step met
-/// itself), and this endpoint's own as parked here now.
+/// The set's conflicts after this step (`format-spec/sync.md`, "Conflicts everywhere"). This
+/// endpoint is the authority on the entries naming it: those parked here now are `Parked`; a
+/// parked entry naming it that is no longer parked here, and every version not adopted naming
+/// it, become `Resolved` (it has met them: as a conflict of its own, or its base no longer
+/// holds that version). A version not adopted that this step met as its own conflict is
+/// resolved whoever it names. Other entries are carried unchanged; resolutions older than
+/// [`RESOLVED_KEPT_NS`] are dropped. Entries are never just left out — a head still carrying
+/// one would bring it back when the heads are combined (B11).
 fn shared(
     cx: &Cx,
     remote: &Remote,
@@ -115,12 +125,6 @@ fn shared(
         .iter()
         .map(|(p, e)| (p.as_slice(), e.as_str()))
         .collect();
-    let mut out: Vec<SharedConflict> = remote
-        .conflicts
-        .iter()
-        .filter(|c| c.endpoint != *me && !consumed.contains(&(c.path.as_slice(), &c.endpoint)))
-        .cloned()
-        .collect();
     // Parked here: what stays of the stored ones, and the new ones.
     let removed: BTreeSet<&Vec<u8>> = remove.iter().collect();
     let mut mine: Vec<(&Vec<u8>, i64)> = plan
@@ -132,6 +136,33 @@ fn shared(
     mine.extend(set.iter().map(|(p, c)| (p, c.detected_ns)));
     mine.sort();
     mine.dedup_by(|a, b| a.0 == b.0);
+    let parked_here: BTreeSet<&Vec<u8>> = mine.iter().map(|(p, _)| *p).collect();
+    let resolved = |c: &SharedConflict| SharedConflict {
+        state: SharedState::Resolved,
+        time_ns: cx.now,
+        ancestor: None,
+        ..c.clone()
+    };
+    let mut out: Vec<SharedConflict> = Vec::new();
+    for c in &remote.conflicts {
+        let mine = c.endpoint == *me;
+        match c.state {
+            SharedState::Unadopted
+                if mine || consumed.contains(&(c.path.as_slice(), c.endpoint.as_str())) =>
+            {
+                out.push(resolved(c))
+            }
+            SharedState::Parked if mine => {
+                if !parked_here.contains(&c.path) {
+                    out.push(resolved(c));
+                }
+            }
+            SharedState::Resolved if cx.now.saturating_sub(c.time_ns) > RESOLVED_KEPT_NS => {}
+            // A resolution of a conflict parked here again: the parked entry replaces it.
+            SharedState::Resolved if mine && c.class() == 0 && parked_here.contains(&c.path) => {}
+            _ => out.push(c.clone()),
+        }
+    }
     out.extend(mine.into_iter().map(|(p, since)| SharedConflict {
         path: p.clone(),
         endpoint: me.clone(),
@@ -141,7 +172,5 @@ fn shared(
         ancestor: None,
         extra: vec![],
     }));
-    out.sort_by(|a, b| (&a.path, &a.endpoint).cmp(&(&b.path, &b.endpoint)));
-    out.dedup_by(|a, b| a.path == b.path && a.endpoint == b.endpoint);
-    out
+    shared_conflicts::combine(out)
 }

@@ -13,6 +13,7 @@ use crate::repository::heads::{HeadListing, head_name, publish};
 use crate::repository::{Packer, Repository};
 use crate::sync::merge::{Input, Outcome, merge, same_content};
 use crate::sync::rules::Rules;
+use crate::sync::shared_conflicts;
 use crate::sync::{Policy, Role};
 
 /// The shared state this step merges with.
@@ -163,27 +164,15 @@ fn author(repo: &Repository, trees: &RepoTrees, head: &Head, path: &[u8]) -> Res
     Ok(endpoint)
 }
 
-/// The conflicts the combined heads carry: one per (path, endpoint), the latest.
-fn carried_conflicts(heads: &[&(String, Head)]) -> BTreeMap<(Vec<u8>, String), SharedConflict> {
-    let mut all: BTreeMap<(Vec<u8>, String), SharedConflict> = BTreeMap::new();
-    for (_, h) in heads {
-        for c in &h.conflicts {
-            let key = (c.path.clone(), c.endpoint.clone());
-            if all.get(&key).is_none_or(|old| old.time_ns <= c.time_ns) {
-                all.insert(key, c.clone());
-            }
-        }
-    }
-    all
-}
-
 /// Combines several heads into one, deterministically: sorted by time, each merged into the
 /// accumulated state on their common ancestor. Where two heads changed a path differently, the
 /// accumulated (earlier) version is adopted — as if its publisher had won the race — and the
 /// other is recorded as a conflict in the combined head (`Unadopted`, naming the endpoint whose
 /// version it is, its head's snapshot and the common ancestor): every endpoint whose base
 /// holds that version then meets it as a conflict of its own and applies its own policy
-/// (`user_prompt` parks it at once; nothing is settled for it here). The result is sealed with
+/// (`user_prompt` parks it at once; nothing is settled for it here). The heads' conflict lists
+/// are combined by [`shared_conflicts::combine`] (a join: order and repetition do not matter).
+/// The result is sealed with
 /// a content-derived salt, so two endpoints combining the same heads publish byte-identical
 /// heads under one name — they converge. The snapshot is stored; publishing its head is the
 /// caller's.
@@ -199,7 +188,10 @@ pub fn combine_heads(
             .cmp(&b.1.time_ns)
             .then(a.1.snapshot.cmp(&b.1.snapshot))
     });
-    let mut conflicts = carried_conflicts(&sorted);
+    let mut conflicts: Vec<SharedConflict> = sorted
+        .iter()
+        .flat_map(|(_, h)| h.conflicts.iter().cloned())
+        .collect();
     let first = &sorted[0].1;
     let mut acc_tree = repo.load_snapshot(&first.snapshot)?.tree;
     let mut acc_ids = vec![first.snapshot];
@@ -234,18 +226,15 @@ pub fn combine_heads(
             .filter(|c| c.outcome == Outcome::KeptLocal)
         {
             let endpoint = author(repo, trees, h, &c.path)?;
-            conflicts.insert(
-                (c.path.clone(), endpoint.clone()),
-                SharedConflict {
-                    path: c.path.clone(),
-                    endpoint,
-                    state: ConflictState::Unadopted,
-                    time_ns: h.time_ns,
-                    version: Some(h.snapshot),
-                    ancestor,
-                    extra: vec![],
-                },
-            );
+            conflicts.push(SharedConflict {
+                path: c.path.clone(),
+                endpoint,
+                state: ConflictState::Unadopted,
+                time_ns: h.time_ns,
+                version: Some(h.snapshot),
+                ancestor,
+                extra: vec![],
+            });
         }
         acc_tree = write_tree(&mut packer, &out.merged)?;
         // The next pass reads this tree back: its blobs must be stored and indexed first.
@@ -280,7 +269,7 @@ pub fn combine_heads(
         endpoint: "merge".into(),
         time_ns: acc_time,
         merged: acc_ids,
-        conflicts: conflicts.into_values().collect(),
+        conflicts: shared_conflicts::combine(conflicts),
         confirmed_deletions: 0,
         extra: vec![],
     };
