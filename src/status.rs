@@ -130,6 +130,25 @@ pub struct SetStatus {
     pub activity: Vec<ActivityLine>,
     pub paused: bool,
     pub daemon: DaemonView,
+    /// The set's retention and when it, and prune, last ran from this endpoint.
+    pub maintenance: MaintenanceView,
+}
+
+/// Retention and prune as `status` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaintenanceView {
+    pub retention: String,
+    pub retention_last: Option<String>,
+    pub retention_last_ago: Option<String>,
+    pub retention_kept: u64,
+    pub retention_forgotten: u64,
+    pub prune_last: Option<String>,
+    pub prune_last_ago: Option<String>,
+    pub prune_freed_bytes: u64,
+    pub prune_packs_compacted: u64,
+    /// Another endpoint held the maintenance lease at the last attempt.
+    pub lease_busy: Option<String>,
+    pub last_error: Option<String>,
 }
 
 /// What the repository says now about the set.
@@ -216,6 +235,7 @@ pub fn set_status(
 ) -> Result<SetStatus> {
     let ep = Endpoint::open(home, name)?;
     let meta = ep.state.meta()?;
+    let maint = ep.state.maintenance()?;
     let now = now_ns();
     let heads = heads_now(&ep, creds);
     let conflicts = all_conflicts(&ep, &heads)?;
@@ -293,6 +313,19 @@ pub fn set_status(
             running: daemon.is_some(),
             pid: daemon.map(|d| d.pid),
             live,
+        },
+        maintenance: MaintenanceView {
+            retention: ep.cfg.retention.clone(),
+            retention_last: maint.retention_ns.map(format_rfc3339),
+            retention_last_ago: ago(maint.retention_ns),
+            retention_kept: maint.retention_kept,
+            retention_forgotten: maint.retention_forgotten,
+            prune_last: maint.prune_ns.map(format_rfc3339),
+            prune_last_ago: ago(maint.prune_ns),
+            prune_freed_bytes: maint.prune_freed_bytes,
+            prune_packs_compacted: maint.prune_packs_compacted,
+            lease_busy: maint.lease_busy.clone(),
+            last_error: maint.last_error.clone(),
         },
     })
 }

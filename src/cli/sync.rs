@@ -366,8 +366,26 @@ pub fn sync(
     );
     drop(spinner);
     let r = r?;
+    // Retention and prune, when due (the daemon does the same when the set is idle). A failure
+    // here does not fail the step: it is reported and retried later.
+    let maintained = if dry_run || r.halted.is_some() {
+        None
+    } else {
+        let iv = crate::endpoint::maintain::Intervals::from_env();
+        match crate::endpoint::maintain::maintain(&ep, &repo, &iv, false) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("⚠️  maintenance of {name}'s repository failed (retried later): {e}");
+                None
+            }
+        }
+    };
     if ctx.out.json {
-        ctx.out.json(&report_json(name, &r));
+        let mut j = report_json(name, &r);
+        if let Some(m) = &maintained {
+            j["maintenance"] = maintenance_json(m);
+        }
+        ctx.out.json(&j);
     }
     if let Some(why) = &r.halted {
         bail!(Error::invalid(format!("{name} is halted: {why}")));
@@ -465,6 +483,9 @@ pub fn sync(
             format!("  {c} {t}")
         })
         .collect();
+    if let Some(m) = &maintained {
+        maintenance_lines(ctx, m);
+    }
     if !local.is_empty() {
         ctx.out
             .line(format!("   ↓ {} change(s) applied here", local.len()));
@@ -979,6 +1000,42 @@ fn render_status(s: &SetStatus) {
     if !eps.is_empty() {
         kv("Endpoints", eps.join(", "));
     }
+    let m = &s.maintenance;
+    let mut retention = format!("{} (every version for that long)", m.retention);
+    if !m
+        .retention
+        .trim_start()
+        .starts_with(|c: char| c.is_ascii_digit())
+    {
+        retention = m.retention.clone();
+    }
+    match &m.retention_last_ago {
+        Some(ago) => retention.push_str(&format!(
+            "; last applied {ago}: kept {}, forgot {}",
+            m.retention_kept, m.retention_forgotten
+        )),
+        None => retention.push_str("; not applied from here yet"),
+    }
+    kv("Retention", retention);
+    if let Some(ago) = &m.prune_last_ago {
+        kv(
+            "Prune",
+            format!(
+                "last {ago}: freed {}, {} small pack(s) compacted",
+                bytes(m.prune_freed_bytes),
+                m.prune_packs_compacted
+            ),
+        );
+    }
+    if let Some(who) = &m.lease_busy {
+        kv(
+            "Maintenance",
+            format!("left to {who}, which held the lease"),
+        );
+    }
+    if let Some(e) = &m.last_error {
+        println!("   ⚠️  maintenance: {e}");
+    }
     render_daemon(s);
     if s.paused {
         println!(
@@ -1068,5 +1125,43 @@ fn render_daemon(s: &SetStatus) {
             "Daemon",
             format!("not running (keep it in sync: prism-sync start {name})"),
         ),
+    }
+}
+
+fn maintenance_json(m: &crate::endpoint::maintain::MaintainReport) -> Value {
+    json!({
+        "lease_busy": m.busy,
+        "retention": m.retention.as_ref().map(|r| json!({
+            "considered": r.considered, "kept": r.kept, "protected": r.protected,
+            "forgotten": r.forget.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+        })),
+        "prune": m.prune.as_ref().map(|p| json!({
+            "freed_bytes": p.bytes_deleted, "packs_deleted": p.packs_deleted,
+            "packs_compacted": p.packs_compacted, "packs_deferred": p.packs_deferred,
+            "index_files": p.index_files,
+        })),
+    })
+}
+
+fn maintenance_lines(ctx: &Ctx, m: &crate::endpoint::maintain::MaintainReport) {
+    if let Some(who) = &m.busy {
+        ctx.out.line(format!(
+            "   💡 Retention and prune are left to {who}, which maintains the repository now"
+        ));
+    }
+    if let Some(r) = &m.retention {
+        ctx.out.line(format!(
+            "   🧹 Retention: kept {} version(s), forgot {}",
+            r.kept,
+            r.forget.len()
+        ));
+    }
+    if let Some(p) = &m.prune {
+        ctx.out.line(format!(
+            "   🧹 Prune: freed {}, {} small pack(s) compacted, {} index file(s) merged",
+            bytes(p.bytes_deleted),
+            p.packs_compacted,
+            p.index_files
+        ));
     }
 }

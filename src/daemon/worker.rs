@@ -23,11 +23,15 @@ use serde_json::json;
 use super::Settings;
 use super::control::Response;
 use crate::endpoint::config::SetConfig;
+use crate::endpoint::maintain::{self, Intervals};
 use crate::endpoint::{Endpoint, StepOptions, StepReport, step};
 use crate::error::{Error, Result};
 use crate::repository::heads::head_names;
 use crate::repository::{Credentials, Repository, now_ns};
 use crate::time::format_rfc3339;
+
+/// Maintenance is looked at no more often than this (it reads the set's state).
+const MAINTENANCE_CHECK_MIN: Duration = Duration::from_secs(1);
 
 pub enum Msg {
     Fs(Vec<PathBuf>),
@@ -53,6 +57,8 @@ pub enum WorkerState {
     Idle,
     /// A step runs.
     Syncing,
+    /// Retention, prune or compaction of the set's repository runs (only when idle).
+    Maintaining,
     /// `pause`d: nothing is applied or published until `resume`.
     Paused,
     /// A guard stopped the last step; it is retried on the next change.
@@ -340,6 +346,8 @@ impl Worker {
         });
         let mut sched = Schedule::new(&s, rescan_every);
         let mut repo: Option<Repository> = None;
+        let maint = Intervals::from_env();
+        let mut next_maintenance = Instant::now();
         loop {
             let timeout = sched.wake_in(&s, paused, repo.is_some());
             match self.rx.recv_timeout(timeout) {
@@ -364,6 +372,10 @@ impl Worker {
             }
             let Some(r) = repo.as_ref() else { continue };
             let Some(full) = sched.due(&s, now) else {
+                if now >= next_maintenance {
+                    next_maintenance = now + s.poll_interval.max(MAINTENANCE_CHECK_MIN);
+                    self.maintain(&ep, r, &maint);
+                }
                 continue;
             };
             if !self.run_step(&mut ep, r, full, &mut sched) {
@@ -487,6 +499,27 @@ impl Worker {
             l.last_error = Some(e.to_string());
             l.unreachable_since = Some(format_rfc3339(since));
             l.next_check_ms = backoff.as_millis() as u64;
+        });
+    }
+
+    /// Retention and prune when due, while nothing else is (see [`crate::endpoint::maintain`]).
+    /// A failure is recorded in the set's maintenance record and retried later; it never stops
+    /// the worker.
+    fn maintain(&self, ep: &Endpoint, repo: &Repository, iv: &Intervals) {
+        match maintain::due(ep, iv, now_ns()) {
+            Ok((false, false)) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let before = self.live.lock().expect("live status").state;
+        if before != WorkerState::Idle {
+            return; // halted, paused or failing sets are not maintained
+        }
+        self.update(|l| l.state = WorkerState::Maintaining);
+        let _ = maintain::maintain(ep, repo, iv, false);
+        self.update(|l| {
+            if l.state == WorkerState::Maintaining {
+                l.state = before;
+            }
         });
     }
 

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod audit;
 pub mod config;
 pub mod leftovers;
+pub mod maintain;
 pub mod state;
 mod step;
 pub mod trees;

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod heads;
 mod keys;
+pub mod lease;
 pub mod packer;
 pub mod prune;
 pub mod session;

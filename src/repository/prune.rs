@@ -28,13 +28,24 @@ pub const WAIT_UNKNOWN: [u8; 32] = [0xff; 32];
 pub struct PruneOptions {
     /// Repack partly used packs until unused space is at most this share of the repository.
     pub max_unused_percent: f64,
+    /// Compaction: when at least [`COMPACT_MIN_PACKS`] packs of one kind are smaller than this,
+    /// they are all repacked into full ones (0: off). Steps write small packs; this keeps their
+    /// number O(data / pack size).
+    pub compact_below_bytes: u64,
     pub dry_run: bool,
 }
+
+/// Small packs of one kind that make compaction worth it.
+pub const COMPACT_MIN_PACKS: usize = 8;
+
+/// Packs below a quarter of the target size are "small" for compaction.
+pub const COMPACT_BELOW_BYTES: u64 = super::PACK_TARGET_BYTES / 4;
 
 impl Default for PruneOptions {
     fn default() -> Self {
         PruneOptions {
             max_unused_percent: 5.0,
+            compact_below_bytes: 0,
             dry_run: false,
         }
     }
@@ -47,6 +58,10 @@ pub struct PruneReport {
     pub blobs_unused: usize,
     pub packs_repacked: usize,
     pub bytes_repacked: u64,
+    /// Of the packs repacked, those taken because they were small (compaction).
+    pub packs_compacted: usize,
+    /// Index files read (and replaced by one).
+    pub index_files: usize,
     pub packs_marked: usize,
     pub packs_deleted: usize,
     pub bytes_deleted: u64,
@@ -187,6 +202,27 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         unused_left -= usage[&p.id].unused_bytes;
         repack.push(p);
     }
+    // Compaction: small packs of one kind, all repacked together once there are enough.
+    if opts.compact_below_bytes > 0 {
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            let small: Vec<&IndexPack> = full
+                .iter()
+                .filter(|p| {
+                    p.kind == kind
+                        && (p.length as u64) < opts.compact_below_bytes
+                        && !old_marks.contains_key(&p.id)
+                        && !recovered.contains(&p.id)
+                        && !to_mark.contains(&p.id)
+                        && !repack.iter().any(|r| r.id == p.id)
+                })
+                .collect();
+            if small.len() >= COMPACT_MIN_PACKS {
+                report.packs_compacted += small.len();
+                repack.extend(small);
+            }
+        }
+    }
+    report.index_files = old_files.len();
     report.packs_repacked = repack.len();
     report.packs_marked = to_mark.len() + repack.len();
     if opts.dry_run {
@@ -227,6 +263,23 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             wait_for: vec![WAIT_UNKNOWN],
         });
     }
+    let copied: HashSet<(BlobKind, BlobId)> = new_packs
+        .iter()
+        .flat_map(|p| p.blobs.iter().map(|b| (p.kind, b.id)))
+        .chain(
+            // Blobs skipped because another kept pack has them count as copied.
+            repack.iter().flat_map(|p| {
+                p.blobs
+                    .iter()
+                    .filter(|b| {
+                        index
+                            .locations(p.kind, &b.id)
+                            .any(|l| !l.pack.marked && !repack_ids.contains(&l.pack.id))
+                    })
+                    .map(|b| (p.kind, b.id))
+            }),
+        )
+        .collect();
     let mut packs = full.clone();
     packs.extend(new_packs);
     let first = repo.write_index(packs.clone(), old_files.clone(), marks.clone())?;
@@ -256,10 +309,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         let Some(p) = pack_of.get(&m.pack) else {
             continue;
         };
-        let still_used = p.blobs.iter().any(|b| match p.kind {
-            BlobKind::Data => reach.data.contains(&b.id),
-            BlobKind::Tree => reach.trees.contains(&b.id),
-        }) && !repack_ids.contains(&m.pack);
+        // A repacked pack goes unless a snapshot committed meanwhile uses a blob of it that
+        // was not copied (it was unused when we looked).
+        let still_used = p.blobs.iter().any(|b| {
+            let reached = match p.kind {
+                BlobKind::Data => reach.data.contains(&b.id),
+                BlobKind::Tree => reach.trees.contains(&b.id),
+            };
+            reached && (!repack_ids.contains(&m.pack) || !copied.contains(&(p.kind, b.id)))
+        });
         if still_used {
             report.packs_recovered += 1;
             continue;
