@@ -326,3 +326,53 @@ fn run(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::snapshot::Summary;
+    use crate::id::BlobId;
+
+    const S: i64 = 1_000_000_000;
+
+    fn snap(t: i64, set: Option<&str>, endpoint: &str, tags: &[&str]) -> Snapshot {
+        Snapshot {
+            time_ns: 1_700_000_000 * S + t * S,
+            tree: BlobId::default(),
+            host: "h".into(),
+            user: "u".into(),
+            paths: vec![b"/p".to_vec()],
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            parents: vec![],
+            sync_set: set.map(String::from),
+            endpoint: Some(endpoint.into()),
+            summary: Summary::default(),
+            program_version: "t".into(),
+            extra: vec![],
+        }
+    }
+
+    fn id(n: u8) -> SnapshotId {
+        SnapshotId([n; 32])
+    }
+
+    #[test]
+    fn forgets_only_this_sets_unprotected_snapshots_outside_the_window() {
+        let snaps = vec![
+            (id(1), snap(0, Some("p"), "a", &[])),  // old: forgotten
+            (id(2), snap(10, Some("p"), "b", &[])), // b's newest: protected
+            (id(3), snap(20, Some("p"), "a", &["before-sync"])), // old safety: forgotten
+            (id(4), snap(30, Some("p"), "a", &[])), // a head: protected
+            (id(5), snap(95, Some("p"), "a", &["before-sync"])), // young safety: kept
+            (id(6), snap(100, Some("p"), "a", &[])), // newest: kept
+            (id(7), snap(0, Some("q"), "a", &[])),  // another set: never
+            (id(8), snap(0, None, "a", &[])),       // a plain backup: never
+        ];
+        let policy = Policy::parse("60s").unwrap();
+        let protect: HashSet<SnapshotId> = [id(4)].into();
+        let plan = plan_retention(&snaps, "p", &policy, &protect, &jiff::tz::TimeZone::UTC);
+        assert_eq!(plan.considered, 6);
+        assert_eq!(plan.forget, vec![id(1), id(3)]);
+        assert_eq!((plan.kept, plan.protected), (4, 2));
+    }
+}
