@@ -295,6 +295,7 @@ fn maintenance_lease_object() {
         generation: 42,
         holder: [0x6c; 16],
         host: "ws-1".into(),
+        pid: 31337,
         endpoint: "project1-sync/ws-1".into(),
         taken_ns: 1_764_000_000_000_000_000,
         expires_ns: 1_764_000_001_800_000_000,

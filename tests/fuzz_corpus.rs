@@ -798,6 +798,7 @@ fn write_seed_corpus() {
         generation: 7,
         holder: [0x6d; 16],
         host: "laptop".into(),
+        pid: 4242,
         endpoint: "p-sync/local".into(),
         taken_ns: 1_700_000_000_000_000_008,
         expires_ns: 1_700_000_001_800_000_008,

@@ -3,7 +3,7 @@
 //! equal to the number in the object's name), 2 holder (16 random bytes, fresh for every
 //! maintenance run), 3 host (UTF-8), 4 endpoint label (UTF-8, e.g. `project1-sync/local`),
 //! 5 taken at (i64 ns, holder's clock), 6 expires at (i64 ns, holder's clock; greater than
-//! field 5), 7 released (u64 1; absent = held). See `format-spec/repository.md`,
+//! field 5), 7 released (u64 1; absent = held), 8 holder's process id (u64). See `format-spec/repository.md`,
 //! "Maintenance lease".
 
 use super::tlv::{Fields, TlvWriter, fixed};
@@ -14,6 +14,9 @@ pub struct Lease {
     pub generation: u64,
     pub holder: [u8; 16],
     pub host: String,
+    /// The holder's process id on `host`: a lease of a process that is gone from this very
+    /// machine is free at once (a crashed maintainer need not be waited for).
+    pub pid: u32,
     pub endpoint: String,
     pub taken_ns: i64,
     pub expires_ns: i64,
@@ -35,6 +38,7 @@ impl Lease {
         if self.released {
             w.u64(7, 1);
         }
+        w.u64(8, self.pid as u64);
         w.extra(&self.extra);
         w.finish()
     }
@@ -42,7 +46,7 @@ impl Lease {
     pub fn decode(b: &[u8]) -> DecodeResult<Self> {
         const W: &str = "maintenance lease";
         let f = Fields::parse(b, W)?;
-        let extra = f.unknown(&[1, 2, 3, 4, 5, 6, 7], W)?;
+        let extra = f.unknown(&[1, 2, 3, 4, 5, 6, 7, 8], W)?;
         let generation = f
             .opt_u64(1, W)?
             .ok_or_else(|| DecodeError::invalid(W, "no generation"))?;
@@ -61,7 +65,13 @@ impl Lease {
                 ));
             }
         };
+        let pid = f
+            .opt_u64(8, W)?
+            .ok_or_else(|| DecodeError::invalid(W, "no process id"))?;
+        let pid =
+            u32::try_from(pid).map_err(|_| DecodeError::invalid(W, "process id too large"))?;
         Ok(Lease {
+            pid,
             generation,
             holder: fixed(f.req(2, W)?, W)?,
             host: f.req_str(3, W)?,
@@ -100,6 +110,7 @@ mod tests {
             generation: 7,
             holder: [0x42; 16],
             host: "laptop".into(),
+            pid: 4321,
             endpoint: "p-sync/local".into(),
             taken_ns: 10,
             expires_ns: 20,

@@ -10,12 +10,14 @@
 //! and stops as soon as a renewal fails; it never starts a destructive phase with less than
 //! [`LEASE_MARGIN`] left by its own clock.
 //!
-//! A crashed holder's lease simply expires: [`LEASE_TTL`] after it was taken, plus the skew
+//! A crashed holder's lease is free at once on its own machine (its process id is gone, as for
+//! sessions); elsewhere it simply expires: [`LEASE_TTL`] after it was taken, plus the skew
 //! bound, any endpoint may take the next generation. Clocks of endpoints that maintain one
 //! repository must agree within [`CLOCK_SKEW_MAX`] (NTP does far better).
 
 use std::time::Duration;
 
+use super::session::pid_alive;
 use super::{Repository, hostname, now_ns};
 use crate::backend::{ErrorKind, Kind, object_name};
 use crate::error::{Error, Result};
@@ -79,9 +81,12 @@ pub fn newest(repo: &Repository) -> Result<Option<Lease>> {
     ))
 }
 
-/// Is `l` free for a taker whose clock says `now`?
+/// Is `l` free for a taker whose clock says `now`? Released, expired beyond the skew bound,
+/// or held by a process of this machine that is gone.
 pub fn is_free(l: &Lease, now: i64) -> bool {
-    l.released || now > l.expires_ns.saturating_add(ns(CLOCK_SKEW_MAX))
+    l.released
+        || now > l.expires_ns.saturating_add(ns(CLOCK_SKEW_MAX))
+        || (l.host == hostname() && l.pid != std::process::id() && !pid_alive(l.pid))
 }
 
 /// Creates the lease's generation (create-only); false if it exists already.
@@ -127,6 +132,7 @@ pub fn take_at(repo: &Repository, endpoint: &str, ttl: Duration, now: i64) -> Re
         generation: current.as_ref().map_or(1, |l| l.generation + 1),
         holder: crate::crypto::random_bytes(),
         host: hostname(),
+        pid: std::process::id(),
         endpoint: endpoint.to_string(),
         taken_ns: now,
         expires_ns: now + ns(ttl).max(1),
