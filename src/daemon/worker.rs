@@ -7,7 +7,8 @@
 //! differ from the heads the last step merged (`Meta::heads`: the step records only those, so a
 //! head published by another endpoint during a step is still new afterwards). Right after each
 //! step the heads are checked again, so concurrent publishes converge at once, not at the next
-//! poll.
+//! poll. When nothing is due and the set is idle, retention and prune run if their time has come
+//! ([`crate::endpoint::maintain`]; state [`WorkerState::Maintaining`]).
 
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;

@@ -5,8 +5,8 @@
 //! 2. an index file listing them,
 //! 3. the snapshot — the commit. A snapshot only refers to blobs in indexed packs.
 //!
-//! Owns: open/init, write ordering, sessions, check, prune. Must not touch: local folders,
-//! printing.
+//! Owns: open/init, write ordering, sessions, check, prune (with compaction), the maintenance
+//! lease. Must not touch: local folders, printing.
 
 pub mod check;
 pub mod heads;
