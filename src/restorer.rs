@@ -16,16 +16,15 @@
 //! as it is read, and renamed into place only when complete: a damaged or missing chunk fails
 //! that file loudly and never leaves wrong bytes under a real name. All-zero chunks become holes
 //! (sparse files stay sparse). Directories are created first and get their mode and mtime last,
-//! deepest first. Files are restored by several workers in parallel.
+//! deepest first. Files are restored by several workers in parallel, in batches whose blobs are
+//! fetched by one read plan (`repository::reader`: grouped by pack, coalesced, in parallel).
 
 use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crossbeam_channel::bounded;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::archiver::SoftError;
 use crate::error::{Error, Result};
@@ -34,10 +33,9 @@ use crate::fsx::fold::{self, Folding};
 use crate::fsx::{Dir, EntryKind};
 use crate::id::BlobId;
 use crate::repository::Repository;
+use crate::repository::reader::{ReadOptions, with_prefetch};
 use crate::snapshot::tree::{file_blobs, find, read_dir};
 use crate::snapshot::{Node, NodeKind, components, join};
-
-const FILE_JOBS_QUEUE_MAX: usize = 256;
 
 #[derive(Default, Debug)]
 pub struct RestoreProgress {
@@ -103,8 +101,8 @@ pub struct Target<'a> {
 }
 
 /// Writes one file node into `at.dir` via a temp file and rename. `blobs` are the file's data
-/// blob ids. On any error the temp file is removed and the entry is left untouched. Returns the
-/// bytes written.
+/// blob ids, read one by one. On any error the temp file is removed and the entry is left
+/// untouched. Returns the bytes written.
 pub fn write_file(
     repo: &Repository,
     node: &Node,
@@ -129,17 +127,76 @@ pub fn write_file_if(
     progress: Option<&AtomicU64>,
     still_ok: impl FnOnce() -> bool,
 ) -> Result<Option<u64>> {
+    let mut content = blobs.iter().map(|id| repo.read_blob(BlobKind::Data, id));
+    let nf = at
+        .dir
+        .new_file(at.name)
+        .map_err(|e| Error::io(at.shown, e))?;
+    let n = fill(&nf, node, &mut content, at.shown, opts, progress)?;
+    if !still_ok() {
+        return Ok(None); // dropping `nf` removes the temp file
+    }
+    nf.commit(at.name).map_err(|e| Error::io(at.shown, e))?;
+    Ok(Some(n))
+}
+
+/// A file's content, blob by blob, in order (from `Prefetch::file`, or read one by one).
+pub type Content<'a> = &'a mut dyn Iterator<Item = Result<Vec<u8>>>;
+
+/// [`write_file`] with the content from `blobs` (e.g. `Prefetch::file`).
+pub fn write_file_from(
+    node: &Node,
+    blobs: Content<'_>,
+    at: Target<'_>,
+    opts: WriteOptions,
+    progress: Option<&AtomicU64>,
+) -> Result<u64> {
+    let nf = at
+        .dir
+        .new_file(at.name)
+        .map_err(|e| Error::io(at.shown, e))?;
+    let n = fill(&nf, node, blobs, at.shown, opts, progress)?;
+    nf.commit(at.name).map_err(|e| Error::io(at.shown, e))?;
+    Ok(n)
+}
+
+/// The first half of [`write_file_from`]: the complete file (content, owner if asked, mode,
+/// times, fsynced if durable) under a temp name in `at.dir`, which is returned with the bytes
+/// written. The caller renames it over `at.name` ([`Dir::rename`]) or removes it; on error
+/// nothing is left behind.
+pub fn prepare_file(
+    node: &Node,
+    blobs: Content<'_>,
+    at: Target<'_>,
+    opts: WriteOptions,
+    progress: Option<&AtomicU64>,
+) -> Result<(Vec<u8>, u64)> {
+    let nf = at
+        .dir
+        .new_file(at.name)
+        .map_err(|e| Error::io(at.shown, e))?;
+    let n = fill(&nf, node, blobs, at.shown, opts, progress)?;
+    Ok((nf.keep_temp(), n))
+}
+
+/// Writes a file's content and metadata into a new file.
+fn fill(
+    nf: &crate::fsx::NewFile<'_>,
+    node: &Node,
+    blobs: Content<'_>,
+    dest: &Path,
+    opts: WriteOptions,
+    progress: Option<&AtomicU64>,
+) -> Result<u64> {
     let NodeKind::File { size, .. } = node.kind else {
         return Err(Error::invalid(
             "write_file called for a node that is not a file",
         ));
     };
-    let dest = at.shown;
-    let nf = at.dir.new_file(at.name).map_err(|e| Error::io(dest, e))?;
     let f = nf.file();
     let mut off = 0u64;
-    for id in blobs {
-        let data = repo.read_blob(BlobKind::Data, id)?;
+    for data in blobs {
+        let data = data?;
         if !data.iter().all(|&b| b == 0) {
             f.write_all_at(&data, off).map_err(|e| Error::io(dest, e))?;
         }
@@ -164,11 +221,7 @@ pub fn write_file_if(
     if opts.durable {
         nf.sync().map_err(|e| Error::io(dest, e))?;
     }
-    if !still_ok() {
-        return Ok(None); // dropping `nf` removes the temp file
-    }
-    nf.commit(at.name).map_err(|e| Error::io(dest, e))?;
-    Ok(Some(off))
+    Ok(off)
 }
 
 /// Creates a symlink node as `at.name`; with `replace`, over a file or symlink there.
@@ -221,6 +274,64 @@ struct FileJob {
     dir: Arc<Dir>,
     name: Vec<u8>,
     shown: PathBuf,
+    blobs: Vec<BlobId>,
+}
+
+/// A restore writes files in batches: the reads of a batch are planned together (grouped by
+/// pack, coalesced, fetched in parallel: `repository::reader`), and memory stays bounded however
+/// big the snapshot. A batch holds at most this many blob references (~100 bytes of plan each),
+const BATCH_BLOBS_MAX: usize = 262_144;
+/// … this many files,
+const BATCH_FILES_MAX: usize = 65_536;
+/// … and files of at most this many directories (each an open handle until the batch is done).
+const BATCH_DIRS_MAX: usize = 256;
+
+/// Writes a batch of files, their blobs fetched by one read plan, on `workers` threads taking
+/// the files in plan order.
+fn write_batch(
+    repo: &Repository,
+    mut jobs: Vec<FileJob>,
+    opts: &RestoreOptions,
+    done: &(dyn Fn(&FileJob, Result<u64>) + Sync),
+) {
+    if jobs.is_empty() {
+        return;
+    }
+    let lists: Vec<Vec<BlobId>> = jobs
+        .iter_mut()
+        .map(|j| std::mem::take(&mut j.blobs))
+        .collect();
+    let read_opts = ReadOptions::for_repo(repo);
+    with_prefetch(repo, BlobKind::Data, lists, read_opts, |pf| {
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..opts.workers.max(1) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else { break };
+                        let at = Target {
+                            dir: &job.dir,
+                            name: &job.name,
+                            shown: &job.shown,
+                        };
+                        let w = WriteOptions {
+                            durable: false,
+                            owner: true,
+                        };
+                        let r = write_file_from(
+                            &job.node,
+                            &mut pf.file(i),
+                            at,
+                            w,
+                            Some(&opts.progress.bytes),
+                        );
+                        done(job, r);
+                    }
+                });
+            }
+        });
+    });
 }
 
 /// A directory still to restore: its path in the snapshot, its path in the target (they differ
@@ -302,132 +413,111 @@ pub fn restore(
     };
     let files = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    std::thread::scope(|s| -> Result<()> {
-        let (tx, rx) = bounded::<FileJob>(FILE_JOBS_QUEUE_MAX);
-        for _ in 0..opts.workers.max(1) {
-            let rx = rx.clone();
-            let (soft, files, bytes) = (&soft, &files, &bytes);
-            s.spawn(move || {
-                for job in rx {
-                    let NodeKind::File { content, .. } = &job.node.kind else {
-                        continue;
-                    };
-                    let at = Target {
-                        dir: &job.dir,
-                        name: &job.name,
-                        shown: &job.shown,
-                    };
-                    let opts_w = WriteOptions {
-                        durable: false,
-                        owner: true,
-                    };
-                    let r = file_blobs(repo, content).and_then(|ids| {
-                        write_file(
-                            repo,
-                            &job.node,
-                            &ids,
-                            at,
-                            opts_w,
-                            Some(&opts.progress.bytes),
-                        )
-                    });
-                    match r {
-                        Ok(n) => {
-                            files.fetch_add(1, Ordering::Relaxed);
-                            bytes.fetch_add(n, Ordering::Relaxed);
-                            opts.progress.files.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            let rel = job.shown.strip_prefix(target).unwrap_or(&job.shown);
-                            soft(rel.as_os_str().as_bytes(), e.to_string())
-                        }
-                    }
-                }
-            });
+    let done = |job: &FileJob, r: Result<u64>| match r {
+        Ok(n) => {
+            files.fetch_add(1, Ordering::Relaxed);
+            bytes.fetch_add(n, Ordering::Relaxed);
+            opts.progress.files.fetch_add(1, Ordering::Relaxed);
         }
-        drop(rx);
-        // Depth-first walk on this thread: directories and symlinks here, files to the workers.
-        // Each directory is opened from the target's handle when its turn comes (one held
-        // handle per directory being filled, not one per directory waiting).
-        let mut stack = vec![DirJob {
-            snap: Vec::new(),
-            disk: Vec::new(),
-            tree: *root,
-        }];
-        while let Some(job) = stack.pop() {
-            let dir = match top.open_path(&job.disk) {
-                Ok(d) => Arc::new(d),
-                Err(e) => {
-                    soft(&job.disk, format!("{e}: nothing below it was restored"));
-                    continue;
-                }
-            };
-            if !job.disk.is_empty() {
-                // Writable until the end, when the stored mode is applied.
-                let _ = dir.set_own_meta(0o700, None, None);
+        Err(e) => {
+            let rel = job.shown.strip_prefix(target).unwrap_or(&job.shown);
+            soft(rel.as_os_str().as_bytes(), e.to_string())
+        }
+    };
+    let mut batch: Vec<FileJob> = Vec::new();
+    let (mut batch_blobs, mut batch_dirs) = (0usize, 0usize);
+    // Depth-first walk: directories and symlinks here, files in batches. Each directory is
+    // opened from the target's handle when its turn comes, and held while its files wait.
+    let mut stack = vec![DirJob {
+        snap: Vec::new(),
+        disk: Vec::new(),
+        tree: *root,
+    }];
+    while let Some(job) = stack.pop() {
+        let dir = match top.open_path(&job.disk) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                soft(&job.disk, format!("{e}: nothing below it was restored"));
+                continue;
             }
-            let nodes = match read_dir(repo, &job.tree) {
-                Ok(n) => n,
-                Err(e) => {
-                    soft(&job.disk, e.to_string());
-                    continue;
-                }
-            };
-            let disk_names = names_apart(&nodes, folding);
-            for (node, disk_name) in nodes.into_iter().zip(disk_names) {
-                let path = join(&job.snap, &node.name);
-                let (take, descend) = included(&include, &path);
-                if !take {
-                    continue;
-                }
-                let disk_path = join(&job.disk, &disk_name);
-                if disk_name != node.name {
-                    report.renamed.push((path.clone(), disk_path.clone()));
-                }
-                let at_shown = shown(&disk_path);
-                match &node.kind {
-                    NodeKind::Dir { subtree } => {
-                        if let Err(e) = make_dir(&dir, &disk_name, opts.overwrite) {
-                            soft(&disk_path, format!("{e}: nothing below it was restored"));
-                            continue;
-                        }
-                        if descend {
-                            stack.push(DirJob {
-                                snap: path,
-                                disk: disk_path.clone(),
-                                tree: *subtree,
-                            });
-                        }
-                        dirs.push((disk_path, node));
+        };
+        if !job.disk.is_empty() {
+            // Writable until the end, when the stored mode is applied.
+            let _ = dir.set_own_meta(0o700, None, None);
+        }
+        let nodes = match read_dir(repo, &job.tree) {
+            Ok(n) => n,
+            Err(e) => {
+                soft(&job.disk, e.to_string());
+                continue;
+            }
+        };
+        let disk_names = names_apart(&nodes, folding);
+        let mut holds_files = false;
+        for (node, disk_name) in nodes.into_iter().zip(disk_names) {
+            let path = join(&job.snap, &node.name);
+            let (take, descend) = included(&include, &path);
+            if !take {
+                continue;
+            }
+            let disk_path = join(&job.disk, &disk_name);
+            if disk_name != node.name {
+                report.renamed.push((path.clone(), disk_path.clone()));
+            }
+            let at_shown = shown(&disk_path);
+            match &node.kind {
+                NodeKind::Dir { subtree } => {
+                    if let Err(e) = make_dir(&dir, &disk_name, opts.overwrite) {
+                        soft(&disk_path, format!("{e}: nothing below it was restored"));
+                        continue;
                     }
-                    NodeKind::Symlink { .. } => {
-                        let at = Target {
-                            dir: &dir,
-                            name: &disk_name,
-                            shown: &at_shown,
-                        };
-                        match write_symlink(&node, at, opts.overwrite, true) {
-                            Ok(()) => report.symlinks += 1,
-                            Err(e) => soft(&disk_path, e.to_string()),
-                        }
+                    if descend {
+                        stack.push(DirJob {
+                            snap: path,
+                            disk: disk_path.clone(),
+                            tree: *subtree,
+                        });
                     }
-                    NodeKind::File { .. } => {
-                        let job = FileJob {
+                    dirs.push((disk_path, node));
+                }
+                NodeKind::Symlink { .. } => {
+                    let at = Target {
+                        dir: &dir,
+                        name: &disk_name,
+                        shown: &at_shown,
+                    };
+                    match write_symlink(&node, at, opts.overwrite, true) {
+                        Ok(()) => report.symlinks += 1,
+                        Err(e) => soft(&disk_path, e.to_string()),
+                    }
+                }
+                NodeKind::File { content, .. } => match file_blobs(repo, content) {
+                    Ok(blobs) => {
+                        holds_files = true;
+                        batch_blobs += blobs.len();
+                        batch.push(FileJob {
                             node,
                             dir: dir.clone(),
                             name: disk_name,
                             shown: at_shown,
-                        };
-                        if tx.send(job).is_err() {
-                            return Err(Error::Interrupted);
+                            blobs,
+                        });
+                        if batch_blobs >= BATCH_BLOBS_MAX || batch.len() >= BATCH_FILES_MAX {
+                            write_batch(repo, std::mem::take(&mut batch), opts, &done);
+                            (batch_blobs, batch_dirs) = (0, 0);
                         }
                     }
-                }
+                    Err(e) => soft(&disk_path, e.to_string()),
+                },
             }
         }
-        drop(tx);
-        Ok(())
-    })?;
+        batch_dirs += holds_files as usize;
+        if batch_dirs >= BATCH_DIRS_MAX {
+            write_batch(repo, std::mem::take(&mut batch), opts, &done);
+            (batch_blobs, batch_dirs) = (0, 0);
+        }
+    }
+    write_batch(repo, batch, opts, &done);
     // Deepest first, so setting a parent's mtime comes after its children changed it.
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count()));
     for (rel, node) in &dirs {

@@ -60,6 +60,7 @@ fn in_process(root: &Path, limits: Limits) -> u16 {
         tls: None,
         append_only: false,
         limits,
+        events: None,
     })
     .unwrap();
     let port = server.local_addr().port();

@@ -88,6 +88,8 @@ impl World {
                 max_delete_percent: 100.0,
                 case_insensitive: false,
                 unicode_normalizing: false,
+                limit_upload: None,
+                limit_download: None,
             };
             Endpoint::create(&home, cfg).unwrap();
             homes.push(home);

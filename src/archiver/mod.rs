@@ -7,9 +7,10 @@
 //! file sizes or tree sizes):
 //!
 //! ```text
-//! walker ──file jobs──▶ readers ──new chunks──▶ compressors ──full packs──▶ uploader
-//!   │ (main thread)     (read, cut, keyed hash,  (zstd, seal into          (store the pack)
-//!   │                    dedup, claim)            their own pack)
+//! walker ──file jobs──▶ readers ──new chunks──▶ compressors ──full packs──▶ uploaders
+//!   │ (main thread)     (read, cut, keyed hash,  (zstd, seal into          (store the packs;
+//!   │                    dedup, claim)            their own pack)           several at once
+//!   │                                                                      to a remote one)
 //!   └──events (depth-first order)──▶ tree builder (waits for each file's chunk ids,
 //!                                    writes tree blobs bottom-up)
 //! ```
@@ -98,6 +99,9 @@ impl Reuse {
 
 /// Bounded queues between the stages.
 const FILE_JOBS_QUEUE_MAX: usize = 256;
+/// Data packs being uploaded at once to a remote repository (each holds its pack in memory:
+/// 16 MiB by default): enough to keep a long link busy while the next pack fills.
+pub const PACK_UPLOADS_MAX: usize = 4;
 const EVENTS_QUEUE_MAX: usize = 4096;
 
 /// Live counters for a progress display.
@@ -426,29 +430,43 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         let (pack_tx, pack_rx) = bounded::<FinishedPack>(0);
         let (ev_tx, ev_rx) = bounded::<Event>(EVENTS_QUEUE_MAX);
 
-        let uploader = s.spawn(move || {
-            let mut stored = Vec::new();
-            for p in pack_rx {
-                if shared.aborted() {
-                    continue;
-                }
-                match shared.repo.store_pack(&p) {
-                    Ok(ip) => stored.push(ip),
-                    Err(e) => shared.fail(e),
-                }
-                // The index now answers for these blobs: keep the claimed set to the ones in
-                // flight, so it does not grow with the backup. (A reader that checked the index
-                // just before may store a blob twice; the index allows duplicates.)
-                {
-                    let mut claimed = shared.claimed.lock().expect("lock");
-                    for e in &p.entries {
-                        claimed.remove(&e.id);
+        // Several packs upload at once to a remote repository (the next one fills meanwhile);
+        // a local disk gains nothing from more than one writer.
+        let uploads = if repo.is_remote() {
+            repo.backend().parallelism().clamp(1, PACK_UPLOADS_MAX)
+        } else {
+            1
+        };
+        let uploaders: Vec<_> = (0..uploads)
+            .map(|_| {
+                let pack_rx = pack_rx.clone();
+                s.spawn(move || {
+                    let mut stored = Vec::new();
+                    for p in pack_rx {
+                        if shared.aborted() {
+                            continue;
+                        }
+                        match shared.repo.store_pack(&p) {
+                            Ok(ip) => stored.push(ip),
+                            Err(e) => shared.fail(e),
+                        }
+                        // The index now answers for these blobs: keep the claimed set to the
+                        // ones in flight, so it does not grow with the backup. (A reader that
+                        // checked the index just before may store a blob twice; the index
+                        // allows duplicates.)
+                        {
+                            let mut claimed = shared.claimed.lock().expect("lock");
+                            for e in &p.entries {
+                                claimed.remove(&e.id);
+                            }
+                        }
+                        *open_pack.spare.lock().expect("lock") = Some(p.bytes);
                     }
-                }
-                *open_pack.spare.lock().expect("lock") = Some(p.bytes);
-            }
-            stored
-        });
+                    stored
+                })
+            })
+            .collect();
+        drop(pack_rx);
         for _ in 0..opts.compressors.max(1) {
             let (rx, tx) = (store_rx.clone(), pack_tx.clone());
             s.spawn(move || compressor(shared, open_pack, rx, tx));
@@ -477,7 +495,10 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         }
         drop(walker);
         let built = builder.join().expect("tree builder thread");
-        let data_packs = uploader.join().expect("uploader thread");
+        let data_packs: Vec<IndexPack> = uploaders
+            .into_iter()
+            .flat_map(|u| u.join().expect("uploader thread"))
+            .collect();
         built.map(|b| (b, data_packs))
     });
     if let Some(e) = shared.fatal.lock().expect("lock").take() {
@@ -1092,26 +1113,31 @@ pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Res
     let time_ns = now_ns();
     let (source, abs) = source_for(paths)?;
     let session = Session::begin(repo, "backup")?;
-    repo.load_index()?;
     let host = opts.host.clone().unwrap_or_else(hostname);
     let path_bytes: Vec<Vec<u8>> = abs
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .collect();
-    let parents = match &opts.parents {
-        Some(p) => p.clone(),
-        None => {
-            let (snaps, _) = repo.snapshots_lenient()?;
-            snaps
-                .iter()
-                .rev()
-                .find(|(_, s)| {
-                    s.host == host && s.paths == path_bytes && s.sync_set == opts.sync_set
-                })
-                .map(|(id, _)| vec![*id])
-                .unwrap_or_default()
-        }
-    };
+    // The index (after the session: prune's rule) and the parent snapshot, side by side.
+    let (index, parents) = std::thread::scope(|s| {
+        let index = s.spawn(|| repo.load_index());
+        let parents = match &opts.parents {
+            Some(p) => Ok(p.clone()),
+            None => repo.snapshots_lenient().map(|(snaps, _)| {
+                snaps
+                    .iter()
+                    .rev()
+                    .find(|(_, s)| {
+                        s.host == host && s.paths == path_bytes && s.sync_set == opts.sync_set
+                    })
+                    .map(|(id, _)| vec![*id])
+                    .unwrap_or_default()
+            }),
+        };
+        (index.join().expect("index loader"), parents)
+    });
+    index?;
+    let parents = parents?;
     let result = archive(repo, &source, &opts.archive)?;
     repo.write_index(result.packs.clone(), vec![], vec![])?;
     let mut summary = result.summary.clone();

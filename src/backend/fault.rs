@@ -77,4 +77,10 @@ impl Backend for FaultBackend {
     fn use_capabilities(&self, caps: crate::format::config::Capabilities) {
         self.inner.use_capabilities(caps)
     }
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
+    fn set_bandwidth(&self, limits: super::limit::Bandwidth) {
+        self.inner.set_bandwidth(limits)
+    }
 }

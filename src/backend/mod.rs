@@ -14,6 +14,7 @@ pub mod aws;
 pub mod efs;
 mod fault;
 mod fs;
+pub mod limit;
 mod memory;
 pub mod rest;
 pub mod retry;
@@ -219,6 +220,81 @@ pub trait Backend: Send + Sync {
     /// Asks a new repository (before `prepare`) to let its group read it, where the medium has
     /// such a thing (a directory: modes 0750/0440 instead of 0700/0400).
     fn set_group_access(&self, _on: bool) {}
+
+    /// Requests worth having in flight at once. A network backend: its connection budget
+    /// ([`connections`]); a directory: a few (a local disk gains little, an NFS/EFS mount
+    /// answers each request in milliseconds and serves several at once).
+    fn parallelism(&self) -> usize {
+        DIRECTORY_PARALLELISM
+    }
+
+    /// Limits the bytes per second this backend sends and receives (network backends; a
+    /// directory ignores it). See [`limit`].
+    fn set_bandwidth(&self, _limits: limit::Bandwidth) {}
+
+    /// Waits up to `timeout` for the names of `kind` to differ from a listing whose
+    /// [`listing_tag`] is `known` (the empty string matches nothing), the server holding the
+    /// request: one request per change or per `timeout`, instead of one per poll. `Some(Ok(Some))`
+    /// is the new listing (at once if it already differs), `Some(Ok(None))` means nothing changed
+    /// in time, and `None` that this backend cannot wait (the caller polls instead).
+    fn watch_list(
+        &self,
+        _kind: Kind,
+        _known: &str,
+        _timeout: std::time::Duration,
+    ) -> Option<BResult<Option<Listing>>> {
+        None
+    }
+}
+
+/// The names in a namespace and their [`listing_tag`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub names: Vec<String>,
+    pub tag: String,
+}
+
+/// A short digest of a set of names (order does not matter): BLAKE3 over the sorted names, each
+/// followed by a newline, the first 16 bytes in hex. Client and server compute it alike.
+pub fn listing_tag(names: &[String]) -> String {
+    let mut sorted: Vec<&String> = names.iter().collect();
+    sorted.sort();
+    let mut h = blake3::Hasher::new();
+    for n in sorted {
+        h.update(n.as_bytes());
+        h.update(b"\n");
+    }
+    crate::id::hex_encode(&h.finalize().as_bytes()[..16])
+}
+
+/// Requests in flight at once on a directory backend.
+pub const DIRECTORY_PARALLELISM: usize = 4;
+/// Connections (and so requests in flight) per network backend unless `--connections` or
+/// `PRISM_SYNC_CONNECTIONS` say otherwise: enough to fill a long fat link (each connection is
+/// limited by its own congestion window), few enough not to crowd a shared one.
+pub const CONNECTIONS_DEFAULT: usize = 8;
+/// The most connections a user may ask for.
+pub const CONNECTIONS_MAX: usize = 64;
+/// Env var for [`connections`].
+pub const CONNECTIONS_ENV: &str = "PRISM_SYNC_CONNECTIONS";
+
+static CONNECTIONS_OVERRIDE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Sets the connections per network backend for this process (the CLI's `--connections`).
+pub fn set_connections(n: usize) {
+    let _ = CONNECTIONS_OVERRIDE.set(n.clamp(1, CONNECTIONS_MAX));
+}
+
+/// Connections per network backend: `--connections`, else `PRISM_SYNC_CONNECTIONS`, else
+/// [`CONNECTIONS_DEFAULT`]; at most [`CONNECTIONS_MAX`].
+pub fn connections() -> usize {
+    if let Some(n) = CONNECTIONS_OVERRIDE.get() {
+        return *n;
+    }
+    std::env::var(CONNECTIONS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(CONNECTIONS_DEFAULT, |n| n.clamp(1, CONNECTIONS_MAX))
 }
 
 pub type DynBackend = Arc<dyn Backend>;
@@ -244,6 +320,7 @@ pub fn open(url: &str) -> Result<DynBackend, crate::Error> {
     }
     if url.starts_with("s3:") {
         let b = S3Backend::open(url).map_err(crate::Error::invalid)?;
+        b.set_bandwidth(limit::process_limits());
         return Ok(Arc::new(RetryBackend::new(
             Arc::new(b),
             RetryPolicy::from_env(),
@@ -251,6 +328,7 @@ pub fn open(url: &str) -> Result<DynBackend, crate::Error> {
     }
     if url.starts_with("rest:") {
         let b = RestBackend::open(url).map_err(crate::Error::invalid)?;
+        b.set_bandwidth(limit::process_limits());
         return Ok(Arc::new(RetryBackend::new(
             Arc::new(b),
             RetryPolicy::from_env(),
@@ -275,4 +353,19 @@ pub fn open(url: &str) -> Result<DynBackend, crate::Error> {
         ));
     }
     Ok(Arc::new(FsBackend::new(url)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_tags_ignore_order_and_match_the_spec() {
+        let ab = listing_tag(&["b".into(), "a".into()]);
+        assert_eq!(ab, listing_tag(&["a".into(), "b".into()]));
+        // The vectors of format-spec/rest.md, "Waiting listings".
+        assert_eq!(ab, "41153ec5e22e7e1d208eec929ef45dcd");
+        assert_eq!(listing_tag(&[]), "af1349b9f5f9a1a6a0404dea36dcc949");
+        assert_ne!(ab, listing_tag(&["ab".into()]));
+    }
 }

@@ -14,19 +14,21 @@
 //! listings must be valid object names, and every malformed answer is an error, never a panic.
 //! The client does not retry; [`super::retry::RetryBackend`] does.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, RANGE};
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::limit::{Bandwidth, PacedBody};
 use super::{
-    BResult, Backend, BackendError, ErrorKind, Kind, ObjectInfo, object_name, rt, valid_object_name,
+    BResult, Backend, BackendError, ErrorKind, Kind, Listing, ObjectInfo, listing_tag, object_name,
+    rt, valid_object_name,
 };
 use crate::id::{hex_decode, hex_encode};
 
@@ -37,6 +39,13 @@ pub const FINGERPRINT_ENV: &str = "PRISM_SYNC_REST_FINGERPRINT";
 /// Response header every `prism-sync serve` answer carries (tells "no such object" from "this
 /// is not a prism-sync server").
 pub const SERVER_HEADER: &str = "prism-sync-rest";
+
+/// Response header of an answer to a waiting listing (`GET /heads/?wait=…`): a server whose
+/// answer lacks it does not wait (the client then polls).
+pub const WAIT_HEADER: &str = "prism-sync-wait";
+/// The longest a client asks the server to hold a waiting listing (well below the response
+/// timeout).
+pub const WAIT_SECS_MAX: u64 = 30;
 
 /// The largest listing we accept (≈ 2 million packs).
 pub const LIST_BYTES_MAX: u64 = 256 << 20;
@@ -253,12 +262,13 @@ impl rustls::client::danger::ServerCertVerifier for PinnedCert {
     }
 }
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, PacedBody>;
 
 pub struct RestBackend {
     url: RestUrl,
     client: HttpsClient,
     token: Option<String>,
+    bandwidth: RwLock<Bandwidth>,
 }
 
 fn tls_config(pin: Option<[u8; 32]>) -> Result<rustls::ClientConfig, String> {
@@ -388,7 +398,12 @@ impl RestBackend {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Ok(RestBackend { url, client, token })
+        Ok(RestBackend {
+            url,
+            client,
+            token,
+            bandwidth: RwLock::new(Bandwidth::default()),
+        })
     }
 
     fn path(&self, kind: Kind, name: &str) -> BResult<String> {
@@ -427,11 +442,21 @@ impl RestBackend {
         if body.is_some() {
             req = req.header(CONTENT_LENGTH, body_len);
         }
+        let bw = self.bandwidth.read().expect("bandwidth").clone();
         let req = req
-            .body(Full::new(body.unwrap_or_default()))
+            .body(PacedBody::new(body.unwrap_or_default(), bw.upload.clone()))
             .map_err(|e| BackendError::new(ErrorKind::Other, what, format!("bad request: {e}")))?;
         let client = self.client.clone();
-        let timeout = RESPONSE_TIMEOUT + Duration::from_secs(body_len / UPLOAD_BYTES_PER_SEC_MIN);
+        // The body may take long at a low upload limit: allow for it.
+        let upload_rate = bw
+            .upload
+            .as_ref()
+            .map_or(UPLOAD_BYTES_PER_SEC_MIN, |l| {
+                (l.kib_per_sec() * 1024).min(UPLOAD_BYTES_PER_SEC_MIN)
+            })
+            .max(1);
+        let timeout = RESPONSE_TIMEOUT + Duration::from_secs(body_len / upload_rate);
+        let download = bw.download;
         let head = method == Method::HEAD;
         let location = self.url.display();
         let r = rt::block_on(what, async move {
@@ -515,6 +540,9 @@ impl RestBackend {
                             Ok(Some(Ok(f))) => f,
                         };
                     if let Ok(data) = frame.into_data() {
+                        if let Some(l) = &download {
+                            l.pace(data.len()).await;
+                        }
                         if body.len() as u64 + data.len() as u64 > limit {
                             if !parts.status.is_success() {
                                 break;
@@ -579,6 +607,28 @@ impl RestBackend {
             s => (ErrorKind::Other, format!("{loc} answered HTTP {s}{said}")),
         };
         BackendError::new(kind, what, msg)
+    }
+
+    /// The entries of a listing answer (names checked, sorted, unique).
+    fn parse_listing(what: &str, body: &[u8]) -> BResult<Vec<ObjectInfo>> {
+        let entries: Vec<ListEntry> = serde_json::from_slice(body).map_err(|e| {
+            BackendError::new(
+                ErrorKind::Other,
+                what,
+                format!("the server sent a malformed listing: {e}"),
+            )
+        })?;
+        let mut out: Vec<ObjectInfo> = entries
+            .into_iter()
+            .filter(|e| valid_object_name(&e.name))
+            .map(|e| ObjectInfo {
+                name: e.name,
+                size: e.size,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.dedup_by(|a, b| a.name == b.name);
+        Ok(out)
     }
 
     fn content_length(a: &Answer) -> Option<u64> {
@@ -727,24 +777,48 @@ impl Backend for RestBackend {
         if a.status != StatusCode::OK {
             return Err(self.fail(&what, &a));
         }
-        let entries: Vec<ListEntry> = serde_json::from_slice(&a.body).map_err(|e| {
-            BackendError::new(
-                ErrorKind::Other,
-                what.clone(),
-                format!("the server sent a malformed listing: {e}"),
-            )
-        })?;
-        let mut out: Vec<ObjectInfo> = entries
-            .into_iter()
-            .filter(|e| valid_object_name(&e.name))
-            .map(|e| ObjectInfo {
-                name: e.name,
-                size: e.size,
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out.dedup_by(|a, b| a.name == b.name);
-        Ok(out)
+        Self::parse_listing(&what, &a.body)
+    }
+
+    /// `GET /heads/?wait=SECS&known=TAG`: the server answers when the heads differ from `known`,
+    /// or with `304 Not Modified` after SECS (see `format-spec/rest.md`).
+    fn watch_list(
+        &self,
+        kind: Kind,
+        known: &str,
+        timeout: Duration,
+    ) -> Option<BResult<Option<Listing>>> {
+        if kind != Kind::Head || !known.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let secs = timeout.as_secs().clamp(1, WAIT_SECS_MAX);
+        let what = format!("the {} list", kind.noun());
+        let path = format!("{}/?wait={secs}&known={known}", kind.dir());
+        let a = match self.exchange(&what, Method::GET, &path, None, None, LIST_BYTES_MAX) {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        };
+        if !a.headers.contains_key(WAIT_HEADER) {
+            // A server that does not wait answered a plain listing (or an error): poll instead.
+            return None;
+        }
+        Some(match a.status {
+            StatusCode::NOT_MODIFIED => Ok(None),
+            StatusCode::OK => Self::parse_listing(&what, &a.body).map(|entries| {
+                let names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+                let tag = listing_tag(&names);
+                Some(Listing { names, tag })
+            }),
+            _ => Err(self.fail(&what, &a)),
+        })
+    }
+
+    fn parallelism(&self) -> usize {
+        super::connections()
+    }
+
+    fn set_bandwidth(&self, limits: Bandwidth) {
+        *self.bandwidth.write().expect("bandwidth") = limits;
     }
 
     fn delete(&self, kind: Kind, name: &str) -> BResult<()> {

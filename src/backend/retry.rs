@@ -210,6 +210,24 @@ impl Backend for RetryBackend {
     fn use_capabilities(&self, caps: Capabilities) {
         self.inner.use_capabilities(caps)
     }
+
+    fn parallelism(&self) -> usize {
+        self.inner.parallelism()
+    }
+
+    fn set_bandwidth(&self, limits: super::limit::Bandwidth) {
+        self.inner.set_bandwidth(limits)
+    }
+
+    /// Not retried: the caller of a long wait backs off and asks again.
+    fn watch_list(
+        &self,
+        kind: Kind,
+        known: &str,
+        timeout: Duration,
+    ) -> Option<BResult<Option<super::Listing>>> {
+        self.inner.watch_list(kind, known, timeout)
+    }
 }
 
 #[cfg(test)]

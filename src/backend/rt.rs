@@ -19,12 +19,26 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(WORKER_THREADS)
             .thread_name("prism-net")
+            .on_thread_start(block_sigpipe)
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the network runtime: {e}"))
     })
     .as_ref()
     .map_err(Clone::clone)
+}
+
+/// Blocks SIGPIPE in the calling thread. `main` restores its default (so `prism-sync … | head`
+/// ends quietly), which would also end the process when a network thread writes to a connection
+/// the server has just closed; blocked, that write fails with EPIPE and is retried or reported.
+fn block_sigpipe() {
+    // SAFETY: changes only this thread's signal mask, with a set built here.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// Runs `fut` on the shared runtime and waits for its result.

@@ -25,6 +25,7 @@
 //! connection failures, timeouts, 5xx, throttling and 409 `ConditionalRequestConflict` are
 //! transient.
 
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aws_sdk_s3::Client;
@@ -34,6 +35,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 
+use super::limit::{Bandwidth, Limiter};
 use super::{
     BResult, Backend, BackendError, ErrorKind, Kind, ObjectInfo, object_name, rt, valid_object_name,
 };
@@ -112,6 +114,7 @@ pub struct S3Backend {
     caps: AtomicU32,
     multipart_threshold_bytes: usize,
     multipart_part_bytes: usize,
+    bandwidth: RwLock<Bandwidth>,
 }
 
 /// An S3 error reduced to what callers branch on.
@@ -235,6 +238,7 @@ impl S3Backend {
             caps: AtomicU32::new(0),
             multipart_threshold_bytes: MULTIPART_THRESHOLD_BYTES,
             multipart_part_bytes: MULTIPART_PART_BYTES,
+            bandwidth: RwLock::new(Bandwidth::default()),
         })
     }
 
@@ -390,11 +394,26 @@ impl S3Backend {
         result
     }
 
+    fn download_limit(&self) -> Option<std::sync::Arc<Limiter>> {
+        self.bandwidth.read().expect("bandwidth").download.clone()
+    }
+
     async fn get(
         client: Client,
         bucket: String,
         key: String,
         range: Option<(u64, u64)>,
+    ) -> Result<Vec<u8>, S3Err> {
+        Self::get_paced(client, bucket, key, range, None).await
+    }
+
+    /// A GET whose answer is read at most as fast as `limit` allows.
+    async fn get_paced(
+        client: Client,
+        bucket: String,
+        key: String,
+        range: Option<(u64, u64)>,
+        pace: Option<std::sync::Arc<Limiter>>,
     ) -> Result<Vec<u8>, S3Err> {
         let mut req = client.get_object().bucket(bucket).key(key);
         if let Some((offset, length)) = range {
@@ -411,13 +430,29 @@ impl S3Backend {
                 message: format!("S3 announced {announced} bytes, more than the {limit} expected"),
             });
         }
-        let body = out.body.collect().await.map_err(|e| S3Err {
-            status: None,
-            code: None,
-            kind: ErrorKind::Transient,
-            message: format!("S3: reading the answer failed: {e}"),
-        })?;
-        Ok(body.into_bytes().to_vec())
+        let mut stream = out.body;
+        let mut body = Vec::with_capacity(announced as usize);
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| S3Err {
+                status: None,
+                code: None,
+                kind: ErrorKind::Transient,
+                message: format!("S3: reading the answer failed: {e}"),
+            })?;
+            if body.len() as u64 + piece.len() as u64 > limit {
+                return Err(S3Err {
+                    status: None,
+                    code: None,
+                    kind: ErrorKind::Other,
+                    message: format!("S3 sent more than the {limit} bytes expected"),
+                });
+            }
+            if let Some(l) = &pace {
+                l.pace(piece.len()).await;
+            }
+            body.extend_from_slice(&piece);
+        }
+        Ok(body)
     }
 
     async fn list_keys(
@@ -621,7 +656,12 @@ impl Backend for S3Backend {
         let body = Bytes::copy_from_slice(data);
         let (threshold, part) = (self.multipart_threshold_bytes, self.multipart_part_bytes);
         let proven = self.create_only_proven();
+        let upload = self.bandwidth.read().expect("bandwidth").upload.clone();
         let r: Result<bool, S3Err> = rt::block_on(&what, async move {
+            if let Some(l) = &upload {
+                // The SDK signs and sends the body whole: pace the object as one piece.
+                l.pace(body.len()).await;
+            }
             if !proven
                 && Self::head(c.clone(), b.clone(), key.clone())
                     .await?
@@ -655,7 +695,9 @@ impl Backend for S3Backend {
         let key = self.key(kind, name)?;
         let what = object_name(kind, name);
         let (c, b) = (self.client.clone(), self.url.bucket.clone());
-        rt::block_on(&what, Self::get(c, b, key, None))?.map_err(|e| e.into_backend(what))
+        let pace = self.download_limit();
+        rt::block_on(&what, Self::get_paced(c, b, key, None, pace))?
+            .map_err(|e| e.into_backend(what))
     }
 
     fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> BResult<Vec<u8>> {
@@ -681,7 +723,11 @@ impl Backend for S3Backend {
         if offset.checked_add(length).is_none() {
             return Err(short(what));
         }
-        match rt::block_on(&what, Self::get(c, b, key, Some((offset, length))))? {
+        let pace = self.download_limit();
+        match rt::block_on(
+            &what,
+            Self::get_paced(c, b, key, Some((offset, length)), pace),
+        )? {
             Ok(v) if v.len() as u64 == length => Ok(v),
             Ok(_) => Err(short(what)),
             Err(e) if e.status == Some(416) => Err(short(what)),
@@ -752,6 +798,14 @@ impl Backend for S3Backend {
             Ok(false) => Err(BackendError::not_found(what)),
             Err(e) => Err(e.into_backend(what)),
         }
+    }
+
+    fn parallelism(&self) -> usize {
+        super::connections()
+    }
+
+    fn set_bandwidth(&self, limits: Bandwidth) {
+        *self.bandwidth.write().expect("bandwidth") = limits;
     }
 
     fn probe_capabilities(&self) -> BResult<Capabilities> {

@@ -13,7 +13,6 @@ use crate::daemon::control::{Op, request};
 use crate::daemon::{Settings, running_pid};
 use crate::endpoint::{Endpoint, StepOptions, step};
 use crate::error::Error;
-use crate::repository::Repository;
 
 const ANSWER: Duration = Duration::from_secs(30);
 
@@ -214,7 +213,8 @@ pub fn flush(ctx: &Ctx, name: &str, timeout: u64) -> Result<Outcome> {
 
 /// No daemon runs the set: step in the foreground until nothing moves.
 fn flush_here(ctx: &Ctx, ep: &Endpoint, timeout: u64) -> Result<()> {
-    let repo = Repository::open_url(&ep.cfg.repo, &ctx.credentials()?)?;
+    let repo = ctx.open_repo(&ep.cfg.repo)?;
+    repo.backend().set_bandwidth(ep.cfg.bandwidth());
     let deadline = Instant::now() + Duration::from_secs(timeout);
     loop {
         let r = step(ep, &repo, &StepOptions::default())?;

@@ -56,6 +56,17 @@ pub struct Cli {
         value_name = "FILE"
     )]
     pub rest_token_file: Option<PathBuf>,
+    /// Send at most this many KiB per second to a remote repository (s3, rest); also
+    /// `limit_upload` in a sync set's config.
+    #[arg(long, env = "PRISM_SYNC_LIMIT_UPLOAD", global = true, value_name = "KIB_PER_S", value_parser = clap::value_parser!(u64).range(crate::backend::limit::LIMIT_KIB_MIN..))]
+    pub limit_upload: Option<u64>,
+    /// Receive at most this many KiB per second from a remote repository (s3, rest); also
+    /// `limit_download` in a sync set's config.
+    #[arg(long, env = "PRISM_SYNC_LIMIT_DOWNLOAD", global = true, value_name = "KIB_PER_S", value_parser = clap::value_parser!(u64).range(crate::backend::limit::LIMIT_KIB_MIN..))]
+    pub limit_download: Option<u64>,
+    /// Requests in flight at once to a remote repository (s3, rest).
+    #[arg(long, env = "PRISM_SYNC_CONNECTIONS", global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::backend::CONNECTIONS_MAX as u64))]
+    pub connections: Option<u64>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -381,6 +392,20 @@ pub struct NewPasswordArgs {
     pub new_password_file: Option<PathBuf>,
 }
 
+/// Loads the repository's index on another thread while `f` runs (resolving a snapshot lists and
+/// reads snapshots): on a remote repository, one round trip of waiting instead of two.
+pub fn with_index<T: Send>(
+    repo: &crate::repository::Repository,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        let index = s.spawn(|| repo.load_index());
+        let r = f();
+        index.join().expect("index loader")?;
+        r
+    })
+}
+
 /// Global settings every command needs.
 pub struct Ctx {
     pub home: PathBuf,
@@ -406,6 +431,14 @@ impl Ctx {
                 .display()
                 .to_string(),
         }
+    }
+
+    /// Opens the repository at `url` with this home's metadata cache (remote repositories).
+    pub fn open_repo(&self, url: &str) -> anyhow::Result<crate::repository::Repository> {
+        Ok(
+            crate::repository::Repository::open_url(url, &self.credentials()?)?
+                .with_cache(&crate::repository::cache::cache_root(&self.home)),
+        )
     }
 
     pub fn credentials(&self) -> anyhow::Result<Credentials> {
@@ -477,6 +510,10 @@ pub fn main() -> i32 {
                 return EXIT_FATAL;
             }
         }
+    }
+    crate::backend::limit::set_process_limits(cli.limit_upload, cli.limit_download);
+    if let Some(n) = cli.connections {
+        crate::backend::set_connections(n as usize);
     }
     let ctx = Ctx {
         home: cli.home.clone().unwrap_or_else(default_home),

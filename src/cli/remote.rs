@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Open connections at most.
     #[arg(long, value_name = "N", default_value_t = Limits::default().connections_max)]
     pub max_connections: usize,
+    /// Print one line per connection and per request to standard error (time, peer, method,
+    /// path, status, bytes, milliseconds): who asks for what, and how often.
+    #[arg(long)]
+    pub log_requests: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +168,9 @@ pub fn serve(ctx: &Ctx, a: &ServeArgs) -> Result<Outcome> {
         tls,
         append_only: a.append_only,
         limits,
+        events: a
+            .log_requests
+            .then(|| -> serve::EventSink { std::sync::Arc::new(log_event) }),
     })
     .map_err(Error::invalid)?;
     let addr = server.local_addr();
@@ -223,6 +230,28 @@ pub fn serve(ctx: &Ctx, a: &ServeArgs) -> Result<Outcome> {
     }
     server.run().map_err(Error::invalid)?;
     Ok(Outcome::ok())
+}
+
+/// One line of `serve --log-requests` (stderr: the URL and token go to stdout).
+fn log_event(e: &serve::ServeEvent) {
+    let ms = jiff::Timestamp::now().as_millisecond();
+    match e {
+        serve::ServeEvent::Connection { peer, tls } => {
+            eprintln!("{ms} {peer} CONNECT {}", if *tls { "tls" } else { "plain" })
+        }
+        serve::ServeEvent::Request {
+            peer,
+            method,
+            path,
+            status,
+            bytes_in,
+            bytes_out,
+            elapsed,
+        } => eprintln!(
+            "{ms} {peer} {method} {path} {status} in={bytes_in} out={bytes_out} {}ms",
+            elapsed.as_millis()
+        ),
+    }
 }
 
 fn fs_json(f: &efs::FileSystem) -> Value {

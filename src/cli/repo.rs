@@ -34,7 +34,7 @@ use crate::snapshot::{Node, NodeKind, Snapshot, display_path, select};
 use crate::time::{format_local, format_rfc3339, parse_duration, parse_time};
 
 pub fn open(ctx: &Ctx) -> Result<Repository> {
-    let repo = Repository::open_url(&ctx.repo_url(), &ctx.credentials()?)?;
+    let repo = ctx.open_repo(&ctx.repo_url())?;
     warn_unused_password(ctx, &repo);
     Ok(repo)
 }
@@ -181,7 +181,7 @@ fn open_or_create_default(ctx: &Ctx) -> Result<Repository> {
         }
         Ok(repo) => {
             warn_unused_password(ctx, &repo);
-            Ok(repo)
+            Ok(repo.with_cache(&crate::repository::cache::cache_root(&ctx.home)))
         }
         Err(e) => Err(e.into()),
     }
@@ -358,8 +358,7 @@ fn node_json(path: &[u8], n: &Node) -> Value {
 
 pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
     let repo = open(ctx)?;
-    repo.load_index()?;
-    let (id, snap) = resolve(ctx, &repo, &a.snapshot)?;
+    let (id, snap) = super::with_index(&repo, || resolve(ctx, &repo, &a.snapshot))?;
     let base = a
         .path
         .as_deref()
@@ -413,8 +412,7 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
 
 pub fn diff(ctx: &Ctx, a: &str, b: &str) -> Result<Outcome> {
     let repo = open(ctx)?;
-    repo.load_index()?;
-    let snaps = readable_snapshots(ctx, &repo)?;
+    let snaps = super::with_index(&repo, || readable_snapshots(ctx, &repo))?;
     let (ia, sa) = select::resolve(&snaps, a)?;
     let (ib, sb) = select::resolve(&snaps, b)?;
     let mut changes = Vec::new();
@@ -462,8 +460,7 @@ pub fn diff(ctx: &Ctx, a: &str, b: &str) -> Result<Outcome> {
 pub fn dump(ctx: &Ctx, snapshot: &str, path: &std::ffi::OsStr) -> Result<Outcome> {
     let shown = path.to_string_lossy();
     let repo = open(ctx)?;
-    repo.load_index()?;
-    let (id, snap) = resolve(ctx, &repo, snapshot)?;
+    let (id, snap) = super::with_index(&repo, || resolve(ctx, &repo, snapshot))?;
     let node = find(&repo, &snap.tree, path.as_bytes())?
         .with_context(|| Error::invalid(format!("{shown} is not in snapshot {}", id.short())))?;
     if node.is_dir() {
@@ -493,8 +490,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
         ));
     };
     let repo = open(ctx)?;
-    repo.load_index()?;
-    let snaps = readable_snapshots(ctx, &repo)?;
+    let snaps = super::with_index(&repo, || readable_snapshots(ctx, &repo))?;
     let (id, snap) = match (&a.snapshot, &a.at) {
         (Some(_), Some(_)) => bail!(Error::invalid(
             "give either a SNAPSHOT or --at TIME, not both"

@@ -37,7 +37,8 @@ pub fn is_set(ctx: &Ctx, name: &str) -> bool {
 
 fn open_set(ctx: &Ctx, name: &str) -> Result<(Endpoint, Repository)> {
     let ep = Endpoint::open(&ctx.home, name)?;
-    let repo = Repository::open_url(&ep.cfg.repo, &ctx.credentials()?)?;
+    let repo = ctx.open_repo(&ep.cfg.repo)?;
+    repo.backend().set_bandwidth(ep.cfg.bandwidth());
     Ok((ep, repo))
 }
 
@@ -118,8 +119,9 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         None => ctx.repo_url(),
     };
     let creds = ctx.credentials()?;
+    let cache_root = crate::repository::cache::cache_root(&ctx.home);
     let (repo, created) = match Repository::open_url(&url, &creds) {
-        Ok(r) => (r, false),
+        Ok(r) => (r.with_cache(&cache_root), false),
         Err(Error::RepoNotFound { .. }) => (
             Repository::init(backend::open(&url)?, &creds, &InitOptions::default())?,
             true,
@@ -144,6 +146,8 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         max_delete_percent: 50.0,
         case_insensitive: folding.case,
         unicode_normalizing: folding.unicode,
+        limit_upload: None,
+        limit_download: None,
     };
     Endpoint::create(&ctx.home, cfg.clone())?;
     store_rest_token(ctx, &name, &url)?;
@@ -231,7 +235,7 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
         None => recordable_url(&url)?,
     };
     install_key(ctx, &url, a)?;
-    let repo = Repository::open_url(&url, &ctx.credentials()?)?;
+    let repo = ctx.open_repo(&url)?;
     if list_heads(&repo, &a.name)?.is_empty() {
         bail!(Error::invalid(format!(
             "the repository at {} has no sync set {:?} yet: run `prism-sync sync {}` on the laptop first, or check the name",
@@ -267,6 +271,8 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
         max_delete_percent: 50.0,
         case_insensitive: folding.case,
         unicode_normalizing: folding.unicode,
+        limit_upload: None,
+        limit_download: None,
     };
     Endpoint::create(&ctx.home, cfg)?;
     store_rest_token(ctx, &a.name, &url)?;
@@ -819,8 +825,7 @@ fn state_at(
 pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
     let name = &a.snapshot;
     let (_ep, repo) = open_set(ctx, name)?;
-    repo.load_index()?;
-    let (id, snap) = state_at(ctx, &repo, name, a.at.as_deref())?;
+    let (id, snap) = super::with_index(&repo, || state_at(ctx, &repo, name, a.at.as_deref()))?;
     let base: Vec<u8> = a
         .path
         .as_deref()
@@ -864,8 +869,7 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
 pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     let name = a.snapshot.as_deref().expect("dispatched with a set name");
     let (ep, repo) = open_set(ctx, name)?;
-    repo.load_index()?;
-    let (id, snap) = state_at(ctx, &repo, name, a.at.as_deref())?;
+    let (id, snap) = super::with_index(&repo, || state_at(ctx, &repo, name, a.at.as_deref()))?;
     let live = &ep.cfg.local_path;
     let target = match &a.target {
         Some(t) => absolute(t)?,

@@ -3,9 +3,13 @@
 //! opens and plain reads are dropped, everything else marks its paths. A queue overflow asks for
 //! a full rescan. If the tree cannot be watched (the inotify watch limit), there is no watcher
 //! and the worker falls back to periodic full rescans, which `status` reports.
-//! [`start_heads`] watches a local repository's heads the same way.
+//! [`start_heads`] watches a local repository's heads the same way, and [`start_remote_heads`]
+//! a remote one's through a listing the server holds until the heads change.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use notify::event::{AccessKind, AccessMode, EventKind};
@@ -79,4 +83,68 @@ pub fn start_heads(repo_dir: &Path, tx: Sender<Msg>) -> Option<RecommendedWatche
     .ok()?;
     w.watch(&heads, RecursiveMode::NonRecursive).ok()?;
     Some(w)
+}
+
+/// How long one waiting listing of a remote repository's heads is held by the server.
+const REMOTE_WAIT: Duration = Duration::from_secs(25);
+/// Pause after a failed waiting listing (the worker's own poll reports unreachability).
+const REMOTE_RETRY: Duration = Duration::from_secs(5);
+
+/// A thread holding a waiting listing of a remote repository's heads open; see
+/// [`start_remote_heads`].
+pub struct RemoteHeads {
+    active: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RemoteHeads {
+    /// True while the server answers waiting listings: a change wakes the worker at once, so
+    /// its own head poll is only a safety net.
+    pub fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RemoteHeads {
+    fn drop(&mut self) {
+        // The thread ends after its current wait (or at once if the worker is gone).
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// For a remote repository whose server can hold a listing (`prism-sync serve`): another
+/// endpoint's publish wakes the worker within a round trip, and an idle daemon costs one request
+/// per [`REMOTE_WAIT`] instead of one per poll. `None` when the URL does not open; a server that
+/// cannot wait ends the thread, and the worker keeps polling.
+pub fn start_remote_heads(url: &str, tx: Sender<Msg>) -> Option<RemoteHeads> {
+    let backend = crate::backend::open(url).ok()?;
+    let active = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (a, st) = (active.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("remote heads".into())
+        .spawn(move || {
+            let mut known: Option<String> = None;
+            while !st.load(Ordering::Relaxed) {
+                let tag = known.as_deref().unwrap_or("");
+                match backend.watch_list(crate::backend::Kind::Head, tag, REMOTE_WAIT) {
+                    None => break,
+                    Some(Ok(Some(listing))) => {
+                        a.store(true, Ordering::Relaxed);
+                        if known.is_some() && tx.send(Msg::Heads).is_err() {
+                            break;
+                        }
+                        known = Some(listing.tag);
+                    }
+                    Some(Ok(None)) => a.store(true, Ordering::Relaxed),
+                    Some(Err(_)) => {
+                        a.store(false, Ordering::Relaxed);
+                        std::thread::sleep(REMOTE_RETRY);
+                    }
+                }
+            }
+            a.store(false, Ordering::Relaxed);
+        })
+        .ok()?;
+    Some(RemoteHeads { active, stop })
 }

@@ -160,6 +160,10 @@ pub fn flush(tx: &Sender<Msg>, timeout: Duration) -> Response {
     }
 }
 
+/// The head poll while the server wakes the worker on every change (see
+/// `watch::start_remote_heads`).
+const WATCHED_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Repeated flush rounds before giving up on reaching a quiet state.
 const FLUSH_ROUNDS_MAX: u32 = 20;
 /// First wait before retrying a step that left something undone; doubles up to the backoff
@@ -328,6 +332,10 @@ impl Worker {
         let root = ep.cfg.local_path.clone();
         let (watcher, mode) = super::watch::start(&root, self.tx.clone());
         let local_repo = crate::backend::local_dir(&ep.cfg.repo);
+        let remote_heads = match &local_repo {
+            Some(_) => None,
+            None => super::watch::start_remote_heads(&ep.cfg.repo, self.tx.clone()),
+        };
         let heads_watcher = local_repo.and_then(|d| super::watch::start_heads(&d, self.tx.clone()));
         let s = self.settings.clone();
         let rescan_every = if watcher.is_none() {
@@ -370,6 +378,12 @@ impl Worker {
             }
             if now >= sched.next_poll || repo.is_none() {
                 self.check_heads(&ep, &mut repo, &mut sched);
+                // A server that wakes us on a change leaves polling as a safety net.
+                if sched.unreachable_since.is_none()
+                    && remote_heads.as_ref().is_some_and(|w| w.active())
+                {
+                    sched.next_poll = sched.next_poll.max(now + WATCHED_POLL_INTERVAL);
+                }
             }
             let Some(r) = repo.as_ref() else { continue };
             let Some(full) = sched.due(&s, now) else {
@@ -385,6 +399,7 @@ impl Worker {
         }
         drop(watcher);
         drop(heads_watcher);
+        drop(remote_heads);
         sched.answer_flushes(|| Response::err("the set was stopped"));
     }
 
@@ -450,7 +465,11 @@ impl Worker {
     fn check_heads(&self, ep: &Endpoint, repo: &mut Option<Repository>, sched: &mut Schedule) {
         if repo.is_none() {
             match Repository::open_url(&ep.cfg.repo, &self.creds) {
-                Ok(r) => *repo = Some(r),
+                Ok(r) => {
+                    let r = r.with_cache(&crate::repository::cache::cache_root(&self.home));
+                    r.backend().set_bandwidth(ep.cfg.bandwidth());
+                    *repo = Some(r)
+                }
                 Err(e) => return self.unreachable(e, sched),
             }
         }
@@ -541,6 +560,7 @@ impl Worker {
         sched.burst = None;
         if let Ok(cfg) = SetConfig::load(&super::sync_dir(&self.home), &self.set) {
             ep.cfg = cfg; // edits to the set's config take effect
+            repo.backend().set_bandwidth(ep.cfg.bandwidth());
         }
         self.update(|l| {
             l.state = WorkerState::Syncing;

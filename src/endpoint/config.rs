@@ -88,9 +88,20 @@ pub struct SetConfig {
     /// names are kept apart. Probed at `init` and `join`.
     #[serde(default)]
     pub unicode_normalizing: bool,
+    /// Send at most this many KiB/s to the repository (s3, rest); `--limit-upload` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_upload: Option<u64>,
+    /// Receive at most this many KiB/s from the repository; `--limit-download` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_download: Option<u64>,
 }
 
 impl SetConfig {
+    /// The bandwidth limits of this set's transfers: the command line's, else the config's.
+    pub fn bandwidth(&self) -> crate::backend::limit::Bandwidth {
+        crate::backend::limit::with_defaults(self.limit_upload, self.limit_download)
+    }
+
     /// What the folder's file system folds, as recorded.
     pub fn folding(&self) -> crate::fsx::fold::Folding {
         crate::fsx::fold::Folding {

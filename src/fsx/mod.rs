@@ -563,6 +563,14 @@ impl NewFile<'_> {
         self.file().sync_all()
     }
 
+    /// Leaves the complete file under its temp name and returns that name: the caller renames
+    /// it into place later ([`Dir::rename`] within the same directory) or removes it. Lets a
+    /// file be prepared on one thread and put in place on another, in a chosen order.
+    pub fn keep_temp(mut self) -> Vec<u8> {
+        self.file = None;
+        std::mem::take(&mut self.tmp)
+    }
+
     /// Renames the file to `name` in its directory, replacing the entry there (a file or a
     /// symlink; a directory there makes it fail).
     pub fn commit(mut self, name: &[u8]) -> io::Result<()> {

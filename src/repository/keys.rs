@@ -47,7 +47,10 @@ fn write_labelled_key_file(
     Ok(id)
 }
 
-fn read_key_files(backend: &dyn Backend) -> Result<Vec<(KeyId, KeyFile)>> {
+/// Key files as a list and their contents.
+pub(super) type KeyFiles = Vec<(KeyId, KeyFile)>;
+
+pub(super) fn read_key_files(backend: &dyn Backend) -> Result<KeyFiles> {
     let mut out = Vec::new();
     for o in backend.list(Kind::Key)? {
         let Some(id) = KeyId::from_hex(&o.name) else {
@@ -90,15 +93,16 @@ fn try_unlock(
     })
 }
 
-/// Finds a key that opens with the credentials. The flag is true when a password was given but
-/// went unused because the repository has only local (raw) key files.
-pub(super) fn unlock(
+/// Finds a key among `files` (see [`read_key_files`]) that opens with the credentials. The flag
+/// is true when a password was given but went unused because the repository has only local
+/// (raw) key files.
+pub(super) fn unlock_with(
     backend: &dyn Backend,
+    files: KeyFiles,
     creds: &Credentials,
     repo_id: &[u8; 32],
 ) -> Result<(Keys, KeyId, bool)> {
     let location = backend.location();
-    let files = read_key_files(backend)?;
     if files.is_empty() {
         return Err(Error::corrupt(
             format!("the repository at {location}"),

@@ -8,16 +8,19 @@
 //! Owns: open/init, write ordering, sessions, check, prune (with compaction), the maintenance
 //! lease. Must not touch: local folders, printing.
 
+pub mod cache;
 pub mod check;
 pub mod heads;
 mod keys;
 pub mod lease;
 pub mod packer;
 pub mod prune;
+pub mod reader;
 pub mod session;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::backend::{self, DynBackend, ErrorKind, Kind, object_name};
 use crate::chunker::Chunker;
@@ -26,11 +29,12 @@ use crate::error::{Error, Result};
 use crate::format::config::{self as config_layout, Capabilities, RepoConfig};
 use crate::format::envelope::{self, Compression, EnvelopeHeader, ObjectKind};
 use crate::format::index::{DeletionMark, IndexFile, IndexPack};
-use crate::format::pack::BlobKind;
+use crate::format::pack::{BlobEntry, BlobKind};
 use crate::format::snapshot::Snapshot;
-use crate::id::{BlobId, IndexId, KeyId, SnapshotId, hex_encode};
+use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId, hex_encode};
 use crate::index::Index;
 use crate::pack::{self, FinishedPack};
+use cache::{CacheKind, MetaCache};
 
 pub use keys::{KeyInfo, add_key, add_workspace_key, list_keys, remove_key};
 pub use packer::Packer;
@@ -44,6 +48,9 @@ pub const ZSTD_LEVEL: i64 = 3;
 pub const PACK_TARGET_BYTES: u64 = 16 << 20;
 /// Blobs per index file: keeps each file small enough to load and rewrite cheaply.
 pub const INDEX_FILE_BLOBS_MAX: usize = 65_536;
+/// Tree packs up to this size are fetched whole into the metadata cache on first use; a bigger
+/// one (written before tree packs were capped) is read blob by blob.
+pub const TREE_PACK_CACHE_BYTES_MAX: u32 = 64 << 20;
 
 /// Snapshots with their ids, oldest first.
 pub type SnapshotList = Vec<(SnapshotId, Snapshot)>;
@@ -103,7 +110,18 @@ pub struct Repository {
     index: RwLock<Arc<Index>>,
     /// Packs this process stored that the loaded index does not list yet.
     added: RwLock<Index>,
+    /// Local copies of immutable metadata (remote repositories; see [`cache`]).
+    cache: Option<MetaCache>,
+    /// Tree packs being fetched into the cache, so two readers fetch a pack once.
+    tree_fetches: Mutex<HashMap<PackId, Arc<Mutex<()>>>>,
+    /// When a blob the index did not know last made [`Repository::locate`] load it again.
+    index_reloaded: Mutex<Option<std::time::Instant>>,
 }
+
+/// A blob the loaded index does not know loads the index again (new index files only, with a
+/// metadata cache) at most this often: a head published after this process loaded the index
+/// names packs it has not seen, while a damaged repository must not reload on every miss.
+const INDEX_RELOAD_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn now_ns() -> i64 {
     jiff::Timestamp::now().as_nanosecond() as i64
@@ -225,20 +243,30 @@ impl Repository {
             password_unused: false,
             index: RwLock::new(Arc::new(Index::default())),
             added: RwLock::new(Index::default()),
+            index_reloaded: Mutex::new(None),
+            cache: None,
+            tree_fetches: Mutex::new(HashMap::new()),
         })
     }
 
     /// Opens a repository: reads its config, finds a key that opens with the credentials.
     pub fn open(backend: DynBackend, creds: &Credentials) -> Result<Repository> {
         let location = backend.location();
-        let bytes = match backend.read(Kind::Config, "") {
+        // The config and the key files are independent reads: one round trip, not two.
+        let (config, key_files) = std::thread::scope(|s| {
+            let keys = s.spawn(|| keys::read_key_files(&*backend));
+            let config = backend.read(Kind::Config, "");
+            (config, keys.join().expect("key reader"))
+        });
+        let bytes = match config {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Err(Error::RepoNotFound { location }),
             Err(e) => return Err(e.into()),
         };
         let (repo_id, sealed) = config_layout::decode_header(&bytes)
             .map_err(|e| Error::decode("the repository config", e))?;
-        let (keys, key_id, password_unused) = keys::unlock(&*backend, creds, &repo_id)?;
+        let (keys, key_id, password_unused) =
+            keys::unlock_with(&*backend, key_files?, creds, &repo_id)?;
         let plain = open_object(&keys, ObjectKind::Config, "the repository config", sealed)?;
         let config =
             RepoConfig::decode(&plain).map_err(|e| Error::decode("the repository config", e))?;
@@ -257,7 +285,38 @@ impl Repository {
             password_unused,
             index: RwLock::new(Arc::new(Index::default())),
             added: RwLock::new(Index::default()),
+            index_reloaded: Mutex::new(None),
+            cache: None,
+            tree_fetches: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Keeps immutable metadata (index files, snapshots, tree packs) of a remote repository in a
+    /// local cache below `root` (`$PRISM_HOME/sync/cache`), so that it is fetched once per
+    /// machine instead of once per process or step. A local directory repository gets no cache
+    /// (it would only copy the disk to itself). A cache directory that cannot be made is no
+    /// error: the repository then reads everything from the backend.
+    pub fn with_cache(mut self, root: &Path) -> Repository {
+        if self.is_remote() {
+            self.cache = MetaCache::open(root, &self.config.repo_id).ok();
+        }
+        self
+    }
+
+    /// [`Repository::with_cache`] for any backend (tests of the cache over a local backend).
+    pub fn with_cache_always(mut self, root: &Path) -> Repository {
+        self.cache = MetaCache::open(root, &self.config.repo_id).ok();
+        self
+    }
+
+    /// True for a repository reached over a network (s3, rest), not a directory.
+    pub fn is_remote(&self) -> bool {
+        backend::local_dir(&self.backend.location()).is_none()
+    }
+
+    /// The metadata cache, if this repository has one.
+    pub fn cache(&self) -> Option<&MetaCache> {
+        self.cache.as_ref()
     }
 
     /// True if a password was given but played no part in opening the repository (it has only
@@ -313,16 +372,45 @@ impl Repository {
     ) -> Result<[u8; 32]> {
         let bytes = seal_object(&self.keys, okind, plaintext, compress);
         let id = *blake3::hash(&bytes).as_bytes();
-        match self.backend.create(kind, &hex_encode(&id), &bytes) {
-            Ok(()) => Ok(id),
-            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(id),
-            Err(e) => Err(e.into()),
+        let name = hex_encode(&id);
+        match self.backend.create(kind, &name, &bytes) {
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.cache_put(kind, &name, &bytes);
+        Ok(id)
+    }
+
+    /// The cache kind of a repository object kind, if such objects are cached.
+    fn cached_kind(&self, kind: Kind) -> Option<(&MetaCache, CacheKind)> {
+        let c = self.cache.as_ref()?;
+        match kind {
+            Kind::Index => Some((c, CacheKind::Index)),
+            Kind::Snapshot => Some((c, CacheKind::Snapshot)),
+            _ => None,
         }
     }
 
-    /// Reads a content-addressed object, checks its name against its hash, and opens it.
-    pub fn load_object(&self, kind: Kind, okind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+    fn cache_put(&self, kind: Kind, name: &str, bytes: &[u8]) {
+        if let Some((c, k)) = self.cached_kind(kind) {
+            c.put(k, name, bytes);
+        }
+    }
+
+    /// The stored bytes of a content-addressed object (named by the BLAKE3 hash of its bytes):
+    /// from the cache when a verified copy is there, else from the backend (then cached).
+    fn read_addressed(&self, kind: Kind, name: &str) -> Result<Vec<u8>> {
         let what = object_name(kind, name);
+        let cached = self.cached_kind(kind);
+        if let Some((c, k)) = cached
+            && let Some(bytes) = c.get(k, name)
+        {
+            if hex_encode(blake3::hash(&bytes).as_bytes()) == name {
+                return Ok(bytes);
+            }
+            c.remove(k, name); // damaged: fetch again
+        }
         let bytes = self.backend.read(kind, name).map_err(|e| match e.kind {
             ErrorKind::NotFound => Error::Missing {
                 object: what.clone(),
@@ -335,7 +423,16 @@ impl Repository {
                 "contents do not match the name (hash mismatch)",
             ));
         }
-        open_object(&self.keys, okind, &what, &bytes)
+        if let Some((c, k)) = cached {
+            c.put(k, name, &bytes);
+        }
+        Ok(bytes)
+    }
+
+    /// Reads a content-addressed object, checks its name against its hash, and opens it.
+    pub fn load_object(&self, kind: Kind, okind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        let bytes = self.read_addressed(kind, name)?;
+        open_object(&self.keys, okind, &object_name(kind, name), &bytes)
     }
 
     // ---- snapshots -------------------------------------------------------------------------
@@ -359,10 +456,12 @@ impl Repository {
         let bytes = seal_object_with_salt(&self.keys, ObjectKind::Snapshot, &plain, true, salt);
         let id = SnapshotId::of_bytes(&bytes);
         match self.backend.create(Kind::Snapshot, &id.to_hex(), &bytes) {
-            Ok(()) => Ok(id),
-            Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(id),
-            Err(e) => Err(e.into()),
+            Ok(()) => {}
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
         }
+        self.cache_put(Kind::Snapshot, &id.to_hex(), &bytes);
+        Ok(id)
     }
 
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
@@ -372,20 +471,33 @@ impl Repository {
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self
+        let ids: Vec<SnapshotId> = self
             .backend
             .list(Kind::Snapshot)?
             .into_iter()
             .filter_map(|o| SnapshotId::from_hex(&o.name))
-            .collect())
+            .collect();
+        if let Some(c) = &self.cache {
+            // Forgotten snapshots leave the cache too.
+            c.retain(
+                CacheKind::Snapshot,
+                &ids.iter().map(SnapshotId::to_hex).collect(),
+            );
+        }
+        Ok(ids)
     }
 
-    /// Every readable snapshot, oldest first, plus the errors of unreadable ones.
+    /// Every readable snapshot, oldest first, plus the errors of unreadable ones. Snapshots not
+    /// in the cache are fetched several at a time.
     pub fn snapshots_lenient(&self) -> Result<Lenient<(SnapshotId, Snapshot)>> {
+        let ids = self.snapshot_ids()?;
+        let loaded = map_parallel(ids, self.backend.parallelism(), |id| {
+            (id, self.load_snapshot(&id))
+        });
         let mut out = Vec::new();
         let mut errors = Vec::new();
-        for id in self.snapshot_ids()? {
-            match self.load_snapshot(&id) {
+        for (id, r) in loaded {
+            match r {
                 Ok(s) => out.push((id, s)),
                 Err(Error::Missing { .. }) => {} // deleted by a concurrent forget
                 Err(e) => errors.push(e),
@@ -406,20 +518,31 @@ impl Repository {
 
     // ---- index -----------------------------------------------------------------------------
 
-    /// Reads every index file; returns them with the errors of unreadable ones.
+    /// Reads every index file (those not in the cache several at a time); returns them with
+    /// the errors of unreadable ones.
     pub fn index_files_lenient(&self) -> Result<Lenient<(IndexId, IndexFile)>> {
-        let mut files = Vec::new();
-        let mut errors = Vec::new();
-        for o in self.backend.list(Kind::Index)? {
-            let Some(id) = IndexId::from_hex(&o.name) else {
-                continue;
-            };
+        let ids: Vec<IndexId> = self
+            .backend
+            .list(Kind::Index)?
+            .into_iter()
+            .filter_map(|o| IndexId::from_hex(&o.name))
+            .collect();
+        if let Some(c) = &self.cache {
+            c.retain(CacheKind::Index, &ids.iter().map(|i| i.to_hex()).collect());
+        }
+        let loaded = map_parallel(ids, self.backend.parallelism(), |id| {
+            let name = id.to_hex();
             let r = self
-                .load_object(Kind::Index, ObjectKind::Index, &o.name)
+                .load_object(Kind::Index, ObjectKind::Index, &name)
                 .and_then(|p| {
                     IndexFile::decode(&p)
-                        .map_err(|e| Error::decode(object_name(Kind::Index, &o.name), e))
+                        .map_err(|e| Error::decode(object_name(Kind::Index, &name), e))
                 });
+            (id, r)
+        });
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        for (id, r) in loaded {
             match r {
                 Ok(f) => files.push((id, f)),
                 Err(Error::Missing { .. }) => {} // superseded and deleted meanwhile
@@ -436,6 +559,18 @@ impl Repository {
             return Err(e);
         }
         let idx = Arc::new(Index::from_files(files));
+        if let Some(c) = &self.cache {
+            // Tree packs that prune removed leave the cache too.
+            let added = self.added.read().expect("index lock");
+            let live = idx
+                .packs()
+                .iter()
+                .chain(added.packs())
+                .filter(|p| p.kind == BlobKind::Tree)
+                .map(|p| p.id.to_hex())
+                .collect();
+            c.retain(CacheKind::TreePack, &live);
+        }
         let mut added = self.added.write().expect("index lock");
         let mut still = Index::default();
         for p in added.packs() {
@@ -512,6 +647,12 @@ impl Repository {
             Err(e) if e.kind == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e.into()),
         }
+        if p.kind == BlobKind::Tree
+            && let Some(c) = &self.cache
+        {
+            // The next step reads these trees back: keep them instead of fetching them again.
+            c.put(CacheKind::TreePack, &p.id.to_hex(), &p.bytes);
+        }
         let ip = IndexPack {
             id: p.id,
             kind: p.kind,
@@ -532,23 +673,59 @@ impl Repository {
         Ok(ip)
     }
 
-    /// Reads, verifies and returns a blob's plaintext.
-    pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
-        let what = format!("{} blob {}", kind.name(), id.short());
+    /// Where a blob is: pack, salt, entry and the pack's length. A blob the loaded index does
+    /// not know loads the index again first (see [`INDEX_RELOAD_INTERVAL_MIN`]).
+    pub(crate) fn locate(
+        &self,
+        kind: BlobKind,
+        id: &BlobId,
+    ) -> Option<(PackId, [u8; 32], BlobEntry, u32)> {
+        if let Some(found) = self.locate_loaded(kind, id) {
+            return Some(found);
+        }
+        {
+            let mut last = self.index_reloaded.lock().expect("reload lock");
+            if last.is_some_and(|t| t.elapsed() < INDEX_RELOAD_INTERVAL_MIN) {
+                return None;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.load_index().ok()?;
+        self.locate_loaded(kind, id)
+    }
+
+    fn locate_loaded(
+        &self,
+        kind: BlobKind,
+        id: &BlobId,
+    ) -> Option<(PackId, [u8; 32], BlobEntry, u32)> {
         let found = {
             let idx = self.index();
             idx.lookup(kind, id)
-                .map(|l| (l.pack.id, l.pack.salt, l.entry))
+                .map(|l| (l.pack.id, l.pack.salt, l.entry, l.pack.length))
         };
-        let found = found.or_else(|| {
+        found.or_else(|| {
             let added = self.added.read().expect("index lock");
             added
                 .lookup(kind, id)
-                .map(|l| (l.pack.id, l.pack.salt, l.entry))
-        });
-        let (pack_id, salt, entry) = found.ok_or_else(|| Error::Missing {
-            object: what.clone(),
-        })?;
+                .map(|l| (l.pack.id, l.pack.salt, l.entry, l.pack.length))
+        })
+    }
+
+    /// Reads, verifies and returns a blob's plaintext. Tree blobs of a repository with a
+    /// metadata cache come from their whole tree pack, fetched once into the cache.
+    pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+        let what = format!("{} blob {}", kind.name(), id.short());
+        let (pack_id, salt, entry, pack_len) =
+            self.locate(kind, id).ok_or_else(|| Error::Missing {
+                object: what.clone(),
+            })?;
+        if kind == BlobKind::Tree
+            && pack_len <= TREE_PACK_CACHE_BYTES_MAX
+            && let Some(c) = &self.cache
+        {
+            return self.read_tree_blob_cached(c, pack_id, &salt, &entry, &what);
+        }
         let sealed = self
             .backend
             .read_range(
@@ -557,15 +734,125 @@ impl Repository {
                 entry.offset as u64,
                 entry.length as u64,
             )
-            .map_err(|e| match e.kind {
-                ErrorKind::NotFound => Error::Missing {
-                    object: format!("pack {} (holding {what})", pack_id.short()),
-                },
-                _ => Error::Backend(e),
-            })?;
-        pack::open_blob(&self.keys, &self.keys.pack_cipher(&salt), &entry, &sealed)
+            .map_err(|e| missing_pack(e, &pack_id, &what))?;
+        self.open_blob(&pack_id, &salt, &entry, &sealed, &what)
+    }
+
+    /// Opens a sealed blob read from pack `pack_id`.
+    pub fn open_blob(
+        &self,
+        pack_id: &PackId,
+        salt: &[u8; 32],
+        entry: &BlobEntry,
+        sealed: &[u8],
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        pack::open_blob(&self.keys, &self.keys.pack_cipher(salt), entry, sealed)
             .map_err(|e| Error::corrupt(format!("{what} in pack {}", pack_id.short()), e))
     }
+
+    /// A tree blob from the cached copy of its pack; a missing or damaged copy is fetched (whole,
+    /// once, however many threads ask) and checked against the pack's name first.
+    fn read_tree_blob_cached(
+        &self,
+        c: &MetaCache,
+        pack_id: PackId,
+        salt: &[u8; 32],
+        entry: &BlobEntry,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let name = pack_id.to_hex();
+        let (offset, length) = (entry.offset as u64, entry.length as usize);
+        let from_cache = || {
+            let sealed = c.get_range(CacheKind::TreePack, &name, offset, length)?;
+            match self.open_blob(&pack_id, salt, entry, &sealed, what) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    c.remove(CacheKind::TreePack, &name); // damaged: fetch again
+                    None
+                }
+            }
+        };
+        if let Some(p) = from_cache() {
+            return Ok(p);
+        }
+        let lock = self
+            .tree_fetches
+            .lock()
+            .expect("lock")
+            .entry(pack_id)
+            .or_default()
+            .clone();
+        let _fetching = lock.lock().expect("lock");
+        if let Some(p) = from_cache() {
+            return Ok(p); // another thread fetched it meanwhile
+        }
+        let r = self.backend.read(Kind::Pack, &name);
+        self.tree_fetches.lock().expect("lock").remove(&pack_id);
+        let bytes = r.map_err(|e| missing_pack(e, &pack_id, what))?;
+        if PackId::of_bytes(&bytes) != pack_id {
+            return Err(Error::corrupt(
+                format!("pack {}", pack_id.short()),
+                "contents do not match the name (hash mismatch)",
+            ));
+        }
+        c.put(CacheKind::TreePack, &name, &bytes);
+        let sealed = usize::try_from(offset)
+            .ok()
+            .and_then(|o| bytes.get(o..o.checked_add(length)?))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    format!("pack {}", pack_id.short()),
+                    format!("shorter than the index says ({} bytes)", bytes.len()),
+                )
+            })?;
+        self.open_blob(&pack_id, salt, entry, sealed, what)
+    }
+}
+
+/// A backend error reading a pack, with "missing" named as such.
+pub(crate) fn missing_pack(e: backend::BackendError, pack_id: &PackId, what: &str) -> Error {
+    match e.kind {
+        ErrorKind::NotFound => Error::Missing {
+            object: format!("pack {} (holding {what})", pack_id.short()),
+        },
+        _ => Error::Backend(e),
+    }
+}
+
+/// `f` over `items` on up to `threads` threads; results in the order of `items`. For fetching
+/// many small objects from a backend whose latency, not bandwidth, is the cost.
+pub(crate) fn map_parallel<T, R, F>(items: Vec<T>, threads: usize, f: F) -> Vec<R>
+where
+    T: Send,
+    R: Send,
+    F: Fn(T) -> R + Sync,
+{
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let n = items.len();
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let results = Mutex::new((0..n).map(|_| None).collect::<Vec<Option<R>>>());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let next = queue.lock().expect("queue").next();
+                    let Some((i, item)) = next else { break };
+                    let r = f(item);
+                    results.lock().expect("results")[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("results")
+        .into_iter()
+        .map(|r| r.expect("every item was mapped"))
+        .collect()
 }
 
 /// Seals a small object in an envelope with a fresh salt.

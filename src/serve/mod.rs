@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
@@ -47,7 +47,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::backend::rest::SERVER_HEADER;
+use crate::backend::rest::{SERVER_HEADER, WAIT_HEADER};
 use crate::backend::{Backend, ErrorKind, FsBackend, Kind, layout_name};
 
 pub(crate) use tls::write_private;
@@ -109,12 +109,54 @@ impl Limits {
 /// this often.
 const EVICT_RETRY: Duration = Duration::from_millis(200);
 
+/// A waiting listing (`GET /heads/?wait=SECS&known=TAG`) looks at the directory this often.
+const WAIT_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+/// … and is held at most this long, whatever the client asks.
+const WAIT_SECS_MAX: u64 = 60;
+
 /// Granularity of the memory budget (permits are MiB).
 const BUDGET_UNIT_BYTES: u64 = 1 << 20;
 /// A download is read from its file and sent in pieces of this size (one budget unit each).
 pub const STREAM_CHUNK_BYTES: u64 = BUDGET_UNIT_BYTES;
 /// A `GET /<kind>/` listing is built in memory; this many entries at most.
 const LIST_ENTRIES_MAX: usize = 2_000_000;
+
+/// What the server did, counted since it started (for `serve --log-requests`, tests and the WAN
+/// benchmark: requests per operation, connections reused or not).
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// TCP connections accepted.
+    pub connections: AtomicU64,
+    /// TLS handshakes completed (one per connection: a client that reuses its connections
+    /// keeps this at its pool size).
+    pub tls_handshakes: AtomicU64,
+    /// Requests answered (authenticated or not).
+    pub requests: AtomicU64,
+    /// Body bytes received and sent.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+/// One event of the server's log: a connection opened or a request answered.
+#[derive(Debug, Clone)]
+pub enum ServeEvent {
+    Connection {
+        peer: SocketAddr,
+        tls: bool,
+    },
+    Request {
+        peer: SocketAddr,
+        method: Method,
+        path: String,
+        status: u16,
+        bytes_in: u64,
+        bytes_out: u64,
+        elapsed: Duration,
+    },
+}
+
+/// Receives every [`ServeEvent`] (the CLI prints them with `--log-requests`).
+pub type EventSink = Arc<dyn Fn(&ServeEvent) + Send + Sync>;
 
 pub struct ServeOptions {
     /// The repository directory (it may not exist yet: `repo init` through the server creates it).
@@ -124,6 +166,7 @@ pub struct ServeOptions {
     pub tls: Option<TlsIdentity>,
     pub append_only: bool,
     pub limits: Limits,
+    pub events: Option<EventSink>,
 }
 
 /// Connections that have not authenticated yet, oldest first, each with the signal that closes
@@ -165,6 +208,8 @@ struct State {
     append_only: bool,
     limits: Limits,
     budget: Arc<Semaphore>,
+    stats: Arc<ServeStats>,
+    events: Option<EventSink>,
     unauthenticated: Unauthenticated,
 }
 
@@ -209,6 +254,8 @@ pub fn bind(opts: ServeOptions) -> Result<Server, String> {
             append_only: opts.append_only,
             limits: opts.limits,
             budget: Arc::new(Semaphore::new(units.min(Semaphore::MAX_PERMITS))),
+            stats: Arc::new(ServeStats::default()),
+            events: opts.events,
             unauthenticated: Unauthenticated::default(),
         }),
     })
@@ -217,6 +264,11 @@ pub fn bind(opts: ServeOptions) -> Result<Server, String> {
 impl Server {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The server's counters (live while it runs).
+    pub fn stats(&self) -> Arc<ServeStats> {
+        self.state.stats.clone()
     }
 
     /// Answers requests until SIGINT or SIGTERM. In-flight writes need no draining: each is a
@@ -250,13 +302,13 @@ impl Server {
                                 _ = term.recv() => return Ok(()),
                             }
                         };
-                        if let Some((tcp, _)) = waiting {
-                            self.spawn_connection(tcp, p);
+                        if let Some((tcp, peer)) = waiting {
+                            self.spawn_connection(tcp, peer, p);
                         }
                         continue;
                     }
                 };
-                let (tcp, _peer) = tokio::select! {
+                let (tcp, peer) = tokio::select! {
                     a = self.listener.accept() => match a {
                         Ok(a) => a,
                         Err(_) => {
@@ -268,15 +320,21 @@ impl Server {
                     _ = tokio::signal::ctrl_c() => return Ok(()),
                     _ = term.recv() => return Ok(()),
                 };
-                self.spawn_connection(tcp, permit);
+                self.spawn_connection(tcp, peer, permit);
             }
         })
     }
 
-    fn spawn_connection(&self, tcp: tokio::net::TcpStream, permit: OwnedSemaphorePermit) {
+    fn spawn_connection(
+        &self,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
         let _ = tcp.set_nodelay(true);
         let state = self.state.clone();
         let tls = self.tls.clone();
+        state.stats.connections.fetch_add(1, Ordering::Relaxed);
         // Registered before the task runs: the accept loop may need to evict it at once.
         let (id, kick) = state.unauthenticated.register();
         tokio::spawn(async move {
@@ -289,10 +347,15 @@ impl Server {
                         let hs = state.limits.handshake_timeout;
                         if let Ok(Ok(stream)) = tokio::time::timeout(hs, acceptor.accept(io)).await
                         {
-                            serve_connection(state.clone(), stream, id, authed.clone()).await;
+                            state.stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+                            state.event(&ServeEvent::Connection { peer, tls: true });
+                            serve_connection(state.clone(), stream, peer, id, authed.clone()).await;
                         }
                     }
-                    None => serve_connection(state.clone(), io, id, authed.clone()).await,
+                    None => {
+                        state.event(&ServeEvent::Connection { peer, tls: false });
+                        serve_connection(state.clone(), io, peer, id, authed.clone()).await
+                    }
                 }
             };
             tokio::pin!(conn);
@@ -317,21 +380,59 @@ impl Server {
     }
 }
 
-async fn serve_connection<S>(state: Arc<State>, io: S, id: u64, authed: Arc<AtomicBool>)
-where
+impl State {
+    fn event(&self, e: &ServeEvent) {
+        if let Some(sink) = &self.events {
+            sink(e);
+        }
+    }
+}
+
+async fn serve_connection<S>(
+    state: Arc<State>,
+    io: S,
+    peer: SocketAddr,
+    id: u64,
+    authed: Arc<AtomicBool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = state.limits.header_timeout;
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (state, authed) = (state.clone(), authed.clone());
         async move {
-            if !authorized(&state, &req) {
-                return Ok::<_, Infallible>(unauthorized());
-            }
-            if !authed.swap(true, Ordering::SeqCst) {
-                state.unauthenticated.remove(id);
-            }
-            Ok(handle(state, req).await)
+            let started = Instant::now();
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let bytes_in = req
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            let resp = if !authorized(&state, &req) {
+                unauthorized()
+            } else {
+                if !authed.swap(true, Ordering::SeqCst) {
+                    state.unauthenticated.remove(id);
+                }
+                handle(state.clone(), req).await
+            };
+            let bytes_out = resp.body().size_hint().exact().unwrap_or(0);
+            let s = &state.stats;
+            s.requests.fetch_add(1, Ordering::Relaxed);
+            s.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+            s.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+            state.event(&ServeEvent::Request {
+                peer,
+                method,
+                path,
+                status: resp.status().as_u16(),
+                bytes_in,
+                bytes_out,
+                elapsed: started.elapsed(),
+            });
+            Ok::<_, Infallible>(resp)
         }
     });
     let _ = hyper::server::conn::http1::Builder::new()
@@ -557,6 +658,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         ),
         (None, Method::POST) if req.uri().query() == Some("create=true") => prepare(state).await,
         (None, _) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
+        (Some((Kind::Head, "")), Method::GET) if wait_query(req.uri().query()).is_some() => {
+            let (secs, known) = wait_query(req.uri().query()).expect("checked");
+            wait_list(state, Kind::Head, secs, known).await
+        }
         (Some((kind, "")), Method::GET) if kind != Kind::Config => list(state, kind).await,
         (Some((kind, name)), Method::HEAD) if kind == Kind::Config || !name.is_empty() => {
             match size_of(&state, kind, name).await {
@@ -787,21 +892,67 @@ async fn create(state: Arc<State>, kind: Kind, name: String, req: Request<Incomi
 async fn list(state: Arc<State>, kind: Kind) -> Resp {
     let fs = state.fs.clone();
     match blocking(move || fs.list(kind)).await {
-        Ok(items) if items.len() > LIST_ENTRIES_MAX => text(
+        Ok(items) => listing(&items),
+        Err(e) => backend_error(e),
+    }
+}
+
+fn listing(items: &[crate::backend::ObjectInfo]) -> Resp {
+    if items.len() > LIST_ENTRIES_MAX {
+        return text(
             StatusCode::INTERNAL_SERVER_ERROR,
             "too many objects to list in one answer",
-        ),
-        Ok(items) => {
-            let v: Vec<serde_json::Value> = items
-                .iter()
-                .map(|o| serde_json::json!({"name": o.name, "size": o.size}))
-                .collect();
-            let mut r = respond(StatusCode::OK, serde_json::Value::Array(v).to_string());
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
+        );
+    }
+    let v: Vec<serde_json::Value> = items
+        .iter()
+        .map(|o| serde_json::json!({"name": o.name, "size": o.size}))
+        .collect();
+    let mut r = respond(StatusCode::OK, serde_json::Value::Array(v).to_string());
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// `wait=SECS&known=TAG` (in any order; TAG hex, possibly empty): how long to hold a listing and
+/// the client's listing tag.
+fn wait_query(query: Option<&str>) -> Option<(u64, String)> {
+    let (mut secs, mut known) = (None, None);
+    for pair in query?.split('&') {
+        match pair.split_once('=')? {
+            ("wait", v) => secs = Some(v.parse::<u64>().ok()?),
+            ("known", v) if v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                known = Some(v.to_ascii_lowercase())
+            }
+            _ => return None,
         }
-        Err(e) => backend_error(e),
+    }
+    Some((secs?.min(WAIT_SECS_MAX), known.unwrap_or_default()))
+}
+
+/// A listing that waits: answered as soon as the names differ from the client's `known` tag
+/// (at once if they already do), else `304 Not Modified` after `secs`. One request per change
+/// instead of one per poll; the directory is looked at every [`WAIT_CHECK_INTERVAL`].
+async fn wait_list(state: Arc<State>, kind: Kind, secs: u64, known: String) -> Resp {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let fs = state.fs.clone();
+        let items = match blocking(move || fs.list(kind)).await {
+            Ok(items) => items,
+            Err(e) => return backend_error(e),
+        };
+        let names: Vec<String> = items.iter().map(|o| o.name.clone()).collect();
+        let mut r = if crate::backend::listing_tag(&names) != known {
+            listing(&items)
+        } else if tokio::time::Instant::now() + WAIT_CHECK_INTERVAL >= deadline {
+            respond(StatusCode::NOT_MODIFIED, Bytes::new())
+        } else {
+            tokio::time::sleep(WAIT_CHECK_INTERVAL).await;
+            continue;
+        };
+        r.headers_mut()
+            .insert(WAIT_HEADER, HeaderValue::from_static("1"));
+        return r;
     }
 }
 

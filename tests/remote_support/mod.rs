@@ -327,6 +327,8 @@ pub struct Serve {
     /// `rest:…` URL the server printed.
     pub url: String,
     pub fingerprint: Option<String>,
+    /// With `--log-requests`: the file its log goes to.
+    pub log: Option<PathBuf>,
     /// More arguments for `serve` (e.g. `--max-connections`).
     pub extra: Vec<String>,
 }
@@ -359,10 +361,66 @@ impl Serve {
             append_only,
             url: String::new(),
             fingerprint: None,
+            log: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         s.launch();
         s
+    }
+
+    /// [`Serve::start`] with `--log-requests` into `dir/serve.log` (see [`Serve::requests`]).
+    pub fn start_logged(dir: &Path, root: &Path, tls: bool) -> Serve {
+        let home = dir.join("serve-home");
+        std::fs::create_dir_all(&home).unwrap();
+        let token_file = dir.join("serve-token");
+        std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+        let mut s = Serve {
+            child: None,
+            home,
+            root: root.to_path_buf(),
+            token_file,
+            port: 0,
+            tls,
+            append_only: false,
+            url: String::new(),
+            fingerprint: None,
+            log: Some(dir.join("serve.log")),
+            extra: Vec::new(),
+        };
+        s.launch();
+        s
+    }
+
+    /// Lines of the request log so far (`<ms> <peer> <METHOD> <path> <status> …`, and
+    /// `<ms> <peer> CONNECT tls|plain` per connection).
+    pub fn log_lines(&self) -> Vec<String> {
+        // The server logs right after answering: give the last line a moment.
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.as_ref().expect("started with start_logged");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Requests answered so far: (method, path).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.log_lines()
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f.len() >= 5 && f[2] != "CONNECT").then(|| (f[2].to_string(), f[3].to_string()))
+            })
+            .collect()
+    }
+
+    /// Connections accepted so far (TLS handshakes, with `tls`).
+    pub fn connections(&self) -> usize {
+        self.log_lines()
+            .iter()
+            .filter(|l| l.split(' ').nth(2) == Some("CONNECT"))
+            .count()
     }
 
     fn launch(&mut self) {
@@ -384,6 +442,14 @@ impl Serve {
         }
         if self.append_only {
             cmd.arg("--append-only");
+        }
+        if let Some(log) = &self.log {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap();
+            cmd.arg("--log-requests").stderr(f);
         }
         cmd.args(&self.extra);
         let mut child = cmd.spawn().expect("spawn prism-sync serve");

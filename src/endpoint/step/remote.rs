@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::format::head::{ConflictState, Head, SharedConflict};
 use crate::format::snapshot::{Snapshot, Summary};
 use crate::id::{BlobId, SnapshotId};
-use crate::repository::heads::{head_name, publish, read_heads};
+use crate::repository::heads::{HeadListing, head_name, publish};
 use crate::repository::{Packer, Repository};
 use crate::sync::merge::{Input, Outcome, merge, same_content};
 use crate::sync::rules::Rules;
@@ -32,9 +32,9 @@ pub(super) struct Remote {
     pub conflicts: Vec<SharedConflict>,
 }
 
-pub(super) fn read(cx: &mut Cx) -> Result<Remote> {
+/// The remote state from `listing` (the set's heads, read at the start of the step).
+pub(super) fn read(cx: &mut Cx, listing: HeadListing) -> Result<Remote> {
     let (repo, set) = (cx.repo, &cx.ep.cfg.name);
-    let listing = read_heads(repo, set)?;
     let heads = listing.current;
     let (snapshot, name, conflicts) = match heads.len() {
         0 => (None, None, vec![]),
