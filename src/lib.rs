@@ -16,7 +16,10 @@
 //! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
 //! - [`sync`]: the three-way merge as a pure function, rules and policies.
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
+//! - [`browse`]: reading versions for people (cached trees and chunks, histories, diffs).
+//! - [`mount`]: every snapshot (or sync-set version) as a read-only FUSE folder.
 //! - [`serve`]: the REST server over a repository directory (`prism-sync serve`).
+//! - [`ui`]: the local web app (`prism-sync ui`): status, conflicts, every version by time.
 //! - [`daemon`]: watching, polling and scheduling steps continuously; the control socket.
 //! - [`status`]: what `status` reports, and the in-sync rule.
 //! - [`cli`]: the command line; the only place that prints.
@@ -25,6 +28,7 @@
 
 pub mod archiver;
 pub mod backend;
+pub mod browse;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;
@@ -35,6 +39,7 @@ pub mod format;
 pub mod fsx;
 pub mod id;
 pub mod index;
+pub mod mount;
 pub mod pack;
 pub mod repository;
 pub mod restorer;
@@ -43,6 +48,7 @@ pub mod snapshot;
 pub mod status;
 pub mod sync;
 pub mod time;
+pub mod ui;
 pub mod units;
 
 pub use error::{Error, Result};

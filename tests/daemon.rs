@@ -15,6 +15,8 @@ fn bin() -> &'static str {
 struct Ep {
     home: PathBuf,
     folder: PathBuf,
+    /// The daemon's safety-net full rescan (`PRISM_SYNC_FULL_RESCAN_S`).
+    full_rescan_s: &'static str,
 }
 
 struct World {
@@ -33,7 +35,7 @@ impl Ep {
             .env("PRISM_SYNC_POLL_MS", "100")
             .env("PRISM_SYNC_SETTLE_MS", "50")
             .env("PRISM_SYNC_SETTLE_CAP_MS", "500")
-            .env("PRISM_SYNC_FULL_RESCAN_S", "3")
+            .env("PRISM_SYNC_FULL_RESCAN_S", self.full_rescan_s)
             .env("PRISM_SYNC_BACKOFF_MAX_S", "1");
         c
     }
@@ -107,7 +109,11 @@ fn world(n: usize) -> World {
     for i in 0..n {
         let home = tmp.path().join(format!("home{i}"));
         let folder = tmp.path().join(format!("folder{i}"));
-        eps.push(Ep { home, folder });
+        eps.push(Ep {
+            home,
+            folder,
+            full_rescan_s: "3",
+        });
     }
     let w = World { tmp, repo, eps };
     let laptop = &w.eps[0];
@@ -289,6 +295,183 @@ fn edits_flow_both_ways_and_conflicts_park_while_both_run() {
     wait_for("the resolution to reach the laptop", T, || {
         content(&a.folder.join("shared.txt")).as_deref() == Some("workspace version\n")
     });
+}
+
+/// B3 (found by the multi-daemon test): an idle daemon left local changes unpublished and said
+/// "in sync" for 45 s+ — the changes were in directories that came into the folder in other
+/// ways than a plain mkdir. With the safety-net rescan out of the way (600 s), every change
+/// here must be noticed through the watcher alone, within seconds.
+#[test]
+fn an_idle_daemon_notices_changes_in_new_moved_and_applied_directories() {
+    let mut w = world(2);
+    for e in &mut w.eps {
+        e.full_rescan_s = "600";
+    }
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    a.ok(&["start", SET]);
+    b.ok(&["start", SET]);
+    wait_for("the first state", T, || b.folder.join("start.txt").exists());
+    let arrives = |to: &Ep, rel: &str, want: &str| {
+        wait_for(&format!("{rel} to arrive through the watcher"), T, || {
+            content(&to.folder.join(rel)).as_deref() == Some(want)
+        });
+    };
+    // A directory tree made and filled at once.
+    std::fs::create_dir_all(a.folder.join("new/a/b")).unwrap();
+    std::fs::write(a.folder.join("new/a/b/f.txt"), "f\n").unwrap();
+    arrives(b, "new/a/b/f.txt", "f\n");
+    // A file written into a directory the daemon's apply created.
+    std::thread::sleep(Duration::from_millis(300));
+    b.write("new/a/b/g.txt", "g\n");
+    arrives(a, "new/a/b/g.txt", "g\n");
+    // A directory renamed inside the folder, then written into.
+    std::fs::rename(a.folder.join("new"), a.folder.join("moved")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    a.write("moved/a/b/h.txt", "h\n");
+    arrives(b, "moved/a/b/h.txt", "h\n");
+    // A tree moved in from outside the folder, then written into.
+    let outside = w.tmp.path().join("outside");
+    std::fs::create_dir_all(outside.join("x/y")).unwrap();
+    std::fs::write(outside.join("x/y/i.txt"), "i\n").unwrap();
+    std::fs::rename(&outside, b.folder.join("came-in")).unwrap();
+    arrives(a, "came-in/x/y/i.txt", "i\n");
+    std::thread::sleep(Duration::from_millis(300));
+    b.write("came-in/x/y/j.txt", "j\n");
+    arrives(a, "came-in/x/y/j.txt", "j\n");
+    // A directory moved by the apply (the other side renamed it), then written into here.
+    std::fs::rename(b.folder.join("came-in"), b.folder.join("renamed")).unwrap();
+    arrives(a, "renamed/x/y/j.txt", "j\n");
+    std::thread::sleep(Duration::from_millis(300));
+    a.write("renamed/x/y/k.txt", "k\n");
+    arrives(b, "renamed/x/y/k.txt", "k\n");
+    b.write("renamed/x/y/l.txt", "l\n");
+    arrives(a, "renamed/x/y/l.txt", "l\n");
+    // The shape B3 was seen in: a tree deleted at one end while the other, paused, moved a
+    // directory into it; the move wins, the tree stays with only it; then a rename in there.
+    for i in 0..3 {
+        a.write(&format!("t/f{i}.txt"), "t\n");
+    }
+    a.write("d2/m.txt", "m\n");
+    arrives(b, "t/f2.txt", "t\n");
+    arrives(b, "d2/m.txt", "m\n");
+    a.ok(&["pause", SET]);
+    std::fs::rename(a.folder.join("d2"), a.folder.join("t/d2")).unwrap();
+    std::fs::remove_dir_all(b.folder.join("t")).unwrap();
+    b.ok(&["flush", SET]);
+    a.ok(&["resume", SET]);
+    arrives(b, "t/d2/m.txt", "m\n");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::rename(a.folder.join("t/d2/m.txt"), a.folder.join("t/d2/m2.txt")).unwrap();
+    arrives(b, "t/d2/m2.txt", "m\n");
+    std::os::unix::fs::symlink("m2.txt", a.folder.join("t/d2/l")).unwrap();
+    wait_for("the symlink to arrive through the watcher", T, || {
+        std::fs::read_link(b.folder.join("t/d2/l")).is_ok()
+    });
+    for e in [a, b] {
+        wait_for("both in sync", T, || e.status()["in_sync"] == true);
+    }
+    assert!(!a.folder.join("t/f0.txt").exists() && !b.folder.join("t/f0.txt").exists());
+}
+
+/// B3, the busy case: while another file keeps changing (so steps are forced by the settle cap
+/// with fresh files around), trees made in one go — some inside directories the daemon's
+/// apply made — must all be published, through the watcher alone.
+#[test]
+fn trees_made_while_the_folder_is_busy_are_all_published() {
+    let mut w = world(2);
+    for e in &mut w.eps {
+        e.full_rescan_s = "600";
+    }
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    b.write("from-b/inner/x.txt", "x\n");
+    a.ok(&["start", SET]);
+    b.ok(&["start", SET]);
+    wait_for("the first state", T, || {
+        a.folder.join("from-b/inner/x.txt").exists() && b.folder.join("start.txt").exists()
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        let p = a.folder.join("busy.log");
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::write(&p, format!("{n}\n")).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut made = Vec::new();
+    for i in 0..40 {
+        let parent = if i % 2 == 0 { "from-b/inner" } else { "mine" };
+        let t = format!("{parent}/t{i}");
+        std::fs::create_dir_all(a.folder.join(&t).join("s0")).unwrap();
+        for k in 0..3 {
+            std::fs::write(
+                a.folder.join(&t).join(format!("n{k}.txt")),
+                format!("{i}/{k}\n"),
+            )
+            .unwrap();
+        }
+        std::fs::write(a.folder.join(&t).join("s0/m.txt"), "m\n").unwrap();
+        made.push(format!("{t}/s0/m.txt"));
+        made.push(format!("{t}/n2.txt"));
+        std::thread::sleep(Duration::from_millis(37 + (i * 13) % 60));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+    for rel in &made {
+        wait_for(&format!("{rel} to arrive"), Duration::from_secs(20), || {
+            b.folder.join(rel).exists()
+        });
+    }
+}
+
+/// B3, found by the multi-daemon test: a symlink to a directory of the folder made the watcher
+/// report that directory's changes under the symlink's path (it followed symlinks while adding
+/// watches, and the directory's watch took the symlink's name), so the step looked at the
+/// symlink and the change was never published — while `status` said in sync.
+#[test]
+fn symlinks_to_directories_do_not_hide_changes_in_them() {
+    let mut w = world(2);
+    for e in &mut w.eps {
+        e.full_rescan_s = "600";
+    }
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    a.write("real/first.txt", "1\n");
+    a.write("deep/er/x.txt", "x\n");
+    // Names before and after the directory's, so a walk meets some of them after it.
+    for l in ["0-link", "a-link", "m-link", "s-link", "zz-link"] {
+        std::os::unix::fs::symlink("real", a.folder.join(l)).unwrap();
+        std::os::unix::fs::symlink("../real", a.folder.join("deep").join(l)).unwrap();
+    }
+    a.ok(&["sync", SET]);
+    a.ok(&["start", SET]);
+    b.ok(&["start", SET]);
+    wait_for("the first state", T, || {
+        b.folder.join("real/first.txt").exists()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    a.write("real/second.txt", "2\n");
+    wait_for(
+        "a file written into the linked directory to arrive",
+        T,
+        || content(&b.folder.join("real/second.txt")).as_deref() == Some("2\n"),
+    );
+    // A directory made with a link inside it (its watch is added by a walk of it).
+    std::fs::create_dir_all(a.folder.join("new")).unwrap();
+    std::os::unix::fs::symlink("../deep/er", a.folder.join("new/link")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    a.write("deep/er/y.txt", "y\n");
+    wait_for(
+        "a file written into a directory linked from a new one",
+        T,
+        || content(&b.folder.join("deep/er/y.txt")).as_deref() == Some("y\n"),
+    );
+    for e in [a, b] {
+        wait_for("both in sync", T, || e.status()["in_sync"] == true);
+    }
 }
 
 #[test]

@@ -869,6 +869,13 @@ fn write_seed_corpus() {
         s.one("table-and-header-damaged", &bad_header);
     }
 
+    // ui_query: query strings and form bodies as browsers send them, and raw path bytes.
+    let mut q = Seeds::new("ui_query");
+    q.one("query", b"v=0fd96a1e&path=data%2Fcaf%E9%20x.csv&i=2");
+    q.one("form", b"token=00ff&path=notes.md&keep=local");
+    q.one("escapes", b"%%41%4%zz+&&==&t");
+    q.one("path-bytes", b"caf\xe9/\x00\xff/a b");
+
     let total: u64 = fs::read_dir(corpus_root())
         .expect("corpus")
         .flat_map(|d| fs::read_dir(d.expect("dir").path()).expect("dir"))

@@ -604,6 +604,74 @@ fn status_counts_are_right_after_concurrent_versions_are_merged() {
     }
 }
 
+/// Found with the multi-daemon test: a directory with a subdirectory, replaced by a file at
+/// one endpoint, failed at the other ("changed since the scan, left alone: it exists now") —
+/// the removal of the subdirectory was put off to the end of the step, after the removal of
+/// its parent and the write of the file that replaces it.
+#[test]
+fn a_directory_with_subdirectories_replaced_by_a_file_is_applied_in_one_step() {
+    let w = World::new(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    for i in 0..10 {
+        a.write(&format!("keep/f{i}.txt"), "keep\n");
+    }
+    a.write("d/sub/deeper/g.txt", "in d\n");
+    a.write("d/h.txt", "in d\n");
+    a.sync();
+    b.sync();
+    std::fs::remove_dir_all(a.path("d")).unwrap();
+    a.write("d", "now a file\n");
+    a.json(&["sync", SET, "--allow-deletions"]);
+    let r = b.sync();
+    assert_eq!(r["failures"], serde_json::json!([]), "{r}");
+    assert_eq!(b.read("d").as_deref(), Some("now a file\n"));
+    assert_eq!(b.status()["in_sync"], true);
+}
+
+/// Found by the multi-daemon test (seed 20261201): after a directory became a file or a
+/// symlink (and a file a directory), `status` counted the files the directory had held as
+/// still there — 205 files next to a 143-entry folder — because a type change carried its
+/// directory's contents into neither side of the count.
+#[test]
+fn status_counts_are_right_after_directories_and_files_change_type() {
+    let w = World::new(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    for i in 0..20 {
+        a.write(&format!("keep/f{i}.txt"), "keep\n");
+    }
+    for i in 0..4 {
+        a.write(&format!("d/sub/g{i}.txt"), "in d\n");
+    }
+    a.write("e/h.txt", "in e\n");
+    a.write("x.txt", "x\n");
+    a.sync();
+    b.sync();
+    // A directory becomes a file, another a symlink, and a file a directory of three.
+    std::fs::remove_dir_all(a.path("d")).unwrap();
+    a.write("d", "now a file\n");
+    std::fs::remove_dir_all(a.path("e")).unwrap();
+    std::os::unix::fs::symlink("keep", a.path("e")).unwrap();
+    std::fs::remove_file(a.path("x.txt")).unwrap();
+    for i in 0..3 {
+        a.write(&format!("x.txt/y{i}.txt"), "y\n");
+    }
+    a.json(&["sync", SET, "--allow-deletions"]);
+    b.sync();
+    let expected = count_files(&a.folder);
+    assert_eq!(
+        expected,
+        1 + 20 + 1 + 1 + 3,
+        "start + keep + d + e + x.txt/*"
+    );
+    for ep in [a, b] {
+        assert_eq!(count_files(&ep.folder), expected, "{}", ep.name);
+        let st = ep.status();
+        assert_eq!(st["local"]["files"], expected, "{}: {st}", ep.name);
+        assert_eq!(st["shared"]["files"], expected, "{}: {st}", ep.name);
+        assert_eq!(st["in_sync"], true, "{}: {st}", ep.name);
+    }
+}
+
 /// In one-way modes a receiving side that keeps its own version said "in sync" with nothing
 /// listed.
 #[test]

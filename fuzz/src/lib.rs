@@ -48,6 +48,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("read_table", fuzz_read_table),
     ("salvage", fuzz_salvage),
     ("open_object", fuzz_open_object),
+    ("ui_query", fuzz_ui_query),
 ];
 
 /// Every kind of sealed object.
@@ -340,4 +341,19 @@ pub fn fuzz_open_object(data: &[u8]) {
             }
         }
     }
+}
+
+/// The web app's reading of a request's query string and form fields (`ui::parse_query`,
+/// `ui::pct_decode`): never a panic, and every path survives `pct_encode` and back.
+pub fn fuzz_ui_query(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = prism_sync::ui::parse_query(Some(&text));
+    let _ = prism_sync::ui::pct_decode(&text);
+    let encoded = prism_sync::ui::pct_encode(data);
+    assert!(encoded.is_ascii(), "an encoded path is ASCII: {encoded}");
+    assert!(
+        prism_sync::ui::pct_decode(&encoded) == data,
+        "pct_encode does not round-trip {}",
+        hex_encode(data)
+    );
 }

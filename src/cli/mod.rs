@@ -4,6 +4,7 @@
 //! Exit codes (restic's): 0 success; 1 fatal error; 3 finished but some files could not be read
 //! or written (they are listed); 10 repository does not exist; 12 wrong password.
 
+mod browse;
 mod daemon;
 mod instance;
 mod remote;
@@ -208,6 +209,12 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Every snapshot (or, with a sync set's NAME, every version) as a read-only folder
+    /// (FUSE) until Ctrl-C or `umount`.
+    Mount(browse::MountArgs),
+    /// A local web app: every sync set's state, conflicts to settle, every version of every
+    /// file by time (open the printed URL).
+    Ui(browse::UiArgs),
     /// (internal) The daemon process that `start` launches.
     #[command(hide = true)]
     DaemonRun {
@@ -326,6 +333,18 @@ pub struct RestoreArgs {
     /// Allow a non-empty target and replace files that exist there.
     #[arg(long)]
     pub overwrite: bool,
+    /// With a sync set: this version (an id or id prefix from `prism-sync snapshots NAME`)
+    /// instead of --at.
+    #[arg(long, value_name = "ID", conflicts_with = "at")]
+    pub version: Option<String>,
+    /// With a sync set and --path FILE: put that version back into the live folder, over the
+    /// file there — only if the file is unchanged since the last sync step.
+    #[arg(long, requires = "path", conflicts_with_all = ["target", "overwrite", "beside"])]
+    pub in_place: bool,
+    /// With a sync set and --path FILE: write that version into the live folder beside the
+    /// file, as NAME.restored-YYYYMMDD-HHMMSS.EXT.
+    #[arg(long, requires = "path", conflicts_with_all = ["target", "overwrite"])]
+    pub beside: bool,
 }
 
 #[derive(Args, Debug)]
@@ -620,6 +639,8 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
         Command::Pause { name } => daemon::pause(ctx, &name, true),
         Command::Resume { name } => daemon::pause(ctx, &name, false),
         Command::Flush { name, timeout } => daemon::flush(ctx, &name, timeout),
+        Command::Mount(a) => browse::mount(ctx, &a),
+        Command::Ui(a) => browse::ui(ctx, &a),
         Command::DaemonRun { first } => daemon::run(ctx, first.as_deref()),
     }
 }

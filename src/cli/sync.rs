@@ -869,7 +869,21 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
 pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     let name = a.snapshot.as_deref().expect("dispatched with a set name");
     let (ep, repo) = open_set(ctx, name)?;
-    let (id, snap) = super::with_index(&repo, || state_at(ctx, &repo, name, a.at.as_deref()))?;
+    let (id, snap) = super::with_index(&repo, || match &a.version {
+        Some(v) => {
+            let all = set_snapshots(ctx, &repo, name, true)?;
+            let (id, s) = select::resolve(&all, v).map_err(|_| {
+                Error::invalid(format!(
+                    "{name} has no version {v}: see `prism-sync snapshots {name}`"
+                ))
+            })?;
+            Ok((*id, s.clone()))
+        }
+        None => state_at(ctx, &repo, name, a.at.as_deref()),
+    })?;
+    if a.in_place || a.beside {
+        return restore_one(ctx, &ep, &repo, (&id, &snap), a);
+    }
     let live = &ep.cfg.local_path;
     let target = match &a.target {
         Some(t) => absolute(t)?,
@@ -924,6 +938,45 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     Ok(Outcome {
         partial: !r.errors.is_empty() || !r.renamed.is_empty(),
     })
+}
+
+/// `restore NAME --path FILE --in-place|--beside`: one version back into the live folder.
+fn restore_one(
+    ctx: &Ctx,
+    ep: &Endpoint,
+    repo: &Repository,
+    (id, snap): (&SnapshotId, &Snapshot),
+    a: &RestoreArgs,
+) -> Result<Outcome> {
+    use crate::endpoint::restore::{Placement, restore_version};
+    let name = &ep.cfg.name;
+    let path: Vec<u8> = a
+        .path
+        .as_deref()
+        .map(|p| crate::snapshot::components(p.as_bytes()).join(&b'/'))
+        .unwrap_or_default();
+    let placement = if a.in_place {
+        Placement::InPlace
+    } else {
+        Placement::Beside
+    };
+    let written = restore_version(ep, repo, snap, &path, placement)?;
+    let local = crate::endpoint::apply::local_path(&ep.cfg.local_path, &written);
+    if ctx.out.json {
+        ctx.out.json(&json!({"set": name, "snapshot": id.to_hex(), "time": format_rfc3339(snap.time_ns), "path": display_path(&path), "written": local.display().to_string(), "in_place": a.in_place}));
+    } else {
+        ctx.out.line(format!(
+            "✅ Restored {} as of {} to {}",
+            display_path(&path),
+            format_local(snap.time_ns),
+            local.display()
+        ));
+        ctx.out.kv("Version", id.short());
+        ctx.out.line(format!(
+            "💡 The next sync publishes it as a new version (prism-sync sync {name})"
+        ));
+    }
+    Ok(Outcome::ok())
 }
 
 // ---- status ----------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 //! worker. Events are hints only — the step decides what changed — so their kinds barely matter:
 //! opens and plain reads are dropped, everything else marks its paths. A queue overflow asks for
 //! a full rescan. If the tree cannot be watched (the inotify watch limit), there is no watcher
-//! and the worker falls back to periodic full rescans, which `status` reports.
+//! and the worker falls back to periodic full rescans, which `status` reports. Symlinks are
+//! never followed.
 //! [`start_heads`] watches a local repository's heads the same way, and [`start_remote_heads`]
 //! a remote one's through a listing the server holds until the heads change.
 
@@ -37,7 +38,12 @@ pub fn start(root: &Path, tx: Sender<Msg>) -> (Option<RecommendedWatcher>, Strin
             let _ = tx.send(Msg::Rescan);
         }
     };
-    let mut w = match notify::recommended_watcher(handler) {
+    // Symlinks are synced as links, never followed: a watch added through a symlink to a
+    // directory of the folder would take over that directory's watch under the link's name
+    // (events then name the link, and the change is never looked at), and one to a directory
+    // outside the folder would watch what is not synced.
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut w = match RecommendedWatcher::new(handler, config) {
         Ok(w) => w,
         Err(e) => {
             return (

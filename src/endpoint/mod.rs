@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod leftovers;
 pub mod maintain;
+pub mod restore;
 pub mod state;
 mod step;
 pub mod trees;

@@ -50,6 +50,11 @@ pub struct HeadListing {
 }
 
 /// The set's current heads (superseded ones dropped), oldest first.
+///
+/// A head can be deleted between the list and its read: its publisher's successor created the
+/// head that merges it, then deleted it. Skipping it would drop that state (and, for the only
+/// head, read as "the set has no state", which a step would take as every file deleted), so
+/// [`read_heads`] takes the listing again until every listed head could be read.
 pub fn list_heads(repo: &Repository, set: &str) -> Result<Vec<(String, Head)>> {
     Ok(read_heads(repo, set)?.current)
 }

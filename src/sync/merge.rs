@@ -875,7 +875,9 @@ impl<'a> Merger<'a> {
 
 /// A file deleted at one path and created with the same content at another in one step is a
 /// move: rename it locally instead of downloading it again. Directory removals wait until the
-/// end (a moved file may still be inside), unless something is created at the same path later.
+/// end (a moved file may still be inside), unless something is created at the same path later
+/// — or at an ancestor's path: a directory replaced by a file is removed in place, so the
+/// removals of its subdirectories must stay in place before it.
 fn detect_moves(actions: &mut Vec<Action>) {
     let mut deletes: HashMap<(u64, Content), Vec<usize>> = HashMap::new();
     for (i, a) in actions.iter().enumerate() {
@@ -926,11 +928,20 @@ fn detect_moves(actions: &mut Vec<Action>) {
             continue;
         }
         match a {
-            Action::Rmdir { ref path } if !created.contains(path) => deferred.push(a),
+            Action::Rmdir { ref path } if !created_at_or_above(&created, path) => deferred.push(a),
             other => kept.push(other),
         }
     }
     deferred.sort_by_key(|a| std::cmp::Reverse(a.path().iter().filter(|&&b| b == b'/').count()));
     kept.extend(deferred);
     *actions = kept;
+}
+
+/// Whether something is created at `path` or at one of its ancestors.
+fn created_at_or_above(created: &BTreeSet<Vec<u8>>, path: &[u8]) -> bool {
+    created.contains(path)
+        || path
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'/' && created.contains(&path[..i]))
 }

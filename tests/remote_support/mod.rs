@@ -20,6 +20,12 @@ use prism_sync::backend::{BResult, Backend, DynBackend, Kind, ObjectInfo, S3Back
 use prism_sync::format::config::Capabilities;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_prism-sync");
+
+/// The binary these machines run: [`BIN`], or `PRISM_TEST_BIN` when set — a copy of a build,
+/// so a long soak keeps running one binary while the tree is rebuilt, or another branch's.
+pub fn bin() -> String {
+    std::env::var("PRISM_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
 pub const S3_ENV: &str = "PRISM_TEST_S3_ENDPOINT";
 pub const MOTO_ENV: &str = "PRISM_TEST_MOTO_SERVER";
 pub const ACCESS_KEY: &str = "test";
@@ -424,7 +430,7 @@ impl Serve {
     }
 
     fn launch(&mut self) {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(["serve", "--json", "--listen"])
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--repo")
@@ -620,7 +626,7 @@ impl Machine {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         for v in [
             "PRISM_HOME",
             "PRISM_SYNC_REPO",

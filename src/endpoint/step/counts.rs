@@ -3,10 +3,11 @@
 //! counted — the difference of the two, O(changes) — or, with none, counted by a walk (the
 //! first step, or state from a version that counted otherwise).
 
-use super::{Cx, TreeChange, count_delta};
+use super::{Cx, TreeChange};
 use crate::error::Result;
 use crate::id::BlobId;
-use crate::snapshot::diff::diff_trees;
+use crate::snapshot::NodeKind;
+use crate::snapshot::diff::{Change, diff_trees};
 use crate::snapshot::tree::walk;
 
 /// Counts of a tree.
@@ -26,12 +27,17 @@ pub(super) fn count(cx: &Cx, tree: BlobId, prev: Option<(BlobId, Counts)>) -> Re
         diff_trees(cx.repo, &old, &tree, &mut |d| {
             changes.push((d.path, d.change, d.old, d.new))
         })?;
-        let (df, db) = count_delta(&changes);
+        let (df, db) = delta(cx, &changes)?;
         return Ok(Counts {
             files: (c.files as i64 + df).max(0) as u64,
             bytes: (c.bytes as i64 + db).max(0) as u64,
         });
     }
+    walk_counts(cx, tree)
+}
+
+/// The counts of a whole tree, by a walk.
+fn walk_counts(cx: &Cx, tree: BlobId) -> Result<Counts> {
     let mut c = Counts::default();
     walk(cx.repo, &tree, &mut |_, n| {
         if !n.is_dir() {
@@ -41,6 +47,29 @@ pub(super) fn count(cx: &Cx, tree: BlobId, prev: Option<(BlobId, Counts)>) -> Re
         Ok(true)
     })?;
     Ok(c)
+}
+
+/// Files and bytes a list of tree changes adds (negative: removes).
+///
+/// An added or removed directory comes with one change per entry inside it, but a type change
+/// (a directory that became a file or a symlink, or the reverse) is one change: the entries of
+/// its directory side are counted by a walk of that subtree.
+fn delta(cx: &Cx, changes: &[TreeChange]) -> Result<(i64, i64)> {
+    let (mut files, mut bytes) = (0i64, 0i64);
+    for (_, change, old, new) in changes {
+        for (n, sign) in [(old, -1i64), (new, 1)] {
+            let Some(n) = n else { continue };
+            if let (Change::TypeChanged, NodeKind::Dir { subtree }) = (change, &n.kind) {
+                let c = walk_counts(cx, *subtree)?;
+                files += sign * c.files as i64;
+                bytes += sign * c.bytes as i64;
+            } else if !n.is_dir() {
+                files += sign;
+                bytes += sign * n.size() as i64;
+            }
+        }
+    }
+    Ok((files, bytes))
 }
 
 /// The tree last counted for the folder (`local`) or the shared state, with its counts.

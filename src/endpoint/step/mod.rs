@@ -203,22 +203,6 @@ pub fn heads_changed(ep: &Endpoint, repo: &Repository) -> Result<bool> {
     Ok(head_names(repo, &ep.cfg.name)? != ep.state.meta()?.heads)
 }
 
-/// Files and bytes a list of tree changes adds (negative: removes).
-fn count_delta(changes: &[TreeChange]) -> (i64, i64) {
-    let (mut files, mut bytes) = (0i64, 0i64);
-    for (_, _, old, new) in changes {
-        for (n, sign) in [(old, -1i64), (new, 1)] {
-            if let Some(n) = n
-                && !n.is_dir()
-            {
-                files += sign;
-                bytes += sign * n.size() as i64;
-            }
-        }
-    }
-    (files, bytes)
-}
-
 fn human(n: u64) -> String {
     crate::units::bytes(n)
 }
