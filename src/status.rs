@@ -149,6 +149,10 @@ pub struct MaintenanceView {
     /// Another endpoint held the maintenance lease at the last attempt.
     pub lease_busy: Option<String>,
     pub last_error: Option<String>,
+    /// Why maintenance is not done from here (an append-only repository).
+    pub skipped: Option<String>,
+    /// Retention or prune runs now (in the daemon, beside the steps).
+    pub running: bool,
 }
 
 /// What the repository says now about the set.
@@ -245,6 +249,7 @@ pub fn set_status(
         .map_err(|e| e.clone());
     let live = daemon.and_then(|d| d.sets.iter().find(|l| l.set == name).cloned());
     let reasons = not_in_sync(&meta, &conflicts, &names, live.as_ref());
+    let maintaining = live.as_ref().is_some_and(|l| l.maintaining);
     let ago = |t: Option<i64>| t.map(|t| format_ago(t, now));
     Ok(SetStatus {
         name: name.to_string(),
@@ -326,6 +331,8 @@ pub fn set_status(
             prune_packs_compacted: maint.prune_packs_compacted,
             lease_busy: maint.lease_busy.clone(),
             last_error: maint.last_error.clone(),
+            skipped: maint.skipped.clone(),
+            running: maintaining,
         },
     })
 }

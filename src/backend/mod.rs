@@ -212,6 +212,13 @@ pub trait Backend: Send + Sync {
         Ok(Capabilities(Capabilities::CREATE_ONLY))
     }
 
+    /// Whether the repository refuses to delete data through this backend (a `serve
+    /// --append-only` server): retention and prune cannot run through it, only where the
+    /// repository lives. Asked only when maintenance is due.
+    fn append_only(&self) -> BResult<bool> {
+        Ok(false)
+    }
+
     /// Tells the backend what the repository's config says was proven at init. A backend
     /// relies on no capability it was not told about (the s3 backend's `create` is then
     /// HEAD-then-PUT).

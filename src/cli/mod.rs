@@ -155,6 +155,14 @@ pub enum Command {
         #[arg(long)]
         allow_deletions: bool,
     },
+    /// Apply the set's retention and prune (compact) its repository now, under the
+    /// repository's maintenance lease. `sync` and the daemon do this by themselves.
+    Maintain {
+        name: String,
+        /// Only what is due (what `sync` starts in the background); else everything now.
+        #[arg(long)]
+        if_due: bool,
+    },
     /// Make the shared state equal to this folder (up) or this folder equal to it (down).
     ForceSync {
         name: String,
@@ -611,6 +619,7 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             dry_run,
             allow_deletions,
         } => sync::sync(ctx, &name, None, dry_run, allow_deletions),
+        Command::Maintain { name, if_due } => sync::maintain(ctx, &name, if_due),
         Command::ForceSync {
             name,
             direction,

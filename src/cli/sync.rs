@@ -372,24 +372,17 @@ pub fn sync(
     );
     drop(spinner);
     let r = r?;
-    // Retention and prune, when due (the daemon does the same when the set is idle). A failure
-    // here does not fail the step: it is reported and retried later.
-    let maintained = if dry_run || r.halted.is_some() {
+    // Retention and prune, when due, in a detached process of their own: never inside the step
+    // (the daemon runs them on a thread when the set is idle). Its outcome is in `status`.
+    let maintainer = if dry_run || r.halted.is_some() {
         None
     } else {
-        let iv = crate::endpoint::maintain::Intervals::from_env();
-        match crate::endpoint::maintain::maintain(&ep, &repo, &iv, false) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("⚠️  maintenance of {name}'s repository failed (retried later): {e}");
-                None
-            }
-        }
+        start_maintainer(ctx, &ep)
     };
     if ctx.out.json {
         let mut j = report_json(name, &r);
-        if let Some(m) = &maintained {
-            j["maintenance"] = maintenance_json(m);
+        if let Some(pid) = maintainer {
+            j["maintenance"] = json!({ "started": true, "pid": pid });
         }
         ctx.out.json(&j);
     }
@@ -489,8 +482,10 @@ pub fn sync(
             format!("  {c} {t}")
         })
         .collect();
-    if let Some(m) = &maintained {
-        maintenance_lines(ctx, m);
+    if let Some(pid) = maintainer {
+        ctx.out.line(format!(
+            "   🧹 Retention and prune run in the background (pid {pid}); `prism-sync status {name}` shows what they did"
+        ));
     }
     if !local.is_empty() {
         ctx.out
@@ -1084,6 +1079,9 @@ fn render_status(s: &SetStatus) {
             ),
         );
     }
+    if let Some(why) = &m.skipped {
+        kv("Maintenance", format!("skipped: {why}"));
+    }
     if let Some(who) = &m.lease_busy {
         kv(
             "Maintenance",
@@ -1185,8 +1183,58 @@ fn render_daemon(s: &SetStatus) {
     }
 }
 
+/// Starts `prism-sync maintain NAME --if-due` detached when retention or prune is due and no
+/// daemon keeps the set (the daemon maintains it itself); returns its pid. Best effort: a
+/// failure to look or to start is left for the next `sync`.
+fn start_maintainer(ctx: &Ctx, ep: &Endpoint) -> Option<u32> {
+    use crate::endpoint::maintain::{Intervals, due};
+    let name = &ep.cfg.name;
+    if crate::daemon::keeps_set(&ctx.home, name) {
+        return None;
+    }
+    match due(ep, &Intervals::from_env(), crate::repository::now_ns()) {
+        Ok((false, false)) | Err(_) => return None,
+        Ok(_) => {}
+    }
+    let exe = std::env::current_exe().ok()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--home").arg(&ctx.home);
+    if let Some(f) = &ctx.password_file {
+        cmd.arg("--password-file").arg(f);
+    }
+    if let Some(f) = &ctx.rest_token_file {
+        cmd.arg("--rest-token-file").arg(f);
+    }
+    cmd.args(["maintain", name, "--if-due"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // Its own process group: a Ctrl-C meant for the terminal's next command leaves it alone.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().ok()?;
+    Some(child.id())
+}
+
+/// `maintain NAME`: retention and prune (with compaction) now, or only what is due.
+pub fn maintain(ctx: &Ctx, name: &str, if_due: bool) -> Result<Outcome> {
+    use crate::endpoint::maintain::{Intervals, maintain};
+    let (ep, repo) = open_set(ctx, name)?;
+    let m = maintain(&ep, &repo, &Intervals::from_env(), !if_due)?;
+    if ctx.out.json {
+        ctx.out
+            .json(&m.as_ref().map(maintenance_json).unwrap_or(Value::Null));
+        return Ok(Outcome { partial: false });
+    }
+    match &m {
+        None => ctx.out.line("Nothing is due."),
+        Some(m) => maintenance_lines(ctx, m),
+    }
+    Ok(Outcome { partial: false })
+}
+
 fn maintenance_json(m: &crate::endpoint::maintain::MaintainReport) -> Value {
     json!({
+        "skipped": m.skipped,
         "lease_busy": m.busy,
         "retention": m.retention.as_ref().map(|r| json!({
             "considered": r.considered, "kept": r.kept, "protected": r.protected,
@@ -1201,6 +1249,9 @@ fn maintenance_json(m: &crate::endpoint::maintain::MaintainReport) -> Value {
 }
 
 fn maintenance_lines(ctx: &Ctx, m: &crate::endpoint::maintain::MaintainReport) {
+    if let Some(why) = &m.skipped {
+        ctx.out.line(format!("   💡 Maintenance skipped: {why}"));
+    }
     if let Some(who) = &m.busy {
         ctx.out.line(format!(
             "   💡 Retention and prune are left to {who}, which maintains the repository now"

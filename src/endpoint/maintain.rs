@@ -13,8 +13,17 @@
 //! published (what another endpoint's base most likely is), and `before-sync` safety snapshots
 //! younger than the window (the policy's `keep-within`, else [`SAFETY_WINDOW_DEFAULT`]).
 //!
-//! How often: retention every [`RETENTION_EVERY`], prune every [`PRUNE_EVERY`]; tests shorten
-//! them with `PRISM_SYNC_RETENTION_EVERY_S` and `PRISM_SYNC_PRUNE_EVERY_S`.
+//! How often: retention every [`RETENTION_EVERY`], prune every [`PRUNE_EVERY`], counted from the
+//! last run (or, the first time, from when this endpoint first looked: a set just set up or
+//! upgraded is never maintained in its first step); tests shorten them with
+//! `PRISM_SYNC_RETENTION_EVERY_S` and `PRISM_SYNC_PRUNE_EVERY_S`. Never inside a step: the
+//! daemon runs it on a thread of its own once the set has been idle for [`IDLE_BEFORE`]
+//! (`PRISM_SYNC_MAINTAIN_IDLE_S`), steps going on meanwhile; `sync` starts a detached
+//! `prism-sync maintain NAME --if-due` and returns.
+//!
+//! An append-only repository (`serve --append-only`) refuses the deletes retention and prune
+//! need: maintenance is skipped, said once in the record (`status` shows it), and left to
+//! whoever runs prune where the repository lives.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -40,12 +49,19 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 pub const SAFETY_WINDOW_DEFAULT: Duration = Duration::from_secs(30 * 86_400);
 /// A busy lease (or a failed run) is asked for again after at most this long.
 pub const RETRY_EVERY: Duration = Duration::from_secs(300);
+/// The daemon maintains a set only after it has been idle (no step) this long.
+pub const IDLE_BEFORE: Duration = Duration::from_secs(60);
+/// Why an append-only repository is not maintained from here (`status` shows it).
+pub const APPEND_ONLY_SKIPPED: &str =
+    "repository is append-only; run prune where the repository lives";
 
 /// When maintenance is due.
 #[derive(Debug, Clone, Copy)]
 pub struct Intervals {
     pub retention: Duration,
     pub prune: Duration,
+    /// How long the daemon waits after the last step before maintaining.
+    pub idle: Duration,
 }
 
 impl Intervals {
@@ -60,6 +76,7 @@ impl Intervals {
         Intervals {
             retention: secs("PRISM_SYNC_RETENTION_EVERY_S").unwrap_or(RETENTION_EVERY),
             prune: secs("PRISM_SYNC_PRUNE_EVERY_S").unwrap_or(PRUNE_EVERY),
+            idle: secs("PRISM_SYNC_MAINTAIN_IDLE_S").unwrap_or(IDLE_BEFORE),
         }
     }
 
@@ -164,15 +181,22 @@ pub struct MaintainReport {
     pub prune: Option<PruneReport>,
     /// The lease was held elsewhere: nothing was done.
     pub busy: Option<String>,
+    /// Maintenance cannot run through this repository (said the first time only).
+    pub skipped: Option<String>,
 }
 
-/// What is due now (retention, prune), by this endpoint's record.
+/// What is due now (retention, prune), by this endpoint's record. The first call for an
+/// endpoint records when it first looked; nothing is due until an interval after that.
 pub fn due(ep: &Endpoint, iv: &Intervals, now: i64) -> Result<(bool, bool)> {
     let m = ep.state.maintenance()?;
+    let Some(since) = m.since_ns.or(m.retention_ns).or(m.prune_ns) else {
+        ep.state.update_maintenance(|m| m.since_ns = Some(now))?;
+        return Ok((false, false));
+    };
     if m.attempt_ns.is_some_and(|a| now - a < ns(iv.retry())) {
         return Ok((false, false));
     }
-    let older = |t: Option<i64>, every: Duration| t.is_none_or(|t| now - t >= ns(every));
+    let older = |t: Option<i64>, every: Duration| now - t.unwrap_or(since) >= ns(every);
     Ok((
         older(m.retention_ns, iv.retention),
         older(m.prune_ns, iv.prune),
@@ -198,6 +222,31 @@ pub fn maintain(
     }
     let policy = ep.cfg.retention_policy()?;
     ep.state.update_maintenance(|m| m.attempt_ns = Some(now))?;
+    // Through an append-only server every delete is refused: skip, and say so once (and
+    // whenever asked for explicitly).
+    match repo.backend().append_only() {
+        Ok(true) => {
+            let first = ep.state.maintenance()?.skipped.is_none();
+            ep.state.update_maintenance(|m| {
+                m.skipped = Some(APPEND_ONLY_SKIPPED.to_string());
+                m.last_error = None;
+            })?;
+            return Ok((first || force).then(|| MaintainReport {
+                skipped: Some(APPEND_ONLY_SKIPPED.to_string()),
+                ..MaintainReport::default()
+            }));
+        }
+        Ok(false) => {
+            if ep.state.maintenance()?.skipped.is_some() {
+                ep.state.update_maintenance(|m| m.skipped = None)?;
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let _ = ep.state.update_maintenance(|m| m.last_error = Some(msg));
+            return Err(e.into());
+        }
+    }
     let label = format!("{}/{}", ep.cfg.name, ep.cfg.endpoint);
     let mut held = match lease::take(repo, &label, LEASE_TTL) {
         Ok(Taken::Held(h)) => h,

@@ -106,6 +106,12 @@ pub struct Maintenance {
     /// Another endpoint held the lease at the last attempt (`endpoint@host`).
     pub lease_busy: Option<String>,
     pub last_error: Option<String>,
+    /// When this endpoint first looked at maintenance (set up, or upgraded to a version that
+    /// maintains): the first retention and prune are due an interval after it, never in the
+    /// first step.
+    pub since_ns: Option<i64>,
+    /// Why maintenance is not done from here at all (an append-only repository), said once.
+    pub skipped: Option<String>,
 }
 
 /// A conflict somewhere in the set (carried in the head), as this endpoint keeps it.
@@ -189,8 +195,11 @@ pub struct SkippedFile {
     pub reason: String,
 }
 
+/// Cheap to clone: the clones share one open database (the daemon's maintenance thread uses one
+/// beside the worker's).
+#[derive(Clone)]
 pub struct State {
-    db: Database,
+    db: std::sync::Arc<Database>,
     path: PathBuf,
 }
 
@@ -224,7 +233,7 @@ impl State {
             .create(path)
             .map_err(|e| err(path, e))?;
         Ok(State {
-            db,
+            db: std::sync::Arc::new(db),
             path: path.to_path_buf(),
         })
     }

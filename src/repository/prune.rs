@@ -233,12 +233,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // Repack: copy the used blobs (verified on read) into new packs.
     let repack_ids: HashSet<PackId> = repack.iter().map(|p| p.id).collect();
+    // A copy in a pack that stays (not marked before, not repacked, not marked now) spares
+    // the copy.
+    let going: HashSet<PackId> = repack_ids.iter().chain(to_mark.iter()).copied().collect();
     let mut packer = Packer::new(repo);
     for p in &repack {
         for b in &p.blobs {
             let elsewhere = index
                 .locations(p.kind, &b.id)
-                .any(|l| !l.pack.marked && !repack_ids.contains(&l.pack.id));
+                .any(|l| !l.pack.marked && !going.contains(&l.pack.id));
             if !used(p.kind, &b.id) || elsewhere {
                 continue;
             }
@@ -263,23 +266,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             wait_for: vec![WAIT_UNKNOWN],
         });
     }
-    let copied: HashSet<(BlobKind, BlobId)> = new_packs
-        .iter()
-        .flat_map(|p| p.blobs.iter().map(|b| (p.kind, b.id)))
-        .chain(
-            // Blobs skipped because another kept pack has them count as copied.
-            repack.iter().flat_map(|p| {
-                p.blobs
-                    .iter()
-                    .filter(|b| {
-                        index
-                            .locations(p.kind, &b.id)
-                            .any(|l| !l.pack.marked && !repack_ids.contains(&l.pack.id))
-                    })
-                    .map(|b| (p.kind, b.id))
-            }),
-        )
-        .collect();
     let mut packs = full.clone();
     packs.extend(new_packs);
     let first = repo.write_index(packs.clone(), old_files.clone(), marks.clone())?;
@@ -303,20 +289,32 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .collect();
     reachable(repo, &newer, &mut reach)?;
     let pack_of: HashMap<PackId, &IndexPack> = packs.iter().map(|p| (p.id, p)).collect();
+    // Blobs that stay in a pack nobody marked (the copies repacking made, and the one copy of a
+    // blob stored twice that counted as used): a marked pack holding such a blob is not needed
+    // for it.
+    let marked_ids: HashSet<PackId> = marks.iter().map(|m| m.pack).collect();
+    let kept_blobs: HashSet<(BlobKind, BlobId)> = packs
+        .iter()
+        .filter(|p| !marked_ids.contains(&p.id))
+        .flat_map(|p| p.blobs.iter().map(|b| (p.kind, b.id)))
+        .collect();
     let mut deletable: Vec<PackId> = Vec::new();
     let mut kept_marks: Vec<DeletionMark> = Vec::new();
     for mut m in marks {
         let Some(p) = pack_of.get(&m.pack) else {
             continue;
         };
-        // A repacked pack goes unless a snapshot committed meanwhile uses a blob of it that
-        // was not copied (it was unused when we looked).
+        // A marked pack goes unless a snapshot (one committed meanwhile included) uses a blob
+        // of it that no unmarked pack holds. A pack whose blobs all have a kept copy elsewhere
+        // goes: treating such a pack as still used (because its blobs are reachable) kept every
+        // duplicate pack forever, so compaction never brought the pack count down (regression
+        // test: tests/compaction_crash.rs).
         let still_used = p.blobs.iter().any(|b| {
             let reached = match p.kind {
                 BlobKind::Data => reach.data.contains(&b.id),
                 BlobKind::Tree => reach.trees.contains(&b.id),
             };
-            reached && (!repack_ids.contains(&m.pack) || !copied.contains(&(p.kind, b.id)))
+            reached && !kept_blobs.contains(&(p.kind, b.id))
         });
         if still_used {
             report.packs_recovered += 1;
