@@ -94,6 +94,8 @@ fn start(ep: &Ep) {
         .cmd(&["start", SET])
         .env("PRISM_SYNC_RETENTION_EVERY_S", "2")
         .env("PRISM_SYNC_PRUNE_EVERY_S", "4")
+        // Maintenance waits for the set to be idle this long (a minute by default).
+        .env("PRISM_SYNC_MAINTAIN_IDLE_S", "1")
         .output()
         .unwrap();
     assert!(
