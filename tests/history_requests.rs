@@ -67,6 +67,7 @@ fn history_and_restore_at_send_no_more_requests_after_many_steps() {
             "notes.txt",
             "--target",
             target,
+            "--overwrite",
         ],
     ];
     let count = |args: &[&str]| {
