@@ -193,18 +193,20 @@ fn running_daemons_forget_and_prune_exactly_outside_a_short_window_while_two_end
             .into_iter()
             .filter(|(_, s)| s.1.as_deref() == Some(SET)),
     );
-    let last_run = |ep: &Ep| {
-        ep.status()["maintenance"]["retention_last"]
+    let last_run = |ep: &Ep, what: &str| {
+        ep.status()["maintenance"][what]
             .as_str()
             .map(|t| t.parse::<jiff::Timestamp>().unwrap().as_second())
     };
     wait_for(
-        "retention runs after the last edit",
+        "retention and prune run after the last edit",
         Duration::from_secs(60),
         || {
-            [a, b]
-                .iter()
-                .any(|e| last_run(e).is_some_and(|t| t > quiet + 1))
+            ["retention_last", "prune_last"].iter().all(|what| {
+                [a, b]
+                    .iter()
+                    .any(|e| last_run(e, what).is_some_and(|t| t > quiet + 1))
+            })
         },
     );
     for ep in [a, b] {

@@ -358,6 +358,9 @@ impl Worker {
         let mut sched = Schedule::new(&s, rescan_every);
         let mut repo: Option<Repository> = None;
         let maint = Intervals::from_env();
+        // The first look counts from the daemon's start (a first maintenance is due an
+        // interval after it), not from the first idle moment.
+        let _ = maintain::due(&ep, &maint, now_ns());
         let mut next_maintenance = Instant::now();
         let mut last_step = Instant::now();
         let mut maintainer: Option<JoinHandle<()>> = None;
