@@ -131,6 +131,29 @@ pub struct SetStatus {
     pub activity: Vec<ActivityLine>,
     pub paused: bool,
     pub daemon: DaemonView,
+    /// The set's retention and when it, and prune, last ran from this endpoint.
+    pub maintenance: MaintenanceView,
+}
+
+/// Retention and prune as `status` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaintenanceView {
+    pub retention: String,
+    pub retention_last: Option<String>,
+    pub retention_last_ago: Option<String>,
+    pub retention_kept: u64,
+    pub retention_forgotten: u64,
+    pub prune_last: Option<String>,
+    pub prune_last_ago: Option<String>,
+    pub prune_freed_bytes: u64,
+    pub prune_packs_compacted: u64,
+    /// Another endpoint held the maintenance lease at the last attempt.
+    pub lease_busy: Option<String>,
+    pub last_error: Option<String>,
+    /// Why maintenance is not done from here (an append-only repository).
+    pub skipped: Option<String>,
+    /// Retention or prune runs now (in the daemon, beside the steps).
+    pub running: bool,
 }
 
 /// What the repository says now about the set.
@@ -221,6 +244,7 @@ pub fn set_status(
 ) -> Result<SetStatus> {
     let ep = Endpoint::open(home, name)?;
     let meta = ep.state.meta()?;
+    let maint = ep.state.maintenance()?;
     let now = now_ns();
     let heads = heads_now(&ep, creds);
     let conflicts = all_conflicts(&ep, &heads)?;
@@ -230,6 +254,7 @@ pub fn set_status(
         .map_err(|e| e.clone());
     let live = daemon.and_then(|d| d.sets.iter().find(|l| l.set == name).cloned());
     let reasons = not_in_sync(&meta, &conflicts, &names, live.as_ref());
+    let maintaining = live.as_ref().is_some_and(|l| l.maintaining);
     let ago = |t: Option<i64>| t.map(|t| format_ago(t, now));
     Ok(SetStatus {
         name: name.to_string(),
@@ -298,6 +323,21 @@ pub fn set_status(
             running: daemon.is_some(),
             pid: daemon.map(|d| d.pid),
             live,
+        },
+        maintenance: MaintenanceView {
+            retention: ep.cfg.retention.clone(),
+            retention_last: maint.retention_ns.map(format_rfc3339),
+            retention_last_ago: ago(maint.retention_ns),
+            retention_kept: maint.retention_kept,
+            retention_forgotten: maint.retention_forgotten,
+            prune_last: maint.prune_ns.map(format_rfc3339),
+            prune_last_ago: ago(maint.prune_ns),
+            prune_freed_bytes: maint.prune_freed_bytes,
+            prune_packs_compacted: maint.prune_packs_compacted,
+            lease_busy: maint.lease_busy.clone(),
+            last_error: maint.last_error.clone(),
+            skipped: maint.skipped.clone(),
+            running: maintaining,
         },
     })
 }

@@ -121,7 +121,7 @@ fn a_failed_write_at_any_point_of_a_prune_leaves_a_consistent_repository() {
             &repo,
             &PruneOptions {
                 max_unused_percent: 0.0,
-                dry_run: false,
+                ..Default::default()
             },
         );
         fault.fail_from(0);
@@ -148,7 +148,7 @@ fn a_failed_write_at_any_point_of_a_prune_leaves_a_consistent_repository() {
             &repo,
             &PruneOptions {
                 max_unused_percent: 0.0,
-                dry_run: false,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -289,6 +289,30 @@ fn head_object_with_conflicts_and_confirmed_deletions() {
 }
 
 #[test]
+fn maintenance_lease_object() {
+    use prism_sync::format::lease::Lease;
+    let l = Lease {
+        generation: 42,
+        holder: [0x6c; 16],
+        host: "ws-1".into(),
+        pid: 31337,
+        endpoint: "project1-sync/ws-1".into(),
+        taken_ns: 1_764_000_000_000_000_000,
+        expires_ns: 1_764_000_001_800_000_000,
+        released: true,
+        extra: vec![],
+    };
+    let plain = vector(
+        "lease-plaintext",
+        "maintenance lease TLV plaintext: generation 42, holder, host, endpoint, taken, expires 30 min later, released",
+        &l.encode(),
+    );
+    let back = Lease::decode(&plain).unwrap();
+    assert_eq!(back, l);
+    assert_eq!(back.encode(), plain);
+}
+
+#[test]
 fn index_file() {
     let mut f = IndexFile {
         supersedes: vec![IndexId([0x01; 32])],

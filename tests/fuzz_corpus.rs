@@ -793,6 +793,26 @@ fn write_seed_corpus() {
     };
     s.valid("conflicts", &with_conflicts.encode());
 
+    let mut s = Seeds::new("lease");
+    let lease = prism_sync::format::lease::Lease {
+        generation: 7,
+        holder: [0x6d; 16],
+        host: "laptop".into(),
+        pid: 4242,
+        endpoint: "p-sync/local".into(),
+        taken_ns: 1_700_000_000_000_000_008,
+        expires_ns: 1_700_000_001_800_000_008,
+        released: false,
+        extra: vec![],
+    };
+    s.valid("held", &lease.encode());
+    let released = prism_sync::format::lease::Lease {
+        released: true,
+        extra: vec![(9, b"future".to_vec())],
+        ..lease.clone()
+    };
+    s.valid("released-future-field", &released.encode());
+
     let mut s = Seeds::new("filecache");
     let entry = CacheEntry {
         size: 4096,

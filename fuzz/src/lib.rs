@@ -43,6 +43,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("tlv", fuzz_tlv),
     ("session", fuzz_session),
     ("head", fuzz_head),
+    ("lease", fuzz_lease),
     ("filecache", fuzz_filecache),
     ("read_table", fuzz_read_table),
     ("salvage", fuzz_salvage),
@@ -51,12 +52,13 @@ pub const TARGETS: &[(&str, Target)] = &[
 ];
 
 /// Every kind of sealed object.
-pub const OBJECT_KINDS: [ObjectKind; 5] = [
+pub const OBJECT_KINDS: [ObjectKind; 6] = [
     ObjectKind::Config,
     ObjectKind::Index,
     ObjectKind::Snapshot,
     ObjectKind::Session,
     ObjectKind::Head,
+    ObjectKind::Lease,
 ];
 
 /// The master key of the keyed targets; their seeds are sealed under it.
@@ -283,6 +285,17 @@ pub fn fuzz_head(data: &[u8]) {
     }
 }
 
+/// `Lease::decode` (the repository's maintenance lease).
+pub fn fuzz_lease(data: &[u8]) {
+    if let Ok(l) = prism_sync::format::lease::Lease::decode(data) {
+        assert_canonical("lease", data, &l.encode());
+        assert!(
+            l.expires_ns > l.taken_ns,
+            "a lease that expires before it was taken"
+        );
+    }
+}
+
 /// `CacheEntry::decode` (a value of the local file cache).
 pub fn fuzz_filecache(data: &[u8]) {
     if let Some(e) = CacheEntry::decode(data) {
@@ -323,8 +336,8 @@ pub fn fuzz_open_object(data: &[u8]) {
                 ObjectKind::Index => fuzz_index(&plain),
                 ObjectKind::Snapshot => fuzz_snapshot(&plain),
                 ObjectKind::Session => fuzz_session(&plain),
-                // Nothing stores a head object yet: there is no decoder to hand it to.
-                ObjectKind::Head => {}
+                ObjectKind::Head => fuzz_head(&plain),
+                ObjectKind::Lease => fuzz_lease(&plain),
             }
         }
     }

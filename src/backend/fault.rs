@@ -77,6 +77,9 @@ impl Backend for FaultBackend {
     fn use_capabilities(&self, caps: crate::format::config::Capabilities) {
         self.inner.use_capabilities(caps)
     }
+    fn append_only(&self) -> BResult<bool> {
+        self.inner.append_only()
+    }
     fn parallelism(&self) -> usize {
         self.inner.parallelism()
     }

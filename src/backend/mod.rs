@@ -43,10 +43,11 @@ pub enum Kind {
     Snapshot,
     Session,
     Head,
+    Lease,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Config,
         Kind::Key,
         Kind::Pack,
@@ -54,6 +55,7 @@ impl Kind {
         Kind::Snapshot,
         Kind::Session,
         Kind::Head,
+        Kind::Lease,
     ];
 
     /// Directory (or key prefix) of the kind.
@@ -66,6 +68,7 @@ impl Kind {
             Kind::Snapshot => "snapshots",
             Kind::Session => "sessions",
             Kind::Head => "heads",
+            Kind::Lease => "leases",
         }
     }
 
@@ -78,6 +81,7 @@ impl Kind {
             Kind::Snapshot => "snapshot",
             Kind::Session => "session",
             Kind::Head => "head",
+            Kind::Lease => "maintenance lease",
         }
     }
 
@@ -164,14 +168,15 @@ fn lower_hex(s: &str, len: usize) -> bool {
 }
 
 /// Is `name` exactly the form the repository layout gives objects of `kind`? Keys, packs, index
-/// files, snapshots and sessions: 64 lowercase hex digits; heads: 16, `-`, 64; the config: no
-/// name. `serve` stores nothing else (no `keys/ZZ_not_hex`, no new directories under `data/`).
+/// files, snapshots and sessions: 64 lowercase hex digits; heads: 16, `-`, 64; leases: 16; the
+/// config: no name. `serve` stores nothing else (no `keys/ZZ_not_hex`, no new directories under `data/`).
 pub fn layout_name(kind: Kind, name: &str) -> bool {
     match kind {
         Kind::Config => name.is_empty(),
         Kind::Head => name
             .split_once('-')
             .is_some_and(|(set, snap)| lower_hex(set, 16) && lower_hex(snap, 64)),
+        Kind::Lease => lower_hex(name, 16),
         _ => lower_hex(name, 64),
     }
 }
@@ -205,6 +210,13 @@ pub trait Backend: Send + Sync {
     /// (`link(2)`, a lock), and there is no compare-and-swap.
     fn probe_capabilities(&self) -> BResult<Capabilities> {
         Ok(Capabilities(Capabilities::CREATE_ONLY))
+    }
+
+    /// Whether the repository refuses to delete data through this backend (a `serve
+    /// --append-only` server): retention and prune cannot run through it, only where the
+    /// repository lives. Asked only when maintenance is due.
+    fn append_only(&self) -> BResult<bool> {
+        Ok(false)
     }
 
     /// Tells the backend what the repository's config says was proven at init. A backend

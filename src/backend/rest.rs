@@ -49,6 +49,9 @@ pub const WAIT_SECS_MAX: u64 = 30;
 
 /// The largest listing we accept (≈ 2 million packs).
 pub const LIST_BYTES_MAX: u64 = 256 << 20;
+/// The server's description (`GET /`) is a small JSON object.
+const INFO_BYTES_MAX: u64 = 64 << 10;
+
 /// The largest object we read whole (the format's largest pack plus slack).
 pub const READ_BYTES_MAX: u64 = (1 << 30) + (64 << 20);
 /// Error messages from the server are cut to this length.
@@ -665,6 +668,24 @@ impl Backend for RestBackend {
         } else {
             Err(self.fail(&what, &a))
         }
+    }
+
+    /// The server's description (`GET /`, see `format-spec/rest.md`) says whether it is
+    /// append-only.
+    fn append_only(&self) -> BResult<bool> {
+        let what = self.location();
+        let a = self.exchange(&what, Method::GET, "", None, None, INFO_BYTES_MAX)?;
+        if !a.status.is_success() {
+            return Err(self.fail(&what, &a));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&a.body).map_err(|e| {
+            BackendError::new(
+                ErrorKind::Other,
+                what.clone(),
+                format!("the server's description is not JSON: {e}"),
+            )
+        })?;
+        Ok(v["append_only"].as_bool().unwrap_or(false))
     }
 
     fn create(&self, kind: Kind, name: &str, data: &[u8]) -> BResult<()> {

@@ -211,6 +211,10 @@ impl Backend for RetryBackend {
         self.inner.use_capabilities(caps)
     }
 
+    fn append_only(&self) -> BResult<bool> {
+        self.run(|_| self.inner.append_only())
+    }
+
     fn parallelism(&self) -> usize {
         self.inner.parallelism()
     }

@@ -174,6 +174,15 @@ pub enum Command {
         #[arg(long)]
         allow_deletions: bool,
     },
+    /// Apply the set's retention and prune (compact) its repository now, under the
+    /// repository's maintenance lease. `sync` and the daemon do this by themselves.
+    Maintain {
+        /// The sync set (as `status` lists it).
+        name: String,
+        /// Only what is due (what `sync` starts in the background); else everything now.
+        #[arg(long)]
+        if_due: bool,
+    },
     /// Make the shared state equal to this folder (up) or this folder equal to it (down).
     ForceSync {
         /// The sync set (as `status` lists it; may be left out when there is only one).
@@ -876,6 +885,7 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             dry_run,
             allow_deletions,
         ),
+        Command::Maintain { name, if_due } => sync::maintain(ctx, &name, if_due),
         Command::ForceSync {
             name,
             direction,

@@ -875,6 +875,7 @@ fn run_prune(ctx: &Ctx, repo: &Repository, dry_run: bool, max_unused: f64) -> Re
         repo,
         &PruneOptions {
             max_unused_percent: max_unused,
+            compact_below_bytes: 0,
             dry_run,
         },
     )?;

@@ -458,8 +458,19 @@ pub fn sync(
     );
     drop(spinner);
     let r = r?;
+    // Retention and prune, when due, in a detached process of their own: never inside the step
+    // (the daemon runs them on a thread when the set is idle). Its outcome is in `status`.
+    let maintainer = if dry_run || r.halted.is_some() {
+        None
+    } else {
+        start_maintainer(ctx, &ep)
+    };
     if ctx.out.json {
-        ctx.out.json(&report_json(name, &r));
+        let mut j = report_json(name, &r);
+        if let Some(pid) = maintainer {
+            j["maintenance"] = json!({ "started": true, "pid": pid });
+        }
+        ctx.out.json(&j);
     }
     if let Some(why) = &r.halted {
         bail!(Error::invalid(format!("{name} is halted: {why}")));
@@ -575,6 +586,11 @@ pub fn sync(
             format!("  {c} {t}")
         })
         .collect();
+    if let Some(pid) = maintainer {
+        ctx.out.line(format!(
+            "   🧹 Retention and prune run in the background (pid {pid}); `prism-sync status {name}` shows what they did"
+        ));
+    }
     if !local.is_empty() {
         ctx.out.line(format!(
             "   ↓ {} applied here",
@@ -1165,6 +1181,45 @@ fn render_status(s: &SetStatus) {
     if !eps.is_empty() {
         kv("Endpoints", eps.join(", "));
     }
+    let m = &s.maintenance;
+    let mut retention = format!("{} (every version for that long)", m.retention);
+    if !m
+        .retention
+        .trim_start()
+        .starts_with(|c: char| c.is_ascii_digit())
+    {
+        retention = m.retention.clone();
+    }
+    match &m.retention_last_ago {
+        Some(ago) => retention.push_str(&format!(
+            "; last applied {ago}: kept {}, forgot {}",
+            m.retention_kept, m.retention_forgotten
+        )),
+        None => retention.push_str("; not applied from here yet"),
+    }
+    kv("Retention", retention);
+    if let Some(ago) = &m.prune_last_ago {
+        kv(
+            "Prune",
+            format!(
+                "last {ago}: freed {}, {} small pack(s) compacted",
+                bytes(m.prune_freed_bytes),
+                m.prune_packs_compacted
+            ),
+        );
+    }
+    if let Some(why) = &m.skipped {
+        kv("Maintenance", format!("skipped: {why}"));
+    }
+    if let Some(who) = &m.lease_busy {
+        kv(
+            "Maintenance",
+            format!("left to {who}, which held the lease"),
+        );
+    }
+    if let Some(e) = &m.last_error {
+        println!("   ⚠️  maintenance: {e}");
+    }
     render_daemon(s);
     if s.paused {
         println!(
@@ -1254,5 +1309,96 @@ fn render_daemon(s: &SetStatus) {
             "Daemon",
             format!("not running (keep it in sync: prism-sync start {name})"),
         ),
+    }
+}
+
+/// Starts `prism-sync maintain NAME --if-due` detached when retention or prune is due and no
+/// daemon keeps the set (the daemon maintains it itself); returns its pid. Best effort: a
+/// failure to look or to start is left for the next `sync`.
+fn start_maintainer(ctx: &Ctx, ep: &Endpoint) -> Option<u32> {
+    use crate::endpoint::maintain::{Intervals, due};
+    let name = &ep.cfg.name;
+    if crate::daemon::keeps_set(&ctx.home, name) {
+        return None;
+    }
+    match due(ep, &Intervals::from_env(), crate::repository::now_ns()) {
+        Ok((false, false)) | Err(_) => return None,
+        Ok(_) => {}
+    }
+    let exe = std::env::current_exe().ok()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--home").arg(&ctx.home);
+    if let Some(f) = &ctx.password_file {
+        cmd.arg("--password-file").arg(f);
+    }
+    if let Some(f) = &ctx.rest_token_file {
+        cmd.arg("--rest-token-file").arg(f);
+    }
+    cmd.args(["maintain", name, "--if-due"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // Its own process group: a Ctrl-C meant for the terminal's next command leaves it alone.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().ok()?;
+    Some(child.id())
+}
+
+/// `maintain NAME`: retention and prune (with compaction) now, or only what is due.
+pub fn maintain(ctx: &Ctx, name: &str, if_due: bool) -> Result<Outcome> {
+    use crate::endpoint::maintain::{Intervals, maintain};
+    let (ep, repo) = open_set(ctx, name)?;
+    let m = maintain(&ep, &repo, &Intervals::from_env(), !if_due)?;
+    if ctx.out.json {
+        ctx.out
+            .json(&m.as_ref().map(maintenance_json).unwrap_or(Value::Null));
+        return Ok(Outcome { partial: false });
+    }
+    match &m {
+        None => ctx.out.line("Nothing is due."),
+        Some(m) => maintenance_lines(ctx, m),
+    }
+    Ok(Outcome { partial: false })
+}
+
+fn maintenance_json(m: &crate::endpoint::maintain::MaintainReport) -> Value {
+    json!({
+        "skipped": m.skipped,
+        "lease_busy": m.busy,
+        "retention": m.retention.as_ref().map(|r| json!({
+            "considered": r.considered, "kept": r.kept, "protected": r.protected,
+            "forgotten": r.forget.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+        })),
+        "prune": m.prune.as_ref().map(|p| json!({
+            "freed_bytes": p.bytes_deleted, "packs_deleted": p.packs_deleted,
+            "packs_compacted": p.packs_compacted, "packs_deferred": p.packs_deferred,
+            "index_files": p.index_files,
+        })),
+    })
+}
+
+fn maintenance_lines(ctx: &Ctx, m: &crate::endpoint::maintain::MaintainReport) {
+    if let Some(why) = &m.skipped {
+        ctx.out.line(format!("   💡 Maintenance skipped: {why}"));
+    }
+    if let Some(who) = &m.busy {
+        ctx.out.line(format!(
+            "   💡 Retention and prune are left to {who}, which maintains the repository now"
+        ));
+    }
+    if let Some(r) = &m.retention {
+        ctx.out.line(format!(
+            "   🧹 Retention: kept {} version(s), forgot {}",
+            r.kept,
+            r.forget.len()
+        ));
+    }
+    if let Some(p) = &m.prune {
+        ctx.out.line(format!(
+            "   🧹 Prune: freed {}, {} small pack(s) compacted, {} index file(s) merged",
+            bytes(p.bytes_deleted),
+            p.packs_compacted,
+            p.index_files
+        ));
     }
 }

@@ -140,6 +140,11 @@ fn save_started(home: &Path, sets: &BTreeSet<String>) -> Result<()> {
     )
 }
 
+/// True if a daemon runs and keeps `set` in sync (it then maintains the set itself).
+pub fn keeps_set(home: &Path, set: &str) -> bool {
+    load_started(home).is_ok_and(|s| s.contains(set)) && running_pid(home).is_some()
+}
+
 /// The pid of the daemon serving `home`, if one runs.
 pub fn running_pid(home: &Path) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(sync_dir(home).join("daemon.pid"))

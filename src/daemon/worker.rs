@@ -7,7 +7,10 @@
 //! differ from the heads the last step merged (`Meta::heads`: the step records only those, so a
 //! head published by another endpoint during a step is still new afterwards). Right after each
 //! step the heads are checked again, so concurrent publishes converge at once, not at the next
-//! poll.
+//! poll. When the set has been idle for a while (no step for `Intervals::idle`) and their time
+//! has come, retention and prune run on a thread of their own ([`crate::endpoint::maintain`];
+//! `LiveStatus::maintaining`): steps go on meanwhile, as they would beside another endpoint's
+//! prune.
 
 use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
@@ -23,11 +26,15 @@ use serde_json::json;
 use super::Settings;
 use super::control::Response;
 use crate::endpoint::config::SetConfig;
+use crate::endpoint::maintain::{self, Intervals};
 use crate::endpoint::{Endpoint, StepOptions, StepReport, step};
 use crate::error::{Error, Result};
 use crate::repository::heads::head_names;
 use crate::repository::{Credentials, Repository, now_ns};
 use crate::time::format_rfc3339;
+
+/// Maintenance is looked at no more often than this (it reads the set's state).
+const MAINTENANCE_CHECK_MIN: Duration = Duration::from_secs(1);
 
 pub enum Msg {
     Fs(Vec<PathBuf>),
@@ -86,6 +93,8 @@ pub struct LiveStatus {
     pub unreachable_since: Option<String>,
     pub next_check_ms: u64,
     pub halt: Option<String>,
+    /// Retention, prune or compaction of the set's repository runs (beside the steps).
+    pub maintaining: bool,
 }
 
 pub struct Handle {
@@ -348,6 +357,13 @@ impl Worker {
         });
         let mut sched = Schedule::new(&s, rescan_every);
         let mut repo: Option<Repository> = None;
+        let maint = Intervals::from_env();
+        // The first look counts from the daemon's start (a first maintenance is due an
+        // interval after it), not from the first idle moment.
+        let _ = maintain::due(&ep, &maint, now_ns());
+        let mut next_maintenance = Instant::now();
+        let mut last_step = Instant::now();
+        let mut maintainer: Option<JoinHandle<()>> = None;
         loop {
             let timeout = sched.wake_in(&s, paused, repo.is_some());
             match self.rx.recv_timeout(timeout) {
@@ -378,11 +394,18 @@ impl Worker {
             }
             let Some(r) = repo.as_ref() else { continue };
             let Some(full) = sched.due(&s, now) else {
+                if now >= next_maintenance && now.duration_since(last_step) >= maint.idle {
+                    next_maintenance = now + s.poll_interval.max(MAINTENANCE_CHECK_MIN);
+                    if maintainer.as_ref().is_none_or(|j| j.is_finished()) {
+                        maintainer = self.start_maintenance(&ep, &maint);
+                    }
+                }
                 continue;
             };
             if !self.run_step(&mut ep, r, full, &mut sched) {
                 repo = None;
             }
+            last_step = Instant::now();
         }
         drop(watcher);
         drop(heads_watcher);
@@ -507,6 +530,55 @@ impl Worker {
             l.unreachable_since = Some(format_rfc3339(since));
             l.next_check_ms = backoff.as_millis() as u64;
         });
+    }
+
+    /// Starts retention and prune on a thread of their own when due and the set is idle (see
+    /// [`crate::endpoint::maintain`]); steps go on meanwhile. The thread opens the repository
+    /// itself and shares the set's state. A failure is recorded in the set's maintenance
+    /// record and retried later; it never stops the worker.
+    fn start_maintenance(&self, ep: &Endpoint, iv: &Intervals) -> Option<JoinHandle<()>> {
+        match maintain::due(ep, iv, now_ns()) {
+            Ok((false, false)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        let state = self.live.lock().expect("live status").state;
+        if state != WorkerState::Idle {
+            return None; // halted, paused or failing sets are not maintained
+        }
+        let mine = Endpoint {
+            home: ep.home.clone(),
+            cfg: ep.cfg.clone(),
+            state: ep.state.clone(),
+        };
+        let (creds, live, home, iv) = (
+            self.creds.clone(),
+            self.live.clone(),
+            self.home.clone(),
+            *iv,
+        );
+        live.lock().expect("live status").maintaining = true;
+        let spawned = std::thread::Builder::new()
+            .name(format!("maintain {}", self.set))
+            .spawn(move || {
+                let run = || -> Result<()> {
+                    let repo = Repository::open_url(&mine.cfg.repo, &creds)?
+                        .with_cache(&crate::repository::cache::cache_root(&home));
+                    repo.backend().set_bandwidth(mine.cfg.bandwidth());
+                    maintain::maintain(&mine, &repo, &iv, false).map(|_| ())
+                };
+                if let Err(e) = run() {
+                    let msg = e.to_string();
+                    let _ = mine.state.update_maintenance(|m| m.last_error = Some(msg));
+                }
+                live.lock().expect("live status").maintaining = false;
+            });
+        match spawned {
+            Ok(j) => Some(j),
+            Err(_) => {
+                self.update(|l| l.maintaining = false);
+                None
+            }
+        }
     }
 
     /// Runs one step (event-driven unless `full`); false if the repository must be reopened.

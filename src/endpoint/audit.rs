@@ -7,7 +7,10 @@
 //! `down`: written into it), `action` (`created`, `updated`, `deleted`, `moved`, `kept-both`),
 //! `path`, `size`, `old_size`, `hash` and `old_hash` (BLAKE3 of the content's blob ids, hex:
 //! equal hashes mean equal content; nothing about the content can be learned from them),
-//! `snapshot` (the version published, if any).
+//! `snapshot` (the version published, if any). Maintenance adds lines with `action`
+//! `retention` (`retention`, `kept`, `forgotten`, `snapshots`: the ids forgotten) and `prune`
+//! (`freed_bytes`, `packs_deleted`, `packs_compacted`, `packs_deferred`, `index_files`), without
+//! `direction` or `path`.
 
 use std::io::Write;
 use std::path::Path;

@@ -135,7 +135,14 @@ impl SetConfig {
                 c.name
             )));
         }
+        c.retention_policy()
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         Ok(c)
+    }
+
+    /// The set's retention, parsed (validated at load).
+    pub fn retention_policy(&self) -> Result<crate::snapshot::retention::Policy> {
+        crate::snapshot::retention::Policy::parse(&self.retention)
     }
 
     /// Writes the config via a temp file and rename.

@@ -3,12 +3,13 @@
 //! Owns: `$PRISM_HOME/sync/<NAME>.yml`, `<NAME>.state.redb`, `<NAME>.cache.redb`,
 //! `<NAME>.lock`, `<NAME>.audit.jsonl`, `<NAME>.rest-token` (the token of a `rest:` repository,
 //! 0600, so commands and the daemon need no environment), and carrying out a step (scan → heads → merge → guards → apply → publish →
-//! commit). Must not touch: merge decisions (the `sync` module makes them), printing.
+//! commit) and the set's maintenance (retention, prune; `maintain`). Must not touch: merge decisions (the `sync` module makes them), printing.
 
 pub mod apply;
 pub mod audit;
 pub mod config;
 pub mod leftovers;
+pub mod maintain;
 pub mod restore;
 pub mod state;
 mod step;

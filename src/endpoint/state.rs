@@ -4,7 +4,7 @@
 //! makes the next step redo the work (see `format-spec/sync.md`).
 //!
 //! Tables (values are JSON):
-//! - `meta`: `state` → [`Meta`];
+//! - `meta`: `state` → [`Meta`], `maintenance` → [`Maintenance`];
 //! - `conflicts`: path bytes → [`ConflictState`];
 //! - `activity`: sequence number (u64) → [`Activity`] (the last [`ACTIVITY_KEPT`]);
 //! - `skipped`: path bytes → [`SkippedFile`] (replaced by every step).
@@ -84,6 +84,34 @@ pub struct Meta {
     pub kept_here: Vec<Vec<u8>>,
     #[serde(default)]
     pub kept_here_total: u64,
+}
+
+/// What this endpoint's maintenance of the set's repository did last (`meta` key
+/// `maintenance`; kept apart from the step's record so the two never overwrite each other).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Maintenance {
+    /// When retention last ran here, and what it did.
+    pub retention_ns: Option<i64>,
+    pub retention_kept: u64,
+    pub retention_forgotten: u64,
+    /// When prune (with compaction) last ran here, and what it freed.
+    pub prune_ns: Option<i64>,
+    pub prune_freed_bytes: u64,
+    pub prune_packs_deleted: u64,
+    pub prune_packs_compacted: u64,
+    pub prune_index_files: u64,
+    /// The last attempt (taken lease or not), so a busy lease is not asked for every poll.
+    pub attempt_ns: Option<i64>,
+    /// Another endpoint held the lease at the last attempt (`endpoint@host`).
+    pub lease_busy: Option<String>,
+    pub last_error: Option<String>,
+    /// When this endpoint first looked at maintenance (set up, or upgraded to a version that
+    /// maintains): the first retention and prune are due an interval after it, never in the
+    /// first step.
+    pub since_ns: Option<i64>,
+    /// Why maintenance is not done from here at all (an append-only repository), said once.
+    pub skipped: Option<String>,
 }
 
 /// A conflict somewhere in the set (carried in the head), as this endpoint keeps it.
@@ -169,8 +197,11 @@ pub struct SkippedFile {
     pub reason: String,
 }
 
+/// Cheap to clone: the clones share one open database (the daemon's maintenance thread uses one
+/// beside the worker's).
+#[derive(Clone)]
 pub struct State {
-    db: Database,
+    db: std::sync::Arc<Database>,
     path: PathBuf,
 }
 
@@ -204,7 +235,7 @@ impl State {
             .create(path)
             .map_err(|e| err(path, e))?;
         Ok(State {
-            db,
+            db: std::sync::Arc::new(db),
             path: path.to_path_buf(),
         })
     }
@@ -303,6 +334,35 @@ impl State {
         };
         txn.commit().map_err(|e| err(&self.path, e))?;
         Ok(found)
+    }
+
+    pub fn maintenance(&self) -> Result<Maintenance> {
+        let txn = self.db.begin_read().map_err(|e| err(&self.path, e))?;
+        let t = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Maintenance::default()),
+            Err(e) => return Err(err(&self.path, e)),
+        };
+        match t.get("maintenance").map_err(|e| err(&self.path, e))? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(|e| err(&self.path, e)),
+            None => Ok(Maintenance::default()),
+        }
+    }
+
+    /// Updates the maintenance record in one write transaction.
+    pub fn update_maintenance(&self, f: impl FnOnce(&mut Maintenance)) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| err(&self.path, e))?;
+        {
+            let mut t = txn.open_table(META).map_err(|e| err(&self.path, e))?;
+            let mut m: Maintenance = match t.get("maintenance").map_err(|e| err(&self.path, e))? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(|e| err(&self.path, e))?,
+                None => Maintenance::default(),
+            };
+            f(&mut m);
+            t.insert("maintenance", json(&m).as_slice())
+                .map_err(|e| err(&self.path, e))?;
+        }
+        txn.commit().map_err(|e| err(&self.path, e))
     }
 
     /// Updates the meta record alone (halts, errors).

@@ -1,4 +1,5 @@
-//! The envelope of every sealed small object (index, snapshot, session, head, config body):
+//! The envelope of every sealed small object (index, snapshot, session, head, lease, config
+//! body):
 //!
 //! ```text
 //! 0   4  magic "PRSO"
@@ -25,6 +26,7 @@ pub enum ObjectKind {
     Snapshot = 3,
     Session = 4,
     Head = 5,
+    Lease = 6,
 }
 
 impl ObjectKind {
@@ -35,6 +37,7 @@ impl ObjectKind {
             3 => ObjectKind::Snapshot,
             4 => ObjectKind::Session,
             5 => ObjectKind::Head,
+            6 => ObjectKind::Lease,
             _ => return None,
         })
     }

@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod head;
 pub mod index;
 pub mod keyfile;
+pub mod lease;
 pub mod pack;
 pub mod snapshot;
 pub mod tlv;

@@ -5,13 +5,14 @@
 //! 2. an index file listing them,
 //! 3. the snapshot — the commit. A snapshot only refers to blobs in indexed packs.
 //!
-//! Owns: open/init, write ordering, sessions, check, prune. Must not touch: local folders,
-//! printing.
+//! Owns: open/init, write ordering, sessions, check, prune (with compaction), the maintenance
+//! lease. Must not touch: local folders, printing.
 
 pub mod cache;
 pub mod check;
 pub mod heads;
 mod keys;
+pub mod lease;
 pub mod packer;
 pub mod prune;
 pub mod reader;

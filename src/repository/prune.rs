@@ -28,13 +28,24 @@ pub const WAIT_UNKNOWN: [u8; 32] = [0xff; 32];
 pub struct PruneOptions {
     /// Repack partly used packs until unused space is at most this share of the repository.
     pub max_unused_percent: f64,
+    /// Compaction: when at least [`COMPACT_MIN_PACKS`] packs of one kind are smaller than this,
+    /// they are all repacked into full ones (0: off). Steps write small packs; this keeps their
+    /// number O(data / pack size).
+    pub compact_below_bytes: u64,
     pub dry_run: bool,
 }
+
+/// Small packs of one kind that make compaction worth it.
+pub const COMPACT_MIN_PACKS: usize = 8;
+
+/// Packs below a quarter of the target size are "small" for compaction.
+pub const COMPACT_BELOW_BYTES: u64 = super::PACK_TARGET_BYTES / 4;
 
 impl Default for PruneOptions {
     fn default() -> Self {
         PruneOptions {
             max_unused_percent: 5.0,
+            compact_below_bytes: 0,
             dry_run: false,
         }
     }
@@ -47,6 +58,10 @@ pub struct PruneReport {
     pub blobs_unused: usize,
     pub packs_repacked: usize,
     pub bytes_repacked: u64,
+    /// Of the packs repacked, those taken because they were small (compaction).
+    pub packs_compacted: usize,
+    /// Index files read (and replaced by one).
+    pub index_files: usize,
     pub packs_marked: usize,
     pub packs_deleted: usize,
     pub bytes_deleted: u64,
@@ -187,6 +202,27 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         unused_left -= usage[&p.id].unused_bytes;
         repack.push(p);
     }
+    // Compaction: small packs of one kind, all repacked together once there are enough.
+    if opts.compact_below_bytes > 0 {
+        for kind in [BlobKind::Data, BlobKind::Tree] {
+            let small: Vec<&IndexPack> = full
+                .iter()
+                .filter(|p| {
+                    p.kind == kind
+                        && (p.length as u64) < opts.compact_below_bytes
+                        && !old_marks.contains_key(&p.id)
+                        && !recovered.contains(&p.id)
+                        && !to_mark.contains(&p.id)
+                        && !repack.iter().any(|r| r.id == p.id)
+                })
+                .collect();
+            if small.len() >= COMPACT_MIN_PACKS {
+                report.packs_compacted += small.len();
+                repack.extend(small);
+            }
+        }
+    }
+    report.index_files = old_files.len();
     report.packs_repacked = repack.len();
     report.packs_marked = to_mark.len() + repack.len();
     if opts.dry_run {
@@ -197,12 +233,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // Repack: copy the used blobs (verified on read) into new packs.
     let repack_ids: HashSet<PackId> = repack.iter().map(|p| p.id).collect();
+    // A copy in a pack that stays (not marked before, not repacked, not marked now) spares
+    // the copy.
+    let going: HashSet<PackId> = repack_ids.iter().chain(to_mark.iter()).copied().collect();
     let mut packer = Packer::new(repo);
     for p in &repack {
         for b in &p.blobs {
             let elsewhere = index
                 .locations(p.kind, &b.id)
-                .any(|l| !l.pack.marked && !repack_ids.contains(&l.pack.id));
+                .any(|l| !l.pack.marked && !going.contains(&l.pack.id));
             if !used(p.kind, &b.id) || elsewhere {
                 continue;
             }
@@ -250,16 +289,33 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .collect();
     reachable(repo, &newer, &mut reach)?;
     let pack_of: HashMap<PackId, &IndexPack> = packs.iter().map(|p| (p.id, p)).collect();
+    // Blobs that stay in a pack nobody marked (the copies repacking made, and the one copy of a
+    // blob stored twice that counted as used): a marked pack holding such a blob is not needed
+    // for it.
+    let marked_ids: HashSet<PackId> = marks.iter().map(|m| m.pack).collect();
+    let kept_blobs: HashSet<(BlobKind, BlobId)> = packs
+        .iter()
+        .filter(|p| !marked_ids.contains(&p.id))
+        .flat_map(|p| p.blobs.iter().map(|b| (p.kind, b.id)))
+        .collect();
     let mut deletable: Vec<PackId> = Vec::new();
     let mut kept_marks: Vec<DeletionMark> = Vec::new();
     for mut m in marks {
         let Some(p) = pack_of.get(&m.pack) else {
             continue;
         };
-        let still_used = p.blobs.iter().any(|b| match p.kind {
-            BlobKind::Data => reach.data.contains(&b.id),
-            BlobKind::Tree => reach.trees.contains(&b.id),
-        }) && !repack_ids.contains(&m.pack);
+        // A marked pack goes unless a snapshot (one committed meanwhile included) uses a blob
+        // of it that no unmarked pack holds. A pack whose blobs all have a kept copy elsewhere
+        // goes: treating such a pack as still used (because its blobs are reachable) kept every
+        // duplicate pack forever, so compaction never brought the pack count down (regression
+        // test: tests/compaction_crash.rs).
+        let still_used = p.blobs.iter().any(|b| {
+            let reached = match p.kind {
+                BlobKind::Data => reach.data.contains(&b.id),
+                BlobKind::Tree => reach.trees.contains(&b.id),
+            };
+            reached && !kept_blobs.contains(&(p.kind, b.id))
+        });
         if still_used {
             report.packs_recovered += 1;
             continue;

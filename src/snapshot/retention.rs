@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use super::Snapshot;
+use crate::error::{Error, Result};
 use crate::id::SnapshotId;
+use crate::time::parse_duration;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -26,6 +28,72 @@ pub struct Policy {
 impl Policy {
     pub fn is_empty(&self) -> bool {
         *self == Policy::default()
+    }
+
+    /// Parses a sync set's `retention`: a duration (`30d`: every snapshot taken within it of
+    /// the set's newest), or restic-style rules separated by commas (`keep-within 30d,
+    /// keep-daily 90`; rules `keep-within D`, `keep-last N`, `keep-hourly N`, `keep-daily N`,
+    /// `keep-weekly N`, `keep-monthly N`, `keep-yearly N`).
+    pub fn parse(text: &str) -> Result<Policy> {
+        let bad = |why: &str| {
+            Error::invalid(format!(
+                "retention {text:?} is not a retention policy ({why}): write a duration such as 30d, or rules such as \"keep-within 30d, keep-daily 90\""
+            ))
+        };
+        let t = text.trim();
+        if t.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        if t.starts_with(|c: char| c.is_ascii_digit()) {
+            let d = parse_duration(t).map_err(|_| bad("not a duration"))?;
+            if d <= 0 {
+                return Err(bad("the duration is zero"));
+            }
+            return Ok(Policy {
+                within_ns: Some(d),
+                ..Policy::default()
+            });
+        }
+        let mut p = Policy::default();
+        for rule in t.split(',') {
+            let rule = rule.trim();
+            let (name, value) = rule
+                .split_once(|c: char| c.is_whitespace() || c == '=' || c == ':')
+                .map(|(n, v)| (n.trim(), v.trim()))
+                .ok_or_else(|| bad(&format!("{rule:?} has no value")))?;
+            let count = || -> Result<Option<u32>> {
+                match value.parse::<u32>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(bad(&format!(
+                        "{name} needs a count of at least 1, not {value:?}"
+                    ))),
+                }
+            };
+            let slot = match name {
+                "keep-within" => {
+                    let d = parse_duration(value)
+                        .map_err(|_| bad(&format!("{value:?} is not a duration")))?;
+                    if d <= 0 {
+                        return Err(bad("keep-within is zero"));
+                    }
+                    if p.within_ns.replace(d).is_some() {
+                        return Err(bad("keep-within is given twice"));
+                    }
+                    continue;
+                }
+                "keep-last" => &mut p.last,
+                "keep-hourly" => &mut p.hourly,
+                "keep-daily" => &mut p.daily,
+                "keep-weekly" => &mut p.weekly,
+                "keep-monthly" => &mut p.monthly,
+                "keep-yearly" => &mut p.yearly,
+                _ => return Err(bad(&format!("unknown rule {name:?}"))),
+            };
+            if slot.replace(count()?.unwrap_or(0)).is_some() {
+                return Err(bad(&format!("{name} is given twice")));
+            }
+        }
+        Ok(p)
     }
 }
 
@@ -128,6 +196,31 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_durations_and_rules_and_refuses_the_rest() {
+        let day = 86_400_000_000_000i64;
+        assert_eq!(Policy::parse("30d").unwrap().within_ns, Some(30 * day));
+        let p = Policy::parse("keep-within 30d, keep-daily 90").unwrap();
+        assert_eq!((p.within_ns, p.daily), (Some(30 * day), Some(90)));
+        let p = Policy::parse("keep-last=5,keep-monthly: 12").unwrap();
+        assert_eq!((p.last, p.monthly), (Some(5), Some(12)));
+        for bad in [
+            "banana",
+            "",
+            "0d",
+            "keep-daily",
+            "keep-daily 0",
+            "keep-daily x",
+            "keep-within banana",
+            "keep-last 3, keep-last 4",
+            "keep-hourly 2, retain 3",
+        ] {
+            let e = Policy::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("write a duration such as 30d"), "{bad:?}: {e}");
+            assert!(!e.contains('\n'), "{bad:?}: one line: {e}");
+        }
+    }
     use crate::format::snapshot::Summary;
     use crate::id::BlobId;
 
