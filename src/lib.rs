@@ -3,6 +3,8 @@
 //!
 //! The layers, bottom up (each module's own docs say what it owns and what it must not touch):
 //!
+//! - [`sys`]: every call into the operating system that differs between Linux and the other
+//!   Unixes, and the crate's only `unsafe` (a Linux and a portable POSIX implementation).
 //! - [`id`], [`format`]: identifiers and byte layouts — no I/O, no crypto.
 //! - [`crypto`]: key derivation, key files, AEAD sealing.
 //! - [`chunker`]: content-defined cut points (pure).
@@ -26,6 +28,10 @@
 //!
 //! The on-disk format is specified in `format-spec/` at the top of the source tree.
 
+// `unsafe` lives in `sys` only (which allows it for itself), each block with a `SAFETY:` reason.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod archiver;
 pub mod backend;
 pub mod browse;
@@ -47,6 +53,7 @@ pub mod serve;
 pub mod snapshot;
 pub mod status;
 pub mod sync;
+pub mod sys;
 pub mod time;
 pub mod ui;
 pub mod units;

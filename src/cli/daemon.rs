@@ -1,7 +1,6 @@
 //! Handlers of the daemon commands: `start`, `stop`, `pause`, `resume`, `flush`, and the hidden
 //! `daemon-run` that `start` launches in the background.
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,13 +49,7 @@ fn launch(ctx: &Ctx, first: &str) -> Result<u32> {
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| Error::io(&log_path, e))?)
         .stderr(log);
-    // SAFETY: setsid in the child before exec only detaches it from our session and terminal.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    crate::sys::detach_from_terminal(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::invalid(format!("cannot start the daemon: {e}")))?;
