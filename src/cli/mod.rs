@@ -193,8 +193,15 @@ pub enum Command {
     Start {
         name: String,
         /// Run the daemon in this terminal instead of in the background.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["install", "uninstall"])]
         foreground: bool,
+        /// Also start it at every login: write and load a login agent (a systemd user unit on
+        /// Linux, a LaunchAgent on macOS).
+        #[arg(long, conflicts_with = "uninstall")]
+        install: bool,
+        /// Remove the login agent that --install wrote (and stop it).
+        #[arg(long)]
+        uninstall: bool,
     },
     /// Stop keeping NAME in sync (the daemon exits when no set is left).
     Stop { name: String },
@@ -634,7 +641,19 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
         Command::Status { name } => sync::status(ctx, name.as_deref()),
         Command::Serve(a) => remote::serve(ctx, &a),
         Command::Efs { cmd } => remote::efs(ctx, &cmd),
-        Command::Start { name, foreground } => daemon::start(ctx, &name, foreground),
+        Command::Start {
+            name,
+            install: true,
+            ..
+        } => daemon::install_agent(ctx, &name),
+        Command::Start {
+            name,
+            uninstall: true,
+            ..
+        } => daemon::uninstall_agent(ctx, &name),
+        Command::Start {
+            name, foreground, ..
+        } => daemon::start(ctx, &name, foreground),
         Command::Stop { name } => daemon::stop(ctx, &name),
         Command::Pause { name } => daemon::pause(ctx, &name, true),
         Command::Resume { name } => daemon::pause(ctx, &name, false),

@@ -24,6 +24,7 @@
 //! Everything a step decides is committed by the step itself (see `endpoint`), so killing the
 //! daemon at any moment loses nothing: the next start scans everything once and carries on.
 
+pub mod agent;
 pub mod control;
 mod watch;
 mod worker;

@@ -49,6 +49,22 @@ pub const WATCH_BACKEND: &str = if cfg!(target_os = "macos") {
     "kqueue"
 };
 
+/// The kinds of login agent a system offers (see `daemon::agent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginAgent {
+    /// A systemd user unit in `~/.config/systemd/user/`, loaded with `systemctl --user`.
+    SystemdUser,
+    /// A LaunchAgent in `~/Library/LaunchAgents/`, loaded with `launchctl bootstrap gui/UID`.
+    LaunchAgent,
+}
+
+/// The login agent this target uses.
+pub const LOGIN_AGENT: LoginAgent = if cfg!(target_os = "macos") {
+    LoginAgent::LaunchAgent
+} else {
+    LoginAgent::SystemdUser
+};
+
 // ---- the same on every Unix ----------------------------------------------------------------
 
 /// This machine's host name (`localhost` if it cannot be read).
