@@ -56,13 +56,22 @@ pub type SnapshotList = Vec<(SnapshotId, Snapshot)>;
 /// Objects that could be read, and the errors of those that could not.
 pub type Lenient<T> = (Vec<T>, Vec<Error>);
 
-/// How to unlock a repository.
-#[derive(Clone, Debug)]
+/// How to unlock a repository. Its `Debug` never shows the password.
+#[derive(Clone)]
 pub struct Credentials {
     /// A password, if the user gave one.
     pub password: Option<Vec<u8>>,
     /// Where local key files (random secrets for password-less repositories) live.
     pub local_keys_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("local_keys_dir", &self.local_keys_dir)
+            .finish()
+    }
 }
 
 impl Credentials {
@@ -905,5 +914,22 @@ pub fn open_object(keys: &Keys, kind: ObjectKind, what: &str, bytes: &[u8]) -> R
         Compression::None => Ok(body),
         Compression::Zstd => zstd::bulk::decompress(&body, OBJECT_PLAINTEXT_MAX)
             .map_err(|e| Error::corrupt(what, format!("decompression failed: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod credentials_tests {
+    use super::Credentials;
+
+    #[test]
+    fn debug_of_credentials_never_shows_the_password() {
+        let c = Credentials {
+            password: Some(b"hunter2-secret".to_vec()),
+            local_keys_dir: "/k".into(),
+        };
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("104, 117"), "{shown}"); // nor as bytes
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }
