@@ -318,6 +318,23 @@ mod tests {
 41 22 0:51 / /home/me/mnt rw,nosuid - fuse.prism-sync prism-sync rw,user_id=0
 ";
 
+    /// `.ci/run`'s portable pass sets `PRISM_EXPECT_SYS_LAYER=portable`: this fails if that pass
+    /// was not really built with `--cfg prism_portable` (or the default build was).
+    #[test]
+    fn the_layer_is_the_one_this_build_was_asked_for() {
+        let default = if cfg!(target_os = "linux") {
+            "linux"
+        } else {
+            "portable"
+        };
+        let expected = std::env::var("PRISM_EXPECT_SYS_LAYER").unwrap_or_else(|_| default.into());
+        assert_eq!(
+            LAYER, expected,
+            "this build uses the {LAYER} system layer, {expected} was expected \
+             (a --cfg prism_portable build is tested with PRISM_EXPECT_SYS_LAYER=portable)"
+        );
+    }
+
     #[test]
     fn mountinfo_is_parsed_with_escapes_and_super_options() {
         let m = parse_mountinfo(MOUNTINFO);
