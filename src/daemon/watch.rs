@@ -122,7 +122,7 @@ impl Drop for RemoteHeads {
 /// per [`REMOTE_WAIT`] instead of one per poll. `None` when the URL does not open; a server that
 /// cannot wait ends the thread, and the worker keeps polling.
 pub fn start_remote_heads(url: &str, tx: Sender<Msg>) -> Option<RemoteHeads> {
-    let backend = crate::backend::open(url).ok()?;
+    let backend = crate::repository::open_backend(url).ok()?;
     let active = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let (a, st) = (active.clone(), stop.clone());

@@ -16,6 +16,7 @@ pub mod packer;
 pub mod prune;
 pub mod reader;
 pub mod session;
+mod url;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ use cache::{CacheKind, MetaCache};
 
 pub use keys::{KeyInfo, add_key, add_workspace_key, list_keys, remove_key};
 pub use packer::Packer;
+pub use url::open_backend;
 
 /// Defaults of a new repository.
 pub const CHUNK_MIN_BYTES: u32 = 512 << 10;
@@ -327,7 +329,7 @@ impl Repository {
 
     /// Opens a repository by URL.
     pub fn open_url(url: &str, creds: &Credentials) -> Result<Repository> {
-        Self::open(backend::open(url)?, creds)
+        Self::open(open_backend(url)?, creds)
     }
 
     pub fn backend(&self) -> &DynBackend {
