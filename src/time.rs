@@ -59,9 +59,22 @@ pub fn parse_time_in(s: &str, now: Timestamp, tz: &TimeZone) -> Result<i64> {
     let t = s.trim();
     let bad = || {
         Error::invalid(format!(
-            "{s:?} is not a time: write RFC 3339 (2026-11-20T14:00:00Z), YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\" or \"N{{s,m,h,d,w}} ago\""
+            "{s:?} is not a time: write RFC 3339 (2026-11-20T14:00:00Z), YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\", \"N{{s,m,h,d,w}} ago\", now, today, yesterday, or a version id from `history`"
         ))
     };
+    // Words: now, and the end of today or yesterday (like a bare date).
+    let today = now.to_zoned(tz.clone()).date();
+    let day = match t.to_ascii_lowercase().as_str() {
+        "now" => return Ok(now.as_nanosecond() as i64),
+        "today" => Some(today),
+        "yesterday" => today.yesterday().ok(),
+        _ => None,
+    };
+    if let Some(d) = day {
+        let end = d.to_datetime(jiff::civil::Time::MAX);
+        let z: Zoned = end.to_zoned(tz.clone()).map_err(|_| bad())?;
+        return Ok(z.timestamp().as_nanosecond() as i64);
+    }
     if let Some(ago) = t.strip_suffix("ago") {
         let d = parse_duration(ago.trim()).map_err(|_| bad())?;
         return Ok(now.as_nanosecond() as i64 - d);

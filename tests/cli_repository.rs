@@ -1204,7 +1204,7 @@ fn json_outputs_parse() {
 }
 
 #[test]
-fn forget_dry_run_and_default_policy_remove_nothing() {
+fn forget_dry_run_and_no_policy_remove_nothing() {
     let env = Env::with_repo();
     let src = env.path("src");
     for i in 0..3 {
@@ -1228,16 +1228,11 @@ fn forget_dry_run_and_default_policy_remove_nothing() {
         "no file of the repository changed"
     );
 
-    // No keep option: the default keeps everything from the last 30 days, and says so.
-    let out = env.ok(&["forget"]);
-    assert!(out.contains("30d"), "names the default policy:\n{out}");
-    assert_eq!(
-        env.snapshots().len(),
-        3,
-        "default policy keeps recent snapshots"
-    );
-    let v = env.json(&["forget"]);
-    assert_eq!(v["removed"], 0, "{v}");
+    // No keep option: refused (restic's habit), naming the fix; nothing removed.
+    let o = env.run(&["forget"]);
+    assert_exit(&o, 1, "forget without a --keep option");
+    assert!(o.err().contains("--keep"), "names the fix:\n{}", o.err());
+    assert_eq!(env.snapshots().len(), 3, "a refused forget removes nothing");
 
     // A real forget removes, prune reclaims, check passes, the newest restores.
     env.ok(&["forget", "--keep-last", "1"]);

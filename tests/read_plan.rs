@@ -3,78 +3,28 @@
 //! duplicates are fetched once, skipped files release their blobs, and a buffer far smaller
 //! than the data never stalls the consumers.
 
+mod support;
+
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prism_sync::archiver::{BackupOptions, backup};
-use prism_sync::backend::{BResult, Backend, DynBackend, Kind, MemoryBackend, ObjectInfo};
+use prism_sync::backend::{DynBackend, Kind, MemoryBackend};
 use prism_sync::format::pack::BlobKind;
 use prism_sync::id::BlobId;
 use prism_sync::repository::reader::{ReadOptions, with_prefetch};
-use prism_sync::repository::{Credentials, InitOptions, Repository};
+use prism_sync::repository::{InitOptions, Repository};
 use prism_sync::snapshot::NodeKind;
 use prism_sync::snapshot::tree::{file_blobs, walk};
+use support::{Call, Tapped, bytes};
 
-/// Counts ranged reads per (pack, offset, length).
-struct Counting {
-    inner: DynBackend,
+/// Ranged pack reads per (pack, offset, length), and in all.
+#[derive(Default)]
+struct Counts {
     ranges: Mutex<HashMap<(String, u64, u64), usize>>,
     reads: AtomicUsize,
-}
-
-impl Backend for Counting {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn prepare(&self) -> BResult<()> {
-        self.inner.prepare()
-    }
-    fn create(&self, kind: Kind, name: &str, data: &[u8]) -> BResult<()> {
-        self.inner.create(kind, name, data)
-    }
-    fn read(&self, kind: Kind, name: &str) -> BResult<Vec<u8>> {
-        self.inner.read(kind, name)
-    }
-    fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> BResult<Vec<u8>> {
-        if kind == Kind::Pack {
-            self.reads.fetch_add(1, Ordering::SeqCst);
-            *self
-                .ranges
-                .lock()
-                .unwrap()
-                .entry((name.to_string(), offset, length))
-                .or_default() += 1;
-        }
-        self.inner.read_range(kind, name, offset, length)
-    }
-    fn list(&self, kind: Kind) -> BResult<Vec<ObjectInfo>> {
-        self.inner.list(kind)
-    }
-    fn delete(&self, kind: Kind, name: &str) -> BResult<()> {
-        self.inner.delete(kind, name)
-    }
-    fn parallelism(&self) -> usize {
-        8
-    }
-}
-
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
-}
-
-fn creds(p: &Path) -> Credentials {
-    Credentials {
-        password: None,
-        local_keys_dir: p.to_path_buf(),
-    }
 }
 
 #[test]
@@ -94,12 +44,27 @@ fn every_blob_arrives_in_order_each_read_once_within_a_tiny_buffer() {
     std::fs::write(src.join("dup-b"), bytes(7, 3000)).unwrap();
     std::fs::write(src.join("big"), bytes(1000, 6 << 20)).unwrap();
     let keys = tmp.path().join("keys");
-    let counting = Arc::new(Counting {
-        inner: Arc::new(MemoryBackend::new()),
-        ranges: Mutex::new(HashMap::new()),
-        reads: AtomicUsize::new(0),
+    let counting = Arc::new(Counts::default());
+    let counts = counting.clone();
+    let mut tapped = Tapped::new(Arc::new(MemoryBackend::new()), move |call| {
+        if let Call::ReadRange {
+            kind: Kind::Pack,
+            name,
+            offset,
+            length,
+        } = *call
+        {
+            counts.reads.fetch_add(1, Ordering::SeqCst);
+            *counts
+                .ranges
+                .lock()
+                .unwrap()
+                .entry((name.to_string(), offset, length))
+                .or_default() += 1;
+        }
     });
-    let backend: DynBackend = counting.clone();
+    tapped.parallelism = Some(8);
+    let backend: DynBackend = Arc::new(tapped);
     let opts = InitOptions {
         pack_target_bytes: 1 << 20,
         chunk_min_bytes: 64 << 10,
@@ -107,8 +72,8 @@ fn every_blob_arrives_in_order_each_read_once_within_a_tiny_buffer() {
         chunk_max_bytes: 1 << 20,
         ..Default::default()
     };
-    Repository::init(backend.clone(), &creds(&keys), &opts).unwrap();
-    let repo = Repository::open(backend, &creds(&keys)).unwrap();
+    Repository::init(backend.clone(), &support::key_creds(&keys), &opts).unwrap();
+    let repo = Repository::open(backend, &support::key_creds(&keys)).unwrap();
     let snap = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default()).unwrap();
     repo.load_index().unwrap();
     let mut files: Vec<(String, Vec<BlobId>)> = Vec::new();

@@ -8,16 +8,17 @@
 //! - a crash in the middle of applying a plan, followed by a rerun, gives the same result as
 //!   an uninterrupted step (random crashes in the histories, and every crash point of one plan).
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use prism_sync::backend::{DynBackend, MemoryBackend};
-use prism_sync::endpoint::config::SetConfig;
 use prism_sync::endpoint::{Endpoint, StepOptions, StepReport, step};
 use prism_sync::error::Error;
-use prism_sync::repository::{Credentials, InitOptions, Repository};
-use prism_sync::sync::{Mode, Policy, Role};
+use prism_sync::repository::{InitOptions, Repository};
+use prism_sync::sync::Policy;
 use proptest::prelude::*;
 
 const SET: &str = "p";
@@ -40,13 +41,6 @@ struct World {
     folders: Vec<PathBuf>,
 }
 
-fn creds(keys: &Path) -> Credentials {
-    Credentials {
-        password: None,
-        local_keys_dir: keys.to_path_buf(),
-    }
-}
-
 impl World {
     fn new(n: usize, policy: Policy) -> World {
         let tmp = tempfile::tempdir().unwrap();
@@ -54,7 +48,7 @@ impl World {
         let keys = tmp.path().join("keys");
         Repository::init(
             backend.clone(),
-            &creds(&keys),
+            &support::key_creds(&keys),
             &InitOptions {
                 pack_target_bytes: 1 << 20,
                 ..Default::default()
@@ -66,31 +60,7 @@ impl World {
             let home = tmp.path().join(format!("home{i}"));
             let folder = tmp.path().join(format!("folder{i}"));
             std::fs::create_dir_all(&folder).unwrap();
-            let cfg = SetConfig {
-                name: SET.into(),
-                local_path: folder.clone(),
-                repo: "memory".into(),
-                endpoint: if i == 0 {
-                    "local".into()
-                } else {
-                    format!("ws{i}")
-                },
-                role: if i == 0 { Role::Local } else { Role::Instance },
-                sync_mode: Mode::Bidirectional,
-                conflict_policy: policy,
-                automatic_rules: vec![],
-                exclude_patterns: vec![],
-                builtin_excludes: true,
-                rules: None,
-                instances: vec![],
-                retention: "30d".into(),
-                max_delete_count: u64::MAX,
-                max_delete_percent: 100.0,
-                case_insensitive: false,
-                unicode_normalizing: false,
-                limit_upload: None,
-                limit_download: None,
-            };
+            let cfg = support::endpoint_config(SET, &folder, i, policy);
             Endpoint::create(&home, cfg).unwrap();
             homes.push(home);
             folders.push(folder);
@@ -108,7 +78,7 @@ impl World {
     /// emptied the folder on purpose) is confirmed with `sync --allow-deletions`.
     fn sync(&self, i: usize, stop_after: Option<usize>) -> Result<StepReport, Error> {
         let ep = Endpoint::open(&self.homes[i], SET).unwrap();
-        let repo = Repository::open(self.backend.clone(), &creds(&self.keys)).unwrap();
+        let repo = Repository::open(self.backend.clone(), &support::key_creds(&self.keys)).unwrap();
         let r = step(
             &ep,
             &repo,

@@ -10,11 +10,12 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ui::RunningUi;
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -214,55 +215,6 @@ impl Drop for Browser {
     }
 }
 
-/// A running `prism-sync ui`.
-struct Ui {
-    child: Child,
-    /// The URL it printed (with the token).
-    url: String,
-    /// `http://127.0.0.1:PORT`
-    base: String,
-}
-
-impl Ui {
-    fn start(mut cmd: Command) -> Ui {
-        let mut child = cmd
-            .arg("ui")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start prism-sync ui");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(l)) => {
-                    if let Some(i) = l.find("http://") {
-                        break l[i..].trim().to_string();
-                    }
-                }
-                _ => {
-                    let st = child.wait().unwrap();
-                    panic!("prism-sync ui ended ({st}) without printing its URL");
-                }
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let base = url[..url.find("/?t=").expect("the URL has the token")].to_string();
-        Ui { child, url, base }
-    }
-
-    fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-}
-
-impl Drop for Ui {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
 fn set_versions(env: &Env, set: &str) -> Vec<String> {
     env.json(&["snapshots", set])
         .as_array()
@@ -299,7 +251,7 @@ async fn pick_an_older_time_and_download_the_file_as_it_was() {
     let versions = set_versions(&env, "p");
     assert_eq!(versions.len(), 3);
 
-    let ui = Ui::start(env.command::<&str>(&[]));
+    let ui = RunningUi::start(env.command::<&str>(&[]));
     let b = Browser::start(&env.path("downloads")).await;
     b.goto(&ui.url).await;
     // The token went into a cookie and out of the address bar.
@@ -411,7 +363,7 @@ async fn a_conflict_resolved_with_a_click_is_gone_on_both_endpoints() {
     let parked = ws.json(&["conflicts", "p"]);
     assert_eq!(parked.as_array().unwrap().len(), 1, "{parked}");
 
-    let ui = Ui::start(ws.command::<&str>(&[]));
+    let ui = RunningUi::start(ws.command::<&str>(&[]));
     let b = Browser::start(&ws.path("downloads")).await;
     b.goto(&ui.url).await;
     b.wait_text(
@@ -445,7 +397,7 @@ async fn a_conflict_resolved_with_a_click_is_gone_on_both_endpoints() {
         let c = e.json(&["conflicts", "p"]);
         assert!(c.as_array().unwrap().is_empty(), "{who}: {c}");
     }
-    let laptop_ui = Ui::start(laptop.command::<&str>(&[]));
+    let laptop_ui = RunningUi::start(laptop.command::<&str>(&[]));
     b.goto(&laptop_ui.url).await;
     b.goto(&laptop_ui.at("/sets/p/conflicts")).await;
     b.find("#no-conflicts").await;

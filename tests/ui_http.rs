@@ -5,45 +5,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use common::ui::RunningUi;
 use common::*;
 
-struct Ui {
-    child: Child,
-    port: u16,
-    token: String,
+/// Raw HTTP against a running app.
+trait Http {
+    fn cookie(&self) -> String;
+    fn request(&self, raw: &str) -> (u16, String, Vec<u8>);
+    fn get(&self, path: &str, cookie: Option<&str>, host: Option<&str>) -> (u16, String, Vec<u8>);
+    fn post(&self, path: &str, cookie: &str, form: &str) -> (u16, String, Vec<u8>);
 }
 
-impl Ui {
-    fn start(env: &Env) -> Ui {
-        let mut child = env
-            .command(&["ui"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start prism-sync ui");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let l = lines
-                .next()
-                .expect("prism-sync ui printed its URL")
-                .unwrap();
-            if let Some(i) = l.find("http://") {
-                break l[i..].trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let port: u16 = url["http://127.0.0.1:".len()..url.find("/?t=").unwrap()]
-            .parse()
-            .unwrap();
-        let token = url[url.find("/?t=").unwrap() + 4..].to_string();
-        assert_eq!(token.len(), 64, "{url}");
-        Ui { child, port, token }
-    }
-
+impl Http for RunningUi {
     fn cookie(&self) -> String {
         format!("prism_ui_token_{}={}", self.port, self.token)
     }
@@ -82,14 +59,6 @@ impl Ui {
             self.port,
             form.len()
         ))
-    }
-}
-
-impl Drop for Ui {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
     }
 }
 
@@ -147,7 +116,7 @@ fn a_set_with_a_conflict() -> (Env, Env) {
 #[test]
 fn every_request_needs_the_token_and_the_loopback_host() {
     let env = Env::with_repo();
-    let ui = Ui::start(&env);
+    let ui = RunningUi::start(env.command::<&str>(&[]));
     for path in ["/", "/assets/app.js", "/sets/p/browse", "/repo/browse"] {
         let (st, _, _) = ui.get(path, None, None);
         assert_eq!(st, 401, "{path} without the token");
@@ -193,7 +162,7 @@ fn every_request_needs_the_token_and_the_loopback_host() {
 #[test]
 fn changes_need_a_post_with_the_form_token() {
     let (_laptop, ws) = a_set_with_a_conflict();
-    let ui = Ui::start(&ws);
+    let ui = RunningUi::start(ws.command::<&str>(&[]));
     let c = ui.cookie();
     // Not by GET, not without the form token, not with a wrong one.
     let (st, _, _) = ui.get("/sets/p/resolve?path=notes.md&keep=local", Some(&c), None);
@@ -250,7 +219,7 @@ fn downloads_stream_the_exact_bytes_of_a_version() {
         .as_str()
         .unwrap()
         .to_string();
-    let ui = Ui::start(&env);
+    let ui = RunningUi::start(env.command::<&str>(&[]));
     let c = ui.cookie();
     let (st, head, body) = ui.get(
         &format!("/sets/p/download?v={}&path=data/big.bin", &first[..8]),

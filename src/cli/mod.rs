@@ -6,7 +6,9 @@
 
 mod browse;
 mod daemon;
+mod exclude;
 mod instance;
+mod prompt;
 mod remote;
 mod render;
 mod repo;
@@ -38,7 +40,13 @@ pub struct Cli {
     pub home: Option<PathBuf>,
     /// Repository: a directory path, file://…, s3://bucket/prefix, rest:http(s)://host:port/ or
     /// efs://fs-ID (default: the embedded repository under --home).
-    #[arg(long, env = "PRISM_SYNC_REPO", global = true, value_name = "URL")]
+    #[arg(
+        short = 'r',
+        long,
+        env = "PRISM_SYNC_REPO",
+        global = true,
+        value_name = "URL"
+    )]
     pub repo: Option<String>,
     /// Read the password from the first line of this file (else env PRISM_SYNC_PASSWORD).
     #[arg(
@@ -91,18 +99,26 @@ pub enum Command {
     /// Back up folders or files into a new snapshot; prints its id.
     Backup(BackupArgs),
     /// List snapshots (of the repository, or of sync set NAME).
-    Snapshots {
-        /// A sync set: list its versions.
-        name: Option<String>,
-    },
+    Snapshots(SnapshotsArgs),
     /// List the entries of a snapshot (below PATH).
     Ls(LsArgs),
     /// Show what changed between two snapshots.
-    Diff { snap_a: String, snap_b: String },
+    Diff {
+        /// The older snapshot: id, id prefix or `latest`.
+        snap_a: String,
+        /// The newer snapshot: id, id prefix or `latest`.
+        snap_b: String,
+        #[command(flatten)]
+        filter: SnapshotFilter,
+    },
     /// Write one file of a snapshot to standard output.
     Dump {
+        /// Snapshot id, id prefix or `latest` (the newest snapshot that holds PATH).
         snapshot: String,
+        /// The file inside the snapshot, as `ls` shows it.
         path: std::ffi::OsString,
+        #[command(flatten)]
+        filter: SnapshotFilter,
     },
     /// Restore a snapshot (or the state at a time) into a directory.
     Restore(RestoreArgs),
@@ -126,8 +142,10 @@ pub enum Command {
     /// Record a workspace, give it a key of its own, and print what it needs (join command,
     /// systemd unit, cloud-init).
     AddInstance {
-        name: String,
-        instance: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
+        /// The workspace's name (its endpoint name when it joins).
+        instance: Option<String>,
         /// The folder on the workspace (default: the laptop's path).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
@@ -147,7 +165,8 @@ pub enum Command {
     },
     /// One sync step now, in the foreground.
     Sync {
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// Show the plan; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -157,31 +176,45 @@ pub enum Command {
     },
     /// Make the shared state equal to this folder (up) or this folder equal to it (down).
     ForceSync {
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
+        /// `up`: the shared state becomes this folder; `down`: this folder becomes the shared state.
         #[arg(long, value_parser = ["up", "down"])]
         direction: String,
+        /// Show what would change in either place; change nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// List the paths parked in conflict.
-    Conflicts { name: String },
+    Conflicts {
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
+    },
     /// Decide parked conflicts: keep the local, the remote, or both versions.
     Resolve {
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// The path (as `conflicts` lists it); or --all.
         path: Option<std::ffi::OsString>,
+        /// Decide every parked conflict of the set the same way.
         #[arg(long)]
         all: bool,
+        /// Which version stays: this folder's, the other side's, or both (the other one renamed).
         #[arg(long, value_parser = ["local", "remote", "both"])]
         keep: String,
     },
     /// Every version of one path in a sync set.
     History {
-        name: String,
-        path: std::ffi::OsString,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
+        /// The path inside the synced folder.
+        path: Option<std::ffi::OsString>,
     },
     /// How each sync set stands (works without a daemon).
-    Status { name: Option<String> },
+    Status {
+        /// Only this sync set (default: all).
+        name: Option<String>,
+    },
     /// Serve the repository directory (--repo) over HTTP(S) to rest: clients.
     Serve(remote::ServeArgs),
     /// Provision and list AWS EFS file systems.
@@ -191,7 +224,8 @@ pub enum Command {
     },
     /// Keep NAME in sync continuously (starts the daemon for this home if needed).
     Start {
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// Run the daemon in this terminal instead of in the background.
         #[arg(long, conflicts_with_all = ["install", "uninstall"])]
         foreground: bool,
@@ -204,14 +238,24 @@ pub enum Command {
         uninstall: bool,
     },
     /// Stop keeping NAME in sync (the daemon exits when no set is left).
-    Stop { name: String },
+    Stop {
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
+    },
     /// Pause NAME: the daemon applies and publishes nothing until `resume`.
-    Pause { name: String },
+    Pause {
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
+    },
     /// Resume a paused set.
-    Resume { name: String },
+    Resume {
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
+    },
     /// Wait until this folder's changes are published and the shared state's are applied.
     Flush {
-        name: String,
+        /// The sync set (as `status` lists it; may be left out when there is only one).
+        name: Option<String>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
@@ -222,12 +266,45 @@ pub enum Command {
     /// A local web app: every sync set's state, conflicts to settle, every version of every
     /// file by time (open the printed URL).
     Ui(browse::UiArgs),
+    /// Print a shell completion script (e.g. `prism-sync completions bash > /etc/bash_completion.d/prism-sync`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (prism-sync.1 and one per command) into DIR.
+    Man {
+        /// Directory to write the pages into (created if missing), e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
     /// (internal) The daemon process that `start` launches.
     #[command(hide = true)]
     DaemonRun {
+        /// The sync set to keep in sync first.
         #[arg(long)]
         first: Option<String>,
     },
+}
+
+/// `--mode`: the plan's spellings (`upload_only`) and ours (`upload-only`) both.
+fn mode_values() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("bidirectional"),
+        PossibleValue::new("upload-only").alias("upload_only"),
+        PossibleValue::new("download-only").alias("download_only"),
+    ])
+}
+
+/// `--conflict-policy`: `keep_both` (the plan's) and `keep-both` both.
+fn policy_values() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("user_prompt").alias("user-prompt"),
+        PossibleValue::new("keep_local").alias("keep-local"),
+        PossibleValue::new("keep_remote").alias("keep-remote"),
+        PossibleValue::new("keep_both").alias("keep-both"),
+    ])
 }
 
 #[derive(Args, Debug)]
@@ -237,9 +314,11 @@ pub struct SyncInitArgs {
     /// Name of the sync set (default: `<folder name>-sync`).
     #[arg(long)]
     pub name: Option<String>,
-    #[arg(long, value_parser = ["bidirectional", "upload-only", "download-only"], default_value = "bidirectional")]
+    /// What flows where: both ways, only from this folder, or only into it.
+    #[arg(long, value_parser = mode_values(), default_value = "bidirectional")]
     pub mode: String,
-    #[arg(long, value_parser = ["user_prompt", "keep_local", "keep_remote", "keep_both"], default_value = "user_prompt")]
+    /// What happens when both sides changed a file: ask (park it), or keep one side or both.
+    #[arg(long, value_parser = policy_values(), default_value = "user_prompt")]
     pub conflict_policy: String,
     /// Opt into the research categories (datasets upload-only, code bidirectional, results download-only).
     #[arg(long, value_parser = ["default", "research"])]
@@ -248,7 +327,9 @@ pub struct SyncInitArgs {
 
 #[derive(Args, Debug)]
 pub struct JoinArgs {
+    /// The sync set to join (as `add-instance` printed it).
     pub name: String,
+    /// The folder on this workspace to keep in sync.
     pub dir: PathBuf,
     /// This endpoint's name (default: the host name).
     #[arg(long)]
@@ -258,10 +339,12 @@ pub struct JoinArgs {
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
     /// The set's mode (as on the laptop; `add-instance` prints it).
-    #[arg(long, value_parser = ["bidirectional", "upload-only", "download-only"], default_value = "bidirectional")]
+    #[arg(long, value_parser = mode_values(), default_value = "bidirectional")]
     pub mode: String,
-    #[arg(long, value_parser = ["user_prompt", "keep_local", "keep_remote", "keep_both"], default_value = "user_prompt")]
+    /// What happens when both sides changed a file (as on the laptop).
+    #[arg(long, value_parser = policy_values(), default_value = "user_prompt")]
     pub conflict_policy: String,
+    /// The set's rules (as on the laptop; `add-instance` prints them).
     #[arg(long, value_parser = ["default", "research"])]
     pub rules: Option<String>,
 }
@@ -278,7 +361,7 @@ pub struct InitArgs {
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     pub pack_size: u64,
     /// zstd level for data (-7..=22).
-    #[arg(long, default_value_t = crate::repository::ZSTD_LEVEL, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = crate::repository::ZSTD_LEVEL, allow_hyphen_values = true, value_name = "LEVEL")]
     pub compression: i64,
     /// Let the directory's group read the repository (modes 0750/0440 instead of 0700/0400),
     /// e.g. an EFS shared by several users. Every file still needs the password or a key.
@@ -288,13 +371,30 @@ pub struct InitArgs {
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
+    /// Folders or files to back up (one folder: its contents are the snapshot's top level).
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Leave out entries matching this glob (repeatable); without a `/` it matches a name at any
+    /// depth, with one the path below the backed-up folder, with a leading `/` the absolute path.
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Like --exclude, ignoring case.
+    #[arg(long = "iexclude", value_name = "PATTERN")]
+    pub iexcludes: Vec<String>,
+    /// Read --exclude patterns from FILE, one a line (`#` comments and blank lines skipped).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Read --iexclude patterns from FILE, one a line.
+    #[arg(long = "iexclude-file", value_name = "FILE")]
+    pub iexclude_files: Vec<PathBuf>,
+    /// Show what would be backed up (files and bytes after the excludes); store nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     /// Host name to record (default: this machine's).
-    #[arg(long)]
+    #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
     /// Tag the snapshot (repeatable).
-    #[arg(long = "tag")]
+    #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
     /// Read every file instead of trusting the file cache.
     #[arg(long)]
@@ -313,6 +413,8 @@ pub struct LsArgs {
     pub snapshot: String,
     /// Path inside the snapshot.
     pub path: Option<std::ffi::OsString>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
     /// With a sync set: the state at this time (default: now).
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
@@ -331,7 +433,9 @@ pub struct RestoreArgs {
     /// Directory to restore into (must be empty unless --overwrite).
     #[arg(long, value_name = "DIR")]
     pub target: Option<PathBuf>,
-    /// Restore the state at this time: RFC 3339, YYYY-MM-DD, "YYYY-MM-DD HH:MM[:SS]", "N{s,m,h,d,w} ago".
+    /// Restore the state at this time: RFC 3339, YYYY-MM-DD, "YYYY-MM-DD HH:MM[:SS]", "N{s,m,h,d,w} ago",
+    /// now, today, yesterday (the end of that day) — or, with a sync set, a version id as
+    /// `history` prints it.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
     /// Restore only this path inside the snapshot (repeatable).
@@ -340,6 +444,12 @@ pub struct RestoreArgs {
     /// Allow a non-empty target and replace files that exist there.
     #[arg(long)]
     pub overwrite: bool,
+    /// With `latest`: the newest snapshot of this host (repeatable: any of them).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// With `latest`: the newest snapshot with this tag (repeatable: any; `a,b` needs both).
+    #[arg(long = "tag", value_name = "TAG[,TAG]")]
+    pub tags: Vec<String>,
     /// With a sync set: this version (an id or id prefix from `prism-sync snapshots NAME`)
     /// instead of --at.
     #[arg(long, value_name = "ID", conflicts_with = "at")]
@@ -359,18 +469,31 @@ pub struct ForgetArgs {
     /// Keep snapshots taken within this duration before the newest (e.g. 30d).
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
+    /// Keep the newest N snapshots of each group.
     #[arg(long, value_name = "N")]
     pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
     #[arg(long, value_name = "N")]
     pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one.
     #[arg(long, value_name = "N")]
     pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N weeks that have one.
     #[arg(long, value_name = "N")]
     pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
     #[arg(long, value_name = "N")]
     pub keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
     #[arg(long, value_name = "N")]
     pub keep_yearly: Option<u32>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+    /// Apply the policy per group of snapshots with equal values of these fields: a
+    /// comma-separated subset of host, paths, tags (restic's default: host,paths; a sync set's
+    /// versions always form their own group); empty: one group.
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
+    pub group_by: String,
     /// Run prune afterwards.
     #[arg(long)]
     pub prune: bool,
@@ -401,14 +524,71 @@ pub struct CheckArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
-    /// Add a password (from env PRISM_SYNC_NEW_PASSWORD or --new-password-file).
+    /// Add a password (from --new-password-file, env PRISM_SYNC_NEW_PASSWORD, or a prompt on a terminal).
     Add(NewPasswordArgs),
     /// List the key files.
     List,
     /// Remove a key file by id (prefix).
-    Remove { id: String },
+    Remove {
+        /// The key's id or id prefix, as `key list` shows it.
+        id: String,
+    },
     /// Change the password: add a new key, remove the one in use.
     Passwd(NewPasswordArgs),
+}
+
+/// restic's snapshot filters: which snapshots a command considers (all given must match).
+#[derive(Args, Debug, Default, Clone)]
+pub struct SnapshotFilter {
+    /// Only snapshots of this host (repeatable: any of them).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag (repeatable: any of them; `a,b` needs both).
+    #[arg(long = "tag", value_name = "TAG[,TAG]")]
+    pub tags: Vec<String>,
+    /// Only snapshots of this backed-up path (repeatable: all of them), as `snapshots` shows it.
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+impl SnapshotFilter {
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.tags.is_empty() && self.paths.is_empty()
+    }
+
+    /// restic's rules: any --host; any --tag (each a comma-separated set it must hold all of);
+    /// every --path among the snapshot's paths (relative ones taken from the working directory).
+    pub fn matches(&self, s: &crate::snapshot::Snapshot) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let host = self.hosts.is_empty() || self.hosts.contains(&s.host);
+        let tags = self.tags.is_empty()
+            || self.tags.iter().any(|set| {
+                set.split(',')
+                    .filter(|t| !t.is_empty())
+                    .all(|t| s.tags.iter().any(|have| have == t))
+            });
+        let paths = self.paths.iter().all(|p| {
+            let abs: PathBuf = std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .components()
+                .collect();
+            s.paths
+                .iter()
+                .any(|have| have == abs.as_os_str().as_bytes())
+        });
+        host && tags && paths
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    /// A sync set: list its versions.
+    pub name: Option<String>,
+    /// Show only the newest N snapshots of each host and paths.
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
 }
 
 #[derive(Args, Debug)]
@@ -461,10 +641,36 @@ impl Ctx {
 
     /// Opens the repository at `url` with this home's metadata cache (remote repositories).
     pub fn open_repo(&self, url: &str) -> anyhow::Result<crate::repository::Repository> {
-        Ok(
-            crate::repository::Repository::open_url(url, &self.credentials()?)?
-                .with_cache(&crate::repository::cache::cache_root(&self.home)),
-        )
+        Ok(self
+            .open_url(url)?
+            .with_cache(&crate::repository::cache::cache_root(&self.home)))
+    }
+
+    /// Opens the repository at `url`; when it needs a password that neither the environment nor
+    /// --password-file gave, asks for one on the terminal (never on a pipe).
+    pub fn open_url(&self, url: &str) -> crate::error::Result<crate::repository::Repository> {
+        use crate::repository::Repository;
+        let creds = self
+            .credentials()
+            .map_err(|e| Error::invalid(format!("{e:#}")))?;
+        match Repository::open_url(url, &creds) {
+            Err(e @ Error::NoPassword { .. }) => {
+                let Error::NoPassword { location, .. } = &e else {
+                    unreachable!()
+                };
+                match prompt::password(&format!("Password for {location}: "))? {
+                    Some(pw) if !pw.is_empty() => Repository::open_url(
+                        url,
+                        &Credentials {
+                            password: Some(pw),
+                            ..creds
+                        },
+                    ),
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
     }
 
     pub fn credentials(&self) -> anyhow::Result<Credentials> {
@@ -496,6 +702,39 @@ fn default_home() -> PathBuf {
         Some(h) => PathBuf::from(h).join(".prism"),
         None => PathBuf::from(".prism"),
     }
+}
+
+/// `man DIR`: the page of the whole command and one per subcommand (`prism-sync-backup.1`, …).
+fn man_pages(ctx: &Ctx, dir: &std::path::Path) -> anyhow::Result<Outcome> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let cmd = Cli::command();
+    let mut written = Vec::new();
+    let mut page = |c: clap::Command, file: String| -> anyhow::Result<()> {
+        let path = dir.join(&file);
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).render(&mut buf)?;
+        std::fs::write(&path, buf).map_err(|e| Error::io(&path, e))?;
+        written.push(path);
+        Ok(())
+    };
+    page(cmd.clone(), "prism-sync.1".into())?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("prism-sync-{}", sub.get_name());
+        let file = format!("{name}.1");
+        // A one-shot command: the page's title outlives nothing but this process.
+        page(sub.clone().name(&*name.leak()), file)?;
+    }
+    if ctx.out.json {
+        ctx.out.json(&serde_json::json!({"written": written.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()}));
+    } else {
+        ctx.out.line(format!(
+            "✅ Wrote {} in {}",
+            render::count(written.len() as u64, "man page", "man pages"),
+            dir.display()
+        ));
+    }
+    Ok(Outcome::ok())
 }
 
 /// What a command reports besides success: files it could not handle (exit code 3).
@@ -576,12 +815,22 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             cmd: RepoCommand::Init(a),
         } => repo::init(ctx, &a),
         Command::Backup(a) => repo::backup(ctx, &a),
-        Command::Snapshots { name: Some(n) } => sync::snapshots(ctx, &n),
-        Command::Snapshots { name: None } => repo::snapshots(ctx),
+        Command::Snapshots(a) => match &a.name {
+            Some(n) => sync::snapshots(ctx, n),
+            None => repo::snapshots(ctx, &a),
+        },
         Command::Ls(a) if sync::is_set(ctx, &a.snapshot) => sync::ls(ctx, &a),
         Command::Ls(a) => repo::ls(ctx, &a),
-        Command::Diff { snap_a, snap_b } => repo::diff(ctx, &snap_a, &snap_b),
-        Command::Dump { snapshot, path } => repo::dump(ctx, &snapshot, &path),
+        Command::Diff {
+            snap_a,
+            snap_b,
+            filter,
+        } => repo::diff(ctx, &snap_a, &snap_b, &filter),
+        Command::Dump {
+            snapshot,
+            path,
+            filter,
+        } => repo::dump(ctx, &snapshot, &path, &filter),
         Command::Restore(a) if a.snapshot.as_deref().is_some_and(|s| sync::is_set(ctx, s)) => {
             sync::restore(ctx, &a)
         }
@@ -601,23 +850,39 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             user,
             instance_home,
             ssm_parameter,
-        } => instance::add_instance(
-            ctx,
-            &instance::AddInstance {
-                name,
-                instance,
-                dir,
-                instance_repo,
-                user,
-                instance_home,
-                ssm_parameter,
-            },
-        ),
+        } => {
+            // `add-instance WS` with a single set: the one argument is the workspace.
+            let (name, instance) = match (name, instance) {
+                (n, Some(i)) => (sync::set_name(ctx, n)?, i),
+                (Some(i), None) => (sync::set_name(ctx, None)?, i),
+                (None, None) => anyhow::bail!(Error::invalid(
+                    "name the workspace: prism-sync add-instance [NAME] INSTANCE"
+                )),
+            };
+            instance::add_instance(
+                ctx,
+                &instance::AddInstance {
+                    name,
+                    instance,
+                    dir,
+                    instance_repo,
+                    user,
+                    instance_home,
+                    ssm_parameter,
+                },
+            )
+        }
         Command::Sync {
             name,
             dry_run,
             allow_deletions,
-        } => sync::sync(ctx, &name, None, dry_run, allow_deletions),
+        } => sync::sync(
+            ctx,
+            &sync::set_name(ctx, name)?,
+            None,
+            dry_run,
+            allow_deletions,
+        ),
         Command::ForceSync {
             name,
             direction,
@@ -628,38 +893,61 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             } else {
                 crate::sync::Force::Down
             };
-            sync::sync(ctx, &name, Some(f), dry_run, false)
+            sync::sync(ctx, &sync::set_name(ctx, name)?, Some(f), dry_run, false)
         }
-        Command::Conflicts { name } => sync::conflicts(ctx, &name),
+        Command::Conflicts { name } => sync::conflicts(ctx, &sync::set_name(ctx, name)?),
         Command::Resolve {
             name,
             path,
             all,
             keep,
-        } => sync::resolve(ctx, &name, path, all, &keep),
-        Command::History { name, path } => sync::history(ctx, &name, &path),
-        Command::Status { name } => sync::status(ctx, name.as_deref()),
+        } => {
+            let (name, path) = sync::name_and_path(ctx, name, path)?;
+            sync::resolve(ctx, &name, path, all, &keep)
+        }
+        Command::History { name, path } => {
+            let (name, path) = sync::name_and_path(ctx, name, path)?;
+            let Some(path) = path else {
+                anyhow::bail!(Error::invalid(
+                    "name the file: prism-sync history [NAME] PATH"
+                ));
+            };
+            sync::history(ctx, &name, &path)
+        }
+        Command::Status { name: Some(n) } => {
+            sync::status(ctx, Some(&sync::set_name(ctx, Some(n))?))
+        }
+        Command::Status { name: None } => sync::status(ctx, None),
         Command::Serve(a) => remote::serve(ctx, &a),
         Command::Efs { cmd } => remote::efs(ctx, &cmd),
         Command::Start {
             name,
             install: true,
             ..
-        } => daemon::install_agent(ctx, &name),
+        } => daemon::install_agent(ctx, &sync::set_name(ctx, name)?),
         Command::Start {
             name,
             uninstall: true,
             ..
-        } => daemon::uninstall_agent(ctx, &name),
+        } => daemon::uninstall_agent(ctx, &sync::set_name(ctx, name)?),
         Command::Start {
             name, foreground, ..
-        } => daemon::start(ctx, &name, foreground),
-        Command::Stop { name } => daemon::stop(ctx, &name),
-        Command::Pause { name } => daemon::pause(ctx, &name, true),
-        Command::Resume { name } => daemon::pause(ctx, &name, false),
-        Command::Flush { name, timeout } => daemon::flush(ctx, &name, timeout),
+        } => daemon::start(ctx, &sync::set_name(ctx, name)?, foreground),
+        Command::Stop { name } => daemon::stop(ctx, &sync::set_name(ctx, name)?),
+        Command::Pause { name } => daemon::pause(ctx, &sync::set_name(ctx, name)?, true),
+        Command::Resume { name } => daemon::pause(ctx, &sync::set_name(ctx, name)?, false),
+        Command::Flush { name, timeout } => {
+            daemon::flush(ctx, &sync::set_name(ctx, name)?, timeout)
+        }
         Command::Mount(a) => browse::mount(ctx, &a),
         Command::Ui(a) => browse::ui(ctx, &a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "prism-sync", &mut std::io::stdout());
+            Ok(Outcome::ok())
+        }
+        Command::Man { dir } => man_pages(ctx, &dir),
         Command::DaemonRun { first } => daemon::run(ctx, first.as_deref()),
     }
 }

@@ -55,6 +55,7 @@ pub enum EfsCommand {
         /// yours).
         #[arg(long)]
         uid: Option<u32>,
+        /// The group id the access point's directory belongs to (default: yours).
         #[arg(long)]
         gid: Option<u32>,
     },

@@ -98,3 +98,12 @@ impl Drop for Spinner {
         }
     }
 }
+
+/// "1 file", "2 files": a count with the noun in the right number.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}

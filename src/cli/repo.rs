@@ -11,10 +11,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::render::{Spinner, bytes, seconds};
+use super::render::{Spinner, bytes, count, seconds};
 use super::{
     BackupArgs, CheckArgs, Ctx, ForgetArgs, InitArgs, KeyCommand, LsArgs, NewPasswordArgs, Outcome,
-    PruneArgs, RestoreArgs,
+    PruneArgs, RestoreArgs, SnapshotFilter, SnapshotsArgs,
 };
 use crate::archiver::prefetch::Prefetch;
 use crate::archiver::{self, ArchiveOptions, BackupOptions, Progress, SoftError};
@@ -119,7 +119,15 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<Outcome> {
             a.pack_size
         )));
     }
-    let creds = ctx.credentials()?;
+    let mut creds = ctx.credentials()?;
+    if creds.password.is_none()
+        && let Some(pw) = super::prompt::new_password(
+            "Password for the new repository (empty: none, a random key file kept under --home): ",
+        )?
+        && !pw.is_empty()
+    {
+        creds.password = Some(pw);
+    }
     let opts = InitOptions {
         pack_target_bytes: a.pack_size << 20,
         zstd_level: a.compression,
@@ -166,7 +174,7 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<Outcome> {
 /// Opens the repository; without --repo, creates the embedded default on first use so that
 /// `prism-sync backup DIR` works on a fresh machine.
 fn open_or_create_default(ctx: &Ctx) -> Result<Repository> {
-    match Repository::open_url(&ctx.repo_url(), &ctx.credentials()?) {
+    match ctx.open_url(&ctx.repo_url()) {
         Err(Error::RepoNotFound { .. }) if ctx.repo.is_none() => {
             let repo = Repository::init(
                 crate::repository::open_backend(&ctx.repo_url())?,
@@ -188,6 +196,11 @@ fn open_or_create_default(ctx: &Ctx) -> Result<Repository> {
 }
 
 pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
+    let (source, _) = archiver::source_for(&a.paths)?;
+    let filter = super::exclude::Excludes::new(a, &source)?.map(|x| x.filter(&source));
+    if a.dry_run {
+        return backup_dry_run(ctx, &source, filter.as_ref());
+    }
     archiver::return_big_buffers();
     // Metadata reads start now, overlapping the key derivation and the index load.
     let _prefetch = Prefetch::start(&a.paths, prefetch_threads());
@@ -202,12 +215,20 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
         ignore_ctime: a.ignore_ctime,
         ignore_inode: a.ignore_inode,
         progress: progress.clone(),
+        filter,
         ..Default::default()
     };
     let opts = BackupOptions {
         archive,
         host: a.host.clone(),
-        tags: a.tags.clone(),
+        // restic's `--tag a,b`: two tags.
+        tags: a
+            .tags
+            .iter()
+            .flat_map(|t| t.split(','))
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
         ..Default::default()
     };
     let p = progress.clone();
@@ -252,9 +273,13 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
         ctx.out.kv(
             "Data",
             format!(
-                "{} in {} files; {} new to the repository ({} after compression and encryption)",
+                "{} in {}; {} new to the repository ({} after compression and encryption)",
                 bytes(s.total_bytes),
-                s.files_new + s.files_changed + s.files_unchanged,
+                count(
+                    s.files_new + s.files_changed + s.files_unchanged,
+                    "file",
+                    "files"
+                ),
                 bytes(s.bytes_added_raw),
                 bytes(s.bytes_added_stored)
             ),
@@ -262,8 +287,13 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
         ctx.out.kv("Duration", seconds(s.duration_ns));
         if !report.errors.is_empty() {
             ctx.out.line(format!(
-                "⚠️  {} file(s) could not be read and are not in the snapshot (listed above)",
-                report.errors.len()
+                "⚠️  {} could not be read and {} not in the snapshot (listed above)",
+                count(report.errors.len() as u64, "file", "files"),
+                if report.errors.len() == 1 {
+                    "is"
+                } else {
+                    "are"
+                }
             ));
         }
     }
@@ -272,11 +302,60 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
     })
 }
 
+/// `backup --dry-run`: what the backup would read after the excludes; the repository is not
+/// opened.
+fn backup_dry_run(
+    ctx: &Ctx,
+    source: &archiver::Source,
+    filter: Option<&archiver::ScanFilter>,
+) -> Result<Outcome> {
+    let list = ctx.out.verbose > 0 || ctx.out.json;
+    let r = super::exclude::dry_run(source, filter, list)?;
+    if ctx.out.json {
+        ctx.out.json(&json!({
+            "dry_run": true, "files": r.files, "dirs": r.dirs, "bytes": r.bytes,
+            "excluded": r.excluded, "paths": r.listed,
+        }));
+        return Ok(Outcome::ok());
+    }
+    for p in &r.listed {
+        ctx.out.line(format!("   would back up {p}"));
+    }
+    ctx.out.line(format!(
+        "💡 Dry run: would back up {} ({}) in {}; {} excluded; nothing stored",
+        count(r.files, "file", "files"),
+        bytes(r.bytes),
+        count(r.dirs, "directory", "directories"),
+        count(r.excluded, "entry", "entries")
+    ));
+    Ok(Outcome::ok())
+}
+
 // ---- snapshots, ls, diff, dump ----------------------------------------------------------------------
 
-pub fn snapshots(ctx: &Ctx) -> Result<Outcome> {
+/// The key `snapshots --latest` and `latest` group by: sync set, else host and paths.
+fn host_paths(s: &Snapshot) -> (Option<&str>, &str, &[Vec<u8>]) {
+    (s.sync_set.as_deref(), &s.host, &s.paths)
+}
+
+pub fn snapshots(ctx: &Ctx, a: &SnapshotsArgs) -> Result<Outcome> {
     let repo = open(ctx)?;
-    let snaps = readable_snapshots(ctx, &repo)?;
+    let mut snaps = readable_snapshots(ctx, &repo)?;
+    snaps.retain(|(_, s)| a.filter.matches(s));
+    if let Some(n) = a.latest {
+        // The newest N of each group, in the list's order (oldest first).
+        let mut seen: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
+        let mut keep = vec![false; snaps.len()];
+        for (i, (_, s)) in snaps.iter().enumerate().rev() {
+            let c = seen.entry(host_paths(s)).or_default();
+            if *c < n {
+                *c += 1;
+                keep[i] = true;
+            }
+        }
+        let mut k = keep.into_iter();
+        snaps.retain(|_| k.next().unwrap_or(false));
+    }
     if ctx.out.json {
         ctx.out.json(&Value::Array(
             snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect(),
@@ -290,10 +369,24 @@ pub fn snapshots(ctx: &Ctx) -> Result<Outcome> {
         return Ok(Outcome::ok());
     }
     if snaps.is_empty() {
-        ctx.out.line("💡 No snapshots yet: prism-sync backup DIR");
+        if a.filter.is_empty() {
+            ctx.out.line("💡 No snapshots yet: prism-sync backup DIR");
+        } else {
+            ctx.out
+                .line("💡 No snapshot matches --host/--tag/--path (drop them to see all)");
+        }
         return Ok(Outcome::ok());
     }
-    println!("ID        Time                 Host                    Size  Paths");
+    let tags_width = snaps
+        .iter()
+        .map(|(_, s)| s.tags.join(",").chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!(
+        "ID        Time                 Host              {:<tags_width$}        Size  Paths",
+        "Tags"
+    );
     for (id, s) in &snaps {
         let what = match &s.sync_set {
             Some(set) => format!("sync set {set}"),
@@ -305,22 +398,61 @@ pub fn snapshots(ctx: &Ctx) -> Result<Outcome> {
                 .join(", "),
         };
         println!(
-            "{:<8}  {:<19}  {:<16}  {:>10}  {}",
+            "{:<8}  {:<19}  {:<16}  {:<tags_width$}  {:>10}  {}",
             id.short(),
             format_local(s.time_ns),
             s.host,
+            s.tags.join(","),
             bytes(s.summary.total_bytes),
             what
         );
     }
-    println!("{} snapshot(s)", snaps.len());
+    println!("{}", count(snaps.len() as u64, "snapshot", "snapshots"));
     Ok(Outcome::ok())
 }
 
-fn resolve(ctx: &Ctx, repo: &Repository, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-    let snaps = readable_snapshots(ctx, repo)?;
-    let (id, s) = select::resolve(&snaps, spec)?;
-    Ok((*id, s.clone()))
+/// Resolves a snapshot argument. `latest` means the newest snapshot that matches the filter;
+/// with `inner` (a path inside the snapshot, as `dump` and `ls` take), the newest snapshot of
+/// the backed-up folder that holds it: the newest snapshot of each sync set or host and paths
+/// is looked at, newest first, and the first one with `inner` in it wins, so a path deleted in
+/// its folder's newest snapshot is never taken from an older one.
+fn resolve_filtered(
+    repo: &Repository,
+    snaps: &[(SnapshotId, Snapshot)],
+    spec: &str,
+    filter: &SnapshotFilter,
+    inner: Option<&[u8]>,
+) -> Result<(SnapshotId, Snapshot)> {
+    if spec != "latest" {
+        let (id, s) = select::resolve(snaps, spec)?;
+        return Ok((*id, s.clone()));
+    }
+    let cands: Vec<&(SnapshotId, Snapshot)> =
+        snaps.iter().filter(|(_, s)| filter.matches(s)).collect();
+    let Some(newest) = cands.last() else {
+        if filter.is_empty() {
+            bail!(Error::invalid(
+                "the repository has no snapshots yet: run `prism-sync backup` first"
+            ));
+        }
+        bail!(Error::invalid(
+            "no snapshot matches --host/--tag/--path: see `prism-sync snapshots`"
+        ));
+    };
+    let inner: Vec<u8> = crate::snapshot::components(inner.unwrap_or(b"")).join(&b'/');
+    if inner.is_empty() {
+        return Ok((newest.0, newest.1.clone()));
+    }
+    let mut seen = HashSet::new();
+    for (id, s) in cands.iter().rev() {
+        if seen.insert(host_paths(s)) && find(repo, &s.tree, &inner)?.is_some() {
+            return Ok((*id, s.clone()));
+        }
+    }
+    bail!(Error::invalid(format!(
+        "{} is not in the newest snapshot of any backed-up folder: see `prism-sync snapshots`, or name a snapshot id",
+        display_path(&inner)
+    )))
 }
 
 fn mode_string(n: &Node) -> String {
@@ -358,7 +490,11 @@ fn node_json(path: &[u8], n: &Node) -> Value {
 
 pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
     let repo = open(ctx)?;
-    let (id, snap) = super::with_index(&repo, || resolve(ctx, &repo, &a.snapshot))?;
+    let (id, snap) = super::with_index(&repo, || {
+        let snaps = readable_snapshots(ctx, &repo)?;
+        let inner = a.path.as_deref().map(|p| p.as_bytes());
+        resolve_filtered(&repo, &snaps, &a.snapshot, &a.filter, inner)
+    })?;
     let base = a
         .path
         .as_deref()
@@ -410,11 +546,11 @@ pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
     Ok(Outcome::ok())
 }
 
-pub fn diff(ctx: &Ctx, a: &str, b: &str) -> Result<Outcome> {
+pub fn diff(ctx: &Ctx, a: &str, b: &str, filter: &SnapshotFilter) -> Result<Outcome> {
     let repo = open(ctx)?;
     let snaps = super::with_index(&repo, || readable_snapshots(ctx, &repo))?;
-    let (ia, sa) = select::resolve(&snaps, a)?;
-    let (ib, sb) = select::resolve(&snaps, b)?;
+    let (ia, sa) = resolve_filtered(&repo, &snaps, a, filter, None)?;
+    let (ib, sb) = resolve_filtered(&repo, &snaps, b, filter, None)?;
     let mut changes = Vec::new();
     diff_trees(&repo, &sa.tree, &sb.tree, &mut |d| changes.push(d))?;
     if ctx.out.json {
@@ -457,10 +593,18 @@ pub fn diff(ctx: &Ctx, a: &str, b: &str) -> Result<Outcome> {
     Ok(Outcome::ok())
 }
 
-pub fn dump(ctx: &Ctx, snapshot: &str, path: &std::ffi::OsStr) -> Result<Outcome> {
+pub fn dump(
+    ctx: &Ctx,
+    snapshot: &str,
+    path: &std::ffi::OsStr,
+    filter: &SnapshotFilter,
+) -> Result<Outcome> {
     let shown = path.to_string_lossy();
     let repo = open(ctx)?;
-    let (id, snap) = super::with_index(&repo, || resolve(ctx, &repo, snapshot))?;
+    let (id, snap) = super::with_index(&repo, || {
+        let snaps = readable_snapshots(ctx, &repo)?;
+        resolve_filtered(&repo, &snaps, snapshot, filter, Some(path.as_bytes()))
+    })?;
     let node = find(&repo, &snap.tree, path.as_bytes())?
         .with_context(|| Error::invalid(format!("{shown} is not in snapshot {}", id.short())))?;
     if node.is_dir() {
@@ -498,9 +642,20 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
         (None, None) => bail!(Error::invalid(
             "name a SNAPSHOT (id, prefix or `latest`) or --at TIME"
         )),
-        (Some(s), None) => select::resolve(&snaps, s)?,
-        (None, Some(t)) => select::at(&snaps, parse_time(t)?, t)?,
+        (Some(s), None) => {
+            let filter = SnapshotFilter {
+                hosts: a.hosts.clone(),
+                tags: a.tags.clone(),
+                paths: Vec::new(),
+            };
+            resolve_filtered(&repo, &snaps, s, &filter, None)?
+        }
+        (None, Some(t)) => {
+            let (id, s) = select::at(&snaps, parse_time(t)?, t)?;
+            (*id, s.clone())
+        }
     };
+    let id = &id;
     let progress = Arc::new(RestoreProgress::default());
     let opts = RestoreOptions {
         include: a.include.iter().map(|i| i.as_bytes().to_vec()).collect(),
@@ -566,7 +721,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
 // ---- forget, prune ----------------------------------------------------------------------------------
 
 pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<Outcome> {
-    let mut policy = Policy {
+    let policy = Policy {
         within_ns: a.keep_within.as_deref().map(parse_duration).transpose()?,
         last: a.keep_last,
         hourly: a.keep_hourly,
@@ -575,22 +730,28 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<Outcome> {
         monthly: a.keep_monthly,
         yearly: a.keep_yearly,
     };
-    let defaulted = policy.is_empty();
-    if defaulted {
-        policy.within_ns = Some(parse_duration("30d")?);
+    if policy.is_empty() {
+        bail!(Error::invalid(
+            "forget needs a policy: give at least one --keep-* option (e.g. --keep-within 30d or --keep-last 10); nothing was removed"
+        ));
     }
+    let group_by = GroupBy::parse(&a.group_by)?;
     let repo = open(ctx)?;
     let snaps = readable_snapshots(ctx, &repo)?;
-    let decisions = retention::apply(&snaps, &policy, &jiff::tz::TimeZone::system());
+    // The policy applies per group: the retention module groups by sync set, else by host and
+    // paths, so each considered snapshot is handed over under its --group-by label.
+    let grouped: Vec<(SnapshotId, Snapshot)> = snaps
+        .iter()
+        .filter(|(_, s)| a.filter.matches(s))
+        .map(|(id, s)| (*id, group_by.relabel(s)))
+        .collect();
+    let decisions = retention::apply(&grouped, &policy, &jiff::tz::TimeZone::system());
     let by_id: std::collections::HashMap<SnapshotId, &Snapshot> =
         snaps.iter().map(|(i, s)| (*i, s)).collect();
     let mut removed = Vec::new();
     let mut groups_json = Vec::new();
-    if defaulted {
-        ctx.out
-            .line("💡 No --keep option given: using the default retention, --keep-within 30d");
-    }
     for (group, ds) in &decisions {
+        let group = group.trim_end();
         let keep: Vec<_> = ds.iter().filter(|d| d.keep).collect();
         let remove: Vec<_> = ds.iter().filter(|d| !d.keep).collect();
         ctx.out.line(format!(
@@ -640,18 +801,73 @@ pub fn forget(ctx: &Ctx, a: &ForgetArgs) -> Result<Outcome> {
         ctx.out.json(&json!({"dry_run": a.dry_run, "groups": groups_json, "removed": removed.len(), "prune": pruned}));
     } else if a.dry_run {
         ctx.out.line(format!(
-            "💡 Dry run: {} snapshot(s) would be removed; nothing changed",
-            removed.len()
+            "💡 Dry run: {} would be removed; nothing changed",
+            count(removed.len() as u64, "snapshot", "snapshots")
         ));
     } else {
-        ctx.out
-            .line(format!("✅ Removed {} snapshot(s)", removed.len()));
+        ctx.out.line(format!(
+            "✅ Removed {}",
+            count(removed.len() as u64, "snapshot", "snapshots")
+        ));
         if !a.prune && !removed.is_empty() {
             ctx.out
                 .line("💡 Run prism-sync prune to reclaim their space");
         }
     }
     Ok(Outcome::ok())
+}
+
+/// `forget --group-by`: which fields make two snapshots one group.
+struct GroupBy {
+    host: bool,
+    paths: bool,
+    tags: bool,
+}
+
+impl GroupBy {
+    fn parse(spec: &str) -> Result<GroupBy> {
+        let mut g = GroupBy {
+            host: false,
+            paths: false,
+            tags: false,
+        };
+        for f in spec.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            match f {
+                "host" => g.host = true,
+                "paths" | "path" => g.paths = true,
+                "tags" | "tag" => g.tags = true,
+                other => bail!(Error::invalid(format!(
+                    "--group-by {other:?}: use a comma-separated subset of host, paths, tags (or \"\" for one group)"
+                ))),
+            }
+        }
+        Ok(g)
+    }
+
+    /// The snapshot with its group label in `host` and no paths (a sync set's versions keep
+    /// their own group).
+    fn relabel(&self, s: &Snapshot) -> Snapshot {
+        let mut label = Vec::new();
+        if self.host {
+            label.push(format!("host {}", s.host));
+        }
+        if self.paths {
+            let p: Vec<String> = s.paths.iter().map(|p| display_path(p)).collect();
+            label.push(format!("paths {}", p.join(",")));
+        }
+        if self.tags {
+            let mut t = s.tags.clone();
+            t.sort();
+            label.push(format!("tags {}", t.join(",")));
+        }
+        if label.is_empty() {
+            label.push("all snapshots".into());
+        }
+        let mut out = s.clone();
+        out.host = label.join(", ");
+        out.paths = Vec::new();
+        out
+    }
 }
 
 fn run_prune(ctx: &Ctx, repo: &Repository, dry_run: bool, max_unused: f64) -> Result<Value> {
@@ -763,9 +979,12 @@ fn new_password(a: &NewPasswordArgs) -> Result<Vec<u8>> {
     ) {
         (Some(f), _) => super::read_password_file(f)?,
         (None, Some(p)) => p.into_encoded_bytes(),
-        (None, None) => bail!(Error::invalid(
-            "no new password: set PRISM_SYNC_NEW_PASSWORD or pass --new-password-file FILE"
-        )),
+        (None, None) => match super::prompt::new_password("New password: ")? {
+            Some(pw) => pw,
+            None => bail!(Error::invalid(
+                "no new password: set PRISM_SYNC_NEW_PASSWORD or pass --new-password-file FILE (or run it on a terminal to be asked)"
+            )),
+        },
     };
     if pw.is_empty() {
         bail!(Error::invalid(

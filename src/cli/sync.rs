@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::render::{Spinner, bytes};
+use super::render::{Spinner, bytes, count};
 use super::{Ctx, JoinArgs, LsArgs, Outcome, RestoreArgs, SyncInitArgs};
 use crate::archiver::Progress;
 use crate::backend::{self, Kind};
@@ -33,6 +33,90 @@ use crate::time::{format_local, format_rfc3339, parse_time};
 /// Is `name` a sync set configured here?
 pub fn is_set(ctx: &Ctx, name: &str) -> bool {
     SetConfig::valid_name(name) && SetConfig::path(&ctx.sync_dir(), name).exists()
+}
+
+/// The sync set a command is about: the one named (which must exist here), or, with no name,
+/// the only set there is. A name that is not a set gets the likely ones suggested.
+pub fn set_name(ctx: &Ctx, given: Option<String>) -> Result<String> {
+    let all = SetConfig::list(&ctx.sync_dir())?;
+    match given {
+        Some(n) if all.contains(&n) => Ok(n),
+        Some(n) => {
+            let near = similar_names(&n, &all);
+            match near.as_slice() {
+                [] if all.is_empty() => bail!(Error::invalid(format!(
+                    "no sync set {n} here (there is none yet): create one with `prism-sync init DIR`"
+                ))),
+                [] => bail!(Error::invalid(format!(
+                    "no sync set {n} here: the sets are {}",
+                    all.join(", ")
+                ))),
+                [one] => bail!(Error::invalid(format!(
+                    "no sync set {n} — did you mean {one}?"
+                ))),
+                many => bail!(Error::invalid(format!(
+                    "no sync set {n} — did you mean one of {}?",
+                    many.join(", ")
+                ))),
+            }
+        }
+        None => match all.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => bail!(Error::invalid(
+                "no sync set here yet: create one with `prism-sync init DIR`"
+            )),
+            many => bail!(Error::invalid(format!(
+                "there are {} sync sets here: name one of {}",
+                many.len(),
+                many.join(", ")
+            ))),
+        },
+    }
+}
+
+/// Set names close to `n`: `n-sync` (the default name of `init n`), names starting with or
+/// containing it, or within two edits of it.
+fn similar_names(n: &str, all: &[String]) -> Vec<String> {
+    let lower = n.to_lowercase();
+    all.iter()
+        .filter(|s| {
+            let s = s.to_lowercase();
+            s == format!("{lower}-sync")
+                || (lower.len() >= 3 && s.contains(&lower))
+                || edit_distance(&s, &lower) <= 2
+        })
+        .cloned()
+        .collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// `history [NAME] PATH`, `resolve [NAME] [PATH]`: with a single set and one argument that is
+/// not a set's name, the argument is the path.
+pub fn name_and_path(
+    ctx: &Ctx,
+    name: Option<String>,
+    path: Option<std::ffi::OsString>,
+) -> Result<(String, Option<std::ffi::OsString>)> {
+    match (name, path) {
+        (Some(n), None) if !is_set(ctx, &n) && SetConfig::list(&ctx.sync_dir())?.len() == 1 => {
+            Ok((set_name(ctx, None)?, Some(n.into())))
+        }
+        (n, p) => Ok((set_name(ctx, n)?, p)),
+    }
 }
 
 fn open_set(ctx: &Ctx, name: &str) -> Result<(Endpoint, Repository)> {
@@ -331,6 +415,8 @@ fn report_json(name: &str, r: &StepReport) -> Value {
         "published": r.published.map(|s| s.to_hex()),
         "heads_combined": r.heads_combined,
         "uploads": r.uploads.iter().map(|(p, c)| json!({"path": display_path(p), "change": c.to_string()})).collect::<Vec<_>>(),
+        // The local side's changes (files and symlinks; `actions` also has the directories).
+        "downloads": r.actions.iter().filter(|a| !matches!(a, Action::Mkdir { .. } | Action::Rmdir { .. })).map(|a| { let (c, t) = action_line(a); json!({"op": c.to_string(), "what": t}) }).collect::<Vec<_>>(),
         "actions": r.actions.iter().map(|a| { let (c, t) = action_line(a); json!({"op": c.to_string(), "what": t}) }).collect::<Vec<_>>(),
         "conflicts": r.conflicts.iter().map(|c| json!({"path": display_path(&c.path), "kind": c.kind.name(), "outcome": format!("{:?}", c.outcome)})).collect::<Vec<_>>(),
         "failures": r.failures.iter().map(|(p, m)| json!({"path": display_path(p), "error": m})).collect::<Vec<_>>(),
@@ -405,21 +491,37 @@ pub fn sync(
     if dry_run {
         ctx.out
             .line(format!("🔄 {name}: plan (dry run, nothing changed)"));
-        if !r.uploads.is_empty() {
-            ctx.out
-                .line(format!("   Would publish {} change(s)", r.uploads.len()));
+        // Both directions, as the real step would do them.
+        if r.uploads.is_empty() {
+            ctx.out.line("   ↑ Nothing to publish");
+        } else {
+            ctx.out.line(format!(
+                "   ↑ Would publish {}",
+                count(r.uploads.len() as u64, "change", "changes")
+            ));
+            show(
+                r.uploads
+                    .iter()
+                    .map(|(p, c)| format!("  {c} {}", display_path(p)))
+                    .collect(),
+            );
         }
-        show(
-            r.actions
-                .iter()
-                .map(|a| {
-                    let (c, t) = action_line(a);
-                    format!("{c} {t}")
-                })
-                .collect(),
-        );
         if r.actions.is_empty() {
-            ctx.out.line("   No changes to this folder");
+            ctx.out.line("   ↓ No changes to this folder");
+        } else {
+            ctx.out.line(format!(
+                "   ↓ Would change here {}",
+                count(r.actions.len() as u64, "path", "paths")
+            ));
+            show(
+                r.actions
+                    .iter()
+                    .map(|a| {
+                        let (c, t) = action_line(a);
+                        format!("  {c} {t}")
+                    })
+                    .collect(),
+            );
         }
         if r.local_deletes + r.publish_deletes > 0 {
             ctx.out.kv(
@@ -445,20 +547,22 @@ pub fn sync(
         && r.conflicts.is_empty()
     {
         ctx.out.line(format!(
-            "✅ {name} is in sync ({} files, {})",
-            r.local_files,
+            "✅ {name} is in sync ({}, {})",
+            count(r.local_files, "file", "files"),
             bytes(r.local_bytes)
         ));
     } else {
         ctx.out.line(format!(
-            "✅ {name} synced ({} files, {})",
-            r.local_files,
+            "✅ {name} synced ({}, {})",
+            count(r.local_files, "file", "files"),
             bytes(r.local_bytes)
         ));
     }
     if !r.uploads.is_empty() {
-        ctx.out
-            .line(format!("   ↑ {} change(s) published", r.uploads.len()));
+        ctx.out.line(format!(
+            "   ↑ {} published",
+            count(r.uploads.len() as u64, "change", "changes")
+        ));
         show(
             r.uploads
                 .iter()
@@ -476,8 +580,10 @@ pub fn sync(
         })
         .collect();
     if !local.is_empty() {
-        ctx.out
-            .line(format!("   ↓ {} change(s) applied here", local.len()));
+        ctx.out.line(format!(
+            "   ↓ {} applied here",
+            count(local.len() as u64, "change", "changes")
+        ));
         show(local);
     }
     let parked: Vec<_> = r
@@ -721,9 +827,9 @@ pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome>
         return Ok(Outcome::ok());
     }
     ctx.out.line(format!(
-        "📜 {} in {name}: {} version(s)",
+        "📜 {} in {name}: {}",
         display_path(&p),
-        rows.len()
+        count(rows.len() as u64, "version", "versions")
     ));
     for (id, s, n, ev, safety) in &rows {
         let size = n.as_ref().map(|n| bytes(n.size())).unwrap_or_default();
@@ -783,7 +889,7 @@ pub fn snapshots(ctx: &Ctx, name: &str) -> Result<Outcome> {
             bytes(s.summary.total_bytes)
         );
     }
-    println!("{} version(s)", snaps.len());
+    println!("{}", count(snaps.len() as u64, "version", "versions"));
     Ok(Outcome::ok())
 }
 
@@ -795,7 +901,16 @@ fn state_at(
 ) -> Result<(SnapshotId, Snapshot)> {
     let snaps = set_snapshots(ctx, repo, name, false)?;
     let (id, s) = match at {
-        Some(t) => select::at(&snaps, parse_time(t)?, t)?,
+        Some(t) => match parse_time(t) {
+            Ok(ns) => select::at(&snaps, ns, t)?,
+            // The ids `history` and `snapshots NAME` print.
+            Err(e) if crate::id::is_hex_prefix(&t.to_ascii_lowercase()) => {
+                let all = set_snapshots(ctx, repo, name, true)?;
+                let (id, s) = select::resolve(&all, t).map_err(|_| e)?;
+                return Ok((*id, s.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => snaps.last().ok_or_else(|| {
             Error::invalid(format!(
                 "{name} has no versions yet: prism-sync sync {name}"
@@ -876,9 +991,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
                 .to_zoned(jiff::tz::TimeZone::system())
                 .strftime("%Y%m%d-%H%M%S")
                 .to_string();
-            let mut t = live.clone().into_os_string();
-            t.push(format!(".restored-{stamp}"));
-            PathBuf::from(t)
+            fresh_target(live, &stamp)
         }
     };
     if (target.starts_with(live) || live.starts_with(&target)) && !a.overwrite {
@@ -921,6 +1034,22 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     Ok(Outcome {
         partial: !r.errors.is_empty() || !r.renamed.is_empty(),
     })
+}
+
+/// `<live>.restored-<stamp>`, or `…-2`, `-3`, … when that exists already (the same state
+/// restored twice).
+fn fresh_target(live: &Path, stamp: &str) -> PathBuf {
+    (1..)
+        .map(|n| {
+            let mut t = live.as_os_str().to_os_string();
+            t.push(format!(".restored-{stamp}"));
+            if n > 1 {
+                t.push(format!("-{n}"));
+            }
+            PathBuf::from(t)
+        })
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .expect("an unused name")
 }
 
 /// `restore NAME --path FILE --in-place|--beside`: one version back into the live folder.
@@ -1007,17 +1136,17 @@ fn render_status(s: &SetStatus) {
     kv(
         "Folder",
         format!(
-            "{} ({} files, {})",
+            "{} ({}, {})",
             s.folder,
-            s.local.files,
+            count(s.local.files, "file", "files"),
             bytes(s.local.bytes)
         ),
     );
     kv(
         "Shared",
         format!(
-            "{} files, {} in {}",
-            s.shared.files,
+            "{}, {} in {}",
+            count(s.shared.files, "file", "files"),
             bytes(s.shared.bytes),
             s.repository
         ),

@@ -687,6 +687,11 @@ async fn conflicts_page(State(app): State<Arc<App>>, Path(name): Path<String>) -
 
 // ---- actions --------------------------------------------------------------------------------------
 
+/// A form that changes something: it carries the app's token beside the cookie.
+trait ActionForm: Send + 'static {
+    fn token(&self) -> &str;
+}
+
 #[derive(Deserialize)]
 struct ResolveForm {
     token: String,
@@ -708,11 +713,56 @@ struct RunForm {
     what: String,
 }
 
+impl ActionForm for ResolveForm {
+    fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl ActionForm for RestoreForm {
+    fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl ActionForm for RunForm {
+    fn token(&self) -> &str {
+        &self.token
+    }
+}
+
 fn forbidden() -> Failure {
     Failure(
         StatusCode::FORBIDDEN,
         "this form came without the app's token: reload the page and try again".into(),
     )
+}
+
+/// What every action on a set checks first, on the blocking pool: the form's token, then that
+/// the set exists here; `then` turns the form into the action's result page.
+async fn set_action<F: ActionForm>(
+    app: Arc<App>,
+    name: String,
+    form: F,
+    then: impl FnOnce(&App, &str, F) -> Page + Send + 'static,
+) -> Response {
+    blocking(app, move |app| {
+        if !form_token_ok(app, form.token()) {
+            return Err(forbidden());
+        }
+        open_set(app, &name)?;
+        then(app, &name, form)
+    })
+    .await
+}
+
+/// The value of a form field that must be one of `allowed`, or a 400 that names them.
+fn choice<T: Copy>(given: &str, allowed: &[(&str, T)], names: &str) -> Result<T, Failure> {
+    allowed
+        .iter()
+        .find(|(k, _)| *k == given)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| Failure(StatusCode::BAD_REQUEST, names.to_string()))
 }
 
 /// Runs an action, remembers it, and shows its result.
@@ -732,20 +782,12 @@ async fn resolve(
     Path(name): Path<String>,
     Form(f): Form<ResolveForm>,
 ) -> Response {
-    blocking(app, move |app| {
-        if !form_token_ok(app, &f.token) {
-            return Err(forbidden());
-        }
-        open_set(app, &name)?;
-        let keep = match f.keep.as_str() {
-            k @ ("local" | "remote" | "both") => k,
-            _ => {
-                return Err(Failure(
-                    StatusCode::BAD_REQUEST,
-                    "keep local, remote or both".into(),
-                ));
-            }
-        };
+    set_action(app, name, f, |app, name, f| {
+        let keep = choice(
+            &f.keep,
+            &[("local", "local"), ("remote", "remote"), ("both", "both")],
+            "keep local, remote or both",
+        )?;
         let path = pct_decode(&f.path);
         let args = pages::args(&[
             b"resolve",
@@ -769,21 +811,12 @@ async fn restore(
     Path(name): Path<String>,
     Form(f): Form<RestoreForm>,
 ) -> Response {
-    blocking(app, move |app| {
-        if !form_token_ok(app, &f.token) {
-            return Err(forbidden());
-        }
-        open_set(app, &name)?;
-        let to: &[u8] = match f.to.as_str() {
-            "in_place" => b"--in-place",
-            "beside" => b"--beside",
-            _ => {
-                return Err(Failure(
-                    StatusCode::BAD_REQUEST,
-                    "restore in_place or beside".into(),
-                ));
-            }
-        };
+    set_action(app, name, f, |app, name, f| {
+        let to = choice(
+            &f.to,
+            &[("in_place", "--in-place"), ("beside", "--beside")],
+            "restore in_place or beside",
+        )?;
         if SnapshotId::from_hex(&f.v).is_none() {
             return Err(Failure(
                 StatusCode::BAD_REQUEST,
@@ -799,7 +832,7 @@ async fn restore(
             short.as_bytes(),
             b"--path",
             &path,
-            to,
+            to.as_bytes(),
         ]);
         let back = format!("/sets/{name}/file?path={}", super::pct_encode(&path));
         act(app, args, back, "Back to the file's history")
@@ -812,25 +845,15 @@ async fn run_set_command(
     Path(name): Path<String>,
     Form(f): Form<RunForm>,
 ) -> Response {
-    blocking(app, move |app| {
-        if !form_token_ok(app, &f.token) {
-            return Err(forbidden());
-        }
-        open_set(app, &name)?;
-        let what: &[u8] = match f.what.as_str() {
-            "sync" => b"sync",
-            "pause" => b"pause",
-            "resume" => b"resume",
-            _ => {
-                return Err(Failure(
-                    StatusCode::BAD_REQUEST,
-                    "sync, pause or resume".into(),
-                ));
-            }
-        };
+    set_action(app, name, f, |app, name, f| {
+        let what = choice(
+            &f.what,
+            &[("sync", "sync"), ("pause", "pause"), ("resume", "resume")],
+            "sync, pause or resume",
+        )?;
         act(
             app,
-            pages::args(&[what, name.as_bytes()]),
+            pages::args(&[what.as_bytes(), name.as_bytes()]),
             "/".into(),
             "Back to the sync sets",
         )

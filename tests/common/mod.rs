@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 pub mod sets;
+pub mod ui;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_prism-sync");
 pub const PASSWORD: &str = "correct horse battery staple";

@@ -1,4 +1,4 @@
-//! Helpers for the remote-repository tests: finding the S3 server (moto) that `.ci/run` starts,
+//! Helpers for the remote-repository tests: finding or starting the S3 server (moto),
 //! starting tests' own moto instances, `prism-sync serve` child processes, and a restartable
 //! TCP proxy that can also strip conditional-write headers (a server that "accepts and ignores"
 //! them).
@@ -31,17 +31,97 @@ pub const MOTO_ENV: &str = "PRISM_TEST_MOTO_SERVER";
 pub const ACCESS_KEY: &str = "test";
 pub const SECRET_KEY: &str = "testtesttest";
 
-/// The S3 endpoint `.ci/run` started (moto). Fails the test with instructions when unset.
+/// The S3 endpoint: `PRISM_TEST_S3_ENDPOINT` when set (`.ci/run` starts one moto for every test
+/// binary), else a moto server this test process starts once on a free port and that ends with
+/// it (so a fresh clone's `cargo test --locked` needs nothing started by hand).
 pub fn s3_endpoint() -> String {
-    match std::env::var(S3_ENV) {
-        Ok(e) if !e.trim().is_empty() => e.trim().trim_end_matches('/').to_string(),
-        _ => panic!(
-            "{S3_ENV} is not set: these tests need a real S3 server on 127.0.0.1. Run `.ci/run`, or start moto yourself:\n  \
-             python3 -m venv ~/.cache/prism-sync/moto-venv && ~/.cache/prism-sync/moto-venv/bin/pip install 'moto[server]==5.2.5'\n  \
-             ~/.cache/prism-sync/moto-venv/bin/moto_server -H 127.0.0.1 -p 5055 &\n  \
-             export {S3_ENV}=http://127.0.0.1:5055 {MOTO_ENV}=~/.cache/prism-sync/moto-venv/bin/moto_server"
-        ),
+    if let Ok(e) = std::env::var(S3_ENV)
+        && !e.trim().is_empty()
+    {
+        return e.trim().trim_end_matches('/').to_string();
     }
+    static SHARED: std::sync::OnceLock<(String, Mutex<Child>)> = std::sync::OnceLock::new();
+    SHARED.get_or_init(start_shared_moto).0.clone()
+}
+
+/// moto's version the tests are written against (as `.ci/run` installs it).
+pub const MOTO_VERSION: &str = "5.2.5";
+
+/// The `moto_server` to run: `PRISM_TEST_MOTO_SERVER`, else the one in the cache venv
+/// (`~/.cache/prism-sync/moto-venv`), created with `python3 -m venv` and pip the first time —
+/// one test process at a time (a lock file beside it), the others wait and reuse it.
+pub fn moto_server_bin() -> PathBuf {
+    if let Ok(b) = std::env::var(MOTO_ENV)
+        && !b.trim().is_empty()
+    {
+        return PathBuf::from(b);
+    }
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    let cache = Path::new(&home).join(".cache/prism-sync");
+    std::fs::create_dir_all(&cache).expect("create ~/.cache/prism-sync");
+    let venv = cache.join("moto-venv");
+    let bin = venv.join("bin/moto_server");
+    let lock = std::fs::File::create(cache.join("moto-venv.lock")).expect("moto-venv.lock");
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("lock moto-venv");
+    let installed = || {
+        Command::new(venv.join("bin/python"))
+            .args([
+                "-c",
+                "import importlib.metadata as m; print(m.version('moto'))",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == MOTO_VERSION)
+    };
+    if !(bin.is_file() && installed()) {
+        let _ = std::fs::remove_dir_all(&venv);
+        let run = |c: &mut Command, what: &str| {
+            let o = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(
+                o.status.success(),
+                "{what} failed (the S3 tests need moto; install python3 and python3-venv, or set {S3_ENV}):\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        run(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            "python3 -m venv ~/.cache/prism-sync/moto-venv",
+        );
+        run(
+            Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                &format!("moto[server]=={MOTO_VERSION}"),
+            ]),
+            "pip install moto[server]",
+        );
+    }
+    drop(lock);
+    bin
+}
+
+/// Starts moto for this test process: a shell watches the process and stops moto when it ends
+/// (a static's destructor never runs).
+fn start_shared_moto() -> (String, Mutex<Child>) {
+    let bin = moto_server_bin();
+    let port = free_port();
+    let watcher = Command::new("sh")
+        .args([
+            "-c",
+            r#""$0" -H 127.0.0.1 -p "$1" >/dev/null 2>&1 & m=$!; trap 'kill $m 2>/dev/null' EXIT; while kill -0 "$2" 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 1; done"#,
+        ])
+        .arg(&bin)
+        .arg(port.to_string())
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {} ({e})", bin.display()));
+    wait_for_port(port, "moto_server", Duration::from_secs(120));
+    (format!("http://127.0.0.1:{port}"), Mutex::new(watcher))
 }
 
 pub fn overrides(endpoint: &str) -> Overrides {
@@ -122,7 +202,7 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
-        let bin = std::env::var(MOTO_ENV).unwrap_or_else(|_| "moto_server".into());
+        let bin = moto_server_bin();
         let port = free_port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -131,7 +211,8 @@ impl Moto {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start {bin} ({e}): set {MOTO_ENV} to moto's moto_server (`.ci/run` installs it in ~/.cache/prism-sync/moto-venv)"
+                    "cannot start {} ({e}): set {MOTO_ENV} to moto's moto_server",
+                    bin.display()
                 )
             });
         wait_for_port(port, "moto_server", Duration::from_secs(60));

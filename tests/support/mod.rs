@@ -6,8 +6,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use prism_sync::backend::DynBackend;
+use prism_sync::backend::{BResult, Backend, DynBackend, Kind, ObjectInfo};
+use prism_sync::endpoint::config::SetConfig;
 use prism_sync::repository::{Credentials, InitOptions, Repository};
+use prism_sync::sync::{Mode, Policy, Role};
 
 /// Deterministic pseudo-random bytes.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -91,10 +93,47 @@ pub fn digest(root: &Path) -> BTreeMap<PathBuf, String> {
     out
 }
 
+/// Credentials for a password-less repository whose key file lives in `dir/keys`.
 pub fn creds(dir: &Path) -> Credentials {
+    key_creds(&dir.join("keys"))
+}
+
+/// Credentials for a password-less repository whose key file lives in `keys_dir`.
+pub fn key_creds(keys_dir: &Path) -> Credentials {
     Credentials {
         password: None,
-        local_keys_dir: dir.join("keys"),
+        local_keys_dir: keys_dir.to_path_buf(),
+    }
+}
+
+/// The config of endpoint `i` of sync set `name` kept in `folder`, for library-level steps on an
+/// in-memory repository: endpoint 0 is the laptop (`local`), the others workspaces `ws1`, `ws2`,
+/// …; bidirectional, no deletion limits (the tests that need the guards set their own).
+pub fn endpoint_config(name: &str, folder: &Path, i: usize, policy: Policy) -> SetConfig {
+    SetConfig {
+        name: name.into(),
+        local_path: folder.to_path_buf(),
+        repo: "memory".into(),
+        endpoint: if i == 0 {
+            "local".into()
+        } else {
+            format!("ws{i}")
+        },
+        role: if i == 0 { Role::Local } else { Role::Instance },
+        sync_mode: Mode::Bidirectional,
+        conflict_policy: policy,
+        automatic_rules: vec![],
+        exclude_patterns: vec![],
+        builtin_excludes: true,
+        rules: None,
+        instances: vec![],
+        retention: "30d".into(),
+        max_delete_count: u64::MAX,
+        max_delete_percent: 100.0,
+        case_insensitive: false,
+        unicode_normalizing: false,
+        limit_upload: None,
+        limit_download: None,
     }
 }
 
@@ -109,4 +148,79 @@ pub fn init_repo(backend: DynBackend, keys_dir: &Path) -> Repository {
 
 pub fn memory() -> DynBackend {
     Arc::new(prism_sync::backend::MemoryBackend::new())
+}
+
+/// A backend call as [`Tapped`] reports it, after the inner backend answered.
+pub enum Call<'a> {
+    List(Kind),
+    Read(Kind, &'a str),
+    ReadRange {
+        kind: Kind,
+        name: &'a str,
+        offset: u64,
+        length: u64,
+    },
+    Create(Kind, &'a str),
+    Delete(Kind, &'a str),
+}
+
+/// A backend that passes every call to `inner` and then tells `tap` about it: for tests that
+/// count requests or act at an exact moment (another endpoint publishing right after a listing).
+pub struct Tapped {
+    pub inner: DynBackend,
+    pub tap: Box<dyn Fn(&Call) + Send + Sync>,
+    /// Reported as the backend's parallelism instead of the inner one's.
+    pub parallelism: Option<usize>,
+}
+
+impl Tapped {
+    pub fn new(inner: DynBackend, tap: impl Fn(&Call) + Send + Sync + 'static) -> Tapped {
+        Tapped {
+            inner,
+            tap: Box::new(tap),
+            parallelism: None,
+        }
+    }
+}
+
+impl Backend for Tapped {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn prepare(&self) -> BResult<()> {
+        self.inner.prepare()
+    }
+    fn create(&self, kind: Kind, name: &str, data: &[u8]) -> BResult<()> {
+        let r = self.inner.create(kind, name, data);
+        (self.tap)(&Call::Create(kind, name));
+        r
+    }
+    fn read(&self, kind: Kind, name: &str) -> BResult<Vec<u8>> {
+        let r = self.inner.read(kind, name);
+        (self.tap)(&Call::Read(kind, name));
+        r
+    }
+    fn read_range(&self, kind: Kind, name: &str, offset: u64, length: u64) -> BResult<Vec<u8>> {
+        let r = self.inner.read_range(kind, name, offset, length);
+        (self.tap)(&Call::ReadRange {
+            kind,
+            name,
+            offset,
+            length,
+        });
+        r
+    }
+    fn list(&self, kind: Kind) -> BResult<Vec<ObjectInfo>> {
+        let r = self.inner.list(kind);
+        (self.tap)(&Call::List(kind));
+        r
+    }
+    fn delete(&self, kind: Kind, name: &str) -> BResult<()> {
+        let r = self.inner.delete(kind, name);
+        (self.tap)(&Call::Delete(kind, name));
+        r
+    }
+    fn parallelism(&self) -> usize {
+        self.parallelism.unwrap_or_else(|| self.inner.parallelism())
+    }
 }

@@ -185,6 +185,7 @@ fn run(mut cx: Cx) -> Result<StepReport> {
     cx.report.conflicts = plan.out.conflicts.clone();
     cx.report.resolved = plan.out.resolved.clone();
     if cx.opts.dry_run {
+        cx.report.uploads = dry_run_uploads(&cx, &scanned, &remote, &plan)?;
         session.end()?;
         return Ok(cx.report);
     }
@@ -196,6 +197,58 @@ fn run(mut cx: Cx) -> Result<StepReport> {
     session.end()?;
     let _ = scanned.result.save_cache();
     Ok(cx.report)
+}
+
+/// What a dry run would publish: the files this folder changed since its last sync (all of
+/// them on a first sync) that differ from the shared state, less the paths the plan parks in
+/// conflict or keeps here only (one-way modes). The real step publishes the merged tree; for the
+/// paths the plan neither parks nor keeps, that is the folder's version.
+fn dry_run_uploads(
+    cx: &Cx,
+    scanned: &scan::Scanned,
+    remote: &remote::Remote,
+    plan: &plan::Plan,
+) -> Result<Vec<(Vec<u8>, char)>> {
+    use crate::snapshot::diff::diff_trees;
+    let local_tree = scanned.result.tree;
+    let files_of = |from: Option<crate::id::BlobId>| -> Result<Vec<(Vec<u8>, Change)>> {
+        let mut out = Vec::new();
+        match from {
+            Some(t) => diff_trees(cx.repo, &t, &local_tree, &mut |d| {
+                if !d
+                    .new
+                    .as_ref()
+                    .or(d.old.as_ref())
+                    .is_some_and(|n| n.is_dir())
+                {
+                    out.push((d.path, d.change));
+                }
+            })?,
+            None => crate::snapshot::tree::walk(cx.repo, &local_tree, &mut |p, n| {
+                if !n.is_dir() {
+                    out.push((p.to_vec(), Change::Added));
+                }
+                Ok(true)
+            })?,
+        }
+        Ok(out)
+    };
+    let changed_here: std::collections::HashSet<Vec<u8>> = files_of(plan.base_tree)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let parked: std::collections::HashSet<&[u8]> = plan
+        .out
+        .conflicts
+        .iter()
+        .map(|c| c.path.as_slice())
+        .chain(plan.out.kept_here.iter().map(|p| p.as_slice()))
+        .collect();
+    Ok(files_of(remote.tree)?
+        .into_iter()
+        .filter(|(p, _)| changed_here.contains(p) && !parked.contains(p.as_slice()))
+        .map(|(p, c)| (p, c.code()))
+        .collect())
 }
 
 /// Is the folder's shared state different from what this endpoint last saw? One list call.
