@@ -1,30 +1,45 @@
 //! prism-sync: an encrypted, deduplicating, content-addressed store of folder snapshots, and the
 //! sync engine built on it.
 //!
-//! The layers, bottom up (each module's own docs say what it owns and what it must not touch):
+//! The layers, bottom up. A module may use the modules of its own line and of the lines above
+//! it, never one below; `tests/layering.rs` reads this list and every `crate::…` path in `src/`
+//! and fails on an upward use (each module's own docs say what it owns and must not touch):
 //!
-//! - [`id`], [`format`]: identifiers and byte layouts — no I/O, no crypto.
-//! - [`crypto`]: key derivation, key files, AEAD sealing.
-//! - [`chunker`]: content-defined cut points (pure).
+//! - [`sys`], [`units`], [`id`]: the operating system (every call that differs between Linux
+//!   and the other Unixes, and the crate's only `unsafe`); units; identifiers.
+//! - [`format`]: byte layouts — no I/O, no crypto.
+//! - [`crypto`], [`chunker`]: key derivation, key files, AEAD sealing; content-defined cut
+//!   points (pure).
+//! - [`fsx`]: every write below a folder, through directory handles that never follow a
+//!   symlink; what a file system folds (case, Unicode normalization); private files.
 //! - [`pack`], [`index`]: assembling and parsing packs; blob id → location.
 //! - [`backend`]: opaque bytes by (kind, name) on a directory, in memory, in S3 or behind
 //!   `serve`, plus retry and fault-injection wrappers.
-//! - [`repository`]: open/init, write ordering (packs → index → snapshot), check, prune.
+//! - [`error`]: the crate's error type.
+//! - [`time`]: the times people type and read.
+//! - [`repository`]: opening a repository URL, open/init, write ordering (packs → index →
+//!   snapshot), check, prune.
 //! - [`snapshot`]: trees, nodes, walking, diff, selection, retention.
-//! - [`fsx`]: every write below a folder, through directory handles that never follow a
-//!   symlink; what a file system folds (case, Unicode normalization).
 //! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
 //! - [`sync`]: the three-way merge as a pure function, rules and policies.
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
-//! - [`browse`]: reading versions for people (cached trees and chunks, histories, diffs).
+//! - [`browse`], [`serve`]: reading versions for people (cached trees and chunks, histories,
+//!   diffs); the REST server over a repository directory (`prism-sync serve`).
 //! - [`mount`]: every snapshot (or sync-set version) as a read-only FUSE folder.
-//! - [`serve`]: the REST server over a repository directory (`prism-sync serve`).
-//! - [`ui`]: the local web app (`prism-sync ui`): status, conflicts, every version by time.
-//! - [`daemon`]: watching, polling and scheduling steps continuously; the control socket.
-//! - [`status`]: what `status` reports, and the in-sync rule.
+//! - [`daemon`]: watching, polling and scheduling steps continuously; the control socket; the
+//!   login agent.
+//! - [`status`], [`ui`]: what `status` reports, and the in-sync rule; the local web app
+//!   (`prism-sync ui`): status, conflicts, every version by time.
 //! - [`cli`]: the command line; the only place that prints.
 //!
+//! One known exception, listed in `tests/layering.rs`: `repository`'s check and prune walk
+//! trees (`snapshot`); they are to move to a maintenance layer above `snapshot`.
+//!
 //! The on-disk format is specified in `format-spec/` at the top of the source tree.
+
+// `unsafe` lives in `sys` only (which allows it for itself), each block with a `SAFETY:` reason.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod archiver;
 pub mod backend;
@@ -47,6 +62,7 @@ pub mod serve;
 pub mod snapshot;
 pub mod status;
 pub mod sync;
+pub mod sys;
 pub mod time;
 pub mod ui;
 pub mod units;

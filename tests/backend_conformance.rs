@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use prism_sync::backend::{Backend, DynBackend, ErrorKind, FsBackend, Kind, MemoryBackend};
 
-/// Every backend, as `backend::open` makes them (s3 and rest inside the retry wrapper): s3 on
+/// Every backend, as `repository::open_backend` makes them (s3 and rest inside the retry wrapper): s3 on
 /// the moto server `.ci/run` starts (PRISM_TEST_S3_ENDPOINT), rest on `prism-sync serve`
 /// children (plain HTTP and TLS with a pinned certificate).
 fn backends(tmp: &std::path::Path) -> Vec<(&'static str, DynBackend)> {

@@ -53,10 +53,7 @@ use filecache::{CacheEntry, CacheReader, FileCache, PendingUpdates};
 /// from per-thread heaps that keep their peak size: +60 % peak RSS in a backup. Not worth it
 /// for a restore, whose short-lived blob buffers would then fault in their pages every time.
 pub fn return_big_buffers() {
-    // SAFETY: a malloc tuning call; glibc's mallopt takes its own locks.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
-    }
+    crate::sys::return_big_buffers();
 }
 
 /// What the scan does with an entry.
@@ -302,23 +299,6 @@ pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 /// tick in at most a few ms): a copied-in tree is trusted from the next scan on.
 pub const RACY_WINDOW_FINE_NS: i64 = 100_000_000;
 
-/// Whether `path` is on a network file system, whose timestamps come from another clock.
-fn on_network_fs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return true;
-    };
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a zeroed out-struct of the right type.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return true;
-    }
-    const NFS: i64 = 0x6969;
-    const SMB2: i64 = 0xfe53_4d42;
-    const CIFS: i64 = 0xff53_4d42;
-    const FUSE: i64 = 0x6573_5546;
-    matches!(st.f_type as i64, NFS | SMB2 | CIFS | FUSE)
-}
-
 impl Shared<'_> {
     /// Whether a file just read must not be trusted by the next scan (see [`RACY_WINDOW_NS`]).
     fn racy(&self, stat: &CacheEntry) -> bool {
@@ -412,8 +392,8 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         bytes_added_raw: AtomicU64::new(0),
         bytes_added_stored: AtomicU64::new(0),
         coarse_clock: match source {
-            Source::Dir(p) => on_network_fs(p),
-            Source::Entries(ps) => ps.iter().any(|p| on_network_fs(p)),
+            Source::Dir(p) => crate::sys::any_on_network_fs([p.as_path()]),
+            Source::Entries(ps) => crate::sys::any_on_network_fs(ps.iter().map(|p| p.as_path())),
         },
         now_ns: crate::repository::now_ns(),
         defer_changing: opts.defer_changing,
@@ -769,19 +749,11 @@ impl Walker<'_, '_> {
 
 // ---- readers and compressors -------------------------------------------------------------------
 
-/// Opens for reading without updating the access time where allowed (the file's owner or
-/// CAP_FOWNER): reading for a backup is not an access by the user, and an atime update would
-/// wake every watcher of the folder (including our own daemon).
+/// Opens for reading without updating the access time where allowed (see
+/// [`crate::sys::open_noatime`]): reading for a backup is not an access by the user, and an atime
+/// update would wake every watcher of the folder (including our own daemon).
 fn open_noatime(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
-        r => r,
-    }
+    crate::sys::open_noatime(path)
 }
 
 fn reader(shared: &Shared, jobs: Receiver<FileJob>, store: Sender<StoreJob>) {

@@ -3,7 +3,7 @@
 //! the control plane behind `prism-sync efs create|list` (aws-sdk-efs).
 //!
 //! A mount is found, in order: by its NFS source `fs-ID.efs.<region>.amazonaws.com:/…` in
-//! `/proc/self/mountinfo`; by an amazon-efs-utils TLS mount (source `127.0.0.1:/`, state file
+//! the mount table ([`crate::sys::mounts`]); by an amazon-efs-utils TLS mount (source `127.0.0.1:/`, state file
 //! `/var/run/efs/fs-ID.*.<port>` naming the same port); by the IP address of one of the file
 //! system's mount targets (asked through the EFS API, only if some NFS mount has an IP source).
 //! A laptop cannot mount EFS (mount targets live in a VPC): it uses `rest:` through a workspace
@@ -53,30 +53,7 @@ pub fn valid_fs_id(id: &str) -> bool {
         .is_some_and(|h| (8..=40).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One NFS mount from mountinfo.
+/// One NFS mount of the mount table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NfsMount {
     pub mount_point: PathBuf,
@@ -88,33 +65,27 @@ pub struct NfsMount {
     pub port: Option<u16>,
 }
 
-/// The NFS mounts listed in a mountinfo text.
-pub fn nfs_mounts(mountinfo: &str) -> Vec<NfsMount> {
+/// The NFS mounts of a mount table.
+pub fn nfs_mounts(mounts: &[crate::sys::Mount]) -> Vec<NfsMount> {
     let mut out = Vec::new();
-    for line in mountinfo.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        if pre.len() < 5 || post.len() < 2 || !post[0].starts_with("nfs") {
+    for m in mounts {
+        if !m.fs_type.starts_with("nfs") {
             continue;
         }
-        let source = unescape(post[1]);
-        let Some((host, export)) = source.rsplit_once(":/") else {
+        let Some((host, export)) = m.source.rsplit_once(":/") else {
             continue;
         };
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = post.get(2).and_then(|opts| {
-            opts.split(',')
-                .find_map(|o| o.strip_prefix("port="))
-                .and_then(|p| p.parse().ok())
-        });
+        let port = m
+            .options
+            .split(',')
+            .find_map(|o| o.strip_prefix("port="))
+            .and_then(|p| p.parse().ok());
         out.push(NfsMount {
-            mount_point: PathBuf::from(unescape(pre[4])),
+            mount_point: m.mount_point.clone(),
             host,
             export: format!("/{}", export.trim_matches('/')),
             port,
@@ -191,9 +162,9 @@ fn not_mounted(fs_id: &str) -> String {
 /// Resolves `efs://fs-ID[/path]` to a local directory.
 pub fn resolve(url: &str) -> Result<PathBuf, String> {
     let (fs_id, path) = parse_url(url)?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| format!("cannot read /proc/self/mountinfo to find {fs_id}: {e}"))?;
-    let mounts = nfs_mounts(&mountinfo);
+    let table = crate::sys::mounts()
+        .map_err(|e| format!("cannot read the mount table to find {fs_id}: {e}"))?;
+    let mounts = nfs_mounts(&table);
     let state: Vec<String> = std::fs::read_dir(EFS_UTILS_STATE_DIR)
         .map(|rd| {
             rd.flatten()
@@ -541,7 +512,7 @@ mod tests {
 
     #[test]
     fn mounts_are_found_by_dns_name_state_file_or_ip() {
-        let m = nfs_mounts(MOUNTINFO);
+        let m = nfs_mounts(&crate::sys::parse_mountinfo(MOUNTINFO));
         assert_eq!(m.len(), 4);
         assert_eq!(m[1].mount_point, PathBuf::from("/mnt/sub dir"));
         let id = "fs-0123456789abcdef0";

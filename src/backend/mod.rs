@@ -321,47 +321,6 @@ pub fn local_dir(url: &str) -> Option<std::path::PathBuf> {
     (!url.is_empty() && !REMOTE_SCHEMES.iter().any(|s| url.starts_with(s))).then(|| url.into())
 }
 
-pub fn open(url: &str) -> Result<DynBackend, crate::Error> {
-    if let Some(rest) = url.strip_prefix("file://") {
-        return Ok(Arc::new(FsBackend::new(rest)));
-    }
-    if url.starts_with("s3:") {
-        let b = S3Backend::open(url).map_err(crate::Error::invalid)?;
-        b.set_bandwidth(limit::process_limits());
-        return Ok(Arc::new(RetryBackend::new(
-            Arc::new(b),
-            RetryPolicy::from_env(),
-        )));
-    }
-    if url.starts_with("rest:") {
-        let b = RestBackend::open(url).map_err(crate::Error::invalid)?;
-        b.set_bandwidth(limit::process_limits());
-        return Ok(Arc::new(RetryBackend::new(
-            Arc::new(b),
-            RetryPolicy::from_env(),
-        )));
-    }
-    if url.starts_with("efs:") {
-        return Ok(Arc::new(FsBackend::new(
-            efs::resolve(url).map_err(crate::Error::invalid)?,
-        )));
-    }
-    for scheme in ["sftp:", "http:", "https:"] {
-        if url.starts_with(scheme) {
-            return Err(crate::Error::invalid(format!(
-                "repository URL {url}: the {} backend is not available; use a directory, s3://bucket/prefix or rest:{url}",
-                scheme.trim_end_matches(':')
-            )));
-        }
-    }
-    if url.is_empty() {
-        return Err(crate::Error::invalid(
-            "empty repository URL: pass --repo DIR",
-        ));
-    }
-    Ok(Arc::new(FsBackend::new(url)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

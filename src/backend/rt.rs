@@ -32,13 +32,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
 /// ends quietly), which would also end the process when a network thread writes to a connection
 /// the server has just closed; blocked, that write fails with EPIPE and is retried or reported.
 fn block_sigpipe() {
-    // SAFETY: changes only this thread's signal mask, with a set built here.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    crate::sys::block_sigpipe_in_this_thread();
 }
 
 /// Runs `fut` on the shared runtime and waits for its result.

@@ -1,7 +1,6 @@
 //! Handlers of the daemon commands: `start`, `stop`, `pause`, `resume`, `flush`, and the hidden
 //! `daemon-run` that `start` launches in the background.
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -9,6 +8,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::{Ctx, Outcome};
+use crate::daemon::agent::{self, AgentSpec, Loaded};
 use crate::daemon::control::{Op, request};
 use crate::daemon::{Settings, running_pid};
 use crate::endpoint::{Endpoint, StepOptions, step};
@@ -50,13 +50,7 @@ fn launch(ctx: &Ctx, first: &str) -> Result<u32> {
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| Error::io(&log_path, e))?)
         .stderr(log);
-    // SAFETY: setsid in the child before exec only detaches it from our session and terminal.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    crate::sys::detach_from_terminal(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::invalid(format!("cannot start the daemon: {e}")))?;
@@ -118,6 +112,115 @@ pub fn start(ctx: &Ctx, name: &str, foreground: bool) -> Result<Outcome> {
         ctx.out.line(format!(
             "💡 prism-sync status {name}   ·   prism-sync flush {name} before a batch job"
         ));
+    }
+    Ok(Outcome::ok())
+}
+
+/// What the login agent of `name` runs, every path absolute (the agent starts in another
+/// directory, without this shell's environment).
+fn agent_spec(ctx: &Ctx, name: &str) -> Result<AgentSpec> {
+    let abs = |p: &std::path::Path| -> Result<std::path::PathBuf> {
+        Ok(std::path::absolute(p).map_err(|e| Error::io(p, e))?)
+    };
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| Error::invalid(format!("cannot find the prism-sync binary: {e}")))?;
+    Ok(AgentSpec {
+        name: name.into(),
+        exe,
+        home: abs(&ctx.home)?,
+        password_file: ctx.password_file.as_deref().map(abs).transpose()?,
+        rest_token_file: ctx.rest_token_file.as_deref().map(abs).transpose()?,
+    })
+}
+
+fn user_home() -> Result<std::path::PathBuf> {
+    match std::env::var_os("HOME") {
+        Some(h) if std::path::Path::new(&h).is_absolute() => Ok(h.into()),
+        _ => bail!(Error::invalid(
+            "HOME is not set to an absolute path: the login agent goes under it; set HOME"
+        )),
+    }
+}
+
+/// `start NAME --install`: writes the login agent, loads it, and starts it now unless a daemon
+/// already runs for this home (then it takes over at the next login).
+pub fn install_agent(ctx: &Ctx, name: &str) -> Result<Outcome> {
+    Endpoint::open(&ctx.home, name)?; // the set must exist here
+    if ctx.password_file.is_none() && std::env::var_os("PRISM_SYNC_PASSWORD").is_some() {
+        bail!(Error::invalid(
+            "a login agent does not see PRISM_SYNC_PASSWORD from this shell: give the password in a file instead (--password-file FILE, mode 0600)"
+        ));
+    }
+    let spec = agent_spec(ctx, name)?;
+    let kind = crate::sys::LOGIN_AGENT;
+    let path = agent::agent_path(kind, &spec, &user_home()?);
+    agent::write_agent_file(&path, &agent::agent_text(kind, &spec))
+        .map_err(|e| Error::io(&path, e))?;
+    let running = running_pid(&ctx.home);
+    let loaded = agent::load(kind, &spec, &path, running.is_none());
+    if ctx.out.json {
+        ctx.out.json(&json!({
+            "set": name, "agent": path, "loaded": loaded == Loaded::Yes,
+            "not_loaded_because": match &loaded { Loaded::No(why) => Some(why), Loaded::Yes => None },
+        }));
+        return Ok(Outcome::ok());
+    }
+    ctx.out.line(format!(
+        "✅ {name} starts at every login ({})",
+        path.display()
+    ));
+    match (&loaded, running) {
+        (Loaded::Yes, None) => ctx.out.line(format!("✅ The agent runs now: prism-sync status {name}")),
+        (Loaded::Yes, Some(pid)) => ctx.out.line(format!(
+            "💡 A daemon already runs for this home (pid {pid}); the agent takes over at the next login"
+        )),
+        (Loaded::No(why), _) => ctx.out.line(format!(
+            "💡 Not loaded now ({why}); it is loaded at the next login, or now with: {}",
+            match kind {
+                agent::AgentKind::SystemdUser => format!("systemctl --user enable --now {}", spec.unit_name()),
+                agent::AgentKind::LaunchAgent => format!("launchctl bootstrap gui/$(id -u) {}", path.display()),
+            }
+        )),
+    }
+    Ok(Outcome::ok())
+}
+
+/// `start NAME --uninstall`: unloads the login agent (stopping it) and removes its file.
+pub fn uninstall_agent(ctx: &Ctx, name: &str) -> Result<Outcome> {
+    let spec = agent_spec(ctx, name)?;
+    let kind = crate::sys::LOGIN_AGENT;
+    let path = agent::agent_path(kind, &spec, &user_home()?);
+    if !path.exists() {
+        bail!(Error::invalid(format!(
+            "no login agent for {name} at {}: nothing to remove (prism-sync start {name} --install writes one)",
+            path.display()
+        )));
+    }
+    let unloaded = agent::unload(kind, &spec);
+    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    if kind == agent::AgentKind::SystemdUser {
+        // Forget the removed unit; nothing to do when no manager is reachable.
+        let _ = std::process::Command::new("systemctl")
+            .args(["--user", "daemon-reload"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    if ctx.out.json {
+        ctx.out
+            .json(&json!({"set": name, "agent": path, "removed": true,
+            "unloaded": unloaded == Loaded::Yes}));
+    } else {
+        ctx.out.line(format!(
+            "✅ {name} no longer starts at login (removed {})",
+            path.display()
+        ));
+        if let Loaded::No(why) = unloaded {
+            ctx.out.line(format!(
+                "💡 Not unloaded ({why}); a running daemon keeps running: prism-sync stop {name}"
+            ));
+        }
     }
     Ok(Outcome::ok())
 }

@@ -236,8 +236,15 @@ pub enum Command {
         /// The sync set (as `status` lists it; may be left out when there is only one).
         name: Option<String>,
         /// Run the daemon in this terminal instead of in the background.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["install", "uninstall"])]
         foreground: bool,
+        /// Also start it at every login: write and load a login agent (a systemd user unit on
+        /// Linux, a LaunchAgent on macOS).
+        #[arg(long, conflicts_with = "uninstall")]
+        install: bool,
+        /// Remove the login agent that --install wrote (and stop it).
+        #[arg(long)]
+        uninstall: bool,
     },
     /// Stop keeping NAME in sync (the daemon exits when no set is left).
     Stop {
@@ -923,9 +930,19 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
         Command::Status { name: None } => sync::status(ctx, None),
         Command::Serve(a) => remote::serve(ctx, &a),
         Command::Efs { cmd } => remote::efs(ctx, &cmd),
-        Command::Start { name, foreground } => {
-            daemon::start(ctx, &sync::set_name(ctx, name)?, foreground)
-        }
+        Command::Start {
+            name,
+            install: true,
+            ..
+        } => daemon::install_agent(ctx, &sync::set_name(ctx, name)?),
+        Command::Start {
+            name,
+            uninstall: true,
+            ..
+        } => daemon::uninstall_agent(ctx, &sync::set_name(ctx, name)?),
+        Command::Start {
+            name, foreground, ..
+        } => daemon::start(ctx, &sync::set_name(ctx, name)?, foreground),
         Command::Stop { name } => daemon::stop(ctx, &sync::set_name(ctx, name)?),
         Command::Pause { name } => daemon::pause(ctx, &sync::set_name(ctx, name)?, true),
         Command::Resume { name } => daemon::pause(ctx, &sync::set_name(ctx, name)?, false),

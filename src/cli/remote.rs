@@ -266,10 +266,9 @@ fn fs_json(f: &efs::FileSystem) -> Value {
 pub fn efs(ctx: &Ctx, cmd: &EfsCommand) -> Result<Outcome> {
     match cmd {
         EfsCommand::Create { name, uid, gid } => {
-            // SAFETY: getuid/getgid have no preconditions.
             let opts = efs::CreateOptions {
-                uid: uid.unwrap_or_else(|| unsafe { libc::getuid() }),
-                gid: gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+                uid: uid.unwrap_or_else(crate::sys::uid),
+                gid: gid.unwrap_or_else(crate::sys::gid),
             };
             let c = efs::create(name, opts).map_err(Error::invalid)?;
             if ctx.out.json {

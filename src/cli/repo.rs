@@ -133,7 +133,7 @@ pub fn init(ctx: &Ctx, a: &InitArgs) -> Result<Outcome> {
         zstd_level: a.compression,
         ..Default::default()
     };
-    let b = backend::open(&url)?;
+    let b = crate::repository::open_backend(&url)?;
     if a.group_access {
         if backend::local_dir(&url).is_none() && !url.starts_with("efs:") {
             bail!(Error::invalid(format!(
@@ -177,7 +177,7 @@ fn open_or_create_default(ctx: &Ctx) -> Result<Repository> {
     match ctx.open_url(&ctx.repo_url()) {
         Err(Error::RepoNotFound { .. }) if ctx.repo.is_none() => {
             let repo = Repository::init(
-                backend::open(&ctx.repo_url())?,
+                crate::repository::open_backend(&ctx.repo_url())?,
                 &ctx.credentials()?,
                 &InitOptions::default(),
             )?;

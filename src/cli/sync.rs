@@ -207,7 +207,11 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
     let (repo, created) = match Repository::open_url(&url, &creds) {
         Ok(r) => (r.with_cache(&cache_root), false),
         Err(Error::RepoNotFound { .. }) => (
-            Repository::init(backend::open(&url)?, &creds, &InitOptions::default())?,
+            Repository::init(
+                crate::repository::open_backend(&url)?,
+                &creds,
+                &InitOptions::default(),
+            )?,
             true,
         ),
         Err(e) => return Err(e.into()),
@@ -273,7 +277,7 @@ fn install_key(ctx: &Ctx, url: &str, a: &JoinArgs) -> Result<()> {
             "the repository key must be 64 hex digits (as `add-instance` prints it)"
         ));
     }
-    let bytes = match backend::open(url)?.read(Kind::Config, "") {
+    let bytes = match crate::repository::open_backend(url)?.read(Kind::Config, "") {
         Ok(b) => b,
         Err(e) if e.is_not_found() => bail!(Error::RepoNotFound {
             location: url.to_string()

@@ -24,12 +24,12 @@
 //! Everything a step decides is committed by the step itself (see `endpoint`), so killing the
 //! daemon at any moment loses nothing: the next start scans everything once and carries on.
 
+pub mod agent;
 pub mod control;
 mod watch;
 mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -238,15 +238,19 @@ fn lock_daemon(home: &Path) -> Result<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(|e| Error::io(&path, e))?;
-    // SAFETY: flock on a valid descriptor; released when the process ends.
-    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
-        let pid = std::fs::read_to_string(sync_dir(home).join("daemon.pid")).unwrap_or_default();
-        return Err(Error::invalid(format!(
-            "a prism-sync daemon already runs for {} (pid {}): use it (prism-sync start NAME), or stop it first",
-            home.display(),
-            pid.trim()
-        )));
+    // Released when the process ends (the file stays open in the daemon).
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid =
+                std::fs::read_to_string(sync_dir(home).join("daemon.pid")).unwrap_or_default();
+            return Err(Error::invalid(format!(
+                "a prism-sync daemon already runs for {} (pid {}): use it (prism-sync start NAME), or stop it first",
+                home.display(),
+                pid.trim()
+            )));
+        }
     }
     Ok(f)
 }

@@ -53,17 +53,16 @@ pub fn start(root: &Path, tx: Sender<Msg>) -> (Option<RecommendedWatcher>, Strin
         }
     };
     match w.watch(root, RecursiveMode::Recursive) {
-        Ok(()) => (Some(w), "inotify".into()),
+        Ok(()) => (Some(w), crate::sys::WATCH_BACKEND.into()),
         Err(e) => {
             let why = match e.kind {
-                notify::ErrorKind::MaxFilesWatch => {
-                    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-                        .unwrap_or_default();
-                    format!(
-                        "the inotify watch limit is reached (fs.inotify.max_user_watches = {}; raise it with sysctl)",
-                        limit.trim()
-                    )
-                }
+                notify::ErrorKind::MaxFilesWatch => match crate::sys::watch_limit_hint() {
+                    Some(hint) => format!(
+                        "the {} watch limit is reached ({hint})",
+                        crate::sys::WATCH_BACKEND
+                    ),
+                    None => format!("the {} watch limit is reached", crate::sys::WATCH_BACKEND),
+                },
                 _ => e.to_string(),
             };
             (None, format!("degraded: {why}; rescanning periodically"))
@@ -123,7 +122,7 @@ impl Drop for RemoteHeads {
 /// per [`REMOTE_WAIT`] instead of one per poll. `None` when the URL does not open; a server that
 /// cannot wait ends the thread, and the worker keeps polling.
 pub fn start_remote_heads(url: &str, tx: Sender<Msg>) -> Option<RemoteHeads> {
-    let backend = crate::backend::open(url).ok()?;
+    let backend = crate::repository::open_backend(url).ok()?;
     let active = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let (a, st) = (active.clone(), stop.clone());

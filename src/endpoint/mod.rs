@@ -118,18 +118,14 @@ pub struct StepLock(#[allow(dead_code)] File);
 
 impl StepLock {
     pub fn acquire(path: &Path) -> Result<StepLock> {
-        use std::os::fd::AsRawFd;
         let f = crate::fsx::private::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        // SAFETY: flock on a valid descriptor; released when the file is closed.
-        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if r != 0 {
-            return Err(Error::io(path, std::io::Error::last_os_error()));
-        }
+        // Released when the file is closed.
+        f.lock().map_err(|e| Error::io(path, e))?;
         Ok(StepLock(f))
     }
 }

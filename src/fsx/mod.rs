@@ -30,7 +30,10 @@
 //! (`write_all_at`), then [`NewFile::set_meta`] / [`NewFile::chown`], [`NewFile::sync`] and
 //! [`NewFile::commit`]; dropping a [`NewFile`] before the commit removes the temp file.
 //!
-//! No `unsafe` here: the system calls come from `rustix`'s safe wrappers.
+//! No `unsafe` here: the system calls come from `rustix`'s safe wrappers, the POSIX `*at` calls
+//! that every Unix has. The two Linux-only shortcuts (`openat2`, `renameat2`) are asked of
+//! [`crate::sys`], which says when they are not available; the portable walk and
+//! check-then-rename are then used (and tested, in the `prism_portable` build).
 
 pub mod fold;
 pub mod private;
@@ -41,9 +44,8 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 use crate::crypto::random_bytes;
 use crate::id::hex_encode;
@@ -166,9 +168,6 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-/// Set when the kernel refused `openat2` (too old, or a seccomp filter): walk instead.
-static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
-
 const DIR_FLAGS: OFlags = OFlags::DIRECTORY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::RDONLY)
@@ -218,24 +217,12 @@ impl Dir {
         if parts.is_empty() {
             return self.try_clone().map_err(|e| WalkError::Io(Vec::new(), e));
         }
-        #[cfg(target_os = "linux")]
-        if parts.len() > 1 && !NO_OPENAT2.load(Ordering::Relaxed) {
-            use rustix::fs::ResolveFlags;
+        if parts.len() > 1 {
             let joined = parts.join(&b'/');
-            match rustix::fs::openat2(
-                &self.fd,
-                os(&joined),
-                DIR_FLAGS,
-                Mode::empty(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-            ) {
-                Ok(fd) => return Ok(Dir { fd }),
-                Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => {
-                    NO_OPENAT2.store(true, Ordering::Relaxed);
-                }
-                // Anything else: walk, which names the component in the way (or succeeds if
-                // the folder changed meanwhile).
-                Err(_) => {}
+            // Anything but success: walk, which names the component in the way (or succeeds
+            // if the folder changed meanwhile).
+            if let Some(Ok(fd)) = crate::sys::open_dir_beneath(&self.fd, &joined, DIR_FLAGS) {
+                return Ok(Dir { fd });
             }
         }
         let mut cur: Option<Dir> = None;
@@ -339,19 +326,9 @@ impl Dir {
     pub fn rename_noreplace(&self, from: &[u8], dest: &Dir, to: &[u8]) -> io::Result<()> {
         check_name(from)?;
         check_name(to)?;
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        match rustix::fs::renameat_with(
-            &self.fd,
-            os(from),
-            &dest.fd,
-            os(to),
-            RenameFlags::NOREPLACE,
-        ) {
-            Ok(()) => return Ok(()),
-            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(r) = crate::sys::rename_noreplace(&self.fd, from, &dest.fd, to) {
+            return r;
         }
-        let _ = RenameFlags::empty();
         if dest.entry(to)?.is_some() {
             return Err(io::Error::from(io::ErrorKind::AlreadyExists));
         }

@@ -105,9 +105,9 @@ impl Mounted {
     /// Asks the kernel to unmount. A busy mount (a shell inside it, an open file) stays
     /// mounted and the error says so; the caller may try again later.
     pub fn unmount(&self) -> std::io::Result<()> {
-        match rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::empty()) {
+        match crate::sys::unmount(&self.mountpoint) {
             Ok(()) => Ok(()),
-            Err(rustix::io::Errno::PERM) => {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 // Not root: the setuid helper that mounted it unmounts it.
                 let st = std::process::Command::new("fusermount3")
                     .arg("-u")
@@ -123,7 +123,7 @@ impl Mounted {
                     )))
                 }
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 

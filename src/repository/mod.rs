@@ -17,6 +17,7 @@ pub mod packer;
 pub mod prune;
 pub mod reader;
 pub mod session;
+mod url;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ use cache::{CacheKind, MetaCache};
 
 pub use keys::{KeyInfo, add_key, add_workspace_key, list_keys, remove_key};
 pub use packer::Packer;
+pub use url::open_backend;
 
 /// Defaults of a new repository.
 pub const CHUNK_MIN_BYTES: u32 = 512 << 10;
@@ -57,13 +59,22 @@ pub type SnapshotList = Vec<(SnapshotId, Snapshot)>;
 /// Objects that could be read, and the errors of those that could not.
 pub type Lenient<T> = (Vec<T>, Vec<Error>);
 
-/// How to unlock a repository.
-#[derive(Clone, Debug)]
+/// How to unlock a repository. Its `Debug` never shows the password.
+#[derive(Clone)]
 pub struct Credentials {
     /// A password, if the user gave one.
     pub password: Option<Vec<u8>>,
     /// Where local key files (random secrets for password-less repositories) live.
     pub local_keys_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("local_keys_dir", &self.local_keys_dir)
+            .finish()
+    }
 }
 
 impl Credentials {
@@ -128,21 +139,13 @@ pub fn now_ns() -> i64 {
 }
 
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into a valid buffer.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    crate::sys::hostname()
 }
 
 pub fn username() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        // SAFETY: getuid has no preconditions.
-        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }))
+        .unwrap_or_else(|_| format!("uid {}", crate::sys::uid()))
 }
 
 fn write_local_key(path: &Path, secret: &[u8; 32]) -> Result<()> {
@@ -327,7 +330,7 @@ impl Repository {
 
     /// Opens a repository by URL.
     pub fn open_url(url: &str, creds: &Credentials) -> Result<Repository> {
-        Self::open(backend::open(url)?, creds)
+        Self::open(open_backend(url)?, creds)
     }
 
     pub fn backend(&self) -> &DynBackend {
@@ -914,5 +917,22 @@ pub fn open_object(keys: &Keys, kind: ObjectKind, what: &str, bytes: &[u8]) -> R
         Compression::None => Ok(body),
         Compression::Zstd => zstd::bulk::decompress(&body, OBJECT_PLAINTEXT_MAX)
             .map_err(|e| Error::corrupt(what, format!("decompression failed: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod credentials_tests {
+    use super::Credentials;
+
+    #[test]
+    fn debug_of_credentials_never_shows_the_password() {
+        let c = Credentials {
+            password: Some(b"hunter2-secret".to_vec()),
+            local_keys_dir: "/k".into(),
+        };
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("104, 117"), "{shown}"); // nor as bytes
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }

@@ -62,12 +62,7 @@ impl SessionInfo {
 
 /// Does a process with this id exist on this machine? (Unknown ids count as alive.)
 pub(crate) fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return true;
-    };
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    crate::sys::pid_alive(pid)
 }
 
 /// A live session; ends (its object is deleted) on [`Session::end`] or drop.

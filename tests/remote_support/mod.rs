@@ -142,7 +142,7 @@ pub fn unique_bucket(tag: &str) -> String {
 }
 
 /// An S3 backend on a fresh bucket, prepared, with the capabilities its probe proves in use
-/// (as after `repo init`), wrapped in the retry layer like `backend::open` does.
+/// (as after `repo init`), wrapped in the retry layer like `repository::open_backend` does.
 pub fn s3_backend(endpoint: &str, tag: &str) -> DynBackend {
     let url = format!("s3://{}/repo", unique_bucket(tag));
     let b = S3Backend::open_with(&url, overrides(endpoint))
