@@ -33,7 +33,7 @@
 //! No `unsafe` here: the system calls come from `rustix`'s safe wrappers, the POSIX `*at` calls
 //! that every Unix has. The two Linux-only shortcuts (`openat2`, `renameat2`) are asked of
 //! [`crate::sys`], which says when they are not available; the portable walk and
-//! check-then-rename are then used (and tested, in the `prism_portable` build).
+//! check-then-rename are then used (and tested, in the `portable-sys` build).
 
 pub mod fold;
 pub mod private;

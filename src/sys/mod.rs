@@ -13,7 +13,7 @@
 //!   `mallopt`.
 //! - `posix`: only what POSIX and std offer, used on macOS and the BSDs. It never reads `/proc`,
 //!   never uses `O_NOATIME` or `mallopt`, and finds file system types in the output of
-//!   `mount(8)`. Building with `RUSTFLAGS="--cfg prism_portable"` forces it on Linux, so the
+//!   `mount(8)`. Building with `--features portable-sys` forces it on Linux, so the
 //!   code a Mac runs is built and tested here (`.ci/run` does so).
 //!
 //! File locks are not here: std's `File::lock`/`try_lock` are portable.
@@ -26,14 +26,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[cfg(all(target_os = "linux", not(prism_portable)))]
+#[cfg(all(target_os = "linux", not(feature = "portable-sys")))]
 mod linux;
-#[cfg(all(target_os = "linux", not(prism_portable)))]
+#[cfg(all(target_os = "linux", not(feature = "portable-sys")))]
 use linux as imp;
 
-#[cfg(any(not(target_os = "linux"), prism_portable))]
+#[cfg(any(not(target_os = "linux"), feature = "portable-sys"))]
 mod posix;
-#[cfg(any(not(target_os = "linux"), prism_portable))]
+#[cfg(any(not(target_os = "linux"), feature = "portable-sys"))]
 use posix as imp;
 
 /// Which implementation this build uses: `"linux"` or `"portable"`.
@@ -319,7 +319,7 @@ mod tests {
 ";
 
     /// `.ci/run`'s portable pass sets `PRISM_EXPECT_SYS_LAYER=portable`: this fails if that pass
-    /// was not really built with `--cfg prism_portable` (or the default build was).
+    /// was not really built with `--features portable-sys` (or the default build was).
     #[test]
     fn the_layer_is_the_one_this_build_was_asked_for() {
         let default = if cfg!(target_os = "linux") {
@@ -331,7 +331,7 @@ mod tests {
         assert_eq!(
             LAYER, expected,
             "this build uses the {LAYER} system layer, {expected} was expected \
-             (a --cfg prism_portable build is tested with PRISM_EXPECT_SYS_LAYER=portable)"
+             (a --features portable-sys build is tested with PRISM_EXPECT_SYS_LAYER=portable)"
         );
     }
 

@@ -1,5 +1,5 @@
 //! The portable implementation of [`super`]: only POSIX and std, for macOS and the BSDs (and
-//! Linux when built with `--cfg prism_portable`). No `/proc`, no `O_NOATIME`, no `mallopt`.
+//! Linux when built with `--features portable-sys`). No `/proc`, no `O_NOATIME`, no `mallopt`.
 
 use std::fs::File;
 use std::io;
