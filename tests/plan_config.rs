@@ -235,3 +235,20 @@ fn files_over_warn_file_size_are_named_and_still_synced() {
     assert_eq!(ws.read("big.bin").map(|s| s.len()), Some(4096));
     assert_eq!(ws.read("big2.bin").map(|s| s.len()), Some(4096));
 }
+
+/// A config with the plan's block that the binary rewrites (`add-instance` saves it) keeps its
+/// meaning: the moved values are written in the set's own spelling, what is not acted on stays.
+#[test]
+fn plan_block_survives_a_rewrite_of_the_config() {
+    let w = World::new(1);
+    let laptop = &w.eps[0];
+    append_config(laptop, PLAN_BLOCK);
+    laptop.json(&["add-instance", SET, "ws9"]);
+    let text = std::fs::read_to_string(config_path(laptop)).unwrap();
+    assert!(text.contains("conflict_policy: keep_local"), "{text}");
+    assert!(text.contains("retention: 14d"), "{text}");
+    assert!(text.contains(".cws-sync-backups/"), "{text}");
+    let st = laptop.status();
+    assert_eq!(st["conflict_policy"], "keep_local", "{st}");
+    assert_eq!(st["maintenance"]["retention"], "14d", "{st}");
+}
