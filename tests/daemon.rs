@@ -392,7 +392,7 @@ fn trees_made_while_the_folder_is_busy_are_all_published() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let busy = {
         let stop = stop.clone();
-        let p = a.folder.join("busy.log");
+        let p = a.folder.join("busy.txt");
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {

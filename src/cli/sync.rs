@@ -236,6 +236,7 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         unicode_normalizing: folding.unicode,
         limit_upload: None,
         limit_download: None,
+        conflict_resolution: None,
     };
     Endpoint::create(&ctx.home, cfg.clone())?;
     store_rest_token(ctx, &name, &url)?;
@@ -361,6 +362,7 @@ pub fn join(ctx: &Ctx, a: &JoinArgs) -> Result<Outcome> {
         unicode_normalizing: folding.unicode,
         limit_upload: None,
         limit_download: None,
+        conflict_resolution: None,
     };
     Endpoint::create(&ctx.home, cfg)?;
     store_rest_token(ctx, &a.name, &url)?;
@@ -421,6 +423,7 @@ fn report_json(name: &str, r: &StepReport) -> Value {
         "conflicts": r.conflicts.iter().map(|c| json!({"path": display_path(&c.path), "kind": c.kind.name(), "outcome": format!("{:?}", c.outcome)})).collect::<Vec<_>>(),
         "failures": r.failures.iter().map(|(p, m)| json!({"path": display_path(p), "error": m})).collect::<Vec<_>>(),
         "skipped": r.skipped.iter().map(|(p, m)| json!({"path": display_path(p), "reason": m})).collect::<Vec<_>>(),
+        "large_files": r.large.iter().map(|(p, n)| json!({"path": display_path(p), "size": n})).collect::<Vec<_>>(),
         "scan_errors": r.scan_errors.iter().map(|e| json!({"path": e.path.display().to_string(), "error": e.message})).collect::<Vec<_>>(),
         "deferred": r.deferred.iter().map(|p| display_path(p)).collect::<Vec<_>>(),
         "local_files": r.local_files, "local_bytes": r.local_bytes,
@@ -435,6 +438,7 @@ pub fn sync(
     allow_deletions: bool,
 ) -> Result<Outcome> {
     let (ep, repo) = open_set(ctx, name)?;
+    warn_ignored_keys(ctx, &ep.cfg);
     if ep.state.meta()?.paused && !dry_run {
         bail!(Error::invalid(format!(
             "{name} is paused: nothing is synced until `prism-sync resume {name}`"
@@ -634,6 +638,13 @@ pub fn sync(
     }
     for (p, m) in &r.skipped {
         ctx.out.warn(format!("skipped {}: {m}", display_path(p)));
+    }
+    for (p, n) in &r.large {
+        ctx.out.warn(format!(
+            "large file {} ({}) is over warn_file_size; synced anyway",
+            display_path(p),
+            bytes(*n)
+        ));
     }
     if !r.deferred.is_empty() {
         ctx.out.line(format!(
@@ -1109,11 +1120,25 @@ fn restore_one(
 
 // ---- status ----------------------------------------------------------------------------------------
 
+/// Names (on stderr, one line each) the keys of the set's config and rules file that are
+/// accepted but not acted on. A rules file that does not load is reported by the step itself.
+fn warn_ignored_keys(ctx: &Ctx, cfg: &SetConfig) {
+    let file = crate::endpoint::config::RulesFile::load(&ctx.home).unwrap_or_default();
+    for w in cfg.ignored_keys(&file) {
+        ctx.out.warn(format!("{}: {w}", cfg.name));
+    }
+}
+
 pub fn status(ctx: &Ctx, name: Option<&str>) -> Result<Outcome> {
     let names = match name {
         Some(n) => vec![n.to_string()],
         None => SetConfig::list(&ctx.sync_dir())?,
     };
+    for n in &names {
+        if let Ok(cfg) = SetConfig::load(&ctx.sync_dir(), n) {
+            warn_ignored_keys(ctx, &cfg);
+        }
+    }
     let daemon = crate::status::ask_daemon(&ctx.home);
     let creds = ctx.credentials()?;
     let all: Vec<SetStatus> = names

@@ -32,7 +32,37 @@ fn delete_percent() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct AutoRule {
     pub pattern: String,
+    /// The Prism plan spells it `action:`.
+    #[serde(alias = "action")]
     pub policy: Policy,
+}
+
+/// The Prism plan's `conflict_resolution:` block, accepted as the plan writes it. At load its
+/// `policy`, `automatic_rules` and `backup_strategy.retention` move onto the set's own
+/// `conflict_policy`, `automatic_rules` and `retention`; what stays here is accepted but not
+/// acted on, and named in a warning (see [`SetConfig::ignored_keys`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictResolution {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub automatic_rules: Vec<AutoRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_strategy: Option<BackupStrategy>,
+}
+
+/// `conflict_resolution.backup_strategy`: where the plan keeps the losing versions, and for how
+/// long. Every overwritten version stays in the snapshots for the set's `retention`, so
+/// `retention` maps onto it; `location` has no counterpart (a `keep_both` copy is written beside
+/// the original).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupStrategy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -94,6 +124,10 @@ pub struct SetConfig {
     /// Receive at most this many KiB/s from the repository; `--limit-download` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_download: Option<u64>,
+    /// The Prism plan's spelling of `conflict_policy` / `automatic_rules` / `retention`; what is
+    /// left of it after load is not acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_resolution: Option<ConflictResolution>,
 }
 
 impl SetConfig {
@@ -126,7 +160,8 @@ impl SetConfig {
             }
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let c: SetConfig = serde_saphyr::from_str(&text)
+        let mut c: SetConfig = serde_saphyr::from_str(&text).map_err(|e| yaml_error(&path, &e))?;
+        c.take_plan_block()
             .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         if c.name != name {
             return Err(Error::invalid(format!(
@@ -138,6 +173,70 @@ impl SetConfig {
         c.retention_policy()
             .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         Ok(c)
+    }
+
+    /// Moves what the plan's `conflict_resolution:` block says onto the set's own fields; a
+    /// value that contradicts the set's own spelling of it is refused (which one wins would be a
+    /// guess).
+    fn take_plan_block(&mut self) -> Result<()> {
+        let Some(block) = self.conflict_resolution.as_mut() else {
+            return Ok(());
+        };
+        if let Some(p) = block.policy.take() {
+            if self.conflict_policy != Policy::default() && self.conflict_policy != p {
+                return Err(Error::invalid(format!(
+                    "conflict_policy: {} and conflict_resolution.policy: {} disagree: keep one of them",
+                    self.conflict_policy.name(),
+                    p.name()
+                )));
+            }
+            self.conflict_policy = p;
+        }
+        self.automatic_rules.append(&mut block.automatic_rules);
+        if let Some(bs) = block.backup_strategy.as_mut() {
+            if let Some(r) = bs.retention.take() {
+                if self.retention != thirty_days() && self.retention != r {
+                    return Err(Error::invalid(format!(
+                        "retention: {} and conflict_resolution.backup_strategy.retention: {r} disagree: keep one of them",
+                        self.retention
+                    )));
+                }
+                self.retention = r;
+            }
+            if bs.location.is_none() {
+                block.backup_strategy = None;
+            }
+        }
+        if *block == ConflictResolution::default() {
+            self.conflict_resolution = None;
+        }
+        Ok(())
+    }
+
+    /// Keys of this set's config and of the rules file that are accepted (the Prism plan writes
+    /// them) but change nothing, each with why: `sync` and `status` warn about them.
+    pub fn ignored_keys(&self, file: &RulesFile) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(loc) = self
+            .conflict_resolution
+            .as_ref()
+            .and_then(|b| b.backup_strategy.as_ref())
+            .and_then(|b| b.location.as_deref())
+        {
+            v.push(format!(
+                "conflict_resolution.backup_strategy.location ({loc}) is ignored: a keep_both copy is written beside the original and every overwritten version stays in the snapshots (`prism-sync history`); remove the key to silence this"
+            ));
+        }
+        if self.rules.as_deref() == Some("research") {
+            for (name, c) in &file.research_rules {
+                if let Some(rt) = c.real_time {
+                    v.push(format!(
+                        "research_rules.{name}.real_time ({rt}) is ignored: every category syncs as soon as it changes; remove the key to silence this"
+                    ));
+                }
+            }
+        }
+        v
     }
 
     /// The set's retention, parsed (validated at load).
@@ -184,6 +283,16 @@ impl SetConfig {
         v.sort();
         Ok(v)
     }
+}
+
+/// A config file that does not parse, as one line: the file, the line and column, and what the
+/// parser expected there (for an unknown key, the keys it knows), without the source excerpt
+/// the parser draws below it.
+fn yaml_error(path: &Path, e: &dyn std::fmt::Display) -> Error {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("").trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    Error::invalid(format!("{}: {first}", path.display()))
 }
 
 /// Writes a file under `$PRISM_HOME` atomically, readable by this user only (0600, in a 0700
@@ -291,8 +400,7 @@ impl RulesFile {
     pub fn load(home: &Path) -> Result<RulesFile> {
         let path = home.join("sync-rules.yml");
         match std::fs::read_to_string(&path) {
-            Ok(t) => serde_saphyr::from_str(&t)
-                .map_err(|e| Error::invalid(format!("{}: {e}", path.display()))),
+            Ok(t) => serde_saphyr::from_str(&t).map_err(|e| yaml_error(&path, &e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RulesFile::default()),
             Err(e) => Err(Error::io(&path, e)),
         }

@@ -87,10 +87,14 @@ impl Mode {
 pub enum Policy {
     /// Park the path: both sides keep their version until `resolve`; the rest keeps syncing.
     #[default]
+    #[serde(alias = "user-prompt")]
     UserPrompt,
+    #[serde(alias = "keep-local")]
     KeepLocal,
+    #[serde(alias = "keep-remote")]
     KeepRemote,
     /// The other version is kept beside the original as `<stem>.conflict-<time>-<endpoint><.ext>`.
+    #[serde(alias = "keep-both")]
     KeepBoth,
 }
 

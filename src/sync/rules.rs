@@ -16,7 +16,10 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use super::{Mode, Policy};
 use crate::error::{Error, Result};
 
-/// Excluded unless switched off (`builtin_excludes: false`).
+/// Excluded unless switched off (`builtin_excludes: false`, or one pattern re-included with
+/// `!*.log` in the set's `exclude_patterns`). `*.log` is in the Prism plan's default excludes.
+/// A path a set already shared before a pattern joined this list stays in the shared state
+/// as it was (an excluded path is never deleted anywhere); it just stops syncing.
 pub const BUILTIN_EXCLUDES: &[&str] = &[
     ".git/",
     "__pycache__/",
@@ -24,6 +27,7 @@ pub const BUILTIN_EXCLUDES: &[&str] = &[
     ".DS_Store",
     "Thumbs.db",
     "*.tmp",
+    "*.log",
     "node_modules/",
     ".venv/",
     ".conda/",

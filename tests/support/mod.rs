@@ -134,6 +134,7 @@ pub fn endpoint_config(name: &str, folder: &Path, i: usize, policy: Policy) -> S
         unicode_normalizing: false,
         limit_upload: None,
         limit_download: None,
+        conflict_resolution: None,
     }
 }
 

@@ -83,6 +83,9 @@ pub struct StepReport {
     pub uploads: Vec<(Vec<u8>, char)>,
     pub scan_errors: Vec<SoftError>,
     pub skipped: Vec<(Vec<u8>, String)>,
+    /// Files this scan read that are over `warn_file_size`, with their size: synced anyway,
+    /// named so a stray dump or dataset gets noticed.
+    pub large: Vec<(Vec<u8>, u64)>,
     pub local_files: u64,
     pub local_bytes: u64,
     /// Files left for the next step (still being written).

@@ -28,6 +28,9 @@ pub(super) struct Scanned {
 /// Temp files a scan saw, collected by its filter.
 type TempFiles = Arc<Mutex<Vec<(Vec<u8>, i64)>>>;
 
+/// Files over `warn_file_size` a scan read, with their size, collected by its filter.
+type LargeFiles = Arc<Mutex<Vec<(Vec<u8>, u64)>>>;
+
 /// A vanished folder halts the step (it is never read as "everything was deleted"), unless
 /// `force-sync --direction down` is to recreate it.
 pub(super) fn folder_missing(cx: &Cx) -> Result<Option<String>> {
@@ -47,8 +50,8 @@ pub(super) fn folder_missing(cx: &Cx) -> Result<Option<String>> {
 }
 
 /// Excluded paths are not read; files over a size limit are skipped with a reason; temp files
-/// are noted (for `leftovers`) and never read.
-fn filter(rules: Arc<Rules>, temps: TempFiles) -> ScanFilter {
+/// are noted (for `leftovers`) and never read; files over `warn_file_size` are noted and kept.
+fn filter(rules: Arc<Rules>, temps: TempFiles, large: LargeFiles) -> ScanFilter {
     Arc::new(move |rel: &[u8], md: &Metadata| {
         let name = rel.rsplit(|&b| b == b'/').next().unwrap_or(rel);
         if !md.is_dir() && leftovers::is_temp_name(name) {
@@ -68,6 +71,12 @@ fn filter(rules: Arc<Rules>, temps: TempFiles) -> ScanFilter {
                 human(md.len()),
                 human(limit)
             ));
+        }
+        if md.is_file() && rules.warn_file_size.is_some_and(|w| md.len() > w) {
+            large
+                .lock()
+                .expect("large list")
+                .push((rel.to_vec(), md.len()));
         }
         Filter::Keep
     })
@@ -91,10 +100,11 @@ pub(super) fn scan(cx: &mut Cx) -> Result<Scanned> {
         _ => None, // no previous tree, or the rules file changed: scan everything
     };
     let temps = TempFiles::default();
+    let large = LargeFiles::default();
     let opts = ArchiveOptions {
         file_cache: Some(cx.ep.cache_path()),
         normalize: true,
-        filter: Some(filter(rules.clone(), temps.clone())),
+        filter: Some(filter(rules.clone(), temps.clone(), large.clone())),
         progress: cx.opts.progress.clone().unwrap_or_default(),
         reuse,
         defer_recent_ns: cx.opts.defer_recent.map(|d| d.as_nanos() as i64),
@@ -118,6 +128,8 @@ pub(super) fn scan(cx: &mut Cx) -> Result<Scanned> {
         .iter()
         .map(|s| (s.rel.clone(), s.message.clone()))
         .collect();
+    report.large = std::mem::take(&mut *large.lock().expect("large list"));
+    report.large.sort();
     let s = &result.summary;
     report.local_files = s.files_new + s.files_changed + s.files_unchanged;
     report.local_bytes = s.total_bytes;
