@@ -135,6 +135,54 @@ fn patch_at(
     Ok(())
 }
 
+/// Sets the entry at `path` of a tree being built back to what tree `from` holds there. Unlike
+/// [`patch`], a parent directory the tree being built no longer has is re-created (with `from`'s
+/// metadata, holding only what is restored): a failed action below a directory the plan removed
+/// whole must still be undone in the base, or the step records as done a removal that did not
+/// happen (B13: the folder keeps the directory, the base says it is gone, and the next step sees
+/// nothing to do).
+pub fn restore(
+    src: &dyn TreeSource,
+    entries: &mut Vec<MTree>,
+    path: &[u8],
+    from: Option<BlobId>,
+) -> Result<()> {
+    let node = node_at(src, from, path)?;
+    if node.is_some() {
+        let comps = components(path);
+        for depth in 1..comps.len() {
+            if has_dir(src, entries, &comps[..depth])? {
+                continue;
+            }
+            let prefix = comps[..depth].join(&b'/');
+            if let Some(dir) = node_at(src, from, &prefix)? {
+                patch_entry(src, entries, &prefix, Some(MTree::Dir(dir, vec![])))?;
+            }
+        }
+    }
+    patch(src, entries, path, node)
+}
+
+/// Whether the tree being built has a directory at the path made of `comps`.
+fn has_dir(src: &dyn TreeSource, entries: &[MTree], comps: &[&[u8]]) -> Result<bool> {
+    let Some((first, rest)) = comps.split_first() else {
+        return Ok(true);
+    };
+    let Some(e) = entries.iter().find(|e| e.name() == *first) else {
+        return Ok(false);
+    };
+    match e {
+        MTree::Dir(_, children) => has_dir(src, children, rest),
+        MTree::Same(n) => match n.kind {
+            NodeKind::Dir { .. } if rest.is_empty() => Ok(true),
+            NodeKind::Dir { subtree } => {
+                Ok(node_at(src, Some(subtree), &rest.join(&b'/'))?.is_some_and(|n| n.is_dir()))
+            }
+            _ => Ok(false),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +222,39 @@ mod tests {
         };
         let names: Vec<&[u8]> = children.iter().map(|c| c.name()).collect();
         assert_eq!(names, vec![&b"b"[..], b"c"]);
+    }
+
+    /// B13: a move out of a directory the plan removed whole failed; undoing it in the base must
+    /// bring the directory back there, or the base records the removal as done.
+    #[test]
+    fn restore_below_a_directory_removed_whole_recreates_it() {
+        let (root, sub, deeper) = (BlobId([1; 32]), BlobId([2; 32]), BlobId([3; 32]));
+        let mut d = file("d");
+        d.kind = NodeKind::Dir { subtree: sub };
+        let mut e = file("e");
+        e.kind = NodeKind::Dir { subtree: deeper };
+        let src = Mem(HashMap::from([
+            (root, vec![d, file("k")]),
+            (sub, vec![file("a"), file("b"), e]),
+            (deeper, vec![file("x")]),
+        ]));
+        // The merged tree: `d` is gone (everything in it moved or deleted), `k` stays.
+        let mut entries = vec![MTree::Same(file("k"))];
+        restore(&src, &mut entries, b"d/a", Some(root)).unwrap();
+        restore(&src, &mut entries, b"d/e/x", Some(root)).unwrap();
+        // A path the old tree lacks is removed, and creates no parent.
+        restore(&src, &mut entries, b"n/new", Some(root)).unwrap();
+        let names: Vec<&[u8]> = entries.iter().map(|c| c.name()).collect();
+        assert_eq!(names, vec![&b"d"[..], b"k"]);
+        let MTree::Dir(_, children) = &entries[0] else {
+            panic!("d re-created")
+        };
+        let names: Vec<&[u8]> = children.iter().map(|c| c.name()).collect();
+        assert_eq!(names, vec![&b"a"[..], b"e"], "only what is restored");
+        let MTree::Dir(_, grand) = &children[1] else {
+            panic!("d/e re-created")
+        };
+        assert_eq!(grand.len(), 1);
+        assert_eq!(grand[0].name(), b"x");
     }
 }

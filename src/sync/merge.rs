@@ -879,9 +879,18 @@ impl<'a> Merger<'a> {
 /// — or at an ancestor's path: a directory replaced by a file is removed in place, so the
 /// removals of its subdirectories must stay in place before it.
 fn detect_moves(actions: &mut Vec<Action>) {
+    // A file removed because something else takes its path (a directory, say) is deleted in
+    // place: as a move it would run at its destination's turn, after that path's new entry
+    // failed to be made (B13).
+    let replaced: BTreeSet<&[u8]> = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Mkdir { .. } | Action::Write { .. }))
+        .map(|a| a.path())
+        .collect();
     let mut deletes: HashMap<(u64, Content), Vec<usize>> = HashMap::new();
     for (i, a) in actions.iter().enumerate() {
-        if let Action::Delete { expect, .. } = a
+        if let Action::Delete { expect, path } = a
+            && !replaced.contains(path.as_slice())
             && let Some((size, content)) = content_key(expect)
         {
             deletes.entry((size, content.clone())).or_default().push(i);

@@ -10,7 +10,7 @@ use super::scan::Scanned;
 use crate::endpoint::apply::{Failure, apply};
 use crate::endpoint::leftovers;
 use crate::endpoint::state::Activity;
-use crate::endpoint::trees::{node_at, patch, patch_entry, write_tree};
+use crate::endpoint::trees::{node_at, patch, patch_entry, restore, write_tree};
 use crate::error::Result;
 use crate::format::snapshot::Snapshot;
 use crate::id::BlobId;
@@ -177,13 +177,8 @@ pub(super) fn execute(cx: &mut Cx, scanned: &Scanned, plan: &Plan) -> Result<Don
                 };
                 let base = base.get_or_insert_with(|| merged.clone());
                 for p in paths {
-                    patch(
-                        &cx.trees,
-                        &mut applied,
-                        p,
-                        node_at(&cx.trees, scan_tree, p)?,
-                    )?;
-                    patch(&cx.trees, base, p, node_at(&cx.trees, plan.base_tree, p)?)?;
+                    restore(&cx.trees, &mut applied, p, scan_tree)?;
+                    restore(&cx.trees, base, p, plan.base_tree)?;
                 }
                 cx.report.failures.push((a.path().to_vec(), f.to_string()));
             }
