@@ -507,37 +507,38 @@ pub fn sync(
         ctx.out
             .line(format!("🔄 {name}: plan (dry run, nothing changed)"));
         // Both directions, as the real step would do them.
-        if r.uploads.is_empty() {
-            ctx.out.line("   ↑ Nothing to publish");
-        } else {
-            ctx.out.line(format!(
-                "   ↑ Would publish {}",
-                count(r.uploads.len() as u64, "change", "changes")
-            ));
-            show(
-                r.uploads
-                    .iter()
-                    .map(|(p, c)| format!("  {c} {}", display_path(p)))
-                    .collect(),
-            );
-        }
-        if r.actions.is_empty() {
-            ctx.out.line("   ↓ No changes to this folder");
-        } else {
-            ctx.out.line(format!(
-                "   ↓ Would change here {}",
-                count(r.actions.len() as u64, "path", "paths")
-            ));
-            show(
-                r.actions
-                    .iter()
-                    .map(|a| {
-                        let (c, t) = action_line(a);
-                        format!("  {c} {t}")
-                    })
-                    .collect(),
-            );
-        }
+        let direction = |lines: Vec<String>, none: &str, would: &str, one: &str, many: &str| {
+            if lines.is_empty() {
+                ctx.out.line(format!("   {none}"));
+            } else {
+                let n = count(lines.len() as u64, one, many);
+                ctx.out.line(format!("   {would} {n}"));
+                show(lines);
+            }
+        };
+        direction(
+            r.uploads
+                .iter()
+                .map(|(p, c)| format!("  {c} {}", display_path(p)))
+                .collect(),
+            "↑ Nothing to publish",
+            "↑ Would publish",
+            "change",
+            "changes",
+        );
+        direction(
+            r.actions
+                .iter()
+                .map(|a| {
+                    let (c, t) = action_line(a);
+                    format!("  {c} {t}")
+                })
+                .collect(),
+            "↓ No changes to this folder",
+            "↓ Would change here",
+            "path",
+            "paths",
+        );
         if r.local_deletes + r.publish_deletes > 0 {
             ctx.out.kv(
                 "Deletions",
