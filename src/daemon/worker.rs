@@ -652,10 +652,10 @@ impl Worker {
         sched: &mut Schedule,
     ) {
         let now = Instant::now();
-        for d in &report.deferred {
+        for d in report.deferred.iter().chain(&report.rescan) {
             sched.dirty.insert(d.clone());
         }
-        if !report.deferred.is_empty() {
+        if !report.deferred.is_empty() || !report.rescan.is_empty() {
             sched.burst = Some((now, now));
         }
         // Failed actions are retried with backoff (the shared change stays new for this

@@ -184,6 +184,17 @@ pub(super) fn execute(cx: &mut Cx, scanned: &Scanned, plan: &Plan) -> Result<Don
             }
         }
     }
+    // Paths the scan could not track keep what they hold in the folder; the merge left the
+    // shared version in the merged tree there. The base keeps its old state at them, so that a
+    // shared change stays new for this folder until the path is tracked again (recording it as
+    // seen made base == head and folder == folder tree: nothing to do, for good).
+    if !scanned.untracked.is_empty() {
+        let base = base.get_or_insert_with(|| merged.clone());
+        for u in &scanned.untracked {
+            patch(&cx.trees, base, u, node_at(&cx.trees, plan.base_tree, u)?)?;
+        }
+    }
+    cx.report.rescan = moved_untracked(&scanned.untracked, &plan.out.actions, &results);
     let mut packer = Packer::new(repo);
     let merged_tree = write_tree(&mut packer, &merged)?;
     let base_tree = match &base {
@@ -200,4 +211,41 @@ pub(super) fn execute(cx: &mut Cx, scanned: &Scanned, plan: &Plan) -> Result<Don
         base_tree,
         applied_tree,
     })
+}
+
+/// Untracked paths the step moved along with a directory (a directory kept as a conflict copy,
+/// a move made elsewhere), under their new paths. Neither the folder tree nor any event names
+/// them there, so an event-driven scan would take their new directory from the folder tree,
+/// without them, and never look at them again.
+fn moved_untracked(
+    untracked: &std::collections::BTreeSet<Vec<u8>>,
+    actions: &[Action],
+    results: &[std::result::Result<(), Failure>],
+) -> Vec<Vec<u8>> {
+    let renames: Vec<(&[u8], &[u8])> = actions
+        .iter()
+        .zip(results)
+        .filter_map(|(a, r)| match (a, r) {
+            (Action::Rename { from, to, .. }, Ok(())) => Some((from.as_slice(), to.as_slice())),
+            _ => None,
+        })
+        .collect();
+    if renames.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for u in untracked {
+        let mut at = u.clone();
+        for (from, to) in &renames {
+            if at.starts_with(from) && at.get(from.len()) == Some(&b'/') {
+                let mut moved = to.to_vec();
+                moved.extend_from_slice(&at[from.len()..]);
+                at = moved;
+            }
+        }
+        if at != *u {
+            out.push(at);
+        }
+    }
+    out
 }

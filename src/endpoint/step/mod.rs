@@ -90,6 +90,10 @@ pub struct StepReport {
     pub local_bytes: u64,
     /// Files left for the next step (still being written).
     pub deferred: Vec<Vec<u8>>,
+    /// Paths an event-driven scan must look at again although no event may name them: files
+    /// this step could not track that it moved along with their directory (a conflict copy, a
+    /// move), under their new paths. The folder tree of the step does not hold them.
+    pub rescan: Vec<Vec<u8>>,
     pub publish_deletes: u64,
     pub local_deletes: u64,
     /// Stale temp files of killed writers this step removed.

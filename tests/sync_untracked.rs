@@ -1,0 +1,208 @@
+//! Paths a step could not track (still being written, unreadable) must come back in a later
+//! step, wherever the step moved them, and a shared change made to them meanwhile must stay new
+//! for this folder. Found by the randomized three-daemon test (seed 4401, `keep_both`): `local`
+//! appended to `d3-m182/q/x3.csv` while its step turned `d3-m182` (which another endpoint had
+//! made a file) into a conflict copy; the file was left for later, moved along with its
+//! directory, and never looked at again — the daemon said "in sync" with a file no head had.
+//!
+//! Real steps on an in-memory repository; the daemon's event-driven scan is what the worker
+//! passes: the paths the watcher reported plus what the previous step asked to look at again.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use prism_sync::backend::DynBackend;
+use prism_sync::endpoint::{Endpoint, StepOptions, StepReport, step};
+use prism_sync::repository::Repository;
+use prism_sync::sync::Policy;
+
+const SET: &str = "u";
+/// Long enough that a file written by the test is "still being written" for a step that uses it.
+const SETTLE: Duration = Duration::from_secs(600);
+
+struct Pair {
+    _tmp: tempfile::TempDir,
+    keys: PathBuf,
+    backend: DynBackend,
+    homes: Vec<PathBuf>,
+    folders: Vec<PathBuf>,
+}
+
+impl Pair {
+    fn new(policy: Policy) -> Pair {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = tmp.path().join("keys");
+        let backend = support::memory();
+        support::init_repo(backend.clone(), &keys);
+        let homes: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("h{i}"))).collect();
+        let folders: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("f{i}"))).collect();
+        for i in 0..2 {
+            std::fs::create_dir_all(&folders[i]).unwrap();
+            Endpoint::create(
+                &homes[i],
+                support::endpoint_config(SET, &folders[i], i, policy),
+            )
+            .unwrap();
+        }
+        Pair {
+            _tmp: tmp,
+            keys,
+            backend,
+            homes,
+            folders,
+        }
+    }
+
+    fn step(&self, i: usize, opts: &StepOptions) -> StepReport {
+        let ep = Endpoint::open(&self.homes[i], SET).unwrap();
+        let repo = Repository::open(self.backend.clone(), &support::creds(&self.keys)).unwrap();
+        let r = step(&ep, &repo, opts).unwrap();
+        assert!(r.halted.is_none(), "endpoint {i} halted: {:?}", r.halted);
+        assert!(r.failures.is_empty(), "endpoint {i}: {:?}", r.failures);
+        r
+    }
+
+    fn sync(&self, i: usize) -> StepReport {
+        self.step(i, &StepOptions::default())
+    }
+
+    /// Writes a file with an mtime an hour ago: settled for any step.
+    fn write_old(&self, i: usize, rel: &str, data: &[u8]) {
+        let p = self.folders[i].join(rel);
+        support::write(&p, data);
+        set_old(&p);
+    }
+}
+
+fn set_old(p: &Path) {
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+}
+
+/// The daemon's next event-driven step after `prev`: the paths the watcher reported, plus the
+/// files the previous step left for later or asked to look at again.
+fn next_daemon_step(prev: &StepReport, events: &[&[u8]]) -> StepOptions {
+    let mut dirty: BTreeSet<Vec<u8>> = events.iter().map(|e| e.to_vec()).collect();
+    dirty.extend(prev.deferred.iter().cloned());
+    dirty.extend(prev.rescan.iter().cloned());
+    StepOptions {
+        dirty: Some(dirty),
+        defer_recent: Some(Duration::from_millis(1)),
+        ..Default::default()
+    }
+}
+
+fn conflict_copy_of(folder: &Path, name: &str) -> String {
+    let prefix = format!("{name}.conflict-");
+    std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no conflict copy of {name} in {}", folder.display()))
+}
+
+/// The seed-4401 false "in sync": a file left for later inside a directory that the same step
+/// keeps as a conflict copy is moved along with it; the next steps must look at it there and
+/// publish it.
+#[test]
+fn a_file_left_for_later_inside_a_directory_kept_as_a_conflict_copy_is_published() {
+    let w = Pair::new(Policy::KeepBoth);
+    w.write_old(0, "d/p.txt", b"p v1\n");
+    w.write_old(0, "d/q/x.txt", b"x v1\n");
+    w.sync(0);
+    w.sync(1);
+    assert_eq!(
+        std::fs::read(w.folders[1].join("d/q/x.txt")).unwrap(),
+        b"x v1\n"
+    );
+
+    // The laptop turns the directory into a file; the workspace edits a file in it (settled)
+    // and is writing another one when its step runs.
+    std::fs::remove_dir_all(w.folders[0].join("d")).unwrap();
+    w.write_old(0, "d", b"d is a file now\n");
+    assert!(w.sync(0).published.is_some());
+    w.write_old(1, "d/p.txt", b"p v2 from the workspace\n");
+    support::write(&w.folders[1].join("d/q/x.txt"), b"x v2, being written\n");
+    let first = w.step(
+        1,
+        &StepOptions {
+            defer_recent: Some(SETTLE),
+            ..Default::default()
+        },
+    );
+    assert_eq!(first.deferred, vec![b"d/q/x.txt".to_vec()], "{first:?}");
+    let copy = conflict_copy_of(&w.folders[1], "d");
+    let moved = w.folders[1].join(&copy).join("q/x.txt");
+    assert_eq!(
+        std::fs::read(&moved).unwrap(),
+        b"x v2, being written\n",
+        "the file left for later moved with its directory"
+    );
+
+    // The daemon's next steps: the watcher saw the rename and the new file `d`.
+    let mut prev = first;
+    for _ in 0..2 {
+        prev = w.step(1, &next_daemon_step(&prev, &[b"d", copy.as_bytes()]));
+    }
+    w.sync(0);
+    let there = w.folders[0].join(&copy).join("q/x.txt");
+    assert_eq!(
+        std::fs::read(&there).ok().as_deref(),
+        Some(&b"x v2, being written\n"[..]),
+        "{copy}/q/x.txt was never published: the workspace looked at it under its old path only"
+    );
+}
+
+/// A shared change to a file this folder could not track in a step stays new for the folder:
+/// the step records the old base there, not the shared version, so the change is applied once
+/// the file is tracked again. (Recording the shared version made base == head and folder ==
+/// folder tree: nothing to do, "in sync", with the old file in the folder for good.)
+#[test]
+fn a_shared_change_to_a_file_left_for_later_is_applied_once_it_is_tracked_again() {
+    let w = Pair::new(Policy::KeepBoth);
+    w.write_old(
+        0, "a.txt", b"v1
+",
+    );
+    w.sync(0);
+    w.sync(1);
+    w.write_old(
+        0,
+        "a.txt",
+        b"v2 from the laptop
+",
+    );
+    assert!(w.sync(0).published.is_some());
+    // The workspace's step cannot track its (unchanged) a.txt: it looks like it is being
+    // written. Afterwards it is just as it was.
+    let here = w.folders[1].join("a.txt");
+    let mtime = std::fs::metadata(&here).unwrap().modified().unwrap();
+    let f = std::fs::File::options().write(true).open(&here).unwrap();
+    f.set_modified(SystemTime::now()).unwrap();
+    let r = w.step(
+        1,
+        &StepOptions {
+            defer_recent: Some(SETTLE),
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.deferred, vec![b"a.txt".to_vec()]);
+    assert_eq!(
+        std::fs::read(&here).unwrap(),
+        b"v1\n",
+        "never replaced while untracked"
+    );
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    w.sync(1);
+    assert_eq!(
+        std::fs::read(&here).unwrap(),
+        b"v2 from the laptop\n",
+        "the laptop's version never arrived: the workspace recorded it as seen while its \
+         folder kept the old file"
+    );
+}
