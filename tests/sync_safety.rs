@@ -258,6 +258,71 @@ fn a_directory_replaced_by_a_file_is_guarded() {
     assert!(err.contains("would delete 30"), "{err}");
 }
 
+/// B10 of the randomized test: the rolling window added up every deletion — of files made
+/// within it too, and once at the publisher and again at every receiver — so a folder where a
+/// tool makes and removes scratch files halted within minutes at the default limits. The window
+/// now counts the net loss against its first state: churn never halts, a move is no loss, and
+/// deleting most of what was there, a few files per step, still halts.
+#[test]
+fn scratch_files_made_and_removed_within_the_window_never_halt_the_set() {
+    let w = World::new(2);
+    let (a, b) = (&w.eps[0], &w.eps[1]);
+    for i in 0..150 {
+        a.write(&format!("data/f{i:03}.txt"), &format!("data {i}\n"));
+    }
+    a.sync();
+    b.sync();
+    // 500 scratch files made and removed, 100 at a time, both endpoints stepping: default
+    // limits (1000 files, 50 %).
+    for round in 0..5 {
+        for i in 0..100 {
+            a.write(
+                &format!("scratch/r{round}-{i:03}.csv"),
+                &format!("{round} {i}\n"),
+            );
+        }
+        a.sync();
+        b.sync();
+        assert_eq!(files_in(&b.path("scratch")), 100);
+        std::fs::remove_dir_all(a.path("scratch")).unwrap();
+        for ep in [a, b] {
+            let o = ep.run(&["sync", SET]);
+            assert!(
+                o.status.success(),
+                "round {round}, {}: scratch files made and removed within the window halted the set: {}",
+                ep.name,
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        assert!(!b.path("scratch").exists());
+    }
+    // A move of every file is no loss.
+    std::fs::rename(a.path("data"), a.path("moved")).unwrap();
+    a.sync();
+    b.sync();
+    assert_eq!(files_in(&b.path("moved")), 150);
+    // Deleting what was there before, 10 files per step, halts past half of it.
+    let mut deleted = 0;
+    let mut halt = None;
+    while deleted < 150 {
+        for _ in 0..10 {
+            std::fs::remove_file(a.path(&format!("moved/f{deleted:03}.txt"))).unwrap();
+            deleted += 1;
+        }
+        let o = a.run(&["sync", SET]);
+        if !o.status.success() {
+            halt = Some(String::from_utf8_lossy(&o.stderr).into_owned());
+            break;
+        }
+        b.sync();
+    }
+    let halt = halt.expect("deleting every pre-existing file, 10 per step, must halt");
+    assert!(halt.contains("10 minutes"), "{halt}");
+    assert!(halt.contains("--allow-deletions"), "{halt}");
+    assert!(deleted <= 75 + 10, "halted only after {deleted} of 150");
+    assert!(files_in(&b.path("moved")) >= 75);
+}
+
 /// A slow deletion (9 files every 0.5 s, 450 files in 31 s) passed because each step was
 /// judged alone.
 #[test]

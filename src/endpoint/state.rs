@@ -63,10 +63,10 @@ pub struct Meta {
     /// How many such paths there are in all.
     #[serde(default)]
     pub unsynced_total: u64,
-    /// File deletions of recent steps (applied here or published from here), oldest first:
-    /// the deletion guard's rolling window, kept across restarts.
+    /// The deletion guard's rolling window: the shared state when it began, kept across
+    /// restarts. `None`: the next step begins one.
     #[serde(default)]
-    pub deletions: Vec<Deletions>,
+    pub deletion_window: Option<DeletionWindow>,
     /// The set's conflicts as of the last step (every endpoint's), for `status` and `conflicts`
     /// when the repository cannot be reached.
     #[serde(default)]
@@ -144,13 +144,16 @@ impl SharedConflictView {
     }
 }
 
-/// The file deletions one step made.
+/// Where the deletion guard's window began: what it counts as lost are the files of this tree
+/// that are gone from the shared state or the folder since (files made and removed within the
+/// window never count; a move is not a loss).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Deletions {
-    pub time_ns: i64,
+pub struct DeletionWindow {
+    pub start_ns: i64,
+    /// Hex id of the shared state (this endpoint's base) when the window began.
+    pub tree: String,
+    /// Files in the folder or the shared state (the larger) then.
     pub files: u64,
-    /// Files in the folder or the shared state (the larger) before that step.
-    pub files_before: u64,
 }
 
 /// Unsynced paths kept in the state (the count covers all of them).

@@ -6,26 +6,32 @@
 //!   back, a replaced history), is never read as "the shared state is empty" or "everything
 //!   changed back";
 //! - [`check`] (after the merge): an emptied folder, and every file the step would delete here
-//!   or publish as deleted — whatever the cause — counted per step and over a rolling window
-//!   of [`DELETION_WINDOW`] across steps (kept in the state, so restarts do not reset it).
+//!   or publish as deleted — whatever the cause — counted per step; and over a rolling window
+//!   of [`DELETION_WINDOW`] across steps (kept in the state, so restarts do not reset it), the
+//!   net loss: files that existed when the window began and are gone from the shared state or
+//!   the folder after the step. Files made and removed within the window (build outputs,
+//!   checkpoints, scratch files) never count, a file deleted here and elsewhere counts once, and
+//!   a file moved (its content found at a new path) is no loss.
 //!
 //! `force-sync` passes them all; `--allow-deletions` passes all but the history guard for a
 //! non-descending head (there, only `force-sync` says which side is right).
 
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::time::Duration;
 
 use super::Cx;
 use super::plan::Plan;
 use super::remote::Remote;
 use super::scan::Scanned;
-use crate::endpoint::state::Deletions;
+use crate::endpoint::state::DeletionWindow;
 use crate::endpoint::trees::RepoTrees;
 use crate::error::{Error, Result};
+use crate::format::tree::Content;
 use crate::id::{BlobId, SnapshotId};
 use crate::repository::Repository;
-use crate::snapshot::NodeKind;
+use crate::snapshot::{Node, NodeKind};
 use crate::sync::Force;
+use crate::sync::merge::MTree;
 use crate::sync::merge::TreeSource;
 
 /// The rolling window of the deletion guard: its limits apply to every step and to the sum
@@ -157,18 +163,21 @@ fn tree_has_files(trees: &RepoTrees, root: &BlobId) -> Result<bool> {
     Ok(false)
 }
 
-/// The deletions of earlier steps that still count: those within the window — or all of
-/// them while the set is halted (a halt lasts until a step passes, not until the window moves
-/// on).
-pub(super) fn recent_deletions(cx: &Cx) -> Vec<Deletions> {
+/// The window this step is judged by: the current one — or, while the set is halted, the one
+/// it halted in (a halt lasts until a step passes, not until the window moves on) — or, if
+/// this step deletes anything, one beginning now at this endpoint's base (the state before the
+/// step). `None` before the first sync, and between windows while nothing is deleted.
+pub(super) fn window(cx: &Cx, deletes: bool) -> Option<DeletionWindow> {
     let since = cx.now - DELETION_WINDOW.as_nanos() as i64;
-    let halted = cx.meta.halt.is_some();
-    cx.meta
-        .deletions
-        .iter()
-        .filter(|d| halted || d.time_ns > since)
-        .cloned()
-        .collect()
+    match &cx.meta.deletion_window {
+        Some(w) if w.start_ns > since || cx.meta.halt.is_some() => Some(w.clone()),
+        _ if !deletes => None,
+        _ => cx.meta.base_tree.clone().map(|tree| DeletionWindow {
+            start_ns: cx.now,
+            tree,
+            files: files_before(cx),
+        }),
+    }
 }
 
 /// Files in the folder or the shared state before this step (the larger).
@@ -242,15 +251,164 @@ pub(super) fn check(
             "this step would delete {deletes} of {total} files ({pct:.0}%; {here} in this folder, {shared} in the shared state; {limits}). {confirm}"
         )));
     }
-    let recent = recent_deletions(cx);
-    let before: u64 = recent.iter().map(|d| d.files).sum();
-    let window_total = recent.first().map_or(total, |d| d.files_before.max(total));
-    if let Some(pct) = over(before + deletes, window_total) {
+    let Some(w) = window(cx, true) else {
+        return Ok(None);
+    };
+    let lost = match BlobId::from_hex(&w.tree).map(|t| lost_since(&cx.trees, t, plan)) {
+        Some(Ok(n)) => n,
+        // The window's first state is gone (pruned): judged by this step alone, as above.
+        Some(Err(e)) if super::is_missing(&e) => return Ok(None),
+        Some(Err(e)) => return Err(e),
+        None => return Ok(None),
+    };
+    let window_total = w.files.max(1);
+    if let Some(pct) = over(lost, window_total) {
+        let minutes = ((cx.now - w.start_ns).max(0) / 60_000_000_000).max(1);
         return Ok(Some(format!(
-            "{before} of {window_total} files were deleted in the last {} minutes and this step would delete {deletes} more ({pct:.0}% in all; {here} in this folder, {shared} in the shared state; {limits} per step and per {} minutes). {confirm}",
-            DELETION_WINDOW.as_secs() / 60,
+            "{lost} of the {window_total} files there were {minutes} minute(s) ago would be gone after this step, which deletes {deletes} ({pct:.0}%; {here} in this folder, {shared} in the shared state; {limits} per step and per {} minutes). {confirm}",
             DELETION_WINDOW.as_secs() / 60
         )));
     }
     Ok(None)
+}
+
+/// A file's content, to tell a move from a loss: size and data blobs (empty files never
+/// match), or a symlink's target.
+#[derive(PartialEq, Eq, Hash)]
+enum Key {
+    File(u64, Content),
+    Link(Vec<u8>),
+}
+
+fn key(n: &Node) -> Option<Key> {
+    match &n.kind {
+        NodeKind::File { size, content } if *size > 0 => Some(Key::File(*size, content.clone())),
+        NodeKind::Symlink { target } => Some(Key::Link(target.clone())),
+        _ => None,
+    }
+}
+
+/// The files of `start` gone from the plan's merged tree or its folder tree, less those whose
+/// content is found at a path new in that tree (moves): one count per path.
+fn lost_since(trees: &RepoTrees, start: BlobId, plan: &Plan) -> Result<u64> {
+    let before = trees.dir(&start)?;
+    let mut lost: HashSet<Vec<u8>> = HashSet::new();
+    for after in [&plan.out.merged, &plan.out.applied] {
+        let mut w = LossWalk {
+            trees,
+            gone: Vec::new(),
+            new: HashSet::new(),
+            new_dirs: Vec::new(),
+        };
+        w.diff(&mut Vec::new(), &before, after)?;
+        if w.gone.is_empty() {
+            continue;
+        }
+        for d in std::mem::take(&mut w.new_dirs) {
+            w.all_new(&d)?;
+        }
+        for (p, k) in w.gone {
+            if k.is_none_or(|k| !w.new.contains(&k)) {
+                lost.insert(p);
+            }
+        }
+    }
+    Ok(lost.len() as u64)
+}
+
+/// One walk of the window's first tree against a tree being built.
+struct LossWalk<'t, 'r> {
+    trees: &'t RepoTrees<'r>,
+    /// Files of the first tree gone here: path and content.
+    gone: Vec<(Vec<u8>, Option<Key>)>,
+    /// Contents at paths new here.
+    new: HashSet<Key>,
+    /// New directories taken whole, read only if something is gone.
+    new_dirs: Vec<BlobId>,
+}
+
+impl LossWalk<'_, '_> {
+    fn diff(&mut self, path: &mut Vec<u8>, before: &[Node], after: &[MTree]) -> Result<()> {
+        let mut names: BTreeMap<&[u8], (Option<&Node>, Option<&MTree>)> = BTreeMap::new();
+        for n in before {
+            names.entry(&n.name).or_default().0 = Some(n);
+        }
+        for m in after {
+            names.entry(m.name()).or_default().1 = Some(m);
+        }
+        for (name, (b, a)) in names {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name);
+            match (b, a) {
+                (Some(b), None) => self.all_gone(path, b)?,
+                (None, Some(a)) => self.new_entry(a),
+                (Some(b), Some(a)) => match (&b.kind, a) {
+                    (NodeKind::Dir { subtree: s }, MTree::Same(n)) if n.is_dir() => {
+                        if let NodeKind::Dir { subtree: t } = n.kind
+                            && *s != t
+                        {
+                            let (x, y) = (self.trees.dir(s)?, self.trees.dir(&t)?);
+                            let y: Vec<MTree> = y.into_iter().map(MTree::Same).collect();
+                            self.diff(path, &x, &y)?;
+                        }
+                    }
+                    (NodeKind::Dir { subtree: s }, MTree::Dir(_, children)) => {
+                        let x = self.trees.dir(s)?;
+                        self.diff(path, &x, children)?;
+                    }
+                    (NodeKind::Dir { .. }, _) => {
+                        self.all_gone(path, b)?;
+                        self.new_entry(a);
+                    }
+                    (_, a) if a.node().is_dir() => {
+                        self.all_gone(path, b)?;
+                        self.new_entry(a);
+                    }
+                    _ => {} // a file then and now (changed or not): no loss
+                },
+                (None, None) => {}
+            }
+            path.truncate(len);
+        }
+        Ok(())
+    }
+
+    /// Every file at or below `n` (at `path`) is gone.
+    fn all_gone(&mut self, path: &mut Vec<u8>, n: &Node) -> Result<()> {
+        let NodeKind::Dir { subtree } = n.kind else {
+            self.gone.push((path.clone(), key(n)));
+            return Ok(());
+        };
+        for c in self.trees.dir(&subtree)? {
+            let len = path.len();
+            path.push(b'/');
+            path.extend_from_slice(&c.name);
+            self.all_gone(path, &c)?;
+            path.truncate(len);
+        }
+        Ok(())
+    }
+
+    fn new_entry(&mut self, m: &MTree) {
+        match m {
+            MTree::Dir(_, children) => children.iter().for_each(|c| self.new_entry(c)),
+            MTree::Same(n) => match n.kind {
+                NodeKind::Dir { subtree } => self.new_dirs.push(subtree),
+                _ => self.new.extend(key(n)),
+            },
+        }
+    }
+
+    fn all_new(&mut self, dir: &BlobId) -> Result<()> {
+        for c in self.trees.dir(dir)? {
+            match c.kind {
+                NodeKind::Dir { subtree } => self.all_new(&subtree)?,
+                _ => self.new.extend(key(&c)),
+            }
+        }
+        Ok(())
+    }
 }

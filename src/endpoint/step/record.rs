@@ -11,7 +11,7 @@ use super::publish::Published;
 use super::remote::Remote;
 use super::{Cx, counts, guard, human};
 use crate::endpoint::audit;
-use crate::endpoint::state::{Commit, Deletions, Meta, SkippedFile, UNSYNCED_KEPT, Unsynced};
+use crate::endpoint::state::{Commit, DeletionWindow, Meta, SkippedFile, UNSYNCED_KEPT, Unsynced};
 use crate::endpoint::trees::node_at;
 use crate::error::Result;
 use crate::snapshot::diff::Change;
@@ -77,23 +77,14 @@ fn unsynced(cx: &Cx) -> (Vec<Unsynced>, u64) {
     (kept, total)
 }
 
-/// The deletion guard's window after this step: the recent steps' deletions and this one's.
-/// Deletions the user confirmed (`--allow-deletions`, `force-sync`) start it afresh.
-fn deletion_window(cx: &Cx, remote: &Remote, plan: &Plan) -> Vec<Deletions> {
+/// The deletion guard's window after this step. Deletions the user confirmed
+/// (`--allow-deletions`, `force-sync`) start it afresh at the next step.
+fn deletion_window(cx: &Cx, remote: &Remote, plan: &Plan) -> Option<DeletionWindow> {
     if cx.opts.allow_deletions || cx.opts.force.is_some() {
-        return vec![];
+        return None;
     }
-    let mut window = guard::recent_deletions(cx);
     let (here, shared) = guard::counted_deletions(cx, remote, plan);
-    let files = here + shared;
-    if files > 0 {
-        window.push(Deletions {
-            time_ns: cx.now,
-            files,
-            files_before: guard::files_before(cx),
-        });
-    }
-    window
+    guard::window(cx, here + shared > 0)
 }
 
 /// Paths where the folder keeps its own version because of a one-way mode: those found now,
@@ -216,7 +207,7 @@ pub(super) fn record(
         ..Default::default()
     };
     commit.skipped = Some(skipped(cx, plan));
-    let deletions = deletion_window(cx, remote, plan);
+    let deletion_window = deletion_window(cx, remote, plan);
     local_counts(cx, done)?;
     let (unsynced, unsynced_total) = unsynced(cx);
     let (kept_here, kept_here_total) = kept_here(cx, plan, done)?;
@@ -241,7 +232,7 @@ pub(super) fn record(
         paused: cx.meta.paused,
         unsynced,
         unsynced_total,
-        deletions,
+        deletion_window,
         shared_conflicts: settled.shared_view(),
         local_counted_tree: Some(done.applied_tree.to_hex()),
         shared_counted_tree: Some(done.merged_tree.to_hex()),
