@@ -5,6 +5,10 @@
 //! made a file) into a conflict copy; the file was left for later, moved along with its
 //! directory, and never looked at again — the daemon said "in sync" with a file no head had.
 //!
+//! Also B12 (seed 4343, `user_prompt`): a directory removal that failed because something
+//! appeared in the directory during the step left the directory here for good once that was
+//! gone — empty directories the shared state no longer had, with the endpoint idle.
+//!
 //! Real steps on an in-memory repository; the daemon's event-driven scan is what the worker
 //! passes: the paths the watcher reported plus what the previous step asked to look at again.
 
@@ -14,7 +18,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use prism_sync::backend::DynBackend;
+use prism_sync::backend::{DynBackend, Kind};
 use prism_sync::endpoint::{Endpoint, StepOptions, StepReport, step};
 use prism_sync::repository::Repository;
 use prism_sync::sync::Policy;
@@ -57,12 +61,16 @@ impl Pair {
     }
 
     fn step(&self, i: usize, opts: &StepOptions) -> StepReport {
-        let ep = Endpoint::open(&self.homes[i], SET).unwrap();
-        let repo = Repository::open(self.backend.clone(), &support::creds(&self.keys)).unwrap();
-        let r = step(&ep, &repo, opts).unwrap();
+        let r = self.step_on(i, self.backend.clone(), opts);
         assert!(r.halted.is_none(), "endpoint {i} halted: {:?}", r.halted);
         assert!(r.failures.is_empty(), "endpoint {i}: {:?}", r.failures);
         r
+    }
+
+    fn step_on(&self, i: usize, backend: DynBackend, opts: &StepOptions) -> StepReport {
+        let ep = Endpoint::open(&self.homes[i], SET).unwrap();
+        let repo = Repository::open(backend, &support::creds(&self.keys)).unwrap();
+        step(&ep, &repo, opts).unwrap()
     }
 
     fn sync(&self, i: usize) -> StepReport {
@@ -204,5 +212,61 @@ fn a_shared_change_to_a_file_left_for_later_is_applied_once_it_is_tracked_again(
         b"v2 from the laptop\n",
         "the laptop's version never arrived: the workspace recorded it as seen while its \
          folder kept the old file"
+    );
+}
+
+/// B12: the shared state removes a directory; while the workspace's step applies that, a file
+/// appears in it (and the removal fails: not empty); then the file goes again. The next steps
+/// must remove the directory, not keep it as "held by files that do not sync".
+#[test]
+fn a_directory_kept_because_a_file_appeared_in_it_is_removed_once_the_file_is_gone() {
+    let w = Pair::new(Policy::UserPrompt);
+    w.write_old(0, "d/a.txt", b"a\n");
+    w.write_old(0, "d/sub/b.txt", b"b\n");
+    w.sync(0);
+    w.sync(1);
+    std::fs::remove_dir_all(w.folders[0].join("d")).unwrap();
+    w.write_old(0, "new.txt", b"new, to download\n");
+    assert!(w.sync(0).published.is_some());
+
+    // The workspace's step: the first data read (the download of new.txt, after the scan)
+    // puts a file into d/sub.
+    let holder = w.folders[1].join("d/sub/made-meanwhile.txt");
+    let h = holder.clone();
+    let armed = std::sync::Mutex::new(true);
+    let hooked: DynBackend =
+        std::sync::Arc::new(support::Tapped::new(w.backend.clone(), move |call| {
+            let pack = matches!(
+                call,
+                support::Call::Read(Kind::Pack, _)
+                    | support::Call::ReadRange {
+                        kind: Kind::Pack,
+                        ..
+                    }
+            );
+            let mut armed = armed.lock().unwrap();
+            if pack && *armed && h.parent().unwrap().is_dir() {
+                *armed = false;
+                std::fs::write(&h, b"made while the step ran\n").unwrap();
+            }
+        }));
+    let first = w.step_on(1, hooked, &StepOptions::default());
+    assert!(holder.exists(), "the hook ran: {first:?}");
+    assert_eq!(
+        std::fs::read(w.folders[1].join("new.txt")).unwrap(),
+        b"new, to download\n"
+    );
+    // The file goes again before the next step (moved elsewhere, say); the watcher names it.
+    std::fs::remove_file(&holder).unwrap();
+    let mut prev = first;
+    for _ in 0..2 {
+        prev = w.step(
+            1,
+            &next_daemon_step(&prev, &[b"d/sub/made-meanwhile.txt", b"d/sub", b"d"]),
+        );
+    }
+    assert!(
+        !w.folders[1].join("d").exists(),
+        "d stayed at the workspace although the shared state removed it and nothing holds it: {prev:?}"
     );
 }

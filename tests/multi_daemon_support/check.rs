@@ -54,12 +54,32 @@ fn under_any(path: &str, roots: &BTreeSet<String>) -> bool {
 }
 
 fn without(d: &Digest, parked: &BTreeSet<String>, temps: bool) -> Digest {
-    d.iter()
+    let mut out: Digest = d
+        .iter()
         .filter(|(p, _)| {
             !under_any(p, parked) && (temps || !is_temp(p.rsplit('/').next().unwrap()))
         })
         .map(|(p, e)| (p.clone(), e.clone()))
-        .collect()
+        .collect();
+    // A folder keeps its own version of a parked path, so the directories above it may be
+    // there at that endpoint only: those that hold nothing else are left out too (deepest
+    // first, so that a parent holding only such directories goes as well).
+    let holders: Vec<String> = out
+        .keys()
+        .filter(|p| parked.iter().any(|r| is_ancestor(p, r)))
+        .cloned()
+        .collect();
+    for h in holders.iter().rev() {
+        let prefix = format!("{h}/");
+        let holds_more = out
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&prefix));
+        if !holds_more {
+            out.remove(h);
+        }
+    }
+    out
 }
 
 /// Paths where the digests differ, with each side's entry.

@@ -148,20 +148,28 @@ pub(super) fn execute(cx: &mut Cx, scanned: &Scanned, plan: &Plan) -> Result<Don
         }
         let inside =
             |t: &&(Vec<u8>, String)| t.0.starts_with(path) && t.0.get(path.len()) == Some(&b'/');
-        if let Some((temp, why)) = cleaned.kept.iter().find(inside) {
-            let base = base.get_or_insert_with(|| merged.clone());
-            patch(
-                &cx.trees,
-                base,
-                path,
-                node_at(&cx.trees, plan.base_tree, path)?,
-            )?;
-            let why = format!(
+        let why = if let Some((temp, why)) = cleaned.kept.iter().find(inside) {
+            format!(
                 "kept although removed elsewhere: it holds {} ({why}); retried",
                 display_path(temp)
-            );
-            cx.report.failures.push((path.to_vec(), why));
-        }
+            )
+        } else if !held_by_unsynced(&cfg.local_path, path, &scanned.rules) {
+            // B12: held by something made while the step ran (or by nothing by now): recorded
+            // as kept, the directory would stay here for good once that is gone — the folder
+            // tree holds it, the base does not, and neither side "changes" it again.
+            "kept although removed elsewhere: something appeared in it during the step; retried"
+                .to_string()
+        } else {
+            continue;
+        };
+        let base = base.get_or_insert_with(|| merged.clone());
+        patch(
+            &cx.trees,
+            base,
+            path,
+            node_at(&cx.trees, plan.base_tree, path)?,
+        )?;
+        cx.report.failures.push((path.to_vec(), why));
     }
     for (a, r) in plan.out.actions.iter().zip(&results) {
         match r {
@@ -248,4 +256,32 @@ fn moved_untracked(
         }
     }
     out
+}
+
+/// Does the directory at `rel` hold something, and only entries that do not sync (excluded by
+/// the rules, or temp files of a writer), at any depth? That is how a directory removed
+/// elsewhere stays here. Unreadable: assumed so (it stays, as before).
+fn held_by_unsynced(root: &std::path::Path, rel: &[u8], rules: &crate::sync::rules::Rules) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = root.join(std::ffi::OsStr::from_bytes(rel));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return true;
+    };
+    let mut any = false;
+    for e in entries {
+        let Ok(e) = e else { return true };
+        let Ok(ft) = e.file_type() else { return true };
+        let name = e.file_name();
+        let mut sub = rel.to_vec();
+        sub.push(b'/');
+        sub.extend_from_slice(name.as_bytes());
+        any = true;
+        let unsynced = rules.excluded(&sub, ft.is_dir())
+            || (!ft.is_dir() && leftovers::is_temp_name(name.as_bytes()))
+            || (ft.is_dir() && held_by_unsynced(root, &sub, rules));
+        if !unsynced {
+            return false;
+        }
+    }
+    any
 }
