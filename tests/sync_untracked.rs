@@ -270,3 +270,61 @@ fn a_directory_kept_because_a_file_appeared_in_it_is_removed_once_the_file_is_go
         "d stayed at the workspace although the shared state removed it and nothing holds it: {prev:?}"
     );
 }
+
+/// Seed 4603: a file of a directory that the step keeps as a conflict copy is rewritten between
+/// the scan and the rename; the copy is published with the scanned version, and the watcher
+/// names the write at the old path. The next steps must look at the copy's files again.
+#[test]
+fn a_file_written_while_its_directory_becomes_a_conflict_copy_is_published() {
+    let w = Pair::new(Policy::KeepBoth);
+    w.write_old(0, "d/p.txt", b"p v1\n");
+    w.write_old(0, "d/q/x.txt", b"x v1\n");
+    w.sync(0);
+    w.sync(1);
+    std::fs::remove_dir_all(w.folders[0].join("d")).unwrap();
+    w.write_old(0, "d", b"d is a file now\n");
+    assert!(w.sync(0).published.is_some());
+    w.write_old(1, "d/p.txt", b"p v2 from the workspace\n");
+    // The write lands during the step's apply (first data read: the download of the file d).
+    let target = w.folders[1].join("d/q/x.txt");
+    let t = target.clone();
+    let armed = std::sync::Mutex::new(true);
+    let hooked: DynBackend =
+        std::sync::Arc::new(support::Tapped::new(w.backend.clone(), move |call| {
+            let pack = matches!(
+                call,
+                support::Call::Read(Kind::Pack, _)
+                    | support::Call::ReadRange {
+                        kind: Kind::Pack,
+                        ..
+                    }
+            );
+            let mut armed = armed.lock().unwrap();
+            if pack && *armed && t.is_file() {
+                *armed = false;
+                std::fs::write(&t, b"x v3, written during the step\n").unwrap();
+            }
+        }));
+    let first = w.step_on(1, hooked, &StepOptions::default());
+    let copy = conflict_copy_of(&w.folders[1], "d");
+    assert_eq!(
+        std::fs::read(w.folders[1].join(&copy).join("q/x.txt")).unwrap(),
+        b"x v3, written during the step\n",
+        "the hook ran before the rename: {first:?}"
+    );
+    let mut prev = first;
+    for _ in 0..2 {
+        prev = w.step(
+            1,
+            &next_daemon_step(&prev, &[b"d/q/x.txt", b"d", copy.as_bytes()]),
+        );
+    }
+    w.sync(0);
+    assert_eq!(
+        std::fs::read(w.folders[0].join(&copy).join("q/x.txt"))
+            .ok()
+            .as_deref(),
+        Some(&b"x v3, written during the step\n"[..]),
+        "{copy}/q/x.txt: the workspace's last version never published"
+    );
+}

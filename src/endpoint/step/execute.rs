@@ -203,6 +203,34 @@ pub(super) fn execute(cx: &mut Cx, scanned: &Scanned, plan: &Plan) -> Result<Don
         }
     }
     cx.report.rescan = moved_untracked(&scanned.untracked, &plan.out.actions, &results);
+    // A directory kept as a conflict copy moves with whatever its files hold by then: a file
+    // written between the scan and the rename is under the copy now, and the watcher named it
+    // at its old path (seed 4603). Every file of the copy is looked at again.
+    let mut copied = Vec::new();
+    for (a, r) in plan.out.actions.iter().zip(&results) {
+        if let (
+            Action::Rename {
+                to,
+                expect,
+                node: None,
+                ..
+            },
+            Ok(()),
+        ) = (a, r)
+            && let crate::snapshot::NodeKind::Dir { subtree } = expect.kind
+        {
+            crate::snapshot::tree::walk(repo, &subtree, &mut |p, n| {
+                if !n.is_dir() {
+                    let mut at = to.clone();
+                    at.push(b'/');
+                    at.extend_from_slice(p);
+                    copied.push(at);
+                }
+                Ok(true)
+            })?;
+        }
+    }
+    cx.report.rescan.extend(copied);
     let mut packer = Packer::new(repo);
     let merged_tree = write_tree(&mut packer, &merged)?;
     let base_tree = match &base {
