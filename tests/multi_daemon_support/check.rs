@@ -127,9 +127,11 @@ fn claims_in_sync(s: &Value) -> bool {
     idle(s)
         && (s["in_sync"] == true
             || (!conflict_paths(s).is_empty()
-                && s["state"]
-                    .as_str()
-                    .is_some_and(|t| t.starts_with("in sync except"))))
+                && s["state"].as_str().is_some_and(|t| {
+                    // Older wording, or the current one: every reason is parked conflicts.
+                    t.starts_with("in sync except")
+                        || t.split("; ").all(|r| r.contains("conflict(s) parked"))
+                })))
 }
 
 fn idle(s: &Value) -> bool {
