@@ -15,7 +15,6 @@ use super::{Ctx, JoinArgs, LsArgs, Outcome, RestoreArgs, SyncInitArgs};
 use crate::archiver::Progress;
 use crate::backend::{self, Kind};
 use crate::endpoint::config::SetConfig;
-use crate::endpoint::trees::{RepoTrees, node_at};
 use crate::endpoint::{Endpoint, StepOptions, StepReport, step};
 use crate::error::Error;
 use crate::format::config as config_layout;
@@ -23,6 +22,7 @@ use crate::id::{SnapshotId, hex_decode, hex_encode};
 use crate::repository::heads::list_heads;
 use crate::repository::{InitOptions, Repository, hostname};
 use crate::restorer::{RestoreOptions, restore as restore_tree};
+use crate::snapshot::catalog::Catalog;
 use crate::snapshot::tree::walk;
 use crate::snapshot::{Node, NodeKind, Snapshot, display_path, select};
 use crate::status::SetStatus;
@@ -790,37 +790,42 @@ pub fn resolve(
 
 // ---- history, snapshots, ls, restore ----------------------------------------------------------------
 
-/// The set's published states (not the pre-sync safety snapshots), oldest first.
+/// The set's catalog, brought up to date with the repository's snapshot list (new snapshots are
+/// opened once; unreadable ones are reported and left out).
+fn set_catalog(ctx: &Ctx, repo: &Repository, name: &str) -> Result<Catalog> {
+    let mut catalog = Catalog::open(&ctx.home, repo, name);
+    for e in catalog.refresh(repo)? {
+        ctx.out
+            .warn(format!("{e}; it is left out (run `prism-sync check`)"));
+    }
+    Ok(catalog)
+}
+
+/// The set's published states (with `include_safety` also the pre-sync safety snapshots), oldest
+/// first.
 fn set_snapshots(
     ctx: &Ctx,
     repo: &Repository,
     name: &str,
     include_safety: bool,
 ) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    let (snaps, errors) = repo.snapshots_lenient()?;
-    for e in errors {
-        ctx.out
-            .warn(format!("{e}; it is left out (run `prism-sync check`)"));
-    }
-    Ok(snaps
-        .into_iter()
-        .filter(|(_, s)| {
-            s.sync_set.as_deref() == Some(name)
-                && (include_safety || !s.tags.iter().any(|t| t == "before-sync"))
-        })
-        .collect())
+    let mut catalog = set_catalog(ctx, repo, name)?;
+    catalog.save(repo);
+    Ok(catalog.snapshots(include_safety))
 }
 
 pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome> {
     let (_ep, repo) = open_set(ctx, name)?;
     repo.load_index()?;
     let p: Vec<u8> = crate::snapshot::components(path.as_bytes()).join(&b'/');
-    let snaps = set_snapshots(ctx, &repo, name, true)?;
-    let trees = RepoTrees::new(&repo);
+    let mut catalog = set_catalog(ctx, &repo, name)?;
+    catalog.catalog_paths(&repo)?;
+    catalog.save(&repo);
+    // The snapshots at which the path's node changed; between two of them it stays the same.
+    let versions = catalog.versions(&p);
     let mut last: Option<Option<Node>> = None;
     let mut rows = Vec::new();
-    for (id, s) in &snaps {
-        let node = node_at(&trees, Some(s.tree), &p)?;
+    for (id, s, node) in &versions {
         let changed = match (&last, &node) {
             (None, None) => false,
             (None, Some(_)) => true,
@@ -839,7 +844,7 @@ pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome>
             let safety = s.tags.iter().any(|t| t == "before-sync");
             rows.push((id, s, node.clone(), event, safety));
         }
-        last = Some(node);
+        last = Some(node.clone());
     }
     if ctx.out.json {
         ctx.out.json(&Value::Array(
