@@ -74,6 +74,9 @@ pub struct InstanceInfo {
     /// The id of the workspace's own key file in the repository (`key remove` revokes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// Its folder, as `add-instance` was told (for `status` until it publishes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
 }
 
 /// One sync set at this endpoint.
