@@ -147,6 +147,35 @@ fn a_restore_on_a_terminal_shows_its_total_and_a_summary() {
     );
 }
 
+/// `check --read-data` counts the packs it reads against those it chose, with their bytes.
+#[test]
+fn check_read_data_on_a_terminal_shows_packs_and_bytes_against_the_total() {
+    let env = Env::with_repo();
+    let dir = data(&env);
+    env.backup_id(&dir);
+    let mut cmd = env.command::<&str>(&[]);
+    cmd.env("PRISM_SYNC_READ_LIMIT_KIB", "2048");
+    let (code, shown) = on_terminal(cmd, &["check", "--read-data"]);
+    assert_eq!(code, 0, "{shown}");
+    let line = shown
+        .split(['\r', '\n'])
+        .find(|l| l.contains("🔄 check: read data"))
+        .unwrap_or_else(|| panic!("no read-data progress:\n{shown}"));
+    assert!(line.contains(" packs ") && has_percentage(line), "{line}");
+    assert!(
+        shown.contains("✅ check --read-data: "),
+        "no summary:\n{shown}"
+    );
+    // On a pipe: none of it.
+    let o = env.run(&["check", "--read-data"]);
+    assert_exit(&o, 0, "check");
+    let all = o.out() + &o.err();
+    assert!(
+        !all.contains("🔄") && !all.contains("✅ check --read-data"),
+        "{all}"
+    );
+}
+
 /// Regression: `sync` showed "scanning: 0 files, 393 MiB read" while it was uploading. Its
 /// progress names the phase (scan + upload, merge, download + apply, publish).
 #[test]

@@ -30,6 +30,8 @@ pub struct Reading {
     /// Whether the file and byte counters mean something in this phase (a sync's merge and
     /// publish show the phase and the note only).
     pub counting: bool,
+    /// What `files_done` counts (`packs` for `check --read-data`); empty: files.
+    pub noun: &'static str,
     pub files_done: u64,
     /// Known once the pre-count finished (or from the snapshot's summary).
     pub files_total: Option<u64>,
@@ -47,9 +49,10 @@ pub fn plan(r: &Reading, elapsed: Duration) -> String {
         parts.extend(r.note.clone());
         return parts.join("  ");
     }
+    let noun = noun(r);
     parts.push(match r.files_total {
-        Some(t) => format!("{}/{t} files", r.files_done.min(t)),
-        None => format!("{} files", r.files_done),
+        Some(t) => format!("{}/{t} {noun}", r.files_done.min(t)),
+        None => format!("{} {noun}", r.files_done),
     });
     let rate = rate(r.bytes_done, elapsed);
     match r.bytes_total {
@@ -81,9 +84,10 @@ pub fn plan(r: &Reading, elapsed: Duration) -> String {
 /// The line printed when the operation ends: `✅ backup: 40 files, 10.00 MiB in 0:10 (1.00 MiB/s)`.
 pub fn summary(r: &Reading, elapsed: Duration) -> String {
     let mut s = format!(
-        "✅ {}: {} files, {} in {}",
+        "✅ {}: {} {}, {} in {}",
         r.op,
         r.files_done,
+        noun(r),
         bytes(r.bytes_done),
         clock(elapsed)
     );
@@ -97,6 +101,10 @@ pub fn summary(r: &Reading, elapsed: Duration) -> String {
         s.push_str(&format!("; {n}"));
     }
     s
+}
+
+fn noun(r: &Reading) -> &'static str {
+    if r.noun.is_empty() { "files" } else { r.noun }
 }
 
 /// Bytes per second over the whole run so far (`None`: too early to say).
@@ -190,6 +198,7 @@ mod tests {
             op: "backup",
             phase: "backup".into(),
             counting: true,
+            noun: "files",
             files_done: 3,
             files_total: total.map(|_| 10),
             bytes_done: done,

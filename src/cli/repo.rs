@@ -295,8 +295,9 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
     })
 }
 
-/// `PRISM_SYNC_READ_LIMIT_KIB`: read files at most this many KiB per second (to leave the disk to
-/// other work, and for tests of the progress display).
+/// `PRISM_SYNC_READ_LIMIT_KIB`: `backup` reads files, `check --read-data` packs, at most this
+/// many KiB per second (to leave the disk or the link to other work, and for tests of the
+/// progress display).
 fn read_limit() -> Result<Option<u64>> {
     match std::env::var("PRISM_SYNC_READ_LIMIT_KIB") {
         Ok(v) => match v.trim().parse::<u64>() {
@@ -332,6 +333,7 @@ fn backup_bar(
             op: "backup",
             phase: "backup".into(),
             counting: true,
+            noun: "files",
             files_done: p.files.load(Ordering::Relaxed),
             files_total: total.map(|t| t.0),
             bytes_done: p.bytes_read.load(Ordering::Relaxed)
@@ -721,6 +723,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
         op: "restore",
         phase: "restore".into(),
         counting: true,
+        noun: "files",
         files_done: p.files.load(Ordering::Relaxed),
         files_total: (whole && files_total > 0).then_some(files_total),
         bytes_done: p.bytes.load(Ordering::Relaxed),
@@ -992,7 +995,38 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Outcome> {
         (None, false) => ReadData::None,
     };
     let repo = open(ctx)?;
-    let r = repository::check::check(&repo, &how)?;
+    let progress = Arc::new(repository::check::ReadProgress {
+        read_bytes_per_s: read_limit()?,
+        ..Default::default()
+    });
+    let bar = (how != ReadData::None).then(|| {
+        let p = progress.clone();
+        Bar::start(&ctx.out, move || {
+            let known = |n: u64| (n > 0).then_some(n);
+            let total = known(p.packs_total.load(Ordering::Relaxed));
+            Reading {
+                op: "check --read-data",
+                phase: if total.is_some() {
+                    "check: read data"
+                } else {
+                    "check: structure"
+                }
+                .into(),
+                counting: total.is_some(),
+                noun: "packs",
+                files_done: p.packs_done.load(Ordering::Relaxed),
+                files_total: total,
+                bytes_done: p.bytes_done.load(Ordering::Relaxed),
+                bytes_total: known(p.bytes_total.load(Ordering::Relaxed)),
+                note: None,
+            }
+        })
+    });
+    let r = repository::check::check_with_progress(&repo, &how, &progress);
+    if let Some(bar) = bar {
+        bar.finish(r.is_ok());
+    }
+    let r = r?;
     if ctx.out.json {
         ctx.out.json(&json!({
             "ok": r.errors.is_empty(), "errors": r.errors, "warnings": r.warnings,

@@ -475,6 +475,7 @@ fn sync_bar(ctx: &Ctx, ep: &Endpoint, p: Arc<Progress>) -> Bar {
             op: "sync",
             phase: phase.into(),
             counting,
+            noun: "files",
             files_done: p.files.load(Ordering::Relaxed),
             files_total: total.map(|t| t.0),
             bytes_done: p.bytes_read.load(Ordering::Relaxed)
