@@ -232,3 +232,44 @@ fn sets_with_shared_log_files_are_told_once_that_they_stop_syncing() {
     let o = laptop.run(&["status", SET]);
     assert!(!String::from_utf8_lossy(&o.stderr).contains("no longer sync"));
 }
+
+/// `real_time: false` (the research preset's datasets and results): a change there does not
+/// start a step of the daemon by itself; it goes with the next step that runs anyway. A
+/// change in a real-time category (code) is synced at once, and takes it along.
+#[test]
+fn a_real_time_false_category_waits_for_the_next_step() {
+    let w = World::with(2, &["--rules", "research"], |_| {});
+    let (laptop, ws1) = (&w.eps[0], &w.eps[1]);
+    // No periodic rescan during the test: only events start steps.
+    let o = laptop
+        .cmd(&["start", SET])
+        .env("PRISM_SYNC_FULL_RESCAN_S", "600")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_for("the daemon's first step", Duration::from_secs(60), || {
+        let s = laptop.status();
+        s["daemon"]["running"] == true && s["in_sync"] == true
+    });
+    laptop.write("data/x.csv", "1,2\n");
+    // Well past the settle window (50 ms) and a head poll (100 ms): nothing was published.
+    std::thread::sleep(Duration::from_secs(3));
+    ws1.sync();
+    assert_eq!(
+        ws1.read("data/x.csv"),
+        None,
+        "a real_time: false change was synced at once"
+    );
+    let s = laptop.status();
+    assert_eq!(s["in_sync"], false, "the waiting change is shown: {s:#}");
+    laptop.write("train.py", "print(1)\n");
+    wait_for(
+        "the code change and the waiting one",
+        Duration::from_secs(60),
+        || {
+            ws1.sync();
+            ws1.read("train.py").is_some()
+        },
+    );
+    assert_eq!(ws1.read("data/x.csv").as_deref(), Some("1,2\n"));
+}
