@@ -12,6 +12,11 @@
 //! `PRISM_BENCH_STEPS` (default 1000) is the last checkpoint (checkpoints: 10, 100, 1000,
 //! 10000 up to it); `PRISM_BENCH_FILES` (default 2000) the folder's file count;
 //! `PRISM_BENCH_MAINTAIN_EVERY=0` turns maintenance off (the "before" column).
+//!
+//! `PRISM_BENCH_REPO=rest:http://127.0.0.1:PORT/` puts the set's repository there instead (e.g.
+//! `prism-sync serve` behind `wan-proxy`; the token comes from `PRISM_SYNC_REST_TOKEN`), with
+//! the metadata cache the CLI uses; `PRISM_BENCH_REPO_DIR` is then the served directory, for the
+//! object counts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,7 +98,17 @@ fn main() {
         .unwrap();
     let home: PathBuf = tmp.path().join("home");
     let folder = tmp.path().join("folder");
-    let repo_dir = tmp.path().join("repo");
+    let remote = std::env::var("PRISM_BENCH_REPO").ok();
+    let repo_dir = match (&remote, std::env::var_os("PRISM_BENCH_REPO_DIR")) {
+        (Some(_), Some(d)) => PathBuf::from(d),
+        (Some(_), None) => {
+            panic!("PRISM_BENCH_REPO needs PRISM_BENCH_REPO_DIR (the served directory)")
+        }
+        (None, _) => tmp.path().join("repo"),
+    };
+    let repo_url = remote
+        .clone()
+        .unwrap_or_else(|| repo_dir.to_str().unwrap().to_string());
     for i in 0..files {
         let p = folder.join(format!("d{}/f{i}.txt", i % 40));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -106,7 +121,7 @@ fn main() {
             "init",
             folder.to_str().unwrap(),
             "--repo",
-            repo_dir.to_str().unwrap(),
+            &repo_url,
             "--name",
             SET,
         ],
@@ -117,7 +132,9 @@ fn main() {
         password: None,
         local_keys_dir: home.join("sync/keys"),
     };
-    let repo = Repository::open_url(&ep.cfg.repo, &creds).unwrap();
+    let repo = Repository::open_url(&ep.cfg.repo, &creds)
+        .unwrap()
+        .with_cache(&prism_sync::repository::cache::cache_root(&home));
     let iv = Intervals::from_env();
     let mut at_step5 = String::new();
     println!(

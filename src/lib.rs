@@ -19,7 +19,7 @@
 //! - [`time`]: the times people type and read.
 //! - [`repository`]: opening a repository URL, open/init, write ordering (packs → index →
 //!   snapshot), check, prune.
-//! - [`snapshot`]: trees, nodes, walking, diff, selection, retention.
+//! - [`snapshot`]: trees, nodes, walking, diff, selection, retention, the per-set catalog.
 //! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
 //! - [`sync`]: the three-way merge as a pure function, rules and policies.
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.

@@ -7,6 +7,7 @@
 //! decisions.
 
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,39 @@ pub struct ActivityLine {
     pub direction: String,
 }
 
+/// One instance of the set (an endpoint: this machine, a workspace that joined, or one that was
+/// added with `add-instance` and has not joined yet), as the instance list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceView {
+    pub name: String,
+    /// This machine.
+    pub here: bool,
+    /// Whether it is connected: here, a daemon runs the set; a workspace added but never
+    /// joined is not. `None`: another endpoint, whose daemon cannot be seen from here — see
+    /// `last_seen`.
+    pub connected: Option<bool>,
+    /// One phrase: `connected`, `not connected: no daemon runs the set`, `last seen 2 minutes
+    /// ago`, `never joined (added 3 hours ago)`.
+    pub state: String,
+    /// Its host name, from the last version it published.
+    pub host: Option<String>,
+    /// Where its folder is: here, the set's folder; elsewhere, the folder of the last version
+    /// it published, or the one `add-instance` was given.
+    pub folder: Option<String>,
+    /// When it last published a version of the set.
+    pub last_seen: Option<String>,
+    pub last_seen_ago: Option<String>,
+    /// When `add-instance` recorded it.
+    pub added: Option<String>,
+}
+
+/// A file over the set's `warn_file_size`: synced anyway, named so a stray dump gets noticed.
+#[derive(Debug, Clone, Serialize)]
+pub struct LargeFile {
+    pub path: String,
+    pub size: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DaemonView {
     pub running: bool,
@@ -95,6 +129,9 @@ pub struct DaemonView {
 #[derive(Debug, Clone, Serialize)]
 pub struct SetStatus {
     pub name: String,
+    /// The first line, as people read it: `In sync — last update: 2 seconds ago`, or
+    /// `Not in sync — <the first reason>`.
+    pub headline: String,
     /// One line: `in sync`, or the first reason it is not.
     pub state: String,
     /// This endpoint has merged the single current head, its folder matches it, nothing is
@@ -119,6 +156,8 @@ pub struct SetStatus {
     pub last_update_ago: Option<String>,
     pub halt: Option<String>,
     pub endpoints: Vec<EndpointSeen>,
+    /// Every instance: this one, those that published, those added but never joined.
+    pub instances: Vec<InstanceView>,
     pub conflicts: Vec<Conflict>,
     /// Paths the last step knowingly left out of sync, with the reason.
     pub unsynced: Vec<Unsynced>,
@@ -128,6 +167,9 @@ pub struct SetStatus {
     pub kept_here: Vec<String>,
     pub kept_here_total: u64,
     pub skipped: Vec<Skipped>,
+    /// Files over `warn_file_size` as of the last step (largest first), and the limit.
+    pub large_files: Vec<LargeFile>,
+    pub warn_file_size: Option<u64>,
     pub activity: Vec<ActivityLine>,
     pub paused: bool,
     pub daemon: DaemonView,
@@ -162,6 +204,8 @@ struct HeadsNow {
     names: Vec<String>,
     /// The conflicts the current heads carry.
     conflicts: Vec<SharedConflictView>,
+    /// Of each current head: its endpoint, and the host and folder of its snapshot.
+    publishers: Vec<(String, String, String)>,
 }
 
 /// The set's heads as they are now (one list call, one read per head), or why they could not
@@ -188,7 +232,24 @@ fn heads_now(ep: &Endpoint, creds: &Credentials) -> std::result::Result<HeadsNow
             conflicts.push(v);
         }
     }
-    Ok(HeadsNow { names, conflicts })
+    let publishers = listing
+        .current
+        .iter()
+        .filter_map(|(_, h)| {
+            let snap = repo.load_snapshot(&h.snapshot).ok()?;
+            let folder = snap
+                .paths
+                .first()
+                .map(|p| display_path(p))
+                .unwrap_or_default();
+            Some((h.endpoint.clone(), snap.host, folder))
+        })
+        .collect();
+    Ok(HeadsNow {
+        names,
+        conflicts,
+        publishers,
+    })
 }
 
 /// Every conflict of the set as seen from this endpoint: those parked here (from its state),
@@ -256,8 +317,16 @@ pub fn set_status(
     let reasons = not_in_sync(&meta, &conflicts, &names, live.as_ref());
     let maintaining = live.as_ref().is_some_and(|l| l.maintaining);
     let ago = |t: Option<i64>| t.map(|t| format_ago(t, now));
+    let headline = match (&reasons.first(), meta.last_change_ns.or(meta.last_step_ns)) {
+        (None, Some(t)) => format!("In sync — last update: {}", format_ago(t, now)),
+        (None, None) => "In sync".to_string(),
+        (Some(why), _) => format!("Not in sync — {why}"),
+    };
+    let instances = instances(&ep, &meta, heads.as_ref().ok(), daemon, live.is_some(), now);
     Ok(SetStatus {
         name: name.to_string(),
+        headline,
+        instances,
         state: reasons.first().cloned().unwrap_or_else(|| "in sync".into()),
         in_sync: reasons.is_empty(),
         reasons,
@@ -305,6 +374,18 @@ pub fn set_status(
                 reason: s.reason,
             })
             .collect(),
+        large_files: meta
+            .large_files
+            .iter()
+            .map(|(p, n)| LargeFile {
+                path: p.clone(),
+                size: *n,
+            })
+            .collect(),
+        warn_file_size: crate::endpoint::config::RulesFile::load(home)
+            .ok()
+            .and_then(|f| f.default_rules.size_limits.warn_file_size)
+            .and_then(|w| crate::sync::rules::parse_size(&w).ok()),
         activity: ep
             .state
             .activity(10)?
@@ -340,6 +421,103 @@ pub fn set_status(
             running: maintaining,
         },
     })
+}
+
+/// Every instance of the set as seen from here: this endpoint first, then the others that
+/// published (by name), then those `add-instance` recorded that never published.
+fn instances(
+    ep: &Endpoint,
+    meta: &crate::endpoint::state::Meta,
+    heads: Option<&HeadsNow>,
+    daemon: Option<&DaemonAnswer>,
+    daemon_runs_set: bool,
+    now: i64,
+) -> Vec<InstanceView> {
+    let me = &ep.cfg.endpoint;
+    let seen = |name: &str| {
+        meta.endpoints_seen
+            .iter()
+            .find(|(e, _)| e == name)
+            .map(|(_, t)| *t)
+    };
+    let published = |name: &str| {
+        heads
+            .and_then(|h| h.publishers.iter().find(|(e, _, _)| e == name).cloned())
+            .or_else(|| {
+                meta.endpoint_places
+                    .iter()
+                    .find(|(e, _, _)| e == name)
+                    .cloned()
+            })
+    };
+    let added = |name: &str| ep.cfg.instances.iter().find(|i| i.name == name);
+    let mut out = Vec::new();
+    let here_seen = seen(me);
+    out.push(InstanceView {
+        name: me.clone(),
+        here: true,
+        connected: Some(daemon_runs_set),
+        state: match (daemon, daemon_runs_set) {
+            (Some(d), true) => format!("connected (daemon pid {})", d.pid),
+            (Some(_), false) => "not connected: the daemon runs, but not this set".into(),
+            (None, _) => "not connected: no daemon runs (syncs only with `sync`)".into(),
+        },
+        host: Some(crate::repository::hostname()),
+        folder: Some(ep.cfg.local_path.display().to_string()),
+        last_seen: here_seen.map(format_rfc3339),
+        last_seen_ago: here_seen.map(|t| format_ago(t, now)),
+        added: None,
+    });
+    let mut others: Vec<&String> = meta
+        .endpoints_seen
+        .iter()
+        .map(|(e, _)| e)
+        .filter(|e| *e != me)
+        .collect();
+    others.sort();
+    others.dedup();
+    for name in others {
+        let t = seen(name);
+        let p = published(name);
+        let folder = p
+            .as_ref()
+            .map(|(_, _, f)| f.clone())
+            .or_else(|| added(name).and_then(|i| i.folder.clone()));
+        out.push(InstanceView {
+            name: name.clone(),
+            here: false,
+            connected: None,
+            state: match t {
+                Some(t) => format!("last seen {}", format_ago(t, now)),
+                None => "not seen yet".into(),
+            },
+            host: p.map(|(_, h, _)| h),
+            folder,
+            last_seen: t.map(format_rfc3339),
+            last_seen_ago: t.map(|t| format_ago(t, now)),
+            added: added(name).map(|i| i.added.clone()),
+        });
+    }
+    for i in &ep.cfg.instances {
+        if out.iter().any(|o| o.name == i.name) {
+            continue;
+        }
+        let since = jiff::Timestamp::from_str(&i.added)
+            .map(|t| format!(" (added {})", format_ago(t.as_nanosecond() as i64, now)))
+            .unwrap_or_default();
+        out.push(InstanceView {
+            name: i.name.clone(),
+            here: false,
+            connected: Some(false),
+            state: format!("never joined{since}"),
+            host: None,
+            folder: i.folder.clone(),
+            last_seen: None,
+            last_seen_ago: None,
+            added: Some(i.added.clone()),
+        });
+    }
+    out
 }
 
 /// The in-sync rule: every reason this endpoint is not in sync with the set, most important

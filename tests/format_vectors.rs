@@ -498,3 +498,78 @@ fn file_cache_entry() {
     );
     assert_eq!(CacheEntry::decode(&file).unwrap(), e);
 }
+
+#[test]
+fn snapshot_catalog_file() {
+    use prism_sync::format::catalog::{CatalogFile, CatalogSnapshot};
+    use prism_sync::snapshot::catalog::{open_catalog, seal_catalog};
+    let first = snapshot();
+    let second = Snapshot {
+        time_ns: first.time_ns + 60_000_000_000,
+        tags: vec![],
+        parents: vec![SnapshotId([0x78; 32])],
+        extra: vec![],
+        ..first.clone()
+    };
+    let notes = |size: u64, blob: u8| {
+        Some(node(
+            b"notes.txt",
+            NodeKind::File {
+                size,
+                content: Content::Direct(vec![BlobId([blob; 32])]),
+            },
+        ))
+    };
+    let f = CatalogFile {
+        repo_id: [0x22; 32],
+        set: "project1-sync".into(),
+        snapshots: vec![
+            CatalogSnapshot {
+                id: SnapshotId([0x77; 32]),
+                cataloged: true,
+                snapshot: first,
+            },
+            CatalogSnapshot {
+                id: SnapshotId([0x79; 32]),
+                cataloged: true,
+                snapshot: second,
+            },
+        ],
+        others: vec![SnapshotId([0x31; 32]), SnapshotId([0x32; 32])],
+        paths: vec![
+            (
+                b"gone.txt".to_vec(),
+                vec![
+                    (
+                        0,
+                        notes(5, 0xb1).map(|n| Node {
+                            name: b"gone.txt".to_vec(),
+                            ..n
+                        }),
+                    ),
+                    (1, None),
+                ],
+            ),
+            (
+                b"notes.txt".to_vec(),
+                vec![(0, notes(3, 0xb2)), (1, notes(4, 0xb3))],
+            ),
+        ],
+    };
+    let bytes = vector(
+        "catalog",
+        "snapshot catalog of set project1-sync, repository id 22…22: two snapshots, two other ids, \
+         gone.txt deleted and notes.txt changed at the second; MAC under master key 11…11",
+        &seal_catalog(&keys(), &f),
+    );
+    let back = open_catalog(&keys(), &bytes).expect("the MAC verifies and it decodes");
+    assert_eq!(back, f);
+    assert_eq!(seal_catalog(&keys(), &back), bytes);
+    let body = &bytes[..bytes.len() - 32];
+    assert_eq!(CatalogFile::decode(body).unwrap().encode(), body);
+    // Under another key, or with one bit flipped, it is ignored.
+    assert!(open_catalog(&Keys::from_master([0x12; 32]), &bytes).is_none());
+    let mut flipped = bytes.clone();
+    flipped[40] ^= 1;
+    assert!(open_catalog(&keys(), &flipped).is_none());
+}

@@ -813,6 +813,45 @@ fn write_seed_corpus() {
     };
     s.valid("released-future-field", &released.encode());
 
+    let mut s = Seeds::new("catalog");
+    let notes = Node {
+        name: b"notes.txt".to_vec(),
+        kind: NodeKind::File {
+            size: 3,
+            content: Content::Direct(vec![BlobId(id(0xc1))]),
+        },
+        mode: 0o644,
+        mtime_ns: 1_700_000_000_000_000_009,
+        uid: 1000,
+        gid: 1000,
+    };
+    let catalog = prism_sync::format::catalog::CatalogFile {
+        repo_id: id(0xc2),
+        set: "p-sync".into(),
+        snapshots: vec![prism_sync::format::catalog::CatalogSnapshot {
+            id: SnapshotId(id(0xc3)),
+            cataloged: true,
+            snapshot: Snapshot {
+                sync_set: Some("p-sync".into()),
+                ..snapshot(false)
+            },
+        }],
+        others: vec![SnapshotId(id(0xc4))],
+        paths: vec![
+            (b"d".to_vec(), vec![(0, None)]),
+            (b"notes.txt".to_vec(), vec![(0, Some(notes))]),
+        ],
+    };
+    s.valid("one-snapshot", &catalog.encode());
+    s.valid(
+        "sealed",
+        &prism_sync::snapshot::catalog::seal_catalog(keys, &catalog),
+    );
+    s.valid(
+        "empty",
+        &prism_sync::format::catalog::CatalogFile::default().encode(),
+    );
+
     let mut s = Seeds::new("filecache");
     let entry = CacheEntry {
         size: 4096,

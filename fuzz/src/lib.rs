@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("session", fuzz_session),
     ("head", fuzz_head),
     ("lease", fuzz_lease),
+    ("catalog", fuzz_catalog),
     ("filecache", fuzz_filecache),
     ("read_table", fuzz_read_table),
     ("salvage", fuzz_salvage),
@@ -292,6 +293,22 @@ pub fn fuzz_lease(data: &[u8]) {
         assert!(
             l.expires_ns > l.taken_ns,
             "a lease that expires before it was taken"
+        );
+    }
+}
+
+/// `CatalogFile::decode` (a set's local snapshot catalog, without its MAC) and
+/// `snapshot::catalog::open_catalog` (the MAC check in front of it).
+pub fn fuzz_catalog(data: &[u8]) {
+    use prism_sync::format::catalog::CatalogFile;
+    if let Ok(c) = CatalogFile::decode(data) {
+        assert_canonical("catalog", data, &c.encode());
+    }
+    if let Some(c) = prism_sync::snapshot::catalog::open_catalog(keys(), data) {
+        assert_canonical(
+            "sealed catalog",
+            data,
+            &prism_sync::snapshot::catalog::seal_catalog(keys(), &c),
         );
     }
 }

@@ -110,6 +110,39 @@ pub struct Progress {
     pub bytes_cached: AtomicU64,
     pub bytes_stored: AtomicU64,
     pub errors: AtomicU64,
+    /// What a sync step does now (a [`StepPhase`] as its number); backups leave it at 0.
+    pub phase: std::sync::atomic::AtomicU8,
+    /// How many changes a sync step applies to the folder (known from its merge on).
+    pub actions_total: AtomicU64,
+}
+
+/// The phases of a sync step, as [`Progress::phase`] holds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StepPhase {
+    /// Reading the folder; new data is compressed, encrypted and uploaded as it is read.
+    Scan = 0,
+    /// Reading the shared state and planning the merge.
+    Merge = 1,
+    /// Downloading and writing the changes from elsewhere into the folder.
+    Apply = 2,
+    /// Storing the merged state as a snapshot and a head.
+    Publish = 3,
+}
+
+impl Progress {
+    pub fn set_phase(&self, p: StepPhase) {
+        self.phase.store(p as u8, Ordering::Relaxed);
+    }
+
+    pub fn phase(&self) -> StepPhase {
+        match self.phase.load(Ordering::Relaxed) {
+            1 => StepPhase::Merge,
+            2 => StepPhase::Apply,
+            3 => StepPhase::Publish,
+            _ => StepPhase::Scan,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -135,6 +168,9 @@ pub struct ArchiveOptions {
     /// them as read with a warning (backups).
     pub defer_changing: bool,
     pub progress: Arc<Progress>,
+    /// Read files at most this fast (bytes per second, all readers together); `None`: as fast
+    /// as the disk goes. `backup` sets it from `PRISM_SYNC_READ_LIMIT_KIB`.
+    pub read_bytes_per_s: Option<u64>,
 }
 
 impl Default for ArchiveOptions {
@@ -154,6 +190,7 @@ impl Default for ArchiveOptions {
             defer_recent_ns: None,
             defer_changing: false,
             progress: Arc::new(Progress::default()),
+            read_bytes_per_s: None,
         }
     }
 }
@@ -288,6 +325,9 @@ struct Shared<'r> {
     /// When the scan started (ns).
     now_ns: i64,
     defer_changing: bool,
+    /// `read_bytes_per_s`, when the scan started, and bytes read since.
+    read_limit: Option<(u64, Instant)>,
+    read_total: AtomicU64,
 }
 
 /// A file whose mtime or ctime is this close to the scan's start is recorded in the file cache
@@ -300,6 +340,19 @@ pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 pub const RACY_WINDOW_FINE_NS: i64 = 100_000_000;
 
 impl Shared<'_> {
+    /// With a read limit: sleeps until `n` more bytes are within it.
+    fn pace_read(&self, n: u64) {
+        let Some((per_s, start)) = self.read_limit else {
+            return;
+        };
+        let total = self.read_total.fetch_add(n, Ordering::Relaxed) + n;
+        let due = start + std::time::Duration::from_secs_f64(total as f64 / per_s as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+
     /// Whether a file just read must not be trusted by the next scan (see [`RACY_WINDOW_NS`]).
     fn racy(&self, stat: &CacheEntry) -> bool {
         let fine = !self.coarse_clock
@@ -397,6 +450,11 @@ pub fn archive(repo: &Repository, source: &Source, opts: &ArchiveOptions) -> Res
         },
         now_ns: crate::repository::now_ns(),
         defer_changing: opts.defer_changing,
+        read_limit: opts
+            .read_bytes_per_s
+            .filter(|&b| b > 0)
+            .map(|b| (b, Instant::now())),
+        read_total: AtomicU64::new(0),
     };
     let shared = &shared;
     let open_pack = &OpenPack {
@@ -792,6 +850,7 @@ fn read_file(
                     .progress
                     .bytes_read
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                shared.pace_read(chunk.len() as u64);
                 let new = !shared.repo.has_blob(BlobKind::Data, &id)
                     && shared.claimed.lock().expect("lock").insert(id);
                 if new

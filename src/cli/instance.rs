@@ -75,6 +75,7 @@ fn workspace_key(
             name: instance.into(),
             added: jiff::Timestamp::now().to_string(),
             key_id: Some(id.clone()),
+            folder: None,
         }),
     }
     cfg.save(&ctx.sync_dir())?;
@@ -160,6 +161,13 @@ pub fn add_instance(ctx: &Ctx, a: &AddInstance) -> Result<Outcome> {
     let mut cfg = ep.cfg.clone();
     let (key_id, key_path, new_key) = workspace_key(ctx, &repo, &mut cfg, instance)?;
     let dir = a.dir.clone().unwrap_or_else(|| cfg.local_path.clone());
+    let folder = dir.display().to_string();
+    if let Some(i) = cfg.instances.iter_mut().find(|i| i.name == instance)
+        && i.folder.as_deref() != Some(folder.as_str())
+    {
+        i.folder = Some(folder);
+        cfg.save(&ctx.sync_dir())?;
+    }
     let url = a.instance_repo.clone().unwrap_or_else(|| cfg.repo.clone());
     let user = a.user.clone().unwrap_or_else(username);
     let home = a.instance_home.clone().unwrap_or_else(|| {

@@ -8,6 +8,7 @@ mod browse;
 mod daemon;
 mod exclude;
 mod instance;
+mod progress;
 mod prompt;
 mod remote;
 mod render;

@@ -1,10 +1,7 @@
 //! Output helpers: the Prism style (✅ 🔄 ⚠️ ❌ 💡 and indented `Key: value` lines) for people,
-//! JSON for machines, progress spinners only on a terminal.
+//! JSON for machines; progress lines (only on a terminal) are in `progress`.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 /// How the user asked us to talk.
 #[derive(Clone, Copy, Debug)]
@@ -55,48 +52,6 @@ pub use crate::units::bytes;
 
 pub fn seconds(ns: u64) -> String {
     format!("{:.2} s", ns as f64 / 1e9)
-}
-
-/// A spinner on stderr fed by a closure; stops when dropped.
-pub struct Spinner {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Spinner {
-    pub fn start(out: &Out, message: impl Fn() -> String + Send + 'static) -> Spinner {
-        let stop = Arc::new(AtomicBool::new(false));
-        if !out.progress_allowed() {
-            return Spinner { stop, handle: None };
-        }
-        let s = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let pb = indicatif::ProgressBar::new_spinner();
-            pb.set_style(
-                indicatif::ProgressStyle::with_template("🔄 {spinner} {elapsed} {msg}")
-                    .expect("template"),
-            );
-            while !s.load(Ordering::Relaxed) {
-                pb.set_message(message());
-                pb.tick();
-                std::thread::sleep(Duration::from_millis(120));
-            }
-            pb.finish_and_clear();
-        });
-        Spinner {
-            stop,
-            handle: Some(handle),
-        }
-    }
-}
-
-impl Drop for Spinner {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 /// "1 file", "2 files": a count with the noun in the right number.

@@ -11,7 +11,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::render::{Spinner, bytes, count, seconds};
+use super::progress::{Bar, Reading};
+use super::render::{bytes, count, seconds};
 use super::{
     BackupArgs, CheckArgs, Ctx, ForgetArgs, InitArgs, KeyCommand, LsArgs, NewPasswordArgs, Outcome,
     PruneArgs, RestoreArgs, SnapshotFilter, SnapshotsArgs,
@@ -216,6 +217,7 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
         ignore_inode: a.ignore_inode,
         progress: progress.clone(),
         filter,
+        read_bytes_per_s: read_limit()?,
         ..Default::default()
     };
     let opts = BackupOptions {
@@ -231,18 +233,9 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
             .collect(),
         ..Default::default()
     };
-    let p = progress.clone();
-    let spinner = Spinner::start(&ctx.out, move || {
-        format!(
-            "{} files, {} read, {} unchanged, {} stored",
-            p.files.load(Ordering::Relaxed),
-            bytes(p.bytes_read.load(Ordering::Relaxed)),
-            bytes(p.bytes_cached.load(Ordering::Relaxed)),
-            bytes(p.bytes_stored.load(Ordering::Relaxed))
-        )
-    });
+    let bar = backup_bar(ctx, &source, opts.archive.filter.clone(), progress);
     let report = archiver::backup(&repo, &a.paths, &opts);
-    drop(spinner);
+    bar.finish(report.is_ok());
     let report = report?;
     report_soft(ctx, "could not back up", &report.errors, &report.warnings);
     let s = &report.snapshot.summary;
@@ -299,6 +292,58 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
     }
     Ok(Outcome {
         partial: !report.errors.is_empty(),
+    })
+}
+
+/// `PRISM_SYNC_READ_LIMIT_KIB`: `backup` reads files, `check --read-data` packs, at most this
+/// many KiB per second (to leave the disk or the link to other work, and for tests of the
+/// progress display).
+fn read_limit() -> Result<Option<u64>> {
+    match std::env::var("PRISM_SYNC_READ_LIMIT_KIB") {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(k) if k > 0 => Ok(Some(k * 1024)),
+            _ => bail!(Error::invalid(format!(
+                "PRISM_SYNC_READ_LIMIT_KIB={v} is not a positive number of KiB per second: set a number such as 10240, or unset it"
+            ))),
+        },
+        Err(_) => Ok(None),
+    }
+}
+
+/// A backup's progress: files and bytes read (or found unchanged) against a pre-count of what
+/// the backup will read, which runs beside it (as restic's does) while a terminal watches.
+fn backup_bar(
+    ctx: &Ctx,
+    source: &archiver::Source,
+    filter: Option<archiver::ScanFilter>,
+    p: Arc<Progress>,
+) -> Bar {
+    let total: Arc<std::sync::OnceLock<(u64, u64)>> = Arc::default();
+    if ctx.out.progress_allowed() {
+        let (source, total) = (source.clone(), total.clone());
+        std::thread::spawn(move || {
+            if let Ok(r) = super::exclude::dry_run(&source, filter.as_ref(), false) {
+                let _ = total.set((r.files, r.bytes));
+            }
+        });
+    }
+    Bar::start(&ctx.out, move || {
+        let total = total.get().copied();
+        Reading {
+            op: "backup",
+            phase: "backup".into(),
+            counting: true,
+            noun: "files",
+            files_done: p.files.load(Ordering::Relaxed),
+            files_total: total.map(|t| t.0),
+            bytes_done: p.bytes_read.load(Ordering::Relaxed)
+                + p.bytes_cached.load(Ordering::Relaxed),
+            bytes_total: total.map(|t| t.1),
+            note: Some(format!(
+                "{} new stored",
+                bytes(p.bytes_stored.load(Ordering::Relaxed))
+            )),
+        }
     })
 }
 
@@ -664,16 +709,29 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
         ..Default::default()
     };
     let started = Instant::now();
-    let p = progress.clone();
-    let spinner = Spinner::start(&ctx.out, move || {
-        format!(
-            "{} files, {} restored",
-            p.files.load(Ordering::Relaxed),
-            bytes(p.bytes.load(Ordering::Relaxed))
+    // The snapshot's summary has the total of a whole restore; of a part, only as it goes.
+    let whole = a.include.is_empty();
+    let (files_total, bytes_total) = {
+        let s = &snap.summary;
+        (
+            s.files_new + s.files_changed + s.files_unchanged,
+            s.total_bytes,
         )
+    };
+    let p = progress.clone();
+    let bar = Bar::start(&ctx.out, move || Reading {
+        op: "restore",
+        phase: "restore".into(),
+        counting: true,
+        noun: "files",
+        files_done: p.files.load(Ordering::Relaxed),
+        files_total: (whole && files_total > 0).then_some(files_total),
+        bytes_done: p.bytes.load(Ordering::Relaxed),
+        bytes_total: (whole && files_total > 0).then_some(bytes_total),
+        note: None,
     });
     let report = restorer::restore(&repo, &snap.tree, target, &opts);
-    drop(spinner);
+    bar.finish(report.is_ok());
     let report = report?;
     report_soft(ctx, "could not restore", &report.errors, &[]);
     let renamed = report_renamed(ctx, &report.renamed);
@@ -937,7 +995,38 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Outcome> {
         (None, false) => ReadData::None,
     };
     let repo = open(ctx)?;
-    let r = repository::check::check(&repo, &how)?;
+    let progress = Arc::new(repository::check::ReadProgress {
+        read_bytes_per_s: read_limit()?,
+        ..Default::default()
+    });
+    let bar = (how != ReadData::None).then(|| {
+        let p = progress.clone();
+        Bar::start(&ctx.out, move || {
+            let known = |n: u64| (n > 0).then_some(n);
+            let total = known(p.packs_total.load(Ordering::Relaxed));
+            Reading {
+                op: "check --read-data",
+                phase: if total.is_some() {
+                    "check: read data"
+                } else {
+                    "check: structure"
+                }
+                .into(),
+                counting: total.is_some(),
+                noun: "packs",
+                files_done: p.packs_done.load(Ordering::Relaxed),
+                files_total: total,
+                bytes_done: p.bytes_done.load(Ordering::Relaxed),
+                bytes_total: known(p.bytes_total.load(Ordering::Relaxed)),
+                note: None,
+            }
+        })
+    });
+    let r = repository::check::check_with_progress(&repo, &how, &progress);
+    if let Some(bar) = bar {
+        bar.finish(r.is_ok());
+    }
+    let r = r?;
     if ctx.out.json {
         ctx.out.json(&json!({
             "ok": r.errors.is_empty(), "errors": r.errors, "warnings": r.warnings,

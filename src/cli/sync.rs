@@ -10,12 +10,12 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::render::{Spinner, bytes, count};
+use super::progress::{Bar, Reading};
+use super::render::{bytes, count};
 use super::{Ctx, JoinArgs, LsArgs, Outcome, RestoreArgs, SyncInitArgs};
 use crate::archiver::Progress;
 use crate::backend::{self, Kind};
 use crate::endpoint::config::SetConfig;
-use crate::endpoint::trees::{RepoTrees, node_at};
 use crate::endpoint::{Endpoint, StepOptions, StepReport, step};
 use crate::error::Error;
 use crate::format::config as config_layout;
@@ -23,6 +23,7 @@ use crate::id::{SnapshotId, hex_decode, hex_encode};
 use crate::repository::heads::list_heads;
 use crate::repository::{InitOptions, Repository, hostname};
 use crate::restorer::{RestoreOptions, restore as restore_tree};
+use crate::snapshot::catalog::Catalog;
 use crate::snapshot::tree::walk;
 use crate::snapshot::{Node, NodeKind, Snapshot, display_path, select};
 use crate::status::SetStatus;
@@ -430,6 +431,61 @@ fn report_json(name: &str, r: &StepReport) -> Value {
     })
 }
 
+/// A sync step's progress: its phase (scan + upload, merge, download + apply, publish); while
+/// it scans, files and bytes against a pre-count of the folder under the set's rules, which
+/// runs beside it while a terminal watches.
+fn sync_bar(ctx: &Ctx, ep: &Endpoint, p: Arc<Progress>) -> Bar {
+    use crate::archiver::{Filter, ScanFilter, Source, StepPhase};
+    let total: Arc<std::sync::OnceLock<(u64, u64)>> = Arc::default();
+    if ctx.out.progress_allowed() {
+        let root = ep.cfg.local_path.clone();
+        let ignore = std::fs::read_to_string(root.join(crate::sync::rules::IGNORE_FILE)).ok();
+        let file = crate::endpoint::config::RulesFile::load(&ctx.home).unwrap_or_default();
+        if let Ok(rules) = crate::endpoint::config::build_rules(&ep.cfg, &file, ignore.as_deref()) {
+            let total = total.clone();
+            let filter: ScanFilter = Arc::new(move |rel, md| {
+                if rules.excluded(rel, md.is_dir()) {
+                    Filter::Exclude
+                } else {
+                    Filter::Keep
+                }
+            });
+            std::thread::spawn(move || {
+                if let Ok(r) = super::exclude::dry_run(&Source::Dir(root), Some(&filter), false) {
+                    let _ = total.set((r.files, r.bytes));
+                }
+            });
+        }
+    }
+    Bar::start(&ctx.out, move || {
+        let uploaded = bytes(p.bytes_stored.load(Ordering::Relaxed));
+        let changes = count(p.actions_total.load(Ordering::Relaxed), "change", "changes");
+        let (phase, counting, note) = match p.phase() {
+            StepPhase::Scan => (
+                "sync: scan + upload",
+                true,
+                format!("↑ {uploaded} uploaded"),
+            ),
+            StepPhase::Merge => ("sync: merge", false, format!("↑ {uploaded} uploaded")),
+            StepPhase::Apply => ("sync: download + apply", false, format!("↓ {changes}")),
+            StepPhase::Publish => ("sync: publish", false, format!("↓ {changes} applied")),
+        };
+        let total = total.get().copied();
+        Reading {
+            op: "sync",
+            phase: phase.into(),
+            counting,
+            noun: "files",
+            files_done: p.files.load(Ordering::Relaxed),
+            files_total: total.map(|t| t.0),
+            bytes_done: p.bytes_read.load(Ordering::Relaxed)
+                + p.bytes_cached.load(Ordering::Relaxed),
+            bytes_total: total.map(|t| t.1),
+            note: Some(note),
+        }
+    })
+}
+
 pub fn sync(
     ctx: &Ctx,
     name: &str,
@@ -445,14 +501,7 @@ pub fn sync(
         )));
     }
     let progress = Arc::new(Progress::default());
-    let p = progress.clone();
-    let spinner = Spinner::start(&ctx.out, move || {
-        format!(
-            "scanning: {} files, {} read",
-            p.files.load(Ordering::Relaxed),
-            bytes(p.bytes_read.load(Ordering::Relaxed))
-        )
-    });
+    let bar = sync_bar(ctx, &ep, progress.clone());
     let r = step(
         &ep,
         &repo,
@@ -464,8 +513,11 @@ pub fn sync(
             ..Default::default()
         },
     );
-    drop(spinner);
+    bar.finish(r.as_ref().is_ok_and(|r| r.halted.is_none()));
     let r = r?;
+    if !dry_run {
+        notice_log_exclude(ctx, &ep, Some(&repo));
+    }
     // Retention and prune, when due, in a detached process of their own: never inside the step
     // (the daemon runs them on a thread when the set is idle). Its outcome is in `status`.
     let maintainer = if dry_run || r.halted.is_some() {
@@ -790,37 +842,42 @@ pub fn resolve(
 
 // ---- history, snapshots, ls, restore ----------------------------------------------------------------
 
-/// The set's published states (not the pre-sync safety snapshots), oldest first.
+/// The set's catalog, brought up to date with the repository's snapshot list (new snapshots are
+/// opened once; unreadable ones are reported and left out).
+fn set_catalog(ctx: &Ctx, repo: &Repository, name: &str) -> Result<Catalog> {
+    let mut catalog = Catalog::open(&ctx.home, repo, name);
+    for e in catalog.refresh(repo)? {
+        ctx.out
+            .warn(format!("{e}; it is left out (run `prism-sync check`)"));
+    }
+    Ok(catalog)
+}
+
+/// The set's published states (with `include_safety` also the pre-sync safety snapshots), oldest
+/// first.
 fn set_snapshots(
     ctx: &Ctx,
     repo: &Repository,
     name: &str,
     include_safety: bool,
 ) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    let (snaps, errors) = repo.snapshots_lenient()?;
-    for e in errors {
-        ctx.out
-            .warn(format!("{e}; it is left out (run `prism-sync check`)"));
-    }
-    Ok(snaps
-        .into_iter()
-        .filter(|(_, s)| {
-            s.sync_set.as_deref() == Some(name)
-                && (include_safety || !s.tags.iter().any(|t| t == "before-sync"))
-        })
-        .collect())
+    let mut catalog = set_catalog(ctx, repo, name)?;
+    catalog.save(repo);
+    Ok(catalog.snapshots(include_safety))
 }
 
 pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome> {
     let (_ep, repo) = open_set(ctx, name)?;
     repo.load_index()?;
     let p: Vec<u8> = crate::snapshot::components(path.as_bytes()).join(&b'/');
-    let snaps = set_snapshots(ctx, &repo, name, true)?;
-    let trees = RepoTrees::new(&repo);
+    let mut catalog = set_catalog(ctx, &repo, name)?;
+    catalog.catalog_paths(&repo)?;
+    catalog.save(&repo);
+    // The snapshots at which the path's node changed; between two of them it stays the same.
+    let versions = catalog.versions(&p);
     let mut last: Option<Option<Node>> = None;
     let mut rows = Vec::new();
-    for (id, s) in &snaps {
-        let node = node_at(&trees, Some(s.tree), &p)?;
+    for (id, s, node) in &versions {
         let changed = match (&last, &node) {
             (None, None) => false,
             (None, Some(_)) => true,
@@ -839,7 +896,7 @@ pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome>
             let safety = s.tags.iter().any(|t| t == "before-sync");
             rows.push((id, s, node.clone(), event, safety));
         }
-        last = Some(node);
+        last = Some(node.clone());
     }
     if ctx.out.json {
         ctx.out.json(&Value::Array(
@@ -1130,6 +1187,69 @@ fn warn_ignored_keys(ctx: &Ctx, cfg: &SetConfig) {
     }
 }
 
+/// Once per set, after `*.log` became a built-in exclude: the set's shared state has `*.log`
+/// files (synced before), which from now on stay as they are in each folder. Says how to bring
+/// them back. Checked again (cheaply) while `*.log` is not excluded.
+fn notice_log_exclude(ctx: &Ctx, ep: &Endpoint, repo: Option<&Repository>) {
+    let marker = ctx
+        .sync_dir()
+        .join(format!(".{}.log-exclude-noticed", ep.cfg.name));
+    if marker.exists() || ctx.out.json {
+        return;
+    }
+    let Some(tree) = ep
+        .state
+        .meta()
+        .ok()
+        .and_then(|m| m.base_tree)
+        .and_then(|t| crate::id::BlobId::from_hex(&t))
+    else {
+        return; // not synced yet: nothing of it is shared
+    };
+    let root = &ep.cfg.local_path;
+    let ignore = std::fs::read_to_string(root.join(crate::sync::rules::IGNORE_FILE)).ok();
+    let file = crate::endpoint::config::RulesFile::load(&ctx.home).unwrap_or_default();
+    let Ok(rules) = crate::endpoint::config::build_rules(&ep.cfg, &file, ignore.as_deref()) else {
+        return;
+    };
+    if !rules.excluded(b"x.log", false) {
+        return; // `!*.log`: they still sync
+    }
+    let opened;
+    let repo = match repo {
+        Some(r) => r,
+        None => match ctx.open_repo(&ep.cfg.repo) {
+            Ok(r) => {
+                opened = r;
+                &opened
+            }
+            Err(_) => return,
+        },
+    };
+    let mut logs: Vec<String> = Vec::new();
+    let walked = walk(repo, &tree, &mut |p, n| {
+        if !matches!(n.kind, NodeKind::Dir { .. })
+            && p.ends_with(b".log")
+            && rules.excluded(p, false)
+        {
+            logs.push(display_path(p));
+        }
+        Ok(true)
+    });
+    if walked.is_err() {
+        return;
+    }
+    if let Some(first) = logs.first() {
+        ctx.out.warn(format!(
+            "{}: {} in the shared state (e.g. {first}) no longer sync{}: `*.log` is a built-in exclude now. Each folder keeps its copy as it is; to sync them again, add `!*.log` to the set's exclude_patterns (said once)",
+            ep.cfg.name,
+            count(logs.len() as u64, "*.log file", "*.log files"),
+            if logs.len() == 1 { "s" } else { "" },
+        ));
+    }
+    let _ = crate::fsx::private::write_atomic(&marker, b"");
+}
+
 pub fn status(ctx: &Ctx, name: Option<&str>) -> Result<Outcome> {
     let names = match name {
         Some(n) => vec![n.to_string()],
@@ -1138,6 +1258,9 @@ pub fn status(ctx: &Ctx, name: Option<&str>) -> Result<Outcome> {
     for n in &names {
         if let Ok(cfg) = SetConfig::load(&ctx.sync_dir(), n) {
             warn_ignored_keys(ctx, &cfg);
+        }
+        if let Ok(ep) = Endpoint::open(&ctx.home, n) {
+            notice_log_exclude(ctx, &ep, None);
         }
     }
     let daemon = crate::status::ask_daemon(&ctx.home);
@@ -1164,13 +1287,62 @@ pub fn status(ctx: &Ctx, name: Option<&str>) -> Result<Outcome> {
     Ok(Outcome::ok())
 }
 
+/// `🟢 laptop (this machine): connected (daemon pid 42) — laptop:/home/me/data`.
+fn instance_line(i: &crate::status::InstanceView) -> String {
+    let dot = match i.connected {
+        Some(true) => "🟢",
+        Some(false) => "🔴",
+        None => "⚪",
+    };
+    let me = if i.here { " (this machine)" } else { "" };
+    let place = match (&i.host, &i.folder) {
+        (Some(h), Some(f)) => format!(" — {h}:{f}"),
+        (None, Some(f)) => format!(" — {f}"),
+        (Some(h), None) => format!(" — {h}"),
+        (None, None) => String::new(),
+    };
+    format!("{dot} {}{me}: {}{place}", i.name, i.state)
+}
+
+/// The newest activity first, `↑` what this endpoint published, `↓` what it applied; the
+/// action column is as wide as its longest entry, so none runs into the path.
+fn activity_lines(activity: &[crate::status::ActivityLine]) -> Vec<String> {
+    let shown: Vec<_> = activity.iter().rev().take(5).collect();
+    let width = shown
+        .iter()
+        .map(|a| a.action.chars().count())
+        .max()
+        .unwrap_or(0);
+    shown
+        .iter()
+        .map(|a| {
+            // A settled conflict went the way of the version kept.
+            let arrow = match (a.direction.as_str(), a.action.as_str()) {
+                ("up", _) | (_, "conflict-kept-local") => "↑",
+                ("down", _) | (_, "conflict-kept-remote") => "↓",
+                (_, "conflict-kept-both") => "↕",
+                _ => "•",
+            };
+            let size = if a.size > 0 {
+                format!("{}, ", bytes(a.size))
+            } else {
+                String::new()
+            };
+            format!(
+                "{arrow} {:<width$}  {}  ({size}{})",
+                a.action, a.path, a.ago
+            )
+        })
+        .collect()
+}
+
 fn render_status(s: &SetStatus) {
     let icon = match (s.in_sync, &s.halt) {
         (true, _) => "✅",
         (false, None) => "🔄",
         (false, Some(_)) => "❌",
     };
-    println!("{icon} {}: {}", s.name, s.state);
+    println!("{icon} {}: {}", s.name, s.headline);
     let kv = |k: &str, v: String| println!("   {k}: {v}");
     for r in s.reasons.iter().skip(1) {
         println!("   ⚠️  {r}");
@@ -1203,13 +1375,9 @@ fn render_status(s: &SetStatus) {
     if let Some(ago) = &s.last_step_ago {
         kv("Last check", ago.clone());
     }
-    let eps: Vec<String> = s
-        .endpoints
-        .iter()
-        .map(|e| format!("{} ({})", e.name, e.ago))
-        .collect();
-    if !eps.is_empty() {
-        kv("Endpoints", eps.join(", "));
+    println!("   Instances:");
+    for i in &s.instances {
+        println!("     {}", instance_line(i));
     }
     let m = &s.maintenance;
     let mut retention = format!("{} (every version for that long)", m.retention);
@@ -1262,13 +1430,21 @@ fn render_status(s: &SetStatus) {
     }
     if !s.activity.is_empty() {
         println!("   Recent activity:");
-        for a in s.activity.iter().rev().take(5) {
-            let arrow = match a.direction.as_str() {
-                "up" => "↑",
-                "down" => "↓",
-                _ => "•",
-            };
-            println!("     {arrow} {:<12} {}  ({})", a.action, a.path, a.ago);
+        for l in activity_lines(&s.activity) {
+            println!("     {l}");
+        }
+    }
+    if !s.large_files.is_empty() {
+        let limit = s
+            .warn_file_size
+            .map(|w| format!(" ({})", bytes(w)))
+            .unwrap_or_default();
+        println!(
+            "   ⚠️  {} over warn_file_size{limit}, synced anyway:",
+            count(s.large_files.len() as u64, "file", "files")
+        );
+        for f in s.large_files.iter().take(10) {
+            println!("     {}: {}", f.path, bytes(f.size));
         }
     }
     if !s.conflicts.is_empty() {

@@ -235,15 +235,23 @@ impl Schedule {
         wake.saturating_duration_since(now)
     }
 
-    fn note_paths(&mut self, root: &Path, paths: Vec<PathBuf>) {
+    /// Notes changed paths. Changes only in `real_time: false` categories (`later`) wait for
+    /// the next step that runs anyway (another change, a new head, the periodic rescan).
+    fn note_paths(&mut self, root: &Path, paths: Vec<PathBuf>, later: &dyn Fn(&[u8]) -> bool) {
+        let mut now_due = false;
         for p in paths {
             match p.strip_prefix(root) {
-                Ok(rel) if rel.as_os_str().is_empty() => self.full = true,
+                Ok(rel) if rel.as_os_str().is_empty() => (self.full, now_due) = (true, true),
                 Ok(rel) => {
-                    self.dirty.insert(rel.as_os_str().as_bytes().to_vec());
+                    let rel = rel.as_os_str().as_bytes();
+                    now_due |= !later(rel);
+                    self.dirty.insert(rel.to_vec());
                 }
-                Err(_) => self.full = true, // the folder itself moved
+                Err(_) => (self.full, now_due) = (true, true), // the folder itself moved
             }
+        }
+        if !now_due {
+            return;
         }
         let t = Instant::now();
         self.burst = Some((self.burst.map_or(t, |(f, _)| f), t));
@@ -423,7 +431,15 @@ impl Worker {
     ) -> Flow {
         match msg {
             Msg::Fs(paths) => {
-                sched.note_paths(root, paths);
+                let rules = later_rules(ep, root);
+                // A path, or a directory whose entries are, in a `real_time: false` category
+                // (`data/` names what is below `data`).
+                let later = |rel: &[u8]| {
+                    rules.as_ref().is_some_and(|r| {
+                        !r.real_time(rel) || !r.real_time(&[rel, b"/entry"].concat())
+                    })
+                };
+                sched.note_paths(root, paths, &later);
                 sched.halted_heads = None; // a local change may lift a halt
                 self.update(|l| l.pending_paths = sched.dirty.len());
             }
@@ -731,4 +747,14 @@ impl Worker {
         // Deferred files (still being written) come back through `dirty` once they settle,
         // failed actions through the retry; the flush waits for that round.
     }
+}
+
+/// The set's rules when some category has `real_time: false` (its changes wait for the next
+/// step); `None` when every change is synced at once.
+fn later_rules(ep: &Endpoint, root: &Path) -> Option<crate::sync::rules::Rules> {
+    use crate::endpoint::config::{RulesFile, build_rules};
+    ep.cfg.rules.as_deref()?;
+    let ignore = std::fs::read_to_string(root.join(crate::sync::rules::IGNORE_FILE)).ok();
+    let file = RulesFile::load(&ep.home).ok()?;
+    build_rules(&ep.cfg, &file, ignore.as_deref()).ok()
 }

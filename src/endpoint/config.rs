@@ -74,6 +74,9 @@ pub struct InstanceInfo {
     /// The id of the workspace's own key file in the repository (`key remove` revokes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// Its folder, as `add-instance` was told (for `status` until it publishes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
 }
 
 /// One sync set at this endpoint.
@@ -215,7 +218,7 @@ impl SetConfig {
 
     /// Keys of this set's config and of the rules file that are accepted (the Prism plan writes
     /// them) but change nothing, each with why: `sync` and `status` warn about them.
-    pub fn ignored_keys(&self, file: &RulesFile) -> Vec<String> {
+    pub fn ignored_keys(&self, _file: &RulesFile) -> Vec<String> {
         let mut v = Vec::new();
         if let Some(loc) = self
             .conflict_resolution
@@ -226,15 +229,6 @@ impl SetConfig {
             v.push(format!(
                 "conflict_resolution.backup_strategy.location ({loc}) is ignored: a keep_both copy is written beside the original and every overwritten version stays in the snapshots (`prism-sync history`); remove the key to silence this"
             ));
-        }
-        if self.rules.as_deref() == Some("research") {
-            for (name, c) in &file.research_rules {
-                if let Some(rt) = c.real_time {
-                    v.push(format!(
-                        "research_rules.{name}.real_time ({rt}) is ignored: every category syncs as soon as it changes; remove the key to silence this"
-                    ));
-                }
-            }
         }
         v
     }

@@ -25,6 +25,9 @@ const CONFLICTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("conflicts
 const ACTIVITY: TableDefinition<u64, &[u8]> = TableDefinition::new("activity");
 const SKIPPED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("skipped");
 
+/// Large files (`warn_file_size`) a step records for `status`.
+pub const LARGE_KEPT: usize = 50;
+
 /// Activity entries kept.
 pub const ACTIVITY_KEPT: u64 = 1000;
 
@@ -84,6 +87,14 @@ pub struct Meta {
     pub kept_here: Vec<Vec<u8>>,
     #[serde(default)]
     pub kept_here_total: u64,
+    /// Files in the folder over the set's `warn_file_size` as of the last step (the first
+    /// [`LARGE_KEPT`], largest first), with their size: synced anyway, named by `status`.
+    #[serde(default)]
+    pub large_files: Vec<(String, u64)>,
+    /// Where each endpoint seen in a head syncs: (endpoint, host, folder), from the snapshot
+    /// of its last head this endpoint read; for `status`.
+    #[serde(default)]
+    pub endpoint_places: Vec<(String, String, String)>,
 }
 
 /// What this endpoint's maintenance of the set's repository did last (`meta` key

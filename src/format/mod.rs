@@ -5,6 +5,7 @@
 //! malformed input — never panics, never allocates more than the input justifies — and every
 //! encoder is canonical: `encode(decode(b)) == b` for every accepted `b`.
 
+pub mod catalog;
 pub mod config;
 pub mod envelope;
 pub mod head;

@@ -151,7 +151,8 @@ pub fn node_len(n: &Node) -> usize {
 
 const W: &str = "tree";
 
-fn decode_node(r: &mut Reader) -> DecodeResult<Node> {
+/// Decodes one node (as in a leaf); also used by the local snapshot catalog.
+pub fn decode_node(r: &mut Reader) -> DecodeResult<Node> {
     let ty = r.u8(W)?;
     let nl = r.u16(W)? as usize;
     let name = r.bytes(nl, W)?.to_vec();

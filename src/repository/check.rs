@@ -3,6 +3,7 @@
 //! the object (and for snapshots the path), not thrown at the first one.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::session::list_sessions;
 use super::{Repository, now_ns};
@@ -63,7 +64,28 @@ pub fn parse_subset(s: &str) -> Result<ReadData> {
     Ok(ReadData::Part { part, total })
 }
 
+/// Live counters of `--read-data` for a progress display: packs and bytes read, and how many
+/// were selected (set before the first read); and how fast to read.
+#[derive(Debug, Default)]
+pub struct ReadProgress {
+    /// Read packs at most this fast (bytes per second); `None`: as fast as they come.
+    pub read_bytes_per_s: Option<u64>,
+    pub packs_done: AtomicU64,
+    pub packs_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+}
+
 pub fn check(repo: &Repository, read_data: &ReadData) -> Result<CheckReport> {
+    check_with_progress(repo, read_data, &ReadProgress::default())
+}
+
+/// [`check`], counting the packs `read_data` reads into `progress`.
+pub fn check_with_progress(
+    repo: &Repository,
+    read_data: &ReadData,
+    progress: &ReadProgress,
+) -> Result<CheckReport> {
     let mut r = CheckReport::default();
     let backend = repo.backend();
 
@@ -198,7 +220,7 @@ pub fn check(repo: &Repository, read_data: &ReadData) -> Result<CheckReport> {
     }
 
     if *read_data != ReadData::None {
-        read_packs(repo, &index, read_data, &stored, &mut r);
+        read_packs(repo, &index, read_data, &stored, progress, &mut r);
     }
     Ok(r)
 }
@@ -220,15 +242,37 @@ fn read_packs(
     index: &Index,
     how: &ReadData,
     stored: &HashMap<String, u64>,
+    progress: &ReadProgress,
     r: &mut CheckReport,
 ) {
     let keys = repo.keys();
-    for p in index.packs() {
+    // Chosen first (a percentage draws at random), so that the total is known before reading.
+    let chosen: Vec<_> = index
+        .packs()
+        .iter()
+        .filter(|p| stored.contains_key(&p.id.to_hex()) && selected(&p.id, how))
+        .collect();
+    progress
+        .packs_total
+        .store(chosen.len() as u64, Ordering::Relaxed);
+    progress.bytes_total.store(
+        chosen.iter().map(|p| stored[&p.id.to_hex()]).sum(),
+        Ordering::Relaxed,
+    );
+    let started = std::time::Instant::now();
+    let mut read = 0u64;
+    for p in chosen {
         let name = p.id.to_hex();
-        if !stored.contains_key(&name) || !selected(&p.id, how) {
-            continue;
+        if let Some(per_s) = progress.read_bytes_per_s.filter(|&b| b > 0) {
+            read += stored[&name];
+            let due = started + std::time::Duration::from_secs_f64(read as f64 / per_s as f64);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
         }
         r.packs_read += 1;
+        progress.packs_done.fetch_add(1, Ordering::Relaxed);
+        progress
+            .bytes_done
+            .fetch_add(stored[&name], Ordering::Relaxed);
         let bytes = match repo.backend().read(Kind::Pack, &name) {
             Ok(b) => b,
             Err(e) => {

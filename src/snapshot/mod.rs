@@ -1,9 +1,12 @@
 //! Trees, nodes and snapshots as a program sees them: writing a directory as tree blobs
 //! (split into several when it is huge), reading and walking trees, id-level diff, choosing a
-//! snapshot by id, prefix, `latest` or time, and retention policies.
+//! snapshot by id, prefix, `latest` or time, retention policies, and the local per-set catalog
+//! of snapshots and path versions.
 //!
-//! Owns: the tree structure above the byte layout. Must not touch: the local filesystem.
+//! Owns: the tree structure above the byte layout, and the catalog's file under `$PRISM_HOME`.
+//! Must not touch: the folders being backed up or synced.
 
+pub mod catalog;
 pub mod diff;
 pub mod retention;
 pub mod select;

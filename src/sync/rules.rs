@@ -215,6 +215,12 @@ impl Rules {
         self.category(path).map(|c| c.name.as_str())
     }
 
+    /// Whether a change at this path is to be synced as soon as it happens: false in a category
+    /// with `real_time: false` (the daemon leaves it to the next step or rescan).
+    pub fn real_time(&self, path: &[u8]) -> bool {
+        self.category(path).is_none_or(|c| c.real_time)
+    }
+
     pub fn mode(&self, path: &[u8]) -> Mode {
         self.category(path)
             .map(|c| c.mode)
@@ -351,6 +357,7 @@ mod tests {
         assert_eq!(r.mode(b"model.h5"), Mode::UploadOnly);
         assert_eq!(r.mode(b"results/fig1.png"), Mode::DownloadOnly);
         assert_eq!(r.mode(b"src/a.py"), Mode::Bidirectional);
+        assert!(!r.real_time(b"data/raw/x.csv") && r.real_time(b"src/a.py"));
         let both = rules(|b| {
             b.categories = vec![
                 Category {

@@ -28,11 +28,12 @@ mod scan;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::state::{Activity, Meta};
 use super::trees::RepoTrees;
 use super::{Endpoint, StepLock};
-use crate::archiver::{Progress, SoftError};
+use crate::archiver::{Progress, SoftError, StepPhase};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::repository::heads::{head_names, read_heads};
@@ -179,7 +180,15 @@ fn run(mut cx: Cx) -> Result<StepReport> {
     let session = session?;
     index?;
     let heads = heads?;
+    let progress = cx.opts.progress.clone();
+    let phase = |p: StepPhase| {
+        if let Some(progress) = &progress {
+            progress.set_phase(p);
+        }
+    };
+    phase(StepPhase::Scan);
     let scanned = scan::scan(&mut cx)?;
+    phase(StepPhase::Merge);
     let remote = remote::read(&mut cx, heads)?;
     if let Some(why) = guard::history(&cx, &remote)? {
         return cx.halt(why);
@@ -196,9 +205,15 @@ fn run(mut cx: Cx) -> Result<StepReport> {
         session.end()?;
         return Ok(cx.report);
     }
+    if let Some(progress) = &progress {
+        let n = plan.out.actions.len() as u64;
+        progress.actions_total.store(n, Ordering::Relaxed);
+    }
+    phase(StepPhase::Apply);
     execute::save_unsaved_versions(&cx, &scanned, &plan)?;
     let done = execute::execute(&mut cx, &scanned, &plan)?;
     let settled = conflicts::settle(&mut cx, &remote, &plan, &done)?;
+    phase(StepPhase::Publish);
     let published = publish::publish(&mut cx, &scanned, &remote, &done, &settled)?;
     record::record(&mut cx, &remote, &plan, &done, &settled, &published)?;
     session.end()?;

@@ -11,7 +11,9 @@ use super::publish::Published;
 use super::remote::Remote;
 use super::{Cx, counts, guard, human};
 use crate::endpoint::audit;
-use crate::endpoint::state::{Commit, DeletionWindow, Meta, SkippedFile, UNSYNCED_KEPT, Unsynced};
+use crate::endpoint::state::{
+    Commit, DeletionWindow, LARGE_KEPT, Meta, SkippedFile, UNSYNCED_KEPT, Unsynced,
+};
 use crate::endpoint::trees::node_at;
 use crate::error::Result;
 use crate::snapshot::diff::Change;
@@ -119,6 +121,27 @@ fn endpoints_seen(cx: &Cx, remote: &Remote) -> Vec<(String, i64)> {
     }
     endpoints.remove("merge");
     endpoints.into_iter().collect()
+}
+
+/// Where the endpoints of the heads read sync (host and folder of each head's snapshot, read
+/// at the start of the step, so from the cache), added to what earlier steps saw.
+fn endpoint_places(cx: &Cx, remote: &Remote) -> Vec<(String, String, String)> {
+    let mut places: BTreeMap<String, (String, String)> = cx
+        .meta
+        .endpoint_places
+        .iter()
+        .map(|(e, h, f)| (e.clone(), (h.clone(), f.clone())))
+        .collect();
+    for (_, h) in &remote.heads {
+        if h.endpoint == "merge" {
+            continue;
+        }
+        if let Ok(s) = cx.repo.load_snapshot(&h.snapshot) {
+            let folder = s.paths.first().map(|p| display_path(p)).unwrap_or_default();
+            places.insert(h.endpoint.clone(), (s.host, folder));
+        }
+    }
+    places.into_iter().map(|(e, (h, f))| (e, h, f)).collect()
 }
 
 /// One audit line per change applied here or published from here.
@@ -238,8 +261,36 @@ pub(super) fn record(
         shared_counted_tree: Some(done.merged_tree.to_hex()),
         kept_here,
         kept_here_total,
+        large_files: large_files(cx),
+        endpoint_places: endpoint_places(cx, remote),
     };
     audit::append(&cx.ep.audit_path(), &audit_lines(cx, plan, done, published))?;
     commit.activity = std::mem::take(&mut cx.activity);
     cx.ep.state.commit(commit)
+}
+
+/// The files over `warn_file_size` for `status`: those this scan read, and — after a scan of
+/// the changed directories only — the previous step's list outside them.
+fn large_files(cx: &Cx) -> Vec<(String, u64)> {
+    let mut all: BTreeMap<String, u64> = cx
+        .report
+        .large
+        .iter()
+        .map(|(p, n)| (display_path(p), *n))
+        .collect();
+    if let Some(dirty) = &cx.opts.dirty {
+        let untouched = |p: &str| {
+            let parent = p.rsplit_once('/').map_or("", |(d, _)| d);
+            !dirty.contains(p.as_bytes()) && !dirty.contains(parent.as_bytes())
+        };
+        for (p, n) in &cx.meta.large_files {
+            if untouched(p) {
+                all.entry(p.clone()).or_insert(*n);
+            }
+        }
+    }
+    let mut v: Vec<(String, u64)> = all.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(LARGE_KEPT);
+    v
 }

@@ -1,0 +1,498 @@
+//! A sync set's snapshot catalog: a local file per set and repository that keeps the set's
+//! snapshots decrypted, the ids of the repository's other snapshots (so they are not opened
+//! again), and every path's versions (the snapshots at which its node changed). `history`,
+//! `snapshots NAME`, `restore NAME --at` and `ls NAME --at` read it instead of opening every
+//! snapshot and walking every tree.
+//!
+//! Kept up to date incrementally: snapshots the listing no longer has drop out (their versions
+//! move to the next snapshot that is kept, with no tree read); a new snapshot is opened once, and
+//! its paths are cataloged by comparing its tree with the snapshot before it (only directories
+//! whose ids differ are read). Snapshots are write-once, so an entry keyed by id is never stale.
+//!
+//! Local state a user, a crash or another program can damage: the file carries a MAC keyed by
+//! the repository's keys, and a file that does not verify or decode is ignored (the catalog is
+//! rebuilt from the repository), never trusted. Format: `format-spec/local-state.md`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::tree::read_dir;
+use super::{Node, NodeKind, Snapshot, join};
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::format::catalog::{self as layout, CatalogFile, CatalogSnapshot, MAC_LEN};
+use crate::id::{BlobId, SnapshotId, hex_encode};
+use crate::repository::{Repository, map_parallel};
+
+/// Decoded directories kept while cataloging new snapshots (one step's directories are read
+/// again by the next one).
+const DIR_CACHE_ENTRIES_MAX: usize = 4096;
+
+/// Where snapshots sort: by time, then id (the order `snapshots` lists them in).
+type Key = (i64, SnapshotId);
+
+/// `$PRISM_HOME/sync/catalog/<repository id hex>/<set name hex>`.
+pub fn catalog_path(home: &Path, repo_id: &[u8; 32], set: &str) -> PathBuf {
+    home.join("sync")
+        .join("catalog")
+        .join(hex_encode(repo_id))
+        .join(hex_encode(set.as_bytes()))
+}
+
+/// The MAC of a catalog body under the repository's keys.
+pub fn catalog_mac(keys: &Keys, body: &[u8]) -> [u8; MAC_LEN] {
+    let key = keys.keyed(b"prism-sync local snapshot catalog v1");
+    *blake3::keyed_hash(&key, body).as_bytes()
+}
+
+/// A catalog file's bytes: the body and its MAC.
+pub fn seal_catalog(keys: &Keys, file: &CatalogFile) -> Vec<u8> {
+    let mut bytes = file.encode();
+    let mac = catalog_mac(keys, &bytes);
+    bytes.extend_from_slice(&mac);
+    bytes
+}
+
+/// The catalog in `bytes` if its MAC verifies and it decodes (`None`: ignore it).
+pub fn open_catalog(keys: &Keys, bytes: &[u8]) -> Option<CatalogFile> {
+    let (body, mac) = layout::split_mac(bytes)?;
+    let want = blake3::Hash::from(catalog_mac(keys, body));
+    if want != blake3::Hash::from(*mac) {
+        return None;
+    }
+    CatalogFile::decode(body).ok()
+}
+
+struct Entry {
+    id: SnapshotId,
+    snap: Snapshot,
+    cataloged: bool,
+}
+
+impl Entry {
+    fn key(&self) -> Key {
+        (self.snap.time_ns, self.id)
+    }
+}
+
+/// A path's versions: from snapshot `Key` on, it has this node (`None`: absent).
+type Versions = Vec<(Key, Option<Node>)>;
+
+pub struct Catalog {
+    file: PathBuf,
+    repo_id: [u8; 32],
+    set: String,
+    /// The set's snapshots, in (time, id) order.
+    snaps: Vec<Entry>,
+    /// The repository's other snapshots (other sets, plain backups).
+    others: HashSet<SnapshotId>,
+    paths: BTreeMap<Vec<u8>, Versions>,
+    /// Changed since it was read.
+    dirty: bool,
+}
+
+impl Catalog {
+    /// The catalog of `set` in `repo` kept under `home`; an absent, damaged or foreign file
+    /// gives an empty catalog (filled from the repository by [`Catalog::refresh`]).
+    pub fn open(home: &Path, repo: &Repository, set: &str) -> Catalog {
+        let repo_id = repo.repo_id();
+        let mut c = Catalog {
+            file: catalog_path(home, &repo_id, set),
+            repo_id,
+            set: set.to_string(),
+            snaps: Vec::new(),
+            others: HashSet::new(),
+            paths: BTreeMap::new(),
+            dirty: false,
+        };
+        let stored = std::fs::read(&c.file)
+            .ok()
+            .and_then(|b| open_catalog(repo.keys(), &b))
+            .filter(|f| f.repo_id == repo_id && f.set == set);
+        match stored {
+            Some(f) => c.load(f),
+            None => c.dirty = true,
+        }
+        c
+    }
+
+    fn load(&mut self, f: CatalogFile) {
+        let keys: Vec<Key> = f
+            .snapshots
+            .iter()
+            .map(|s| (s.snapshot.time_ns, s.id))
+            .collect();
+        self.snaps = f
+            .snapshots
+            .into_iter()
+            .map(|s| Entry {
+                id: s.id,
+                snap: s.snapshot,
+                cataloged: s.cataloged,
+            })
+            .collect();
+        self.others = f.others.into_iter().collect();
+        self.paths = f
+            .paths
+            .into_iter()
+            .map(|(p, vs)| {
+                let vs = vs.into_iter().map(|(i, n)| (keys[i as usize], n)).collect();
+                (p, vs)
+            })
+            .collect();
+    }
+
+    /// Brings the snapshot list up to date with the repository's listing: forgotten snapshots
+    /// drop out, new ones are opened (several at a time). Returns the errors of snapshots that
+    /// could not be read (left out, tried again next time).
+    pub fn refresh(&mut self, repo: &Repository) -> Result<Vec<Error>> {
+        let ids = repo.snapshot_ids()?;
+        let listed: HashSet<SnapshotId> = ids.iter().copied().collect();
+        let gone: HashSet<SnapshotId> = self
+            .snaps
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| !listed.contains(id))
+            .collect();
+        if !gone.is_empty() {
+            self.remove(&gone);
+        }
+        let others_before = self.others.len();
+        self.others.retain(|id| listed.contains(id));
+        if self.others.len() != others_before {
+            self.dirty = true;
+        }
+        let known: HashSet<SnapshotId> = self
+            .snaps
+            .iter()
+            .map(|e| e.id)
+            .chain(self.others.iter().copied())
+            .collect();
+        let new: Vec<SnapshotId> = ids.into_iter().filter(|i| !known.contains(i)).collect();
+        let loaded = map_parallel(new, repo.backend().parallelism(), |id| {
+            (id, repo.load_snapshot(&id))
+        });
+        let mut errors = Vec::new();
+        let mut added = false;
+        for (id, r) in loaded {
+            match r {
+                Ok(s) if s.sync_set.as_deref() == Some(self.set.as_str()) => {
+                    self.snaps.push(Entry {
+                        id,
+                        snap: s,
+                        cataloged: false,
+                    });
+                    added = true;
+                }
+                Ok(_) => {
+                    self.others.insert(id);
+                    self.dirty = true;
+                }
+                Err(Error::Missing { .. }) => {} // forgotten meanwhile
+                Err(e) => errors.push(e),
+            }
+        }
+        if added {
+            self.snaps.sort_by_key(Entry::key);
+            self.dirty = true;
+        }
+        Ok(errors)
+    }
+
+    /// Drops snapshots; each path's version at a dropped snapshot moves to the next snapshot
+    /// that stays (unless that one has its own), so every kept snapshot keeps its nodes.
+    fn remove(&mut self, gone: &HashSet<SnapshotId>) {
+        let mut moved: HashMap<Key, Option<Key>> = HashMap::new();
+        let mut next_kept = None;
+        for e in self.snaps.iter().rev() {
+            if !e.cataloged {
+                continue;
+            }
+            if gone.contains(&e.id) {
+                moved.insert(e.key(), next_kept);
+            } else {
+                next_kept = Some(e.key());
+            }
+        }
+        if !moved.is_empty() {
+            for vs in self.paths.values_mut() {
+                let mut out: Versions = Vec::with_capacity(vs.len());
+                for (k, n) in vs.drain(..) {
+                    let Some(target) = moved.get(&k).copied().unwrap_or(Some(k)) else {
+                        continue; // no snapshot after it stays
+                    };
+                    match out.last_mut() {
+                        // A later version of the same kept snapshot wins.
+                        Some(last) if last.0 == target => last.1 = n,
+                        _ => out.push((target, n)),
+                    }
+                }
+                let mut state: Option<Node> = None;
+                out.retain(|(_, n)| {
+                    let keep = *n != state;
+                    state = n.clone();
+                    keep
+                });
+                *vs = out;
+            }
+            self.paths.retain(|_, vs| !vs.is_empty());
+        }
+        self.snaps.retain(|e| !gone.contains(&e.id));
+        self.dirty = true;
+    }
+
+    /// Catalogs the paths of snapshots not cataloged yet: each is compared with the snapshot
+    /// before it, reading only the directories whose ids differ. Needs the index loaded.
+    pub fn catalog_paths(&mut self, repo: &Repository) -> Result<()> {
+        if self.snaps.iter().all(|e| e.cataloged) {
+            return Ok(());
+        }
+        // The next snapshot cataloged before this call, for each position: the one whose
+        // versions must keep their nodes when a snapshot is slotted in before it.
+        let mut next_cataloged = vec![None; self.snaps.len()];
+        let mut next = None;
+        for (i, e) in self.snaps.iter().enumerate().rev() {
+            next_cataloged[i] = next;
+            if e.cataloged {
+                next = Some(e.key());
+            }
+        }
+        let mut dirs = DirCache::default();
+        for (i, next) in next_cataloged.into_iter().enumerate() {
+            if self.snaps[i].cataloged {
+                continue;
+            }
+            let before = i.checked_sub(1).map(|j| self.snaps[j].snap.tree);
+            let mut changes = Vec::new();
+            diff(
+                repo,
+                &mut dirs,
+                before,
+                Some(self.snaps[i].snap.tree),
+                &[],
+                &mut changes,
+            )?;
+            let at = self.snaps[i].key();
+            for (path, node) in changes {
+                self.slot_in(path, at, next, node);
+            }
+            self.snaps[i].cataloged = true;
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Records that `path` has `node` from snapshot `at` on, where `next` (if any) is the next
+    /// cataloged snapshot, whose node stays what it was.
+    fn slot_in(&mut self, path: Vec<u8>, at: Key, next: Option<Key>, node: Option<Node>) {
+        let vs = self.paths.entry(path.clone()).or_default();
+        let at_next = next.map(|q| state_at(vs, q));
+        let i = vs.partition_point(|(k, _)| *k < at);
+        vs.insert(i, (at, node));
+        if let (Some(q), Some(n)) = (next, at_next)
+            && vs.get(i + 1).map(|v| v.0) != Some(q)
+        {
+            vs.insert(i + 1, (q, n));
+        }
+        drop_repeat(vs, i + 1);
+        drop_repeat(vs, i);
+        if vs.is_empty() {
+            self.paths.remove(&path);
+        }
+    }
+
+    /// The set's snapshots, oldest first; without `include_safety`, not the local copies saved
+    /// before a sync replaced files.
+    pub fn snapshots(&self, include_safety: bool) -> Vec<(SnapshotId, Snapshot)> {
+        self.snaps
+            .iter()
+            .filter(|e| include_safety || !is_safety(&e.snap))
+            .map(|e| (e.id, e.snap.clone()))
+            .collect()
+    }
+
+    /// The versions of `path` (components joined by `/`): each snapshot at which its node
+    /// changed, with that node (`None`: absent), oldest first. Only cataloged snapshots count
+    /// (all of them after [`Catalog::catalog_paths`]).
+    pub fn versions(&self, path: &[u8]) -> Vec<(SnapshotId, &Snapshot, Option<Node>)> {
+        let Some(vs) = self.paths.get(path) else {
+            return Vec::new();
+        };
+        vs.iter()
+            .filter_map(|(k, n)| {
+                let i = self.snaps.binary_search_by_key(k, Entry::key).ok()?;
+                Some((self.snaps[i].id, &self.snaps[i].snap, n.clone()))
+            })
+            .collect()
+    }
+
+    /// The node of `path` in snapshot `id` as cataloged (for checking the catalog against the
+    /// trees).
+    pub fn node_at(&self, id: &SnapshotId, path: &[u8]) -> Option<Node> {
+        let e = self.snaps.iter().find(|e| e.id == *id)?;
+        state_at(self.paths.get(path)?, e.key())
+    }
+
+    /// Every path that has versions.
+    pub fn paths(&self) -> impl Iterator<Item = &[u8]> {
+        self.paths.keys().map(Vec::as_slice)
+    }
+
+    /// Writes the catalog back if it changed (a temp file renamed into place, mode 0600; not
+    /// fsynced: a lost or torn file is rebuilt). Failing to write is no error (it is a cache).
+    pub fn save(&mut self, repo: &Repository) {
+        if !self.dirty {
+            return;
+        }
+        let index: HashMap<Key, u32> = self
+            .snaps
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key(), i as u32))
+            .collect();
+        let mut others: Vec<SnapshotId> = self.others.iter().copied().collect();
+        others.sort();
+        let file = CatalogFile {
+            repo_id: self.repo_id,
+            set: self.set.clone(),
+            snapshots: self
+                .snaps
+                .iter()
+                .map(|e| CatalogSnapshot {
+                    id: e.id,
+                    cataloged: e.cataloged,
+                    snapshot: e.snap.clone(),
+                })
+                .collect(),
+            others,
+            paths: self
+                .paths
+                .iter()
+                .map(|(p, vs)| {
+                    let vs = vs.iter().map(|(k, n)| (index[k], n.clone())).collect();
+                    (p.clone(), vs)
+                })
+                .collect(),
+        };
+        let bytes = seal_catalog(repo.keys(), &file);
+        if write_replacing(&self.file, &bytes).is_ok() {
+            self.dirty = false;
+        }
+    }
+}
+
+/// Replaces `path` by `bytes` at once (a temp file renamed into place; the directory is made
+/// private). Two processes saving at the same time each write their own temp file; the last
+/// rename wins, and either file is whole.
+fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().expect("a catalog path has a parent");
+    crate::fsx::private::create_dir(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}",
+        hex_encode(&crate::crypto::random_bytes::<8>())
+    ));
+    let r = crate::fsx::private::options()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+fn is_safety(s: &Snapshot) -> bool {
+    s.tags.iter().any(|t| t == "before-sync")
+}
+
+/// The node a path has at snapshot `k` according to its versions.
+fn state_at(vs: &Versions, k: Key) -> Option<Node> {
+    let i = vs.partition_point(|(at, _)| *at <= k);
+    i.checked_sub(1).and_then(|j| vs[j].1.clone())
+}
+
+/// Removes version `i` if it repeats the node before it (absent before the first).
+fn drop_repeat(vs: &mut Versions, i: usize) {
+    if i >= vs.len() {
+        return;
+    }
+    let same = match i.checked_sub(1) {
+        Some(j) => vs[j].1 == vs[i].1,
+        None => vs[i].1.is_none(),
+    };
+    if same {
+        vs.remove(i);
+    }
+}
+
+#[derive(Default)]
+struct DirCache(HashMap<BlobId, Arc<Vec<Node>>>);
+
+impl DirCache {
+    fn get(&mut self, repo: &Repository, id: &BlobId) -> Result<Arc<Vec<Node>>> {
+        if let Some(d) = self.0.get(id) {
+            return Ok(d.clone());
+        }
+        if self.0.len() >= DIR_CACHE_ENTRIES_MAX {
+            self.0.clear();
+        }
+        let d = Arc::new(read_dir(repo, id)?);
+        self.0.insert(*id, d.clone());
+        Ok(d)
+    }
+}
+
+/// Every path below `prefix` whose node differs between directory trees `a` and `b` (`None`:
+/// no such directory), with its node in `b`. Subtrees with equal ids are not read.
+fn diff(
+    repo: &Repository,
+    dirs: &mut DirCache,
+    a: Option<BlobId>,
+    b: Option<BlobId>,
+    prefix: &[u8],
+    out: &mut Vec<(Vec<u8>, Option<Node>)>,
+) -> Result<()> {
+    if a == b {
+        return Ok(());
+    }
+    let empty = Arc::new(Vec::new());
+    let ea = match &a {
+        Some(t) => dirs.get(repo, t)?,
+        None => empty.clone(),
+    };
+    let eb = match &b {
+        Some(t) => dirs.get(repo, t)?,
+        None => empty,
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < ea.len() || j < eb.len() {
+        let (na, nb) = match (ea.get(i), eb.get(j)) {
+            (Some(x), Some(y)) if x.name == y.name => (Some(x), Some(y)),
+            (Some(x), Some(y)) if x.name < y.name => (Some(x), None),
+            (Some(_), Some(y)) => (None, Some(y)),
+            (Some(x), None) => (Some(x), None),
+            (None, Some(y)) => (None, Some(y)),
+            (None, None) => unreachable!("the loop condition"),
+        };
+        i += usize::from(na.is_some());
+        j += usize::from(nb.is_some());
+        let name = na.or(nb).map(|n| n.name.as_slice()).expect("one side");
+        let path = join(prefix, name);
+        if na != nb {
+            out.push((path.clone(), nb.cloned()));
+        }
+        let sub = |n: Option<&Node>| match n.map(|n| &n.kind) {
+            Some(NodeKind::Dir { subtree }) => Some(*subtree),
+            _ => None,
+        };
+        let (sa, sb) = (sub(na), sub(nb));
+        if sa != sb {
+            diff(repo, dirs, sa, sb, &path, out)?;
+        }
+    }
+    Ok(())
+}
