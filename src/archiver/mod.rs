@@ -114,6 +114,12 @@ pub struct Progress {
     pub phase: std::sync::atomic::AtomicU8,
     /// How many changes a sync step applies to the folder (known from its merge on).
     pub actions_total: AtomicU64,
+    /// Of those, how many are done (applied or failed).
+    pub actions_done: AtomicU64,
+    /// Bytes of the files a sync step writes into the folder (known from its merge on).
+    pub apply_bytes_total: AtomicU64,
+    /// Of those, how many are written so far.
+    pub apply_bytes_done: AtomicU64,
 }
 
 /// The phases of a sync step, as [`Progress::phase`] holds them.

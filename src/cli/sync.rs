@@ -460,28 +460,47 @@ fn sync_bar(ctx: &Ctx, ep: &Endpoint, p: Arc<Progress>) -> Bar {
     Bar::start(&ctx.out, move || {
         let uploaded = bytes(p.bytes_stored.load(Ordering::Relaxed));
         let changes = count(p.actions_total.load(Ordering::Relaxed), "change", "changes");
-        let (phase, counting, note) = match p.phase() {
-            StepPhase::Scan => (
-                "sync: scan + upload",
-                true,
-                format!("↑ {uploaded} uploaded"),
-            ),
-            StepPhase::Merge => ("sync: merge", false, format!("↑ {uploaded} uploaded")),
-            StepPhase::Apply => ("sync: download + apply", false, format!("↓ {changes}")),
-            StepPhase::Publish => ("sync: publish", false, format!("↓ {changes} applied")),
-        };
         let total = total.get().copied();
-        Reading {
+        let scanned = Reading {
             op: "sync",
-            phase: phase.into(),
-            counting,
+            phase: String::new(),
+            counting: false,
             noun: "files",
             files_done: p.files.load(Ordering::Relaxed),
             files_total: total.map(|t| t.0),
             bytes_done: p.bytes_read.load(Ordering::Relaxed)
                 + p.bytes_cached.load(Ordering::Relaxed),
             bytes_total: total.map(|t| t.1),
-            note: Some(note),
+            note: None,
+        };
+        match p.phase() {
+            StepPhase::Scan => Reading {
+                phase: "sync: scan + upload".into(),
+                counting: true,
+                note: Some(format!("↑ {uploaded} uploaded")),
+                ..scanned
+            },
+            StepPhase::Merge => Reading {
+                phase: "sync: merge".into(),
+                note: Some(format!("↑ {uploaded} uploaded")),
+                ..scanned
+            },
+            // The changes from elsewhere: done/total, and the bytes written into the folder.
+            StepPhase::Apply => Reading {
+                phase: "sync: download + apply".into(),
+                counting: true,
+                noun: "changes",
+                files_done: p.actions_done.load(Ordering::Relaxed),
+                files_total: Some(p.actions_total.load(Ordering::Relaxed)),
+                bytes_done: p.apply_bytes_done.load(Ordering::Relaxed),
+                bytes_total: Some(p.apply_bytes_total.load(Ordering::Relaxed)),
+                ..scanned
+            },
+            StepPhase::Publish => Reading {
+                phase: "sync: publish".into(),
+                note: Some(format!("↓ {changes} applied")),
+                ..scanned
+            },
         }
     })
 }

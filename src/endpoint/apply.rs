@@ -24,9 +24,11 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use crate::archiver::Progress;
 use crate::error::{Error, Result};
 use crate::format::pack::BlobKind;
 use crate::fsx::fold::{self, Folding};
@@ -219,6 +221,22 @@ fn same_content(a: &Node, b: &Node) -> bool {
         ) => s == t && c == d,
         _ => false,
     }
+}
+
+/// The bytes of file content `actions` write (a change of mode or mtime only writes none).
+pub fn bytes_to_write(actions: &[Action]) -> u64 {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Write { node, expect, .. }
+                if matches!(node.kind, NodeKind::File { .. })
+                    && !expect.as_ref().is_some_and(|old| same_content(old, node)) =>
+            {
+                node.size()
+            }
+            _ => 0,
+        })
+        .sum()
 }
 
 /// The path an action creates, if it creates one.
@@ -435,7 +453,14 @@ struct Pending {
 
 /// The worker half of a write: opens the parent (never through a symlink) and writes the
 /// complete file under a temp name there.
-fn prepare(top: &Dir, root: &Path, path: &[u8], node: &Node, blobs: Blobs<'_>) -> PrepareResult {
+fn prepare(
+    top: &Dir,
+    root: &Path,
+    path: &[u8],
+    node: &Node,
+    blobs: Blobs<'_>,
+    written: Option<&AtomicU64>,
+) -> PrepareResult {
     let (parent, name) = split(path);
     let dir = top.open_path(parent).map_err(|e| match e {
         WalkError::Io(_, e) => io(e),
@@ -448,7 +473,7 @@ fn prepare(top: &Dir, root: &Path, path: &[u8], node: &Node, blobs: Blobs<'_>) -
         shown: &shown,
     };
     let node = &without_special_bits(node);
-    let (tmp, _) = prepare_file(node, blobs, at, DURABLE, None).map_err(io)?;
+    let (tmp, _) = prepare_file(node, blobs, at, DURABLE, written).map_err(io)?;
     Ok(Prepared {
         dir,
         name: name.to_vec(),
@@ -505,6 +530,25 @@ pub fn apply(
     stop_after: Option<usize>,
     folding: Folding,
 ) -> Result<Vec<std::result::Result<(), Failure>>> {
+    apply_counted(repo, root, actions, stop_after, folding, None)
+}
+
+/// [`apply`], counting into `progress` the actions done (`actions_done`) and the bytes of
+/// file content written (`apply_bytes_done`) as it goes.
+pub fn apply_counted(
+    repo: &Repository,
+    root: &Path,
+    actions: &[Action],
+    stop_after: Option<usize>,
+    folding: Folding,
+    progress: Option<&Progress>,
+) -> Result<Vec<std::result::Result<(), Failure>>> {
+    let written = progress.map(|p| &p.apply_bytes_done);
+    let one_done = || {
+        if let Some(p) = progress {
+            p.actions_done.fetch_add(1, Ordering::Relaxed);
+        }
+    };
     let top = Dir::open_root(root).map_err(|e| Error::io(root, e))?;
     let worker_tops = (0..PREPARE_THREADS)
         .map(|_| top.try_clone())
@@ -543,7 +587,8 @@ pub fn apply(
                 let jobs_rx = jobs_rx.clone();
                 s.spawn(move || {
                     for (f, path, node, done) in jobs_rx {
-                        let _ = done.send(prepare(&top, root, path, node, &mut pf.file(f)));
+                        let _ =
+                            done.send(prepare(&top, root, path, node, &mut pf.file(f), written));
                     }
                 });
             }
@@ -560,6 +605,7 @@ pub fn apply(
                         .recv()
                         .unwrap_or_else(|_| Err(Failure::Io("interrupted".into())));
                     results[p.action] = Some(folder.commit(&actions[p.action], prepared));
+                    one_done();
                 }
             };
             for (i, a) in actions.iter().enumerate() {
@@ -574,12 +620,14 @@ pub fn apply(
                         folder.failed_dirs.push(path.clone());
                     }
                     results[i] = Some(Err(Failure::CaseCollision(display_path(other))));
+                    one_done();
                     continue;
                 }
                 match (file_of[i], a) {
                     (Some(f), Action::Write { path, node, .. }) => {
                         if let Some(d) = folder.under_failed_dir(path) {
                             results[i] = Some(Err(Failure::ParentFailed(display_path(d))));
+                            one_done();
                             continue;
                         }
                         if pending.len() >= PREPARED_AHEAD_MAX {
@@ -602,12 +650,14 @@ pub fn apply(
                             folder.failed_dirs.push(path.clone());
                         }
                         results[i] = Some(r);
+                        one_done();
                     }
                     _ => {
                         while !pending.is_empty() {
                             commit_front(&mut folder, &mut pending, &mut results);
                         }
                         results[i] = Some(run(&mut folder, a));
+                        one_done();
                     }
                 }
             }

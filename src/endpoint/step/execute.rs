@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use super::Cx;
 use super::plan::Plan;
 use super::scan::Scanned;
-use crate::endpoint::apply::{Failure, apply};
+use crate::endpoint::apply::{Failure, apply_counted};
 use crate::endpoint::leftovers;
 use crate::endpoint::state::Activity;
 use crate::endpoint::trees::{node_at, patch, patch_entry, restore, write_tree};
@@ -114,12 +114,13 @@ pub(super) fn execute(cx: &mut Cx, scanned: &Scanned, plan: &Plan) -> Result<Don
     // Temp files of killed writers go first: they would keep a removed directory alive.
     let cleaned = leftovers::clean(&cfg.local_path, &scanned.temp_files, cx.now);
     cx.report.leftovers_removed = cleaned.removed;
-    let results = apply(
+    let results = apply_counted(
         repo,
         &cfg.local_path,
         &plan.out.actions,
         cx.opts.stop_after,
         cfg.folding(),
+        cx.opts.progress.as_deref(),
     )?;
     let (mut merged, mut applied) = (plan.out.merged.clone(), plan.out.applied.clone());
     let scan_tree = Some(scanned.result.tree);

@@ -208,6 +208,8 @@ fn run(mut cx: Cx) -> Result<StepReport> {
     if let Some(progress) = &progress {
         let n = plan.out.actions.len() as u64;
         progress.actions_total.store(n, Ordering::Relaxed);
+        let bytes = crate::endpoint::apply::bytes_to_write(&plan.out.actions);
+        progress.apply_bytes_total.store(bytes, Ordering::Relaxed);
     }
     phase(StepPhase::Apply);
     execute::save_unsaved_versions(&cx, &scanned, &plan)?;
