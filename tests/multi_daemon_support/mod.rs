@@ -303,12 +303,21 @@ fn tune(home: &Path, policy: &str) {
     // 10-minute window began) that is a mass deletion, and at the default 50 % the set halts
     // (seed 4501: "57 of the 113 files there were 2 minute(s) ago would be gone"). The share is
     // set to 100 % — what a user whose tools replace the folder's contents would choose; the
-    // net loss can never exceed it — and the count limit stays at its default (1000 files).
-    // `PRISM_SOAK_DELETE_PERCENT` overrides the share.
+    // net loss can never exceed it. The count limit goes too: in a 30-minute soak the folder
+    // grows to ~5,000 files and the workload replaces more than 1,000 of them within ten
+    // minutes (seed 7001, round 4: "1189 of the 4989 files there were 3 minute(s) ago would be
+    // gone" halted all three endpoints at the default of 1000). The guard itself is tested in
+    // tests/sync_safety.rs; here it would only stop the workload. `PRISM_SOAK_DELETE_PERCENT`
+    // and `PRISM_SOAK_DELETE_COUNT` override them.
     let pct = std::env::var("PRISM_SOAK_DELETE_PERCENT").unwrap_or_else(|_| "100.0".into());
+    let count = std::env::var("PRISM_SOAK_DELETE_COUNT").unwrap_or_else(|_| "1000000".into());
     set_config(
         home,
-        &[("conflict_policy", policy), ("max_delete_percent", &pct)],
+        &[
+            ("conflict_policy", policy),
+            ("max_delete_percent", &pct),
+            ("max_delete_count", &count),
+        ],
     );
 }
 
