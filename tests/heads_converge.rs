@@ -171,3 +171,133 @@ fn concurrent_heads_collapse_into_one_under_user_prompt() {
         assert!(s["conflicts"].as_array().unwrap().is_empty(), "{s}");
     }
 }
+
+/// The simple form of the seed-7003 case (`user_prompt`, 30-minute soak, round 4): ws2 turns a
+/// directory into a file while the laptop moves a file into that directory; both publish at
+/// once. A version the shared state did not adopt must meet the other as a conflict where it
+/// was made, never be deleted there. (This form passes; in the soak the loss came after several
+/// combinations of heads adopted the file and the directory in turn — B15 in benches/README.md
+/// §11, open.)
+fn a_file_added_in_a_directory_another_endpoint_replaces_by_a_file(policy: &str) -> World {
+    let w = World::with(3, &["--conflict-policy", policy], |laptop| {
+        laptop.write("d/0/t/n0.txt", "n0\n");
+        laptop.write("d/0/b.txt", "b\n");
+        laptop.write("notes.md", "moved later\n");
+    });
+    for ep in &w.eps {
+        ep.sync();
+    }
+    assert_eq!(w.heads().len(), 1);
+    // The laptop moves a file into the directory; ws2 replaces the directory by a file.
+    std::fs::rename(w.eps[0].path("notes.md"), w.eps[0].path("d/0/t/notes.md")).unwrap();
+    std::fs::remove_dir_all(w.eps[2].path("d")).unwrap();
+    w.eps[2].write("d", "d is a file now\n");
+    assert_eq!(lockstep(&w), 2, "the laptop and ws2 published at once");
+    until_quiet(&w, 8, policy);
+    w
+}
+
+fn holds(w: &World, content: &str) -> Vec<String> {
+    w.eps
+        .iter()
+        .flat_map(|ep| {
+            listing(&ep.folder)
+                .into_iter()
+                .filter(|(_, c)| c == content)
+                .map(|(p, _)| format!("{}:{p}", ep.name))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_file_moved_into_a_directory_replaced_elsewhere_is_never_lost_under_user_prompt() {
+    let w = a_file_added_in_a_directory_another_endpoint_replaces_by_a_file("user_prompt");
+    let at = holds(&w, "moved later\n");
+    assert!(
+        !at.is_empty(),
+        "the laptop's file is in no folder: {:?}",
+        listing(&w.eps[0].folder)
+    );
+    let s = w.eps[0].status();
+    assert!(
+        !s["conflicts"].as_array().unwrap().is_empty(),
+        "no conflict listed: {s}"
+    );
+}
+
+#[test]
+fn a_file_moved_into_a_directory_replaced_elsewhere_is_never_lost_under_keep_both() {
+    let w = a_file_added_in_a_directory_another_endpoint_replaces_by_a_file("keep_both");
+    let at = holds(&w, "moved later\n");
+    assert!(
+        !at.is_empty(),
+        "the laptop's file is in no folder: {:?}",
+        listing(&w.eps[0].folder)
+    );
+    let first = listing(&w.eps[0].folder);
+    for ep in &w.eps {
+        assert_eq!(listing(&ep.folder), first, "{} differs", ep.name);
+    }
+}
+
+/// Whether a dry run at `ep` with exactly `heads` in the repository would make `d` a file.
+fn would_make_d_a_file(w: &World, ep: usize, heads: &[(PathBuf, Vec<u8>)]) -> bool {
+    set_heads(w, heads);
+    let r = w.eps[ep].json(&["sync", SET, "--dry-run"]);
+    let actions: Vec<String> = r["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["what"].as_str().unwrap().to_string())
+        .collect();
+    let file = actions.iter().any(|a| a == "d" || a == "d (update)");
+    let dir = actions.iter().any(|a| a.contains("d/0/t/notes.md"));
+    assert!(file != dir, "{actions:?}");
+    file
+}
+
+/// The seed-7003 flip-flop: which version a combination of concurrent heads adopts must not
+/// depend on which of the heads that hold it are combined. ws2 replaces `d` by a file (head A),
+/// the laptop concurrently moves a file into `d` (head B, a moment later), and ws2 steps again
+/// without having seen B (head C: A's file, a later head time). Combining {A, B} and {B, C}
+/// must adopt the same version of `d`: the one published first, ws2's file. (By head times
+/// alone, {A, B} adopted the file and {B, C} the directory.)
+#[test]
+fn a_combination_adopts_the_version_published_first_whichever_heads_hold_it() {
+    let w = World::with(3, &["--conflict-policy", "user_prompt"], |laptop| {
+        laptop.write("d/0/t/n0.txt", "n0\n");
+        laptop.write("notes.md", "moved later\n");
+    });
+    for ep in &w.eps {
+        ep.sync();
+    }
+    let start = heads_now(&w);
+    // A: ws2 (eps[2]) replaces the directory by a file.
+    std::fs::remove_dir_all(w.eps[2].path("d")).unwrap();
+    w.eps[2].write("d", "d is a file now\n");
+    w.eps[2].sync();
+    let a = heads_now(&w);
+    // B: the laptop, from the start, moves a file into the directory.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    set_heads(&w, &start);
+    std::fs::rename(w.eps[0].path("notes.md"), w.eps[0].path("d/0/t/notes.md")).unwrap();
+    w.eps[0].sync();
+    let b = heads_now(&w);
+    // C: ws2 again, having seen only A, with an edit elsewhere.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    set_heads(&w, &a);
+    w.eps[2].write("other.txt", "elsewhere\n");
+    w.eps[2].sync();
+    let c = heads_now(&w);
+    let ab: Vec<_> = a.iter().chain(&b).cloned().collect();
+    let bc: Vec<_> = b.iter().chain(&c).cloned().collect();
+    assert!(
+        would_make_d_a_file(&w, 1, &ab),
+        "{{A, B}} adopts ws2's file"
+    );
+    assert!(
+        would_make_d_a_file(&w, 1, &bc),
+        "{{B, C}} adopts the directory: the combination depends on which heads are combined"
+    );
+}

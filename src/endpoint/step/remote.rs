@@ -133,6 +133,59 @@ fn common_ancestor(
     Ok(None)
 }
 
+/// Snapshots [`origin`] reads at most from each start.
+const ORIGIN_WALK_MAX: usize = 64;
+
+/// Where the version `node` of `path` first appeared, walking back from those of `starts`
+/// that hold it through parents that hold it too: the earliest such snapshot's (time, id,
+/// endpoint — `merge` for a combination). `None` if no start holds it. A bounded walk: a
+/// version older than the walk counts from where the walk stopped.
+fn origin(
+    repo: &Repository,
+    trees: &RepoTrees,
+    starts: &[SnapshotId],
+    path: &[u8],
+    node: Option<&crate::snapshot::Node>,
+) -> Result<Option<(i64, SnapshotId, String)>> {
+    let mut best: Option<(i64, SnapshotId, String)> = None;
+    for start in starts {
+        let mut s = match repo.load_snapshot(start) {
+            Ok(s) => s,
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if !same_content(node_at(trees, Some(s.tree), path)?.as_ref(), node) {
+            continue;
+        }
+        let mut id = *start;
+        for _ in 0..ORIGIN_WALK_MAX {
+            let mut next = None;
+            for p in &s.parents {
+                let ps = match repo.load_snapshot(p) {
+                    Ok(ps) => ps,
+                    Err(Error::Missing { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                if same_content(node_at(trees, Some(ps.tree), path)?.as_ref(), node) {
+                    next = Some((*p, ps));
+                    break;
+                }
+            }
+            let Some((p, ps)) = next else { break };
+            (id, s) = (p, ps);
+        }
+        let here = (
+            s.time_ns,
+            id,
+            s.endpoint.clone().unwrap_or_else(|| "merge".into()),
+        );
+        if best.as_ref().is_none_or(|b| (here.0, here.1) < (b.0, b.1)) {
+            best = Some(here);
+        }
+    }
+    Ok(best)
+}
+
 /// Snapshots [`author`] reads at most.
 const AUTHOR_WALK_MAX: usize = 16;
 
@@ -219,12 +272,37 @@ pub fn combine_heads(
             untracked: &untracked,
             force: None,
         };
-        let out = merge(trees, &inp)?;
+        let mut out = merge(trees, &inp)?;
         for c in out
             .conflicts
             .iter()
             .filter(|c| c.outcome == Outcome::KeptLocal)
         {
+            // The version published first wins, wherever it is now: a head's own time says
+            // when its publisher stepped, not when the version at this path appeared, and
+            // combining by head times let different combinations adopt each version in turn
+            // (seed 7003: a directory and the file that replaced it, adopted alternately,
+            // until one endpoint applied the other's version over its own).
+            let theirs = origin(repo, trees, &[h.snapshot], &c.path, c.remote.as_ref())?;
+            let ours = origin(repo, trees, &acc_ids, &c.path, c.local.as_ref())?;
+            let swap = match (&theirs, &ours) {
+                (Some(t), Some(o)) => (t.0, t.1) < (o.0, o.1),
+                _ => false,
+            };
+            if swap {
+                let (time_ns, version, endpoint) = ours.expect("compared");
+                crate::endpoint::trees::patch(trees, &mut out.merged, &c.path, c.remote.clone())?;
+                conflicts.push(SharedConflict {
+                    path: c.path.clone(),
+                    endpoint,
+                    state: ConflictState::Unadopted,
+                    time_ns,
+                    version: Some(version),
+                    ancestor,
+                    extra: vec![],
+                });
+                continue;
+            }
             let endpoint = author(repo, trees, h, &c.path)?;
             conflicts.push(SharedConflict {
                 path: c.path.clone(),
