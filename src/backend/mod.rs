@@ -239,6 +239,15 @@ pub trait Backend: Send + Sync {
     /// directory ignores it). See [`limit`].
     fn set_bandwidth(&self, _limits: limit::Bandwidth) {}
 
+    /// The names of `kind` unless their [`listing_tag`] is `known` (`Ok(None)`: the same names;
+    /// the empty string matches nothing). The default lists and compares; a server that can
+    /// compare answers "unchanged" without sending the names.
+    fn list_unless(&self, kind: Kind, known: &str) -> BResult<Option<Listing>> {
+        let names: Vec<String> = self.list(kind)?.into_iter().map(|o| o.name).collect();
+        let tag = listing_tag(&names);
+        Ok((tag != known).then_some(Listing { names, tag }))
+    }
+
     /// Waits up to `timeout` for the names of `kind` to differ from a listing whose
     /// [`listing_tag`] is `known` (the empty string matches nothing), the server holding the
     /// request: one request per change or per `timeout`, instead of one per poll. `Some(Ok(Some))`

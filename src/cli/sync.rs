@@ -874,7 +874,7 @@ pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome>
     catalog.catalog_paths(&repo)?;
     catalog.save(&repo);
     // The snapshots at which the path's node changed; between two of them it stays the same.
-    let versions = catalog.versions(&p);
+    let versions = catalog.versions(&p)?;
     let mut last: Option<Option<Node>> = None;
     let mut rows = Vec::new();
     for (id, s, node) in &versions {
@@ -984,25 +984,36 @@ fn state_at(
     name: &str,
     at: Option<&str>,
 ) -> Result<(SnapshotId, Snapshot)> {
-    let snaps = set_snapshots(ctx, repo, name, false)?;
-    let (id, s) = match at {
+    let mut catalog = set_catalog(ctx, repo, name)?;
+    catalog.save(repo);
+    match at {
         Some(t) => match parse_time(t) {
-            Ok(ns) => select::at(&snaps, ns, t)?,
+            // The newest state at or before that moment: one lookup in the catalog.
+            Ok(ns) => match catalog.at(Some(ns), false)? {
+                Some(found) => Ok(found),
+                None => match catalog.oldest(false)? {
+                    Some((_, first)) => bail!(Error::invalid(format!(
+                        "no snapshot at or before {t}: the oldest is from {}",
+                        format_local(first.time_ns)
+                    ))),
+                    None => bail!(Error::invalid("the repository has no snapshots yet")),
+                },
+            },
             // The ids `history` and `snapshots NAME` print.
             Err(e) if crate::id::is_hex_prefix(&t.to_ascii_lowercase()) => {
-                let all = set_snapshots(ctx, repo, name, true)?;
+                let all = catalog.snapshots(true);
                 let (id, s) = select::resolve(&all, t).map_err(|_| e)?;
-                return Ok((*id, s.clone()));
+                Ok((*id, s.clone()))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
         },
-        None => snaps.last().ok_or_else(|| {
+        None => catalog.at(None, false)?.ok_or_else(|| {
             Error::invalid(format!(
                 "{name} has no versions yet: prism-sync sync {name}"
             ))
-        })?,
-    };
-    Ok((*id, s.clone()))
+            .into()
+        }),
+    }
 }
 
 pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
