@@ -270,7 +270,7 @@ fn main() {
                 std::fs::write(&at_file, &at_step5).unwrap();
                 std::thread::sleep(Duration::from_millis(1100));
             }
-            if every > 0 && n % every == 0 {
+            if every > 0 && n.is_multiple_of(every) {
                 maintain(&ep, &repo, &iv, true).unwrap();
             }
             std::fs::write(&steps_file, n.to_string()).unwrap();
