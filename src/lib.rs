@@ -64,6 +64,7 @@ pub mod status;
 pub mod sync;
 pub mod sys;
 pub mod time;
+pub mod timing;
 pub mod ui;
 pub mod units;
 

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use prism_sync::endpoint::{Endpoint, StepOptions, step};
 use prism_sync::id::SnapshotId;
@@ -119,7 +120,12 @@ fn lookups_in_an_up_to_date_catalog_decode_as_much_after_62_steps_as_after_10() 
             step(&ep, &repo, &StepOptions::default()).unwrap();
         }
     };
+    // A directory repository's listing is its change stamp once the directory has been left
+    // alone for a moment: wait for that, so the lookups below are the settled case.
+    let settle =
+        || std::thread::sleep(prism_sync::backend::STAMP_SETTLED + Duration::from_millis(200));
     steps_to(10);
+    settle();
     let snaps = set_snapshots(&repo);
     let (want, at5) = (snaps[5].0, snaps[5].1.time_ns);
     let _ = history_work(&home, &repo); // brings the catalog up to date
@@ -129,6 +135,7 @@ fn lookups_in_an_up_to_date_catalog_decode_as_much_after_62_steps_as_after_10() 
     assert_eq!(at_10, (3, 0, 0), "decoded, opened, read after 10 steps");
 
     steps_to(62);
+    settle();
     let _ = history_work(&home, &repo);
     let (at_62, found) = lookup_work(&home, &repo, at5);
     assert_eq!(found, want);

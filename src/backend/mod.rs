@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use fault::FaultBackend;
-pub use fs::{FsBackend, is_temp_name as fs_is_temp_name};
+pub use fs::{FsBackend, STAMP_SETTLED, is_temp_name as fs_is_temp_name};
 pub use memory::MemoryBackend;
 pub use rest::RestBackend;
 pub use retry::{RetryBackend, RetryPolicy};

@@ -121,6 +121,7 @@ pub fn name_and_path(
 }
 
 fn open_set(ctx: &Ctx, name: &str) -> Result<(Endpoint, Repository)> {
+    let _t = crate::timing::span("open the set and its repository");
     let ep = Endpoint::open(&ctx.home, name)?;
     let repo = ctx.open_repo(&ep.cfg.repo)?;
     repo.backend().set_bandwidth(ep.cfg.bandwidth());
@@ -502,6 +503,7 @@ pub fn sync(
     }
     let progress = Arc::new(Progress::default());
     let bar = sync_bar(ctx, &ep, progress.clone());
+    let t = crate::timing::span("step");
     let r = step(
         &ep,
         &repo,
@@ -513,6 +515,7 @@ pub fn sync(
             ..Default::default()
         },
     );
+    drop(t);
     bar.finish(r.as_ref().is_ok_and(|r| r.halted.is_none()));
     let r = r?;
     if !dry_run {
@@ -845,6 +848,7 @@ pub fn resolve(
 /// The set's catalog, brought up to date with the repository's snapshot list (new snapshots are
 /// opened once; unreadable ones are reported and left out).
 fn set_catalog(ctx: &Ctx, repo: &Repository, name: &str) -> Result<Catalog> {
+    let _t = crate::timing::span("catalog: open and refresh");
     let mut catalog = Catalog::open(&ctx.home, repo, name);
     for e in catalog.refresh(repo)? {
         ctx.out
@@ -868,13 +872,18 @@ fn set_snapshots(
 
 pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome> {
     let (_ep, repo) = open_set(ctx, name)?;
-    repo.load_index()?;
+    {
+        let _t = crate::timing::span("load the index");
+        repo.load_index()?;
+    }
     let p: Vec<u8> = crate::snapshot::components(path.as_bytes()).join(&b'/');
     let mut catalog = set_catalog(ctx, &repo, name)?;
+    let t = crate::timing::span("catalog: paths, save, versions");
     catalog.catalog_paths(&repo)?;
     catalog.save(&repo);
     // The snapshots at which the path's node changed; between two of them it stays the same.
     let versions = catalog.versions(&p)?;
+    drop(t);
     let mut last: Option<Option<Node>> = None;
     let mut rows = Vec::new();
     for (id, s, node) in &versions {
