@@ -297,7 +297,9 @@ pub const STAMP_SETTLED: Duration = Duration::from_secs(2);
 /// directory changed too recently (or its times are in the future).
 fn stamp_tag(dir: &Dir) -> io::Result<Option<String>> {
     let (dev, ino, mtime, ctime) = dir.change_stamp()?;
-    let now = crate::repository::now_ns();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
     let settled = STAMP_SETTLED.as_nanos() as i64;
     if now.saturating_sub(mtime.max(ctime)) < settled {
         return Ok(None);
