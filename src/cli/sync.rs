@@ -872,10 +872,7 @@ fn set_snapshots(
 
 pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome> {
     let (_ep, repo) = open_set(ctx, name)?;
-    {
-        let _t = crate::timing::span("load the index");
-        repo.load_index()?;
-    }
+    // The index is loaded only if new snapshots are to be cataloged (their trees read).
     let p: Vec<u8> = crate::snapshot::components(path.as_bytes()).join(&b'/');
     let mut catalog = set_catalog(ctx, &repo, name)?;
     let t = crate::timing::span("catalog: paths, save, versions");

@@ -263,7 +263,8 @@ impl Catalog {
     }
 
     /// Catalogs the paths of snapshots not cataloged yet: each is compared with the snapshot
-    /// before it, reading only the directories whose ids differ. Needs the index loaded.
+    /// before it, reading only the directories whose ids differ (the index is loaded then, and
+    /// only then).
     pub fn catalog_paths(&mut self, repo: &Repository) -> Result<()> {
         let all = match self.view() {
             Some(v) => (0..v.len()).all(|i| v.row(i).cataloged()),
@@ -271,6 +272,10 @@ impl Catalog {
         };
         if all {
             return Ok(());
+        }
+        {
+            let _t = crate::timing::span("load the index");
+            repo.load_index()?;
         }
         self.dirty = true;
         self.mem_mut().catalog_paths(repo)
