@@ -5,8 +5,9 @@
 //! it, never one below; `tests/layering.rs` reads this list and every `crate::…` path in `src/`
 //! and fails on an upward use (each module's own docs say what it owns and must not touch):
 //!
-//! - [`sys`], [`units`], [`id`]: the operating system (every call that differs between Linux
-//!   and the other Unixes, and the crate's only `unsafe`); units; identifiers.
+//! - [`sys`], [`units`], [`id`], [`timing`]: the operating system (every call that differs
+//!   between Linux and the other Unixes, and the crate's only `unsafe`); units; identifiers;
+//!   timing spans (`PRISM_SYNC_TIMING=1`: durations on stderr, for profiling).
 //! - [`format`]: byte layouts — no I/O, no crypto.
 //! - [`crypto`], [`chunker`]: key derivation, key files, AEAD sealing; content-defined cut
 //!   points (pure).
@@ -64,6 +65,7 @@ pub mod status;
 pub mod sync;
 pub mod sys;
 pub mod time;
+pub mod timing;
 pub mod ui;
 pub mod units;
 

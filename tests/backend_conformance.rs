@@ -148,6 +148,41 @@ fn listing_and_not_found() {
     }
 }
 
+/// `list_unless`: the names and their tag when the tag given differs (the empty one always
+/// does), nothing when it is the tag of the current names; any create or delete changes it.
+#[test]
+fn listing_unless_unchanged() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (label, b) in backends(tmp.path()) {
+        for i in 0..3u8 {
+            b.create(Kind::Snapshot, &name(i), b"s").unwrap();
+        }
+        let first = b
+            .list_unless(Kind::Snapshot, "")
+            .unwrap()
+            .unwrap_or_else(|| panic!("{label}: the empty tag matches nothing"));
+        let mut names = first.names.clone();
+        names.sort();
+        assert_eq!(names, (0..3).map(name).collect::<Vec<_>>(), "{label}");
+        assert_eq!(
+            first.tag,
+            prism_sync::backend::listing_tag(&names),
+            "{label}"
+        );
+        assert!(
+            b.list_unless(Kind::Snapshot, &first.tag).unwrap().is_none(),
+            "{label}: unchanged"
+        );
+        b.create(Kind::Snapshot, &name(7), b"s").unwrap();
+        let added = b.list_unless(Kind::Snapshot, &first.tag).unwrap();
+        assert_eq!(added.as_ref().map(|l| l.names.len()), Some(4), "{label}");
+        let added = added.unwrap();
+        b.delete(Kind::Snapshot, &name(0)).unwrap();
+        let removed = b.list_unless(Kind::Snapshot, &added.tag).unwrap();
+        assert_eq!(removed.map(|l| l.names.len()), Some(3), "{label}");
+    }
+}
+
 #[test]
 fn large_objects_round_trip() {
     let tmp = tempfile::tempdir().unwrap();

@@ -39,7 +39,7 @@ fn history_work(home: &Path, repo: &Repository) -> ((u64, u64), usize) {
     repo.load_index().unwrap();
     c.catalog_paths(repo).unwrap();
     c.save(repo);
-    let versions = c.versions(b"notes.txt").len();
+    let versions = c.versions(b"notes.txt").unwrap().len();
     let after = counters::now();
     ((after.0 - before.0, after.1 - before.1), versions)
 }

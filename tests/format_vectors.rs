@@ -523,6 +523,7 @@ fn snapshot_catalog_file() {
     let f = CatalogFile {
         repo_id: [0x22; 32],
         set: "project1-sync".into(),
+        listing: "41153ec5e22e7e1d208eec929ef45dcd".into(),
         snapshots: vec![
             CatalogSnapshot {
                 id: SnapshotId([0x77; 32]),
@@ -558,8 +559,9 @@ fn snapshot_catalog_file() {
     };
     let bytes = vector(
         "catalog",
-        "snapshot catalog of set project1-sync, repository id 22…22: two snapshots, two other ids, \
-         gone.txt deleted and notes.txt changed at the second; MAC under master key 11…11",
+        "snapshot catalog (version 2) of set project1-sync, repository id 22…22, listing tag \
+         41153ec5…: two snapshots, two other ids, gone.txt deleted and notes.txt changed at the \
+         second; MAC under master key 11…11",
         &seal_catalog(&keys(), &f),
     );
     let back = open_catalog(&keys(), &bytes).expect("the MAC verifies and it decodes");
@@ -567,6 +569,24 @@ fn snapshot_catalog_file() {
     assert_eq!(seal_catalog(&keys(), &back), bytes);
     let body = &bytes[..bytes.len() - 32];
     assert_eq!(CatalogFile::decode(body).unwrap().encode(), body);
+    // Read in place: one row, one snapshot, one path entry at a time.
+    let view = prism_sync::format::catalog::CatalogView::parse(body.to_vec()).unwrap();
+    assert_eq!(view.len(), 2);
+    assert_eq!(view.listing, f.listing);
+    assert_eq!(view.row(1).id, SnapshotId([0x79; 32]));
+    assert_eq!(view.row(1).time_ns, f.snapshots[1].snapshot.time_ns);
+    assert_eq!(view.snapshot(0).unwrap(), f.snapshots[0].snapshot);
+    assert_eq!(
+        view.partition(|r| r.time_ns <= f.snapshots[0].snapshot.time_ns),
+        1
+    );
+    assert_eq!(
+        view.versions_of(b"notes.txt").unwrap(),
+        Some(f.paths[1].1.clone())
+    );
+    assert_eq!(view.versions_of(b"other.txt").unwrap(), None);
+    assert_eq!(view.others_len(), 2);
+    assert_eq!(view.other(1), SnapshotId([0x32; 32]));
     // Under another key, or with one bit flipped, it is ignored.
     assert!(open_catalog(&Keys::from_master([0x12; 32]), &bytes).is_none());
     let mut flipped = bytes.clone();

@@ -828,6 +828,7 @@ fn write_seed_corpus() {
     let catalog = prism_sync::format::catalog::CatalogFile {
         repo_id: id(0xc2),
         set: "p-sync".into(),
+        listing: "af1349b9f5f9a1a6a0404dea36dcc949".into(),
         snapshots: vec![prism_sync::format::catalog::CatalogSnapshot {
             id: SnapshotId(id(0xc3)),
             cataloged: true,

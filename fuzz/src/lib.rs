@@ -297,12 +297,32 @@ pub fn fuzz_lease(data: &[u8]) {
     }
 }
 
-/// `CatalogFile::decode` (a set's local snapshot catalog, without its MAC) and
-/// `snapshot::catalog::open_catalog` (the MAC check in front of it).
+/// `CatalogFile::decode` (a set's local snapshot catalog, without its MAC), the in-place
+/// reader `CatalogView` (every accessor on whatever framing it accepts) and
+/// `snapshot::catalog::open_catalog` (the MAC check in front of them).
 pub fn fuzz_catalog(data: &[u8]) {
-    use prism_sync::format::catalog::CatalogFile;
+    use prism_sync::format::catalog::{CatalogFile, CatalogView};
     if let Ok(c) = CatalogFile::decode(data) {
         assert_canonical("catalog", data, &c.encode());
+    }
+    if let Ok(v) = CatalogView::parse(data.to_vec()) {
+        for i in 0..v.len() {
+            let row = v.row(i);
+            let _ = v.snapshot(i);
+            assert_eq!(v.find(row.time_ns, &row.id), Some(i), "rows are sorted");
+        }
+        let _ = v.partition(|r| r.time_ns <= 0);
+        for i in 0..v.others_len() {
+            let _ = v.other(i);
+        }
+        for j in 0..v.paths_len() {
+            if let Ok(name) = v.path_name(j) {
+                let name = name.to_vec();
+                let _ = v.path_entry(j);
+                let _ = v.versions_of(&name);
+            }
+        }
+        let _ = v.versions_of(b"notes.txt");
     }
     if let Some(c) = prism_sync::snapshot::catalog::open_catalog(keys(), data) {
         assert_canonical(

@@ -67,6 +67,9 @@ impl Backend for FaultBackend {
     fn list(&self, kind: Kind) -> BResult<Vec<ObjectInfo>> {
         self.inner.list(kind)
     }
+    fn list_unless(&self, kind: Kind, known: &str) -> BResult<Option<super::Listing>> {
+        self.inner.list_unless(kind, known)
+    }
     fn delete(&self, kind: Kind, name: &str) -> BResult<()> {
         self.gate(kind, name)?;
         self.inner.delete(kind, name)

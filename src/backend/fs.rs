@@ -287,6 +287,35 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with(".tmp-") || (name.starts_with('.') && name.contains(".prism-tmp-"))
 }
 
+/// How long a directory must have been left alone before its change stamp stands for its names
+/// (timestamps have a granularity: two changes within one tick look alike).
+pub const STAMP_SETTLED: Duration = Duration::from_secs(2);
+
+/// The tag of a directory that has not changed for [`STAMP_SETTLED`]: lowercase hex of the
+/// first 16 bytes of BLAKE3("prism-sync directory stamp" ‖ dev ‖ ino ‖ mtime ‖ ctime), little
+/// endian, prefixed `ff` so it never equals a names' tag of the same length; `None` while the
+/// directory changed too recently (or its times are in the future).
+fn stamp_tag(dir: &Dir) -> io::Result<Option<String>> {
+    let (dev, ino, mtime, ctime) = dir.change_stamp()?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let settled = STAMP_SETTLED.as_nanos() as i64;
+    if now.saturating_sub(mtime.max(ctime)) < settled {
+        return Ok(None);
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"prism-sync directory stamp");
+    h.update(&dev.to_le_bytes());
+    h.update(&ino.to_le_bytes());
+    h.update(&mtime.to_le_bytes());
+    h.update(&ctime.to_le_bytes());
+    Ok(Some(format!(
+        "ff{}",
+        hex_encode(&h.finalize().as_bytes()[..16])
+    )))
+}
+
 impl Backend for FsBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -416,6 +445,53 @@ impl Backend for FsBackend {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// What a snapshot catalog asks before every use. Snapshots: when the directory has not
+    /// changed for [`STAMP_SETTLED`], the tag is a digest of the directory's change stamp
+    /// (device, inode, mtime, ctime — any entry added or removed changes them), so an unchanged
+    /// directory is one `fstat`, not a listing; a directory changed more recently gets the
+    /// names' tag (a change within the same timestamp tick could go unseen). Otherwise, and for
+    /// the names, the directory entries (their types, no `stat` per object).
+    fn list_unless(&self, kind: Kind, known: &str) -> BResult<Option<super::Listing>> {
+        if matches!(kind, Kind::Config | Kind::Pack) {
+            let names: Vec<String> = self.list(kind)?.into_iter().map(|o| o.name).collect();
+            let tag = super::listing_tag(&names);
+            return Ok((tag != known).then_some(super::Listing { names, tag }));
+        }
+        let root = match self.root_dir() {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let tag = super::listing_tag(&[]);
+                return Ok((tag != known).then_some(super::Listing { names: vec![], tag }));
+            }
+            Err(e) => return Err(io_err(kind, "*", e)),
+        };
+        let dir = match root.open_path(kind.dir().as_bytes()) {
+            Ok(d) => d,
+            Err(WalkError::Missing(_)) => {
+                let tag = super::listing_tag(&[]);
+                return Ok((tag != known).then_some(super::Listing { names: vec![], tag }));
+            }
+            Err(e) => return Err(walk_err(kind, "*", e)),
+        };
+        let stamp_tag = if kind == Kind::Snapshot {
+            stamp_tag(&dir).map_err(|e| io_err(kind, "*", e))?
+        } else {
+            None
+        };
+        if stamp_tag.as_deref() == Some(known) {
+            return Ok(None);
+        }
+        let names: Vec<String> = dir
+            .file_names()
+            .map_err(|e| io_err(kind, "*", e))?
+            .into_iter()
+            .filter_map(|raw| String::from_utf8(raw).ok())
+            .filter(|n| valid_object_name(n))
+            .collect();
+        let tag = stamp_tag.unwrap_or_else(|| super::listing_tag(&names));
+        Ok((tag != known).then_some(super::Listing { names, tag }))
     }
 
     fn delete(&self, kind: Kind, name: &str) -> BResult<()> {

@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use fault::FaultBackend;
-pub use fs::{FsBackend, is_temp_name as fs_is_temp_name};
+pub use fs::{FsBackend, STAMP_SETTLED, is_temp_name as fs_is_temp_name};
 pub use memory::MemoryBackend;
 pub use rest::RestBackend;
 pub use retry::{RetryBackend, RetryPolicy};
@@ -238,6 +238,15 @@ pub trait Backend: Send + Sync {
     /// Limits the bytes per second this backend sends and receives (network backends; a
     /// directory ignores it). See [`limit`].
     fn set_bandwidth(&self, _limits: limit::Bandwidth) {}
+
+    /// The names of `kind` unless their [`listing_tag`] is `known` (`Ok(None)`: the same names;
+    /// the empty string matches nothing). The default lists and compares; a server that can
+    /// compare answers "unchanged" without sending the names.
+    fn list_unless(&self, kind: Kind, known: &str) -> BResult<Option<Listing>> {
+        let names: Vec<String> = self.list(kind)?.into_iter().map(|o| o.name).collect();
+        let tag = listing_tag(&names);
+        Ok((tag != known).then_some(Listing { names, tag }))
+    }
 
     /// Waits up to `timeout` for the names of `kind` to differ from a listing whose
     /// [`listing_tag`] is `known` (the empty string matches nothing), the server holding the

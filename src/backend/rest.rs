@@ -801,6 +801,35 @@ impl Backend for RestBackend {
         Self::parse_listing(&what, &a.body)
     }
 
+    /// `GET /snapshots/?wait=0&known=TAG`: the server compares the tags and answers `304 Not
+    /// Modified` (no names) when they match; a server that does not compare (no wait header)
+    /// answers the plain listing, compared here.
+    fn list_unless(&self, kind: Kind, known: &str) -> BResult<Option<Listing>> {
+        if !matches!(kind, Kind::Snapshot | Kind::Head)
+            || known.is_empty()
+            || !known.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            let names: Vec<String> = self.list(kind)?.into_iter().map(|o| o.name).collect();
+            let tag = listing_tag(&names);
+            return Ok((tag != known).then_some(Listing { names, tag }));
+        }
+        let what = format!("the {} list", kind.noun());
+        let path = format!("{}/?wait=0&known={known}", kind.dir());
+        let a = self.exchange(&what, Method::GET, &path, None, None, LIST_BYTES_MAX)?;
+        match a.status {
+            StatusCode::NOT_MODIFIED if a.headers.contains_key(WAIT_HEADER) => Ok(None),
+            StatusCode::OK => {
+                let names: Vec<String> = Self::parse_listing(&what, &a.body)?
+                    .into_iter()
+                    .map(|e| e.name)
+                    .collect();
+                let tag = listing_tag(&names);
+                Ok((tag != known).then_some(Listing { names, tag }))
+            }
+            _ => Err(self.fail(&what, &a)),
+        }
+    }
+
     /// `GET /heads/?wait=SECS&known=TAG`: the server answers when the heads differ from `known`,
     /// or with `304 Not Modified` after SECS (see `format-spec/rest.md`).
     fn watch_list(

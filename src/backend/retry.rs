@@ -185,6 +185,10 @@ impl Backend for RetryBackend {
         self.run(|_| self.inner.list(kind))
     }
 
+    fn list_unless(&self, kind: Kind, known: &str) -> BResult<Option<super::Listing>> {
+        self.run(|_| self.inner.list_unless(kind, known))
+    }
+
     fn delete(&self, kind: Kind, name: &str) -> BResult<()> {
         let mut uncertain = false;
         self.run(|_| match self.inner.delete(kind, name) {

@@ -121,6 +121,7 @@ pub fn name_and_path(
 }
 
 fn open_set(ctx: &Ctx, name: &str) -> Result<(Endpoint, Repository)> {
+    let _t = crate::timing::span("open the set and its repository");
     let ep = Endpoint::open(&ctx.home, name)?;
     let repo = ctx.open_repo(&ep.cfg.repo)?;
     repo.backend().set_bandwidth(ep.cfg.bandwidth());
@@ -521,6 +522,7 @@ pub fn sync(
     }
     let progress = Arc::new(Progress::default());
     let bar = sync_bar(ctx, &ep, progress.clone());
+    let t = crate::timing::span("step");
     let r = step(
         &ep,
         &repo,
@@ -532,6 +534,7 @@ pub fn sync(
             ..Default::default()
         },
     );
+    drop(t);
     bar.finish(r.as_ref().is_ok_and(|r| r.halted.is_none()));
     let r = r?;
     if !dry_run {
@@ -864,6 +867,7 @@ pub fn resolve(
 /// The set's catalog, brought up to date with the repository's snapshot list (new snapshots are
 /// opened once; unreadable ones are reported and left out).
 fn set_catalog(ctx: &Ctx, repo: &Repository, name: &str) -> Result<Catalog> {
+    let _t = crate::timing::span("catalog: open and refresh");
     let mut catalog = Catalog::open(&ctx.home, repo, name);
     for e in catalog.refresh(repo)? {
         ctx.out
@@ -887,13 +891,15 @@ fn set_snapshots(
 
 pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome> {
     let (_ep, repo) = open_set(ctx, name)?;
-    repo.load_index()?;
+    // The index is loaded only if new snapshots are to be cataloged (their trees read).
     let p: Vec<u8> = crate::snapshot::components(path.as_bytes()).join(&b'/');
     let mut catalog = set_catalog(ctx, &repo, name)?;
+    let t = crate::timing::span("catalog: paths, save, versions");
     catalog.catalog_paths(&repo)?;
     catalog.save(&repo);
     // The snapshots at which the path's node changed; between two of them it stays the same.
-    let versions = catalog.versions(&p);
+    let versions = catalog.versions(&p)?;
+    drop(t);
     let mut last: Option<Option<Node>> = None;
     let mut rows = Vec::new();
     for (id, s, node) in &versions {
@@ -1003,25 +1009,36 @@ fn state_at(
     name: &str,
     at: Option<&str>,
 ) -> Result<(SnapshotId, Snapshot)> {
-    let snaps = set_snapshots(ctx, repo, name, false)?;
-    let (id, s) = match at {
+    let mut catalog = set_catalog(ctx, repo, name)?;
+    catalog.save(repo);
+    match at {
         Some(t) => match parse_time(t) {
-            Ok(ns) => select::at(&snaps, ns, t)?,
+            // The newest state at or before that moment: one lookup in the catalog.
+            Ok(ns) => match catalog.at(Some(ns), false)? {
+                Some(found) => Ok(found),
+                None => match catalog.oldest(false)? {
+                    Some((_, first)) => bail!(Error::invalid(format!(
+                        "no snapshot at or before {t}: the oldest is from {}",
+                        format_local(first.time_ns)
+                    ))),
+                    None => bail!(Error::invalid("the repository has no snapshots yet")),
+                },
+            },
             // The ids `history` and `snapshots NAME` print.
             Err(e) if crate::id::is_hex_prefix(&t.to_ascii_lowercase()) => {
-                let all = set_snapshots(ctx, repo, name, true)?;
+                let all = catalog.snapshots(true);
                 let (id, s) = select::resolve(&all, t).map_err(|_| e)?;
-                return Ok((*id, s.clone()));
+                Ok((*id, s.clone()))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
         },
-        None => snaps.last().ok_or_else(|| {
+        None => catalog.at(None, false)?.ok_or_else(|| {
             Error::invalid(format!(
                 "{name} has no versions yet: prism-sync sync {name}"
             ))
-        })?,
-    };
-    Ok((*id, s.clone()))
+            .into()
+        }),
+    }
 }
 
 pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {

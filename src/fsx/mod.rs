@@ -290,6 +290,41 @@ impl Dir {
         Ok(out)
     }
 
+    /// What changes whenever an entry is added to or removed from this directory: its
+    /// (device, inode, mtime, ctime) from `fstat`, times in nanoseconds.
+    pub fn change_stamp(&self) -> io::Result<(u64, u64, i64, i64)> {
+        let st = rustix::fs::fstat(&self.fd)?;
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        #[allow(clippy::unnecessary_cast)]
+        Ok((
+            st.st_dev as u64,
+            st.st_ino as u64,
+            ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+        ))
+    }
+
+    /// The names of the regular files in this directory, from the directory entries' types
+    /// (an `lstat` only where the file system does not give the type).
+    pub fn file_names(&self) -> io::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for e in rustix::fs::Dir::read_from(&self.fd)? {
+            let e = e?;
+            let n = e.file_name().to_bytes();
+            let file = match e.file_type() {
+                rustix::fs::FileType::RegularFile => true,
+                rustix::fs::FileType::Unknown => {
+                    self.entry(n)?.is_some_and(|en| en.kind == EntryKind::File)
+                }
+                _ => false,
+            };
+            if file {
+                out.push(n.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
     /// Creates the directory `name` (mode `mode`, less the umask). `AlreadyExists` if any
     /// entry has that name.
     pub fn mkdir(&self, name: &[u8], mode: u32) -> io::Result<()> {

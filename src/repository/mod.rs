@@ -491,6 +491,28 @@ impl Repository {
         Ok(ids)
     }
 
+    /// The repository's snapshot ids and their listing tag, unless the tag is `known` (`None`:
+    /// the same snapshots as then). Over `serve`, an unchanged listing is one request without
+    /// the names.
+    pub fn snapshot_ids_unless(&self, known: &str) -> Result<Option<(Vec<SnapshotId>, String)>> {
+        let Some(listing) = self.backend.list_unless(Kind::Snapshot, known)? else {
+            return Ok(None);
+        };
+        let ids: Vec<SnapshotId> = listing
+            .names
+            .iter()
+            .filter_map(|n| SnapshotId::from_hex(n))
+            .collect();
+        if let Some(c) = &self.cache {
+            // Forgotten snapshots leave the cache too.
+            c.retain(
+                CacheKind::Snapshot,
+                &ids.iter().map(SnapshotId::to_hex).collect(),
+            );
+        }
+        Ok(Some((ids, listing.tag)))
+    }
+
     /// Every readable snapshot, oldest first, plus the errors of unreadable ones. Snapshots not
     /// in the cache are fetched several at a time.
     pub fn snapshots_lenient(&self) -> Result<Lenient<(SnapshotId, Snapshot)>> {
@@ -826,6 +848,15 @@ pub mod counters {
     pub static SNAPSHOTS_OPENED: AtomicU64 = AtomicU64::new(0);
     /// Tree blobs read and decrypted by [`super::Repository::read_blob`].
     pub static TREE_BLOBS_READ: AtomicU64 = AtomicU64::new(0);
+
+    /// Snapshots and path entries decoded from a stored snapshot catalog
+    /// (`snapshot::catalog`).
+    pub static CATALOG_ENTRIES_DECODED: AtomicU64 = AtomicU64::new(0);
+
+    /// Catalog entries decoded so far.
+    pub fn catalog_decoded() -> u64 {
+        CATALOG_ENTRIES_DECODED.load(Ordering::Relaxed)
+    }
 
     pub(crate) fn count(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);

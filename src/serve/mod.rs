@@ -658,9 +658,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Resp {
         ),
         (None, Method::POST) if req.uri().query() == Some("create=true") => prepare(state).await,
         (None, _) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here"),
-        (Some((Kind::Head, "")), Method::GET) if wait_query(req.uri().query()).is_some() => {
+        (Some((kind @ (Kind::Head | Kind::Snapshot), "")), Method::GET)
+            if wait_query(req.uri().query()).is_some() =>
+        {
             let (secs, known) = wait_query(req.uri().query()).expect("checked");
-            wait_list(state, Kind::Head, secs, known).await
+            // Snapshots: compared at once, never held (`wait=0`).
+            let secs = if kind == Kind::Snapshot { 0 } else { secs };
+            wait_list(state, kind, secs, known).await
         }
         (Some((kind, "")), Method::GET) if kind != Kind::Config => list(state, kind).await,
         (Some((kind, name)), Method::HEAD) if kind == Kind::Config || !name.is_empty() => {

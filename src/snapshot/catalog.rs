@@ -4,15 +4,20 @@
 //! `snapshots NAME`, `restore NAME --at` and `ls NAME --at` read it instead of opening every
 //! snapshot and walking every tree.
 //!
-//! Kept up to date incrementally: snapshots the listing no longer has drop out (their versions
-//! move to the next snapshot that is kept, with no tree read); a new snapshot is opened once, and
-//! its paths are cataloged by comparing its tree with the snapshot before it (only directories
-//! whose ids differ are read). Snapshots are write-once, so an entry keyed by id is never stale.
+//! Kept up to date incrementally. The file records the tag of the snapshot listing it matches:
+//! a command whose listing has the same tag (over `serve`, one request that carries no names)
+//! reads the file in place — a binary search over its fixed-width rows or its paths, then one
+//! snapshot or one path's versions — and decodes nothing else. Otherwise it is decoded whole:
+//! snapshots the listing no longer has drop out (their versions move to the next snapshot that
+//! is kept, with no tree read); a new snapshot is opened once, and its paths are cataloged by
+//! comparing its tree with the snapshot before it (only directories whose ids differ are read).
+//! Snapshots are write-once, so an entry keyed by id is never stale.
 //!
 //! Local state a user, a crash or another program can damage: the file carries a MAC keyed by
 //! the repository's keys, and a file that does not verify or decode is ignored (the catalog is
 //! rebuilt from the repository), never trusted. Format: `format-spec/local-state.md`.
 
+use std::cell::{Cell, OnceCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,9 +26,12 @@ use super::tree::read_dir;
 use super::{Node, NodeKind, Snapshot, join};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::format::catalog::{self as layout, CatalogFile, CatalogSnapshot, MAC_LEN};
+use crate::format::DecodeError;
+use crate::format::catalog::{
+    self as layout, CatalogFile, CatalogSnapshot, CatalogView, MAC_LEN, is_safety,
+};
 use crate::id::{BlobId, SnapshotId, hex_encode};
-use crate::repository::{Repository, map_parallel};
+use crate::repository::{Repository, counters, map_parallel};
 
 /// Decoded directories kept while cataloging new snapshots (one step's directories are read
 /// again by the next one).
@@ -56,12 +64,22 @@ pub fn seal_catalog(keys: &Keys, file: &CatalogFile) -> Vec<u8> {
 
 /// The catalog in `bytes` if its MAC verifies and it decodes (`None`: ignore it).
 pub fn open_catalog(keys: &Keys, bytes: &[u8]) -> Option<CatalogFile> {
+    CatalogFile::decode(verified_body(keys, bytes)?).ok()
+}
+
+/// The body of a stored catalog whose MAC verifies.
+fn verified_body<'a>(keys: &Keys, bytes: &'a [u8]) -> Option<&'a [u8]> {
     let (body, mac) = layout::split_mac(bytes)?;
     let want = blake3::Hash::from(catalog_mac(keys, body));
-    if want != blake3::Hash::from(*mac) {
-        return None;
-    }
-    CatalogFile::decode(body).ok()
+    (want == blake3::Hash::from(*mac)).then_some(body)
+}
+
+/// The catalog in `bytes` read in place, if its MAC verifies and its framing is sound (`None`:
+/// ignore it); its snapshots and path entries are checked as they are read.
+pub fn open_catalog_view(keys: &Keys, mut bytes: Vec<u8>) -> Option<CatalogView> {
+    let body_len = verified_body(keys, &bytes)?.len();
+    bytes.truncate(body_len);
+    CatalogView::parse(bytes).ok()
 }
 
 struct Entry {
@@ -79,17 +97,46 @@ impl Entry {
 /// A path's versions: from snapshot `Key` on, it has this node (`None`: absent).
 type Versions = Vec<(Key, Option<Node>)>;
 
-pub struct Catalog {
-    file: PathBuf,
-    repo_id: [u8; 32],
-    set: String,
+/// The catalog decoded whole.
+#[derive(Default)]
+struct Mem {
     /// The set's snapshots, in (time, id) order.
     snaps: Vec<Entry>,
     /// The repository's other snapshots (other sets, plain backups).
     others: HashSet<SnapshotId>,
     paths: BTreeMap<Vec<u8>, Versions>,
+}
+
+/// A snapshot the catalog gives out: its id and the snapshot.
+pub type Found = (SnapshotId, Snapshot);
+
+pub struct Catalog {
+    file: PathBuf,
+    repo_id: [u8; 32],
+    set: String,
+    /// The tag of the snapshot listing the catalog matches (empty: none).
+    listing: String,
+    /// The stored file, read in place while nothing changes.
+    stored: Option<CatalogView>,
+    /// The catalog decoded whole: on the first change, or when everything is asked for.
+    mem: OnceCell<Mem>,
+    /// The stored file did not decode after all: it is rebuilt from the repository.
+    broken: Cell<bool>,
     /// Changed since it was read.
     dirty: bool,
+}
+
+/// Snapshot `i` of a stored catalog, counted.
+fn stored_snapshot(v: &CatalogView, i: usize) -> std::result::Result<Snapshot, DecodeError> {
+    counters::count(&counters::CATALOG_ENTRIES_DECODED);
+    v.snapshot(i)
+}
+
+fn damaged(file: &Path, e: DecodeError) -> Error {
+    Error::invalid(format!(
+        "the snapshot catalog {} does not decode ({e}): delete it (it is rebuilt from the repository)",
+        file.display()
+    ))
 }
 
 impl Catalog {
@@ -97,77 +144,87 @@ impl Catalog {
     /// gives an empty catalog (filled from the repository by [`Catalog::refresh`]).
     pub fn open(home: &Path, repo: &Repository, set: &str) -> Catalog {
         let repo_id = repo.repo_id();
-        let mut c = Catalog {
-            file: catalog_path(home, &repo_id, set),
+        let file = catalog_path(home, &repo_id, set);
+        let stored = std::fs::read(&file)
+            .ok()
+            .and_then(|b| open_catalog_view(repo.keys(), b))
+            .filter(|v| v.repo_id == repo_id && v.set == set);
+        Catalog {
+            file,
             repo_id,
             set: set.to_string(),
-            snaps: Vec::new(),
-            others: HashSet::new(),
-            paths: BTreeMap::new(),
-            dirty: false,
-        };
-        let stored = std::fs::read(&c.file)
-            .ok()
-            .and_then(|b| open_catalog(repo.keys(), &b))
-            .filter(|f| f.repo_id == repo_id && f.set == set);
-        match stored {
-            Some(f) => c.load(f),
-            None => c.dirty = true,
+            listing: stored
+                .as_ref()
+                .map(|v| v.listing.clone())
+                .unwrap_or_default(),
+            dirty: stored.is_none(),
+            stored,
+            mem: OnceCell::new(),
+            broken: Cell::new(false),
         }
-        c
     }
 
-    fn load(&mut self, f: CatalogFile) {
-        let keys: Vec<Key> = f
-            .snapshots
-            .iter()
-            .map(|s| (s.snapshot.time_ns, s.id))
-            .collect();
-        self.snaps = f
-            .snapshots
-            .into_iter()
-            .map(|s| Entry {
-                id: s.id,
-                snap: s.snapshot,
-                cataloged: s.cataloged,
-            })
-            .collect();
-        self.others = f.others.into_iter().collect();
-        self.paths = f
-            .paths
-            .into_iter()
-            .map(|(p, vs)| {
-                let vs = vs.into_iter().map(|(i, n)| (keys[i as usize], n)).collect();
-                (p, vs)
-            })
-            .collect();
+    /// The catalog decoded whole (from the stored file, once).
+    fn mem(&self) -> &Mem {
+        self.mem.get_or_init(|| {
+            let Some(v) = &self.stored else {
+                return Mem::default();
+            };
+            match decode_whole(v) {
+                Ok(m) => m,
+                Err(_) => {
+                    self.broken.set(true);
+                    Mem::default()
+                }
+            }
+        })
     }
 
-    /// Brings the snapshot list up to date with the repository's listing: forgotten snapshots
-    /// drop out, new ones are opened (several at a time). Returns the errors of snapshots that
-    /// could not be read (left out, tried again next time).
+    fn mem_mut(&mut self) -> &mut Mem {
+        self.mem();
+        self.stored = None;
+        self.mem.get_mut().expect("decoded above")
+    }
+
+    /// The stored file, while it is all the catalog knows (nothing changed or decoded since).
+    fn view(&self) -> Option<&CatalogView> {
+        match self.mem.get() {
+            Some(_) => None,
+            None => self.stored.as_ref(),
+        }
+    }
+
+    /// Brings the snapshot list up to date with the repository's listing: when the listing's
+    /// tag is the one the catalog matches, nothing else is done; otherwise forgotten snapshots
+    /// drop out and new ones are opened (several at a time). Returns the errors of snapshots
+    /// that could not be read (left out, tried again next time).
     pub fn refresh(&mut self, repo: &Repository) -> Result<Vec<Error>> {
-        let ids = repo.snapshot_ids()?;
+        let known = if self.broken.get() { "" } else { &self.listing };
+        let Some((ids, tag)) = repo.snapshot_ids_unless(known)? else {
+            return Ok(Vec::new());
+        };
+        if self.broken.replace(false) {
+            self.mem.take();
+            self.stored = None;
+        }
+        let set = self.set.clone();
+        let m = self.mem_mut();
         let listed: HashSet<SnapshotId> = ids.iter().copied().collect();
-        let gone: HashSet<SnapshotId> = self
+        let gone: HashSet<SnapshotId> = m
             .snaps
             .iter()
             .map(|e| e.id)
             .filter(|id| !listed.contains(id))
             .collect();
         if !gone.is_empty() {
-            self.remove(&gone);
+            m.remove(&gone);
         }
-        let others_before = self.others.len();
-        self.others.retain(|id| listed.contains(id));
-        if self.others.len() != others_before {
-            self.dirty = true;
-        }
-        let known: HashSet<SnapshotId> = self
+        m.others.retain(|id| listed.contains(id));
+        let known: HashSet<SnapshotId> = m
             .snaps
             .iter()
             .map(|e| e.id)
-            .chain(self.others.iter().copied())
+            .chain(m.others.iter().copied())
             .collect();
         let new: Vec<SnapshotId> = ids.into_iter().filter(|i| !known.contains(i)).collect();
         let loaded = map_parallel(new, repo.backend().parallelism(), |id| {
@@ -177,8 +234,8 @@ impl Catalog {
         let mut added = false;
         for (id, r) in loaded {
             match r {
-                Ok(s) if s.sync_set.as_deref() == Some(self.set.as_str()) => {
-                    self.snaps.push(Entry {
+                Ok(s) if s.sync_set.as_deref() == Some(set.as_str()) => {
+                    m.snaps.push(Entry {
                         id,
                         snap: s,
                         cataloged: false,
@@ -186,20 +243,224 @@ impl Catalog {
                     added = true;
                 }
                 Ok(_) => {
-                    self.others.insert(id);
-                    self.dirty = true;
+                    m.others.insert(id);
                 }
                 Err(Error::Missing { .. }) => {} // forgotten meanwhile
                 Err(e) => errors.push(e),
             }
         }
         if added {
-            self.snaps.sort_by_key(Entry::key);
-            self.dirty = true;
+            m.snaps.sort_by_key(Entry::key);
         }
+        // With snapshots left out, the next command lists again.
+        self.listing = if errors.is_empty() {
+            tag
+        } else {
+            String::new()
+        };
+        self.dirty = true;
         Ok(errors)
     }
 
+    /// Catalogs the paths of snapshots not cataloged yet: each is compared with the snapshot
+    /// before it, reading only the directories whose ids differ (the index is loaded then, and
+    /// only then).
+    pub fn catalog_paths(&mut self, repo: &Repository) -> Result<()> {
+        let all = match self.view() {
+            Some(v) => (0..v.len()).all(|i| v.row(i).cataloged()),
+            None => self.mem().snaps.iter().all(|e| e.cataloged),
+        };
+        if all {
+            return Ok(());
+        }
+        {
+            let _t = crate::timing::span("load the index");
+            repo.load_index()?;
+        }
+        self.dirty = true;
+        self.mem_mut().catalog_paths(repo)
+    }
+
+    /// The set's snapshots, oldest first; without `include_safety`, not the local copies saved
+    /// before a sync replaced files.
+    pub fn snapshots(&self, include_safety: bool) -> Vec<Found> {
+        self.mem()
+            .snaps
+            .iter()
+            .filter(|e| include_safety || !is_safety(&e.snap))
+            .map(|e| (e.id, e.snap.clone()))
+            .collect()
+    }
+
+    /// The newest snapshot taken at or before `time_ns` (`None`: the newest of all), without
+    /// `include_safety` not a local copy saved before a sync replaced files. Reads one row per
+    /// step of a binary search, and only the snapshot found.
+    pub fn at(&self, time_ns: Option<i64>, include_safety: bool) -> Result<Option<Found>> {
+        let t = time_ns.unwrap_or(i64::MAX);
+        match self.view() {
+            Some(v) => {
+                let mut i = v.partition(|r| r.time_ns <= t);
+                while i > 0 {
+                    i -= 1;
+                    if include_safety || !v.row(i).safety() {
+                        let s = stored_snapshot(v, i).map_err(|e| damaged(&self.file, e))?;
+                        return Ok(Some((v.row(i).id, s)));
+                    }
+                }
+                Ok(None)
+            }
+            None => {
+                let snaps = &self.mem().snaps;
+                let i = snaps.partition_point(|e| e.snap.time_ns <= t);
+                Ok(snaps[..i]
+                    .iter()
+                    .rev()
+                    .find(|e| include_safety || !is_safety(&e.snap))
+                    .map(|e| (e.id, e.snap.clone())))
+            }
+        }
+    }
+
+    /// The oldest snapshot (without `include_safety`, not a local copy saved before a sync).
+    pub fn oldest(&self, include_safety: bool) -> Result<Option<Found>> {
+        match self.view() {
+            Some(v) => {
+                for i in 0..v.len() {
+                    if include_safety || !v.row(i).safety() {
+                        let s = stored_snapshot(v, i).map_err(|e| damaged(&self.file, e))?;
+                        return Ok(Some((v.row(i).id, s)));
+                    }
+                }
+                Ok(None)
+            }
+            None => Ok(self
+                .mem()
+                .snaps
+                .iter()
+                .find(|e| include_safety || !is_safety(&e.snap))
+                .map(|e| (e.id, e.snap.clone()))),
+        }
+    }
+
+    /// The versions of `path` (components joined by `/`): each snapshot at which its node
+    /// changed, with that node (`None`: absent), oldest first. Only cataloged snapshots count
+    /// (all of them after [`Catalog::catalog_paths`]). Reads that path's entry and the
+    /// snapshots of its versions, nothing else.
+    pub fn versions(&self, path: &[u8]) -> Result<Vec<(SnapshotId, Snapshot, Option<Node>)>> {
+        if let Some(v) = self.view() {
+            counters::count(&counters::CATALOG_ENTRIES_DECODED);
+            let Some(vs) = v.versions_of(path).map_err(|e| damaged(&self.file, e))? else {
+                return Ok(Vec::new());
+            };
+            return vs
+                .into_iter()
+                .map(|(i, n)| {
+                    let s = stored_snapshot(v, i as usize).map_err(|e| damaged(&self.file, e))?;
+                    Ok((v.row(i as usize).id, s, n))
+                })
+                .collect();
+        }
+        let m = self.mem();
+        let Some(vs) = m.paths.get(path) else {
+            return Ok(Vec::new());
+        };
+        Ok(vs
+            .iter()
+            .filter_map(|(k, n)| {
+                let i = m.snaps.binary_search_by_key(k, Entry::key).ok()?;
+                Some((m.snaps[i].id, m.snaps[i].snap.clone(), n.clone()))
+            })
+            .collect())
+    }
+
+    /// The node of `path` in snapshot `id` as cataloged (for checking the catalog against the
+    /// trees).
+    pub fn node_at(&self, id: &SnapshotId, path: &[u8]) -> Option<Node> {
+        let m = self.mem();
+        let e = m.snaps.iter().find(|e| e.id == *id)?;
+        state_at(m.paths.get(path)?, e.key())
+    }
+
+    /// Every path that has versions.
+    pub fn paths(&self) -> impl Iterator<Item = &[u8]> {
+        self.mem().paths.keys().map(Vec::as_slice)
+    }
+
+    /// Writes the catalog back if it changed (a temp file renamed into place, mode 0600; not
+    /// fsynced: a lost or torn file is rebuilt). Failing to write is no error (it is a cache).
+    pub fn save(&mut self, repo: &Repository) {
+        if !self.dirty {
+            return;
+        }
+        let m = self.mem();
+        let index: HashMap<Key, u32> = m
+            .snaps
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key(), i as u32))
+            .collect();
+        let mut others: Vec<SnapshotId> = m.others.iter().copied().collect();
+        others.sort();
+        let file = CatalogFile {
+            repo_id: self.repo_id,
+            set: self.set.clone(),
+            listing: self.listing.clone(),
+            snapshots: m
+                .snaps
+                .iter()
+                .map(|e| CatalogSnapshot {
+                    id: e.id,
+                    cataloged: e.cataloged,
+                    snapshot: e.snap.clone(),
+                })
+                .collect(),
+            others,
+            paths: m
+                .paths
+                .iter()
+                .map(|(p, vs)| {
+                    let vs = vs.iter().map(|(k, n)| (index[k], n.clone())).collect();
+                    (p.clone(), vs)
+                })
+                .collect(),
+        };
+        let bytes = seal_catalog(repo.keys(), &file);
+        if write_replacing(&self.file, &bytes).is_ok() {
+            self.dirty = false;
+        }
+    }
+}
+
+/// A stored catalog decoded whole.
+fn decode_whole(v: &CatalogView) -> std::result::Result<Mem, DecodeError> {
+    let mut snaps = Vec::with_capacity(v.len());
+    for i in 0..v.len() {
+        let row = v.row(i);
+        snaps.push(Entry {
+            id: row.id,
+            snap: stored_snapshot(v, i)?,
+            cataloged: row.cataloged(),
+        });
+    }
+    let others = (0..v.others_len()).map(|i| v.other(i)).collect();
+    let mut paths = BTreeMap::new();
+    for j in 0..v.paths_len() {
+        counters::count(&counters::CATALOG_ENTRIES_DECODED);
+        let (p, vs) = v.path_entry(j)?;
+        let vs = vs
+            .into_iter()
+            .map(|(i, n)| (snaps[i as usize].key(), n))
+            .collect();
+        paths.insert(p.to_vec(), vs);
+    }
+    Ok(Mem {
+        snaps,
+        others,
+        paths,
+    })
+}
+
+impl Mem {
     /// Drops snapshots; each path's version at a dropped snapshot moves to the next snapshot
     /// that stays (unless that one has its own), so every kept snapshot keeps its nodes.
     fn remove(&mut self, gone: &HashSet<SnapshotId>) {
@@ -239,15 +500,11 @@ impl Catalog {
             self.paths.retain(|_, vs| !vs.is_empty());
         }
         self.snaps.retain(|e| !gone.contains(&e.id));
-        self.dirty = true;
     }
 
     /// Catalogs the paths of snapshots not cataloged yet: each is compared with the snapshot
     /// before it, reading only the directories whose ids differ. Needs the index loaded.
-    pub fn catalog_paths(&mut self, repo: &Repository) -> Result<()> {
-        if self.snaps.iter().all(|e| e.cataloged) {
-            return Ok(());
-        }
+    fn catalog_paths(&mut self, repo: &Repository) -> Result<()> {
         // The next snapshot cataloged before this call, for each position: the one whose
         // versions must keep their nodes when a snapshot is slotted in before it.
         let mut next_cataloged = vec![None; self.snaps.len()];
@@ -278,7 +535,6 @@ impl Catalog {
                 self.slot_in(path, at, next, node);
             }
             self.snaps[i].cataloged = true;
-            self.dirty = true;
         }
         Ok(())
     }
@@ -299,85 +555,6 @@ impl Catalog {
         drop_repeat(vs, i);
         if vs.is_empty() {
             self.paths.remove(&path);
-        }
-    }
-
-    /// The set's snapshots, oldest first; without `include_safety`, not the local copies saved
-    /// before a sync replaced files.
-    pub fn snapshots(&self, include_safety: bool) -> Vec<(SnapshotId, Snapshot)> {
-        self.snaps
-            .iter()
-            .filter(|e| include_safety || !is_safety(&e.snap))
-            .map(|e| (e.id, e.snap.clone()))
-            .collect()
-    }
-
-    /// The versions of `path` (components joined by `/`): each snapshot at which its node
-    /// changed, with that node (`None`: absent), oldest first. Only cataloged snapshots count
-    /// (all of them after [`Catalog::catalog_paths`]).
-    pub fn versions(&self, path: &[u8]) -> Vec<(SnapshotId, &Snapshot, Option<Node>)> {
-        let Some(vs) = self.paths.get(path) else {
-            return Vec::new();
-        };
-        vs.iter()
-            .filter_map(|(k, n)| {
-                let i = self.snaps.binary_search_by_key(k, Entry::key).ok()?;
-                Some((self.snaps[i].id, &self.snaps[i].snap, n.clone()))
-            })
-            .collect()
-    }
-
-    /// The node of `path` in snapshot `id` as cataloged (for checking the catalog against the
-    /// trees).
-    pub fn node_at(&self, id: &SnapshotId, path: &[u8]) -> Option<Node> {
-        let e = self.snaps.iter().find(|e| e.id == *id)?;
-        state_at(self.paths.get(path)?, e.key())
-    }
-
-    /// Every path that has versions.
-    pub fn paths(&self) -> impl Iterator<Item = &[u8]> {
-        self.paths.keys().map(Vec::as_slice)
-    }
-
-    /// Writes the catalog back if it changed (a temp file renamed into place, mode 0600; not
-    /// fsynced: a lost or torn file is rebuilt). Failing to write is no error (it is a cache).
-    pub fn save(&mut self, repo: &Repository) {
-        if !self.dirty {
-            return;
-        }
-        let index: HashMap<Key, u32> = self
-            .snaps
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.key(), i as u32))
-            .collect();
-        let mut others: Vec<SnapshotId> = self.others.iter().copied().collect();
-        others.sort();
-        let file = CatalogFile {
-            repo_id: self.repo_id,
-            set: self.set.clone(),
-            snapshots: self
-                .snaps
-                .iter()
-                .map(|e| CatalogSnapshot {
-                    id: e.id,
-                    cataloged: e.cataloged,
-                    snapshot: e.snap.clone(),
-                })
-                .collect(),
-            others,
-            paths: self
-                .paths
-                .iter()
-                .map(|(p, vs)| {
-                    let vs = vs.iter().map(|(k, n)| (index[k], n.clone())).collect();
-                    (p.clone(), vs)
-                })
-                .collect(),
-        };
-        let bytes = seal_catalog(repo.keys(), &file);
-        if write_replacing(&self.file, &bytes).is_ok() {
-            self.dirty = false;
         }
     }
 }
@@ -403,10 +580,6 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     r
-}
-
-fn is_safety(s: &Snapshot) -> bool {
-    s.tags.iter().any(|t| t == "before-sync")
 }
 
 /// The node a path has at snapshot `k` according to its versions.

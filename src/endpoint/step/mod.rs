@@ -162,6 +162,7 @@ fn run(mut cx: Cx) -> Result<StepReport> {
     // snapshots, into the metadata cache) are read: one round trip of waiting instead of four in
     // a row. The heads are those this step merges; one published later is the next step's.
     let set = cx.ep.cfg.name.clone();
+    let t = crate::timing::span("step: session, index, heads");
     let (session, index, heads) = std::thread::scope(|s| {
         let index = s.spawn(|| repo.load_index());
         let heads = s.spawn(|| {
@@ -180,6 +181,7 @@ fn run(mut cx: Cx) -> Result<StepReport> {
     let session = session?;
     index?;
     let heads = heads?;
+    drop(t);
     let progress = cx.opts.progress.clone();
     let phase = |p: StepPhase| {
         if let Some(progress) = &progress {
@@ -187,9 +189,14 @@ fn run(mut cx: Cx) -> Result<StepReport> {
         }
     };
     phase(StepPhase::Scan);
+    let t = crate::timing::span("step: scan");
     let scanned = scan::scan(&mut cx)?;
+    drop(t);
     phase(StepPhase::Merge);
+    let t = crate::timing::span("step: read the shared state");
     let remote = remote::read(&mut cx, heads)?;
+    drop(t);
+    let t = crate::timing::span("step: guard and plan");
     if let Some(why) = guard::history(&cx, &remote)? {
         return cx.halt(why);
     }
@@ -211,15 +218,20 @@ fn run(mut cx: Cx) -> Result<StepReport> {
         let bytes = crate::endpoint::apply::bytes_to_write(&plan.out.actions);
         progress.apply_bytes_total.store(bytes, Ordering::Relaxed);
     }
+    drop(t);
     phase(StepPhase::Apply);
+    let t = crate::timing::span("step: apply, publish, record");
     execute::save_unsaved_versions(&cx, &scanned, &plan)?;
     let done = execute::execute(&mut cx, &scanned, &plan)?;
     let settled = conflicts::settle(&mut cx, &remote, &plan, &done)?;
     phase(StepPhase::Publish);
     let published = publish::publish(&mut cx, &scanned, &remote, &done, &settled)?;
     record::record(&mut cx, &remote, &plan, &done, &settled, &published)?;
+    drop(t);
+    let t = crate::timing::span("step: end session, save the file cache");
     session.end()?;
     let _ = scanned.result.save_cache();
+    drop(t);
     Ok(cx.report)
 }
 
