@@ -18,8 +18,10 @@
 //! - [`error`]: the crate's error type.
 //! - [`time`]: the times people type and read.
 //! - [`repository`]: opening a repository URL, open/init, write ordering (packs → index →
-//!   snapshot), check, prune.
+//!   snapshot), sessions, the maintenance lease.
 //! - [`snapshot`]: trees, nodes, walking, diff, selection, retention, the per-set catalog.
+//! - [`maintenance`]: `check` and `prune` (a pure plan of what to keep, repack and delete, and
+//!   its execution), which walk snapshot trees.
 //! - [`archiver`], [`restorer`]: folder → snapshot and snapshot → folder.
 //! - [`sync`]: the three-way merge as a pure function, rules and policies.
 //! - [`endpoint`]: a sync set at this machine: config, state, the sync step.
@@ -31,9 +33,6 @@
 //! - [`status`], [`ui`]: what `status` reports, and the in-sync rule; the local web app
 //!   (`prism-sync ui`): status, conflicts, every version by time.
 //! - [`cli`]: the command line; the only place that prints.
-//!
-//! One known exception, listed in `tests/layering.rs`: `repository`'s check and prune walk
-//! trees (`snapshot`); they are to move to a maintenance layer above `snapshot`.
 //!
 //! The on-disk format is specified in `format-spec/` at the top of the source tree.
 
@@ -54,6 +53,7 @@ pub mod format;
 pub mod fsx;
 pub mod id;
 pub mod index;
+pub mod maintenance;
 pub mod mount;
 pub mod pack;
 pub mod repository;

@@ -24,8 +24,9 @@ use crate::error::Error;
 use crate::format::keyfile::Kdf;
 use crate::format::pack::BlobKind;
 use crate::id::{SnapshotId, hex_encode};
-use crate::repository::check::{ReadData, parse_subset};
-use crate::repository::prune::PruneOptions;
+use crate::maintenance::check::{ReadData, parse_subset};
+use crate::maintenance;
+use crate::maintenance::prune::PruneOptions;
 use crate::repository::{self, InitOptions, Repository};
 use crate::restorer::{self, RestoreOptions, RestoreProgress};
 use crate::snapshot::diff::diff_trees;
@@ -929,7 +930,7 @@ impl GroupBy {
 }
 
 fn run_prune(ctx: &Ctx, repo: &Repository, dry_run: bool, max_unused: f64) -> Result<Value> {
-    let r = repository::prune::prune(
+    let r = maintenance::prune::prune(
         repo,
         &PruneOptions {
             max_unused_percent: max_unused,
@@ -995,7 +996,7 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Outcome> {
         (None, false) => ReadData::None,
     };
     let repo = open(ctx)?;
-    let progress = Arc::new(repository::check::ReadProgress {
+    let progress = Arc::new(maintenance::check::ReadProgress {
         read_bytes_per_s: read_limit()?,
         ..Default::default()
     });
@@ -1022,7 +1023,7 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Outcome> {
             }
         })
     });
-    let r = repository::check::check_with_progress(&repo, &how, &progress);
+    let r = maintenance::check::check_with_progress(&repo, &how, &progress);
     if let Some(bar) = bar {
         bar.finish(r.is_ok());
     }

@@ -36,7 +36,7 @@ use crate::format::snapshot::Snapshot;
 use crate::id::SnapshotId;
 use crate::repository::heads::read_heads;
 use crate::repository::lease::{self, LEASE_TTL, Taken};
-use crate::repository::prune::{COMPACT_BELOW_BYTES, PruneOptions, PruneReport, prune};
+use crate::maintenance::prune::{COMPACT_BELOW_BYTES, PruneOptions, PruneReport, prune};
 use crate::repository::{Repository, now_ns};
 use crate::snapshot::retention::{self, Policy};
 use crate::time::format_rfc3339;

@@ -5,16 +5,14 @@
 //! 2. an index file listing them,
 //! 3. the snapshot — the commit. A snapshot only refers to blobs in indexed packs.
 //!
-//! Owns: open/init, write ordering, sessions, check, prune (with compaction), the maintenance
-//! lease. Must not touch: local folders, printing.
+//! Owns: open/init, write ordering, sessions, the maintenance lease (check and prune, which walk
+//! trees, are `maintenance`'s). Must not touch: local folders, printing, snapshot trees.
 
 pub mod cache;
-pub mod check;
 pub mod heads;
 mod keys;
 pub mod lease;
 pub mod packer;
-pub mod prune;
 pub mod reader;
 pub mod session;
 mod url;
@@ -554,6 +552,12 @@ impl Repository {
             }
         }
         Ok((files, errors))
+    }
+
+    /// Makes `index` the one reads use: `check` builds it from the index files it could read,
+    /// so blobs of the readable ones resolve even when another file is damaged.
+    pub(crate) fn set_index(&self, index: Index) {
+        *self.index.write().expect("index lock") = Arc::new(index);
     }
 
     /// Loads the index; an unreadable index file is an error (run `check`).

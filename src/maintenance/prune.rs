@@ -10,8 +10,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::session::{Session, list_sessions};
-use super::{Packer, Repository, now_ns};
+use crate::repository::session::{self, Session, list_sessions};
+use crate::repository::{PACK_TARGET_BYTES, Packer, Repository, now_ns};
 use crate::backend::Kind;
 use crate::error::{Error, Result};
 use crate::format::index::{DeletionMark, IndexFile, IndexPack};
@@ -39,7 +39,7 @@ pub struct PruneOptions {
 pub const COMPACT_MIN_PACKS: usize = 8;
 
 /// Packs below a quarter of the target size are "small" for compaction.
-pub const COMPACT_BELOW_BYTES: u64 = super::PACK_TARGET_BYTES / 4;
+pub const COMPACT_BELOW_BYTES: u64 = PACK_TARGET_BYTES / 4;
 
 impl Default for PruneOptions {
     fn default() -> Self {
@@ -324,7 +324,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         let free = if fresh {
             live.is_empty()
         } else if m.wait_for == [WAIT_UNKNOWN] {
-            now - m.marked_ns > super::session::SESSION_STALE_AFTER.as_nanos() as i64
+            now - m.marked_ns > session::SESSION_STALE_AFTER.as_nanos() as i64
                 || live.is_empty()
         } else {
             m.wait_for.iter().all(|s| !live_set.contains(s))

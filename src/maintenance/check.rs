@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::session::list_sessions;
-use super::{Repository, now_ns};
+use crate::repository::session::list_sessions;
+use crate::repository::{Repository, now_ns};
 use crate::backend::Kind;
 use crate::error::{Error, Result};
 use crate::format::keyfile::KeyFile;
@@ -146,7 +146,7 @@ pub fn check_with_progress(
     let (snaps, snap_errors) = repo.snapshots_lenient()?;
     r.errors.extend(snap_errors.iter().map(|e| e.to_string()));
     r.snapshots = snaps.len();
-    *repo.index.write().expect("index lock") = std::sync::Arc::new(index);
+    repo.set_index(index);
     let index = repo.index();
     let mut reach = Reachable::new();
     for (id, s) in &snaps {
