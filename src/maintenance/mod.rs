@@ -3,8 +3,10 @@
 //! Both walk snapshot trees, so they sit above `snapshot` and below the sync-set layers that
 //! schedule them.
 //!
-//! Owns: verifying a repository, deciding what to keep, repack and delete, and doing it in the
-//! order `format-spec/repository.md` gives. Must not touch: local folders, printing, sync sets.
+//! Owns: verifying a repository; deciding what to keep, repack and delete (`prune_plan`, pure)
+//! and doing it (`prune`) in the order `format-spec/repository.md` gives. Must not touch: local
+//! folders, printing, sync sets.
 
 pub mod check;
 pub mod prune;
+pub mod prune_plan;

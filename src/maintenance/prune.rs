@@ -10,19 +10,17 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::repository::session::{self, Session, list_sessions};
-use crate::repository::{PACK_TARGET_BYTES, Packer, Repository, now_ns};
+use super::prune_plan::{self, PlanLimits, PrunePlan, Settlement};
 use crate::backend::Kind;
 use crate::error::{Error, Result};
 use crate::format::index::{DeletionMark, IndexFile, IndexPack};
-use crate::format::pack::{BLOB_HEADER_LEN, BlobKind};
-use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::id::{IndexId, PackId, SnapshotId};
 use crate::index::Index;
+use crate::repository::session::{self, Session, list_sessions};
+use crate::repository::{PACK_TARGET_BYTES, Packer, Repository, now_ns};
 use crate::snapshot::tree::Reachable;
 
-/// Marks whose waiting list is unknown (a prune stopped between marking and listing sessions):
-/// they wait until the mark is older than a session can live.
-pub const WAIT_UNKNOWN: [u8; 32] = [0xff; 32];
+pub use prune_plan::{COMPACT_MIN_PACKS, WAIT_UNKNOWN};
 
 #[derive(Debug, Clone)]
 pub struct PruneOptions {
@@ -34,9 +32,6 @@ pub struct PruneOptions {
     pub compact_below_bytes: u64,
     pub dry_run: bool,
 }
-
-/// Small packs of one kind that make compaction worth it.
-pub const COMPACT_MIN_PACKS: usize = 8;
 
 /// Packs below a quarter of the target size are "small" for compaction.
 pub const COMPACT_BELOW_BYTES: u64 = PACK_TARGET_BYTES / 4;
@@ -71,16 +66,6 @@ pub struct PruneReport {
     pub live_sessions: usize,
 }
 
-struct PackUse {
-    used_bytes: u64,
-    unused_bytes: u64,
-    unused_blobs: usize,
-}
-
-fn blob_cost(length: u32) -> u64 {
-    length as u64 + BLOB_HEADER_LEN as u64
-}
-
 /// Everything reachable from the given snapshots; any unreadable tree aborts prune, because
 /// deleting data a damaged snapshot might still need is not recoverable.
 fn reachable(
@@ -103,6 +88,9 @@ fn reachable(
     Ok(())
 }
 
+/// Prunes: reads the index and every snapshot, [plans](prune_plan::plan), repacks, writes one
+/// consolidated index with the new marks, [settles](prune_plan::settle) the marks against the
+/// live sessions and the snapshots committed meanwhile, then writes the final index and deletes.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let session = Session::begin(repo, "prune")?;
     let own = session.info.id;
@@ -126,147 +114,47 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let seen: HashSet<SnapshotId> = snaps.iter().map(|(id, _)| *id).collect();
     let mut reach = Reachable::new();
     reachable(repo, &snaps, &mut reach)?;
-    let used = |kind: BlobKind, id: &BlobId| match kind {
-        BlobKind::Data => reach.data.contains(id),
-        BlobKind::Tree => reach.trees.contains(id),
+
+    let limits = PlanLimits {
+        max_unused_percent: opts.max_unused_percent,
+        compact_below_bytes: opts.compact_below_bytes,
     };
-
-    // Which packs hold used blobs; a blob stored twice counts in one pack only.
-    let mut report = PruneReport::default();
-    let mut counted: HashSet<(BlobKind, BlobId)> = HashSet::new();
-    let mut usage: HashMap<PackId, PackUse> = HashMap::new();
-    for p in &full {
-        report.packs_total += 1;
-        report.bytes_total += p.length as u64;
-        let mut u = PackUse {
-            used_bytes: 0,
-            unused_bytes: 0,
-            unused_blobs: 0,
-        };
-        for b in &p.blobs {
-            if used(p.kind, &b.id)
-                && !old_marks.contains_key(&p.id)
-                && counted.insert((p.kind, b.id))
-            {
-                u.used_bytes += blob_cost(b.length);
-            } else {
-                u.unused_bytes += blob_cost(b.length);
-                u.unused_blobs += 1;
-            }
-        }
-        usage.insert(p.id, u);
-    }
-    // Marked packs whose blobs are used again (and not stored elsewhere) are recovered.
-    let mut recovered: HashSet<PackId> = HashSet::new();
-    for p in full.iter().filter(|p| old_marks.contains_key(&p.id)) {
-        if p.blobs
-            .iter()
-            .any(|b| used(p.kind, &b.id) && counted.insert((p.kind, b.id)))
-        {
-            recovered.insert(p.id);
-        }
-    }
-    report.packs_recovered = recovered.len();
-    report.blobs_unused = usage.values().map(|u| u.unused_blobs).sum();
-
-    // Fully unused packs are marked; partly used ones are repacked, most wasteful first, until
-    // the unused share is below the limit.
-    let mut to_mark: Vec<PackId> = Vec::new();
-    let mut partly: Vec<(&IndexPack, f64)> = Vec::new();
-    let mut unused_left: u64 = 0;
-    for p in &full {
-        if old_marks.contains_key(&p.id) && !recovered.contains(&p.id) {
-            continue;
-        }
-        let u = &usage[&p.id];
-        if recovered.contains(&p.id) {
-            continue;
-        }
-        if u.used_bytes == 0 {
-            to_mark.push(p.id);
-        } else if u.unused_bytes > 0 {
-            unused_left += u.unused_bytes;
-            partly.push((
-                p,
-                u.unused_bytes as f64 / (u.used_bytes + u.unused_bytes) as f64,
-            ));
-        }
-    }
-    partly.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let limit = (report.bytes_total as f64 * opts.max_unused_percent / 100.0) as u64;
-    let mut repack: Vec<&IndexPack> = Vec::new();
-    for (p, _) in partly {
-        if unused_left <= limit {
-            break;
-        }
-        unused_left -= usage[&p.id].unused_bytes;
-        repack.push(p);
-    }
-    // Compaction: small packs of one kind, all repacked together once there are enough.
-    if opts.compact_below_bytes > 0 {
-        for kind in [BlobKind::Data, BlobKind::Tree] {
-            let small: Vec<&IndexPack> = full
-                .iter()
-                .filter(|p| {
-                    p.kind == kind
-                        && (p.length as u64) < opts.compact_below_bytes
-                        && !old_marks.contains_key(&p.id)
-                        && !recovered.contains(&p.id)
-                        && !to_mark.contains(&p.id)
-                        && !repack.iter().any(|r| r.id == p.id)
-                })
-                .collect();
-            if small.len() >= COMPACT_MIN_PACKS {
-                report.packs_compacted += small.len();
-                repack.extend(small);
-            }
-        }
-    }
-    report.index_files = old_files.len();
-    report.packs_repacked = repack.len();
-    report.packs_marked = to_mark.len() + repack.len();
+    let plan = prune_plan::plan(&full, &old_marks, &reach, &limits);
+    let mut report = PruneReport {
+        packs_total: plan.packs_total,
+        bytes_total: plan.bytes_total,
+        blobs_unused: plan.blobs_unused,
+        packs_repacked: plan.repack.len(),
+        packs_compacted: plan.packs_compacted,
+        index_files: old_files.len(),
+        packs_marked: plan.mark.len() + plan.repack.len(),
+        packs_recovered: plan.recovered.len(),
+        ..PruneReport::default()
+    };
     if opts.dry_run {
-        report.bytes_repacked = repack.iter().map(|p| usage[&p.id].used_bytes).sum();
+        report.bytes_repacked = plan.bytes_repack_used;
         session.end()?;
         return Ok(report);
     }
 
-    // Repack: copy the used blobs (verified on read) into new packs.
-    let repack_ids: HashSet<PackId> = repack.iter().map(|p| p.id).collect();
-    // A copy in a pack that stays (not marked before, not repacked, not marked now) spares
-    // the copy.
-    let going: HashSet<PackId> = repack_ids.iter().chain(to_mark.iter()).copied().collect();
-    let mut packer = Packer::new(repo);
-    for p in &repack {
-        for b in &p.blobs {
-            let elsewhere = index
-                .locations(p.kind, &b.id)
-                .any(|l| !l.pack.marked && !going.contains(&l.pack.id));
-            if !used(p.kind, &b.id) || elsewhere {
-                continue;
-            }
-            let data = repo.read_blob(p.kind, &b.id)?;
-            packer.add_unchecked(p.kind, b.id, &data)?;
-        }
-    }
-    report.bytes_repacked = packer.stats.bytes_added_stored;
-    let new_packs = packer.finish()?;
+    let (bytes_repacked, new_packs) = repack(repo, &index, &full, &plan, &reach)?;
+    report.bytes_repacked = bytes_repacked;
 
     // One consolidated index: every pack, the new marks, superseding all index files read.
     let now = now_ns();
     let mut marks: Vec<DeletionMark> = old_marks
         .values()
-        .filter(|m| !recovered.contains(&m.pack))
+        .filter(|m| !plan.recovered.contains(&m.pack))
         .cloned()
         .collect();
-    for id in to_mark.iter().chain(repack_ids.iter()) {
+    for id in plan.mark.iter().chain(plan.repack.iter()) {
         marks.push(DeletionMark {
             pack: *id,
             marked_ns: now,
             wait_for: vec![WAIT_UNKNOWN],
         });
     }
-    let mut packs = full.clone();
+    let mut packs = full;
     packs.extend(new_packs);
     let first = repo.write_index(packs.clone(), old_files.clone(), marks.clone())?;
     delete_all(repo, Kind::Index, old_files.iter().map(|i| i.to_hex()))?;
@@ -279,7 +167,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .map(|s| s.id)
         .collect();
     report.live_sessions = live.len();
-    let live_set: HashSet<[u8; 32]> = live.iter().copied().collect();
 
     // Snapshots committed since we looked: whatever they use is kept.
     let (snaps_now, _) = repo.snapshots_lenient()?;
@@ -288,61 +175,20 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .filter(|(id, _)| !seen.contains(id))
         .collect();
     reachable(repo, &newer, &mut reach)?;
-    let pack_of: HashMap<PackId, &IndexPack> = packs.iter().map(|p| (p.id, p)).collect();
-    // Blobs that stay in a pack nobody marked (the copies repacking made, and the one copy of a
-    // blob stored twice that counted as used): a marked pack holding such a blob is not needed
-    // for it.
-    let marked_ids: HashSet<PackId> = marks.iter().map(|m| m.pack).collect();
-    let kept_blobs: HashSet<(BlobKind, BlobId)> = packs
-        .iter()
-        .filter(|p| !marked_ids.contains(&p.id))
-        .flat_map(|p| p.blobs.iter().map(|b| (p.kind, b.id)))
-        .collect();
-    let mut deletable: Vec<PackId> = Vec::new();
-    let mut kept_marks: Vec<DeletionMark> = Vec::new();
-    for mut m in marks {
-        let Some(p) = pack_of.get(&m.pack) else {
-            continue;
-        };
-        // A marked pack goes unless a snapshot (one committed meanwhile included) uses a blob
-        // of it that no unmarked pack holds. A pack whose blobs all have a kept copy elsewhere
-        // goes: treating such a pack as still used (because its blobs are reachable) kept every
-        // duplicate pack forever, so compaction never brought the pack count down (regression
-        // test: tests/compaction_crash.rs).
-        let still_used = p.blobs.iter().any(|b| {
-            let reached = match p.kind {
-                BlobKind::Data => reach.data.contains(&b.id),
-                BlobKind::Tree => reach.trees.contains(&b.id),
-            };
-            reached && !kept_blobs.contains(&(p.kind, b.id))
-        });
-        if still_used {
-            report.packs_recovered += 1;
-            continue;
-        }
-        let fresh = m.marked_ns == now;
-        let free = if fresh {
-            live.is_empty()
-        } else if m.wait_for == [WAIT_UNKNOWN] {
-            now - m.marked_ns > session::SESSION_STALE_AFTER.as_nanos() as i64
-                || live.is_empty()
-        } else {
-            m.wait_for.iter().all(|s| !live_set.contains(s))
-        };
-        if free {
-            deletable.push(m.pack);
-        } else {
-            if fresh || m.wait_for == [WAIT_UNKNOWN] {
-                m.wait_for = if live.is_empty() {
-                    vec![WAIT_UNKNOWN]
-                } else {
-                    live.clone()
-                };
-            }
-            kept_marks.push(m);
-        }
-    }
-    report.packs_deferred = kept_marks.len();
+    let Settlement {
+        delete,
+        keep,
+        recovered,
+    } = prune_plan::settle(
+        &packs,
+        marks,
+        &reach,
+        &live,
+        now,
+        session::SESSION_STALE_AFTER,
+    );
+    report.packs_recovered += recovered;
+    report.packs_deferred = keep.len();
 
     // Packs in no index: from crashed or running backups. Only when nobody is writing.
     let mut orphans: Vec<String> = Vec::new();
@@ -366,24 +212,53 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
 
     // The final index first (no longer listing what is deleted), then the deletions.
-    let deleted: HashSet<PackId> = deletable.iter().copied().collect();
-    report.bytes_deleted = pack_of
+    let deleted: HashSet<PackId> = delete.into_iter().collect();
+    report.bytes_deleted = packs
         .iter()
-        .filter(|(id, _)| deleted.contains(id))
-        .map(|(_, p)| p.length as u64)
+        .filter(|p| deleted.contains(&p.id))
+        .map(|p| p.length as u64)
         .sum();
-    drop(pack_of);
     let remaining: Vec<IndexPack> = packs
         .into_iter()
         .filter(|p| !deleted.contains(&p.id))
         .collect();
-    repo.write_index(remaining, first.clone(), kept_marks)?;
+    repo.write_index(remaining, first.clone(), keep)?;
     delete_all(repo, Kind::Index, first.iter().map(|i| i.to_hex()))?;
     report.packs_deleted = delete_all(repo, Kind::Pack, deleted.iter().map(|p| p.to_hex()))?;
     report.orphans_deleted = delete_all(repo, Kind::Pack, orphans.into_iter())?;
     repo.load_index()?;
     session.end()?;
     Ok(report)
+}
+
+/// Copies the used blobs of the packs the plan repacks (verified on read) into new packs,
+/// skipping those a pack that stays (not marked before, not repacked, not marked now) already
+/// holds. Returns the bytes stored and the new packs.
+fn repack(
+    repo: &Repository,
+    index: &Index,
+    packs: &[IndexPack],
+    plan: &PrunePlan,
+    reach: &Reachable,
+) -> Result<(u64, Vec<IndexPack>)> {
+    let going: HashSet<PackId> = plan.repack.iter().chain(&plan.mark).copied().collect();
+    let pack_of: HashMap<PackId, &IndexPack> = packs.iter().map(|p| (p.id, p)).collect();
+    let mut packer = Packer::new(repo);
+    for id in &plan.repack {
+        let p = pack_of[id];
+        for b in &p.blobs {
+            let elsewhere = index
+                .locations(p.kind, &b.id)
+                .any(|l| !l.pack.marked && !going.contains(&l.pack.id));
+            if !prune_plan::reaches(reach, p.kind, &b.id) || elsewhere {
+                continue;
+            }
+            let data = repo.read_blob(p.kind, &b.id)?;
+            packer.add_unchecked(p.kind, b.id, &data)?;
+        }
+    }
+    let bytes = packer.stats.bytes_added_stored;
+    Ok((bytes, packer.finish()?))
 }
 
 /// Packs of the given (non-superseded) index files, each once.
