@@ -12,13 +12,12 @@
 //!   points (pure).
 //! - [`fsx`]: every write below a folder, through directory handles that never follow a
 //!   symlink; what a file system folds (case, Unicode normalization); private files.
-//! - [`pack`], [`index`]: assembling and parsing packs; blob id → location.
 //! - [`backend`]: opaque bytes by (kind, name) on a directory, in memory, in S3 or behind
 //!   `serve`, plus retry and fault-injection wrappers.
 //! - [`error`]: the crate's error type.
 //! - [`time`]: the times people type and read.
-//! - [`repository`]: opening a repository URL, open/init, write ordering (packs → index →
-//!   snapshot), sessions, the maintenance lease.
+//! - [`repository`]: opening a repository URL, open/init, sealing and opening packs, the
+//!   in-memory index, write ordering (packs → index → snapshot), sessions, the maintenance lease.
 //! - [`snapshot`]: trees, nodes, walking, diff, selection, retention, the per-set catalog.
 //! - [`maintenance`]: `check` and `prune` (a pure plan of what to keep, repack and delete, and
 //!   its execution), which walk snapshot trees.
@@ -52,10 +51,8 @@ pub mod error;
 pub mod format;
 pub mod fsx;
 pub mod id;
-pub mod index;
 pub mod maintenance;
 pub mod mount;
-pub mod pack;
 pub mod repository;
 pub mod restorer;
 pub mod serve;

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use prism_sync::archiver::{self, BackupOptions};
 use prism_sync::backend::{DynBackend, FaultBackend, FsBackend};
-use prism_sync::repository::Repository;
 use prism_sync::maintenance::check::{ReadData, check};
 use prism_sync::maintenance::prune::{PruneOptions, prune};
+use prism_sync::repository::Repository;
 use prism_sync::restorer::{RestoreOptions, restore};
 use prism_sync::snapshot::select;
 use support::*;

@@ -19,7 +19,7 @@ use prism_sync::format::pack::BlobKind;
 use prism_sync::format::snapshot::{Snapshot, Summary};
 use prism_sync::format::tree::{Content, Node, NodeKind, TreeBlob, TreeChild};
 use prism_sync::id::{BlobId, IndexId, PackId, SnapshotId, hex_encode};
-use prism_sync::pack::{PackWriter, compress, open_blob, read_table};
+use prism_sync::repository::pack_codec::{PackWriter, compress, open_blob, read_table};
 use prism_sync::repository::session::SessionInfo;
 use prism_sync::repository::{open_object, seal_object_with_salt};
 

@@ -16,7 +16,7 @@ use prism_sync::crypto::Keys;
 use prism_sync::format::index::{IndexBlob, IndexFile, IndexPack};
 use prism_sync::format::pack::BlobKind;
 use prism_sync::id::{BlobId, IndexId, PackId};
-use prism_sync::index::Index;
+use prism_sync::repository::index::Index;
 use support::*;
 
 /// Counts the bytes live on each thread (allocations minus frees made by it), so a test can

@@ -320,17 +320,17 @@ pub fn fuzz_filecache(data: &[u8]) {
     }
 }
 
-/// `pack::read_table` under the fixed keys.
+/// `pack_codec::read_table` under the fixed keys.
 pub fn fuzz_read_table(data: &[u8]) {
-    if let Ok((salt, entries)) = prism_sync::pack::read_table(keys(), data) {
+    if let Ok((salt, entries)) = prism_sync::repository::pack_codec::read_table(keys(), data) {
         assert_eq!(salt[..], data[16..layout::HEADER_LEN]);
         check_entries(&entries, data.len() as u64);
     }
 }
 
-/// `pack::salvage` under the fixed keys.
+/// `pack_codec::salvage` under the fixed keys.
 pub fn fuzz_salvage(data: &[u8]) {
-    if let Ok(found) = prism_sync::pack::salvage(keys(), data) {
+    if let Ok(found) = prism_sync::repository::pack_codec::salvage(keys(), data) {
         for s in found {
             let e = s.entry;
             assert!(e.offset as usize + e.length as usize <= data.len());

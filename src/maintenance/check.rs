@@ -5,15 +5,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::repository::session::list_sessions;
-use crate::repository::{Repository, now_ns};
 use crate::backend::Kind;
 use crate::error::{Error, Result};
 use crate::format::keyfile::KeyFile;
 use crate::format::pack::BlobKind;
 use crate::id::{BlobId, KeyId, PackId};
-use crate::index::Index;
-use crate::pack::{open_blob, read_table};
+use crate::repository::index::Index;
+use crate::repository::pack_codec::{open_blob, read_table};
+use crate::repository::session::list_sessions;
+use crate::repository::{Repository, now_ns};
 use crate::snapshot::tree::{Reachable, walk};
 use crate::snapshot::{Content, NodeKind, display_path};
 

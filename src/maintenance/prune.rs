@@ -15,7 +15,7 @@ use crate::backend::Kind;
 use crate::error::{Error, Result};
 use crate::format::index::{DeletionMark, IndexFile, IndexPack};
 use crate::id::{IndexId, PackId, SnapshotId};
-use crate::index::Index;
+use crate::repository::index::Index;
 use crate::repository::session::{self, Session, list_sessions};
 use crate::repository::{PACK_TARGET_BYTES, Packer, Repository, now_ns};
 use crate::snapshot::tree::Reachable;

@@ -5,13 +5,20 @@
 //! 2. an index file listing them,
 //! 3. the snapshot — the commit. A snapshot only refers to blobs in indexed packs.
 //!
+//! Three modules say which side of a pack they are: `format::pack` is the byte layout,
+//! [`pack_codec`] seals blobs into a pack and opens them (no I/O), [`packer`] writes packs to the
+//! backend; likewise `format::index` is an index file's bytes and [`index`] the in-memory index
+//! merged from those files.
+//!
 //! Owns: open/init, write ordering, sessions, the maintenance lease (check and prune, which walk
 //! trees, are `maintenance`'s). Must not touch: local folders, printing, snapshot trees.
 
 pub mod cache;
 pub mod heads;
+pub mod index;
 mod keys;
 pub mod lease;
+pub mod pack_codec;
 pub mod packer;
 pub mod reader;
 pub mod session;
@@ -31,9 +38,9 @@ use crate::format::index::{DeletionMark, IndexFile, IndexPack};
 use crate::format::pack::{BlobEntry, BlobKind};
 use crate::format::snapshot::Snapshot;
 use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId, hex_encode};
-use crate::index::Index;
-use crate::pack::{self, FinishedPack};
 use cache::{CacheKind, MetaCache};
+use index::Index;
+use pack_codec::FinishedPack;
 
 pub use keys::{KeyInfo, add_key, add_workspace_key, list_keys, remove_key};
 pub use packer::Packer;
@@ -758,7 +765,7 @@ impl Repository {
         sealed: &[u8],
         what: &str,
     ) -> Result<Vec<u8>> {
-        pack::open_blob(&self.keys, &self.keys.pack_cipher(salt), entry, sealed)
+        pack_codec::open_blob(&self.keys, &self.keys.pack_cipher(salt), entry, sealed)
             .map_err(|e| Error::corrupt(format!("{what} in pack {}", pack_id.short()), e))
     }
 
