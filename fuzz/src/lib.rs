@@ -16,11 +16,11 @@ use prism_sync::format::envelope::{self, EnvelopeHeader, ObjectKind};
 use prism_sync::format::index::IndexFile;
 use prism_sync::format::keyfile::{KeyFile, SEALED_LEN};
 use prism_sync::format::pack::{self as layout, BlobEntry};
+use prism_sync::format::session::SessionInfo;
 use prism_sync::format::snapshot::Snapshot;
 use prism_sync::format::tlv::{self, Fields, TlvWriter};
 use prism_sync::format::tree::TreeBlob;
 use prism_sync::id::hex_encode;
-use prism_sync::repository::session::SessionInfo;
 use prism_sync::repository::{self, OBJECT_PLAINTEXT_MAX};
 
 /// The logic of one target: panics when it finds a bug.

@@ -12,7 +12,7 @@ use crate::format::pack::BlobKind;
 use crate::id::{BlobId, KeyId, PackId};
 use crate::repository::index::Index;
 use crate::repository::pack_codec::{open_blob, read_table};
-use crate::repository::session::list_sessions;
+use crate::repository::session::{is_stale, list_sessions};
 use crate::repository::{Repository, now_ns};
 use crate::snapshot::tree::{Reachable, walk};
 use crate::snapshot::{Content, NodeKind, display_path};
@@ -209,7 +209,7 @@ pub fn check_with_progress(
     r.errors
         .extend(session_errors.iter().map(|e| e.to_string()));
     let now = now_ns();
-    for s in sessions.iter().filter(|s| s.is_stale(now)) {
+    for s in sessions.iter().filter(|s| is_stale(s, now)) {
         r.warnings.push(format!(
             "stale session from {} ({}, pid {}) started {}: its writer is gone; prune ignores it",
             s.host,

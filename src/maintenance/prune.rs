@@ -163,7 +163,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let (sessions, _) = list_sessions(repo)?;
     let live: Vec<[u8; 32]> = sessions
         .iter()
-        .filter(|s| s.id != own && !s.is_stale(now))
+        .filter(|s| s.id != own && !session::is_stale(s, now))
         .map(|s| s.id)
         .collect();
     report.live_sessions = live.len();
