@@ -134,7 +134,7 @@ fn main() {
     };
     let repo = Repository::open_url(&ep.cfg.repo, &creds)
         .unwrap()
-        .with_cache(&prism_sync::repository::cache::cache_root(&home));
+        .with_cache(&prism_sync::home::Home::new(&home).cache_root());
     let iv = Intervals::from_env();
     let mut at_step5 = String::new();
     println!(

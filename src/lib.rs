@@ -5,8 +5,9 @@
 //! it, never one below; `tests/layering.rs` reads this list and every `crate::…` path in `src/`
 //! and fails on an upward use (each module's own docs say what it owns and must not touch):
 //!
-//! - [`sys`], [`units`], [`id`]: the operating system (every call that differs between Linux
-//!   and the other Unixes, and the crate's only `unsafe`); units; identifiers.
+//! - [`sys`], [`units`], [`id`], [`home`]: the operating system (every call that differs
+//!   between Linux and the other Unixes, and the crate's only `unsafe`); units; identifiers;
+//!   every path under `$PRISM_HOME`.
 //! - [`format`]: byte layouts — no I/O, no crypto.
 //! - [`crypto`], [`chunker`]: key derivation, key files, AEAD sealing; content-defined cut
 //!   points (pure).
@@ -50,6 +51,7 @@ pub mod endpoint;
 pub mod error;
 pub mod format;
 pub mod fsx;
+pub mod home;
 pub mod id;
 pub mod maintenance;
 pub mod mount;

@@ -191,7 +191,7 @@ fn open_or_create_default(ctx: &Ctx) -> Result<Repository> {
         }
         Ok(repo) => {
             warn_unused_password(ctx, &repo);
-            Ok(repo.with_cache(&crate::repository::cache::cache_root(&ctx.home)))
+            Ok(repo.with_cache(&ctx.paths().cache_root()))
         }
         Err(e) => Err(e.into()),
     }
@@ -209,11 +209,7 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
     let repo = open_or_create_default(ctx)?;
     let progress = Arc::new(Progress::default());
     let archive = ArchiveOptions {
-        file_cache: (!a.no_cache).then(|| {
-            ctx.sync_dir()
-                .join("cache")
-                .join(format!("{}.redb", hex_encode(&repo.repo_id())))
-        }),
+        file_cache: (!a.no_cache).then(|| ctx.paths().file_cache(&repo.repo_id())),
         ignore_ctime: a.ignore_ctime,
         ignore_inode: a.ignore_inode,
         progress: progress.clone(),

@@ -22,6 +22,7 @@ use super::{Node, NodeKind, Snapshot, join};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::format::catalog::{self as layout, CatalogFile, CatalogSnapshot, MAC_LEN};
+use crate::home::Home;
 use crate::id::{BlobId, SnapshotId, hex_encode};
 use crate::repository::{Repository, map_parallel};
 
@@ -31,14 +32,6 @@ const DIR_CACHE_ENTRIES_MAX: usize = 4096;
 
 /// Where snapshots sort: by time, then id (the order `snapshots` lists them in).
 type Key = (i64, SnapshotId);
-
-/// `$PRISM_HOME/sync/catalog/<repository id hex>/<set name hex>`.
-pub fn catalog_path(home: &Path, repo_id: &[u8; 32], set: &str) -> PathBuf {
-    home.join("sync")
-        .join("catalog")
-        .join(hex_encode(repo_id))
-        .join(hex_encode(set.as_bytes()))
-}
 
 /// The MAC of a catalog body under the repository's keys.
 pub fn catalog_mac(keys: &Keys, body: &[u8]) -> [u8; MAC_LEN] {
@@ -98,7 +91,7 @@ impl Catalog {
     pub fn open(home: &Path, repo: &Repository, set: &str) -> Catalog {
         let repo_id = repo.repo_id();
         let mut c = Catalog {
-            file: catalog_path(home, &repo_id, set),
+            file: Home::new(home).catalog(&repo_id, set),
             repo_id,
             set: set.to_string(),
             snaps: Vec::new(),
