@@ -1195,13 +1195,7 @@ fn notice_log_exclude(ctx: &Ctx, ep: &Endpoint, repo: Option<&Repository>) {
     if marker.exists() || ctx.out.json {
         return;
     }
-    let Some(tree) = ep
-        .state
-        .meta()
-        .ok()
-        .and_then(|m| m.base_tree)
-        .and_then(|t| crate::id::BlobId::from_hex(&t))
-    else {
+    let Some(tree) = ep.state.meta().ok().and_then(|m| m.base_tree) else {
         return; // not synced yet: nothing of it is shared
     };
     let root = &ep.cfg.local_path;
