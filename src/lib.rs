@@ -42,7 +42,7 @@
 
 pub mod archiver;
 pub mod backend;
-pub mod browse;
+pub(crate) mod browse;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;
@@ -54,16 +54,16 @@ pub mod fsx;
 pub mod home;
 pub mod id;
 pub mod maintenance;
-pub mod mount;
+pub(crate) mod mount;
 pub mod repository;
 pub mod restorer;
 pub mod serve;
 pub mod snapshot;
-pub mod status;
+pub(crate) mod status;
 pub mod sync;
 pub mod sys;
 pub mod time;
 pub mod ui;
-pub mod units;
+pub(crate) mod units;
 
 pub use error::{Error, Result};
