@@ -25,7 +25,7 @@
 //! daemon at any moment loses nothing: the next start scans everything once and carries on.
 
 pub mod agent;
-pub mod control;
+pub(crate) mod control;
 mod watch;
 mod worker;
 

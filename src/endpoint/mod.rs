@@ -8,12 +8,12 @@
 pub mod apply;
 pub mod audit;
 pub mod config;
-pub mod leftovers;
+pub(crate) mod leftovers;
 pub mod maintain;
-pub mod restore;
-pub mod state;
+pub(crate) mod restore;
+pub(crate) mod state;
 mod step;
-pub mod trees;
+pub(crate) mod trees;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -13,15 +13,15 @@
 //! Owns: open/init, write ordering, sessions, the maintenance lease (check and prune, which walk
 //! trees, are `maintenance`'s). Must not touch: local folders, printing, snapshot trees.
 
-pub mod cache;
+pub(crate) mod cache;
 pub mod heads;
 pub mod index;
 mod keys;
 pub mod lease;
 pub mod pack_codec;
-pub mod packer;
+pub(crate) mod packer;
 pub mod reader;
-pub mod session;
+pub(crate) mod session;
 mod url;
 
 use std::collections::HashMap;
