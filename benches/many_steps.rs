@@ -237,7 +237,7 @@ fn main() {
     };
     let repo = Repository::open_url(&ep.cfg.repo, &creds)
         .unwrap()
-        .with_cache(&prism_sync::repository::cache::cache_root(&home));
+        .with_cache(&prism_sync::home::Home::new(&home).cache_root());
     let iv = Intervals::from_env();
     let at_file = work.join("at_step5");
     let mut at_step5 = std::fs::read_to_string(&at_file).unwrap_or_default();

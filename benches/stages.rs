@@ -15,8 +15,8 @@ use prism_sync::crypto::Keys;
 use prism_sync::format::index::{IndexBlob, IndexFile, IndexPack};
 use prism_sync::format::pack::BlobKind;
 use prism_sync::id::{BlobId, IndexId, PackId};
-use prism_sync::index::Index;
-use prism_sync::pack::{PackWriter, compress_into};
+use prism_sync::repository::index::Index;
+use prism_sync::repository::pack_codec::{PackWriter, compress_into};
 
 const MIB: usize = 1 << 20;
 const INPUT: usize = 16 * MIB;

@@ -42,6 +42,25 @@ macro_rules! define_id {
             }
         }
 
+        /// As its hex string (how JSON state files keep ids).
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_hex())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::from_hex(&s).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "not a {} (64 hex digits): {s:?}",
+                        stringify!($name)
+                    ))
+                })
+            }
+        }
+
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{}({})", stringify!($name), self.short())

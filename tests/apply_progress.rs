@@ -3,7 +3,7 @@
 //! truth). Real steps on an in-memory repository: the laptop publishes, the workspace's step
 //! downloads, and its counters must end at their totals, the totals being what was written.
 
-mod support;
+mod lib_fixtures;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,21 +20,21 @@ const SET: &str = "p";
 fn a_step_counts_the_changes_and_bytes_it_applies() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    let backend = support::memory();
-    support::init_repo(backend.clone(), &keys);
+    let backend = lib_fixtures::memory();
+    lib_fixtures::init_repo(backend.clone(), &keys);
     let homes: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("h{i}"))).collect();
     let folders: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("f{i}"))).collect();
     for i in 0..2 {
         std::fs::create_dir_all(&folders[i]).unwrap();
         Endpoint::create(
             &homes[i],
-            support::endpoint_config(SET, &folders[i], i, Policy::KeepBoth),
+            lib_fixtures::endpoint_config(SET, &folders[i], i, Policy::KeepBoth),
         )
         .unwrap();
     }
     let run = |i: usize, progress: Option<Arc<Progress>>| -> StepReport {
         let ep = Endpoint::open(&homes[i], SET).unwrap();
-        let repo = Repository::open(backend.clone(), &support::creds(&keys)).unwrap();
+        let repo = Repository::open(backend.clone(), &lib_fixtures::creds(&keys)).unwrap();
         let r = step(
             &ep,
             &repo,
@@ -48,8 +48,8 @@ fn a_step_counts_the_changes_and_bytes_it_applies() {
         r
     };
 
-    support::write(&folders[0].join("big.bin"), &vec![7u8; 1_500_000]);
-    support::write(&folders[0].join("d/small.txt"), b"small\n");
+    lib_fixtures::write(&folders[0].join("big.bin"), &vec![7u8; 1_500_000]);
+    lib_fixtures::write(&folders[0].join("d/small.txt"), b"small\n");
     std::os::unix::fs::symlink("big.bin", folders[0].join("link")).unwrap();
     run(0, None);
 

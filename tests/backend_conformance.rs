@@ -2,7 +2,7 @@
 //! listing, not-found errors, large objects, concurrent writers. Each backend is one line in
 //! `backends()`.
 
-mod remote_support;
+mod servers;
 
 use std::sync::Arc;
 
@@ -14,13 +14,13 @@ use prism_sync::backend::{Backend, DynBackend, ErrorKind, FsBackend, Kind, Memor
 fn backends(tmp: &std::path::Path) -> Vec<(&'static str, DynBackend)> {
     let fs = Arc::new(FsBackend::new(tmp.join("fs-repo")));
     fs.prepare().unwrap();
-    let s3 = remote_support::s3_endpoint();
+    let s3 = servers::s3_endpoint();
     vec![
         ("memory", Arc::new(MemoryBackend::new())),
         ("fs", fs),
-        ("s3", remote_support::s3_backend(&s3, "conformance")),
-        ("rest", remote_support::rest_backend(tmp, false)),
-        ("rest-tls", remote_support::rest_backend(tmp, true)),
+        ("s3", servers::s3_backend(&s3, "conformance")),
+        ("rest", servers::rest_backend(tmp, false)),
+        ("rest-tls", servers::rest_backend(tmp, true)),
     ]
 }
 

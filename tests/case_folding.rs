@@ -7,14 +7,14 @@
 //! These tests need root and `/dev/fuse` (CI runs as root and installs fuse3); without them they
 //! fail with the reason, they never skip.
 
-mod common;
+mod cli_env;
 mod foldfs;
 
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use common::{Env, OutputExt, write};
+use cli_env::{Env, OutputExt, write};
 
 const NFC: &str = "caf\u{e9}.txt";
 const NFD: &str = "cafe\u{301}.txt";

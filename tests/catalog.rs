@@ -10,8 +10,9 @@ use std::process::{Command, Output};
 
 use prism_sync::backend::Kind;
 use prism_sync::endpoint::{Endpoint, StepOptions, step};
+use prism_sync::home::Home;
 use prism_sync::repository::{Credentials, Repository};
-use prism_sync::snapshot::catalog::{Catalog, catalog_path};
+use prism_sync::snapshot::catalog::Catalog;
 use prism_sync::snapshot::tree::walk;
 use prism_sync::snapshot::{Node, Snapshot};
 
@@ -105,7 +106,7 @@ impl World {
     }
 
     fn file(&self) -> PathBuf {
-        catalog_path(&self.home, &self.repo.repo_id(), SET)
+        Home::new(&self.home).catalog(&self.repo.repo_id(), SET)
     }
 
     /// The set's snapshots read from the repository (oldest first).

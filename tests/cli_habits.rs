@@ -3,13 +3,13 @@
 //! policy, password prompts on a terminal (and never on a pipe), help on every argument, shell
 //! completions and man pages.
 
-mod common;
+mod cli_env;
 
 use std::fs;
 use std::process::{Command, Stdio};
 
 use clap::CommandFactory;
-use common::*;
+use cli_env::*;
 use serde_json::Value;
 
 fn ids(v: &Value) -> Vec<String> {

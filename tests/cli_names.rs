@@ -2,9 +2,9 @@
 //! mistyped set name gets a suggestion, NAME may be left out with one set, `restore --at` twice
 //! picks a fresh folder, `--at` takes version ids and words, counts read as English.
 
-mod common;
+mod cli_env;
 
-use common::sets::{Ep, SET, World};
+use cli_env::sets::{Ep, SET, World};
 use serde_json::Value;
 
 fn paths(list: &Value, key: &str) -> Vec<String> {

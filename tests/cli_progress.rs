@@ -4,12 +4,12 @@
 //! pipe nothing of it is printed, only the results. The backup's reads are slowed with
 //! `PRISM_SYNC_READ_LIMIT_KIB` so that the progress line is redrawn several times.
 
-mod common;
+mod cli_env;
 
 use std::process::Command;
 
-use common::sets::{SET, World};
-use common::*;
+use cli_env::sets::{SET, World};
+use cli_env::*;
 
 /// Runs `args` under a pseudo-terminal with `env`'s environment (plus `vars`); returns the exit
 /// code and everything the terminal showed.

@@ -2,7 +2,7 @@
 //! new-user walkthrough, what a file is (metadata, sparse files, odd names, big directories),
 //! unreadable files, damaged repositories and bad input, keys, JSON output and retention.
 
-mod common;
+mod cli_env;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use common::*;
+use cli_env::*;
 use serde_json::Value;
 
 // ---- the new-user walkthrough ----------------------------------------------------------------

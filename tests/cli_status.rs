@@ -4,11 +4,11 @@
 //! last update: …"; recent activity with ↑/↓ and an action column that fits its longest entry;
 //! files over `warn_file_size`; the same content in `--json`.
 
-mod common;
+mod cli_env;
 
 use std::time::Duration;
 
-use common::sets::{SET, World, wait_for};
+use cli_env::sets::{SET, World, wait_for};
 use serde_json::Value;
 
 fn instance<'a>(status: &'a Value, name: &str) -> &'a Value {

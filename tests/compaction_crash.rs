@@ -4,14 +4,14 @@
 //! repository passes `check --read-data`, every version restores bit for bit, and a later run
 //! finishes the compaction: few packs, few index files.
 
-mod common;
+mod cli_env;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::sets::{Ep, SET, World};
+use cli_env::sets::{Ep, SET, World};
 
 fn files(dir: &Path) -> usize {
     let mut n = 0;

@@ -4,20 +4,20 @@
 //! Two ways to crash: a backend that fails every write from the Nth on (for every N of a backup,
 //! of a prune), and `kill -9` of the real binary at pseudo-random moments.
 
-mod support;
+mod lib_fixtures;
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use lib_fixtures::*;
 use prism_sync::archiver::{self, BackupOptions};
 use prism_sync::backend::{DynBackend, FaultBackend, FsBackend};
+use prism_sync::maintenance::check::{ReadData, check};
+use prism_sync::maintenance::prune::{PruneOptions, prune};
 use prism_sync::repository::Repository;
-use prism_sync::repository::check::{ReadData, check};
-use prism_sync::repository::prune::{PruneOptions, prune};
 use prism_sync::restorer::{RestoreOptions, restore};
 use prism_sync::snapshot::select;
-use support::*;
 
 fn assert_consistent(
     backend: DynBackend,

@@ -2,14 +2,14 @@
 //! a command line or cloud-init user-data; a `rest:` set keeps its token and certificate pin; new
 //! password key files are calibrated; a planted expensive key file cannot slow opening down.
 
-mod common;
-mod remote_support;
+mod cli_env;
+mod servers;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
-use common::{Env, OutputExt, write};
+use cli_env::{Env, OutputExt, write};
 use prism_sync::format::keyfile::{Kdf, KeyFile};
 use prism_sync::id::KeyId;
 
@@ -114,7 +114,7 @@ fn each_workspace_gets_its_own_key_and_removing_it_revokes_that_workspace_alone(
 
 #[test]
 fn a_rest_set_keeps_its_token_and_pin_and_needs_no_environment() {
-    use remote_support::{Machine, Serve};
+    use servers::{Machine, Serve};
     let tmp = tempfile::tempdir().unwrap();
     let server = Serve::start(tmp.path(), &tmp.path().join("served"), true, false);
     let fp = server.fingerprint.clone().unwrap();

@@ -2,11 +2,11 @@
 //! and `status` never says "in sync" while it is not. Each endpoint has its own `PRISM_HOME`;
 //! daemons are started with `prism-sync start` (real processes, real sockets, inotify).
 
-mod common;
+mod cli_env;
 
 use std::time::{Duration, Instant};
 
-use common::sets::{Ep, SET, World, wait_for};
+use cli_env::sets::{Ep, SET, World, wait_for};
 
 /// A daemon whose safety-net rescan is far away: only the scheduling under test can make it
 /// converge.

@@ -16,11 +16,11 @@ use prism_sync::format::head::Head;
 use prism_sync::format::index::{DeletionMark, IndexBlob, IndexFile, IndexPack};
 use prism_sync::format::keyfile::{Kdf, KeyFile};
 use prism_sync::format::pack::BlobKind;
+use prism_sync::format::session::SessionInfo;
 use prism_sync::format::snapshot::{Snapshot, Summary};
 use prism_sync::format::tree::{Content, Node, NodeKind, TreeBlob, TreeChild};
 use prism_sync::id::{BlobId, IndexId, PackId, SnapshotId, hex_encode};
-use prism_sync::pack::{PackWriter, compress, open_blob, read_table};
-use prism_sync::repository::session::SessionInfo;
+use prism_sync::repository::pack_codec::{PackWriter, compress, open_blob, read_table};
 use prism_sync::repository::{open_object, seal_object_with_salt};
 
 const MASTER: [u8; 32] = [0x11; 32];

@@ -24,13 +24,13 @@ use prism_sync::format::envelope::ObjectKind;
 use prism_sync::format::index::{DeletionMark, IndexBlob, IndexFile, IndexPack};
 use prism_sync::format::keyfile::{Kdf, KeyFile};
 use prism_sync::format::pack::{self as layout, BlobEntry, BlobKind};
+use prism_sync::format::session::SessionInfo;
 use prism_sync::format::snapshot::{Snapshot, Summary};
 use prism_sync::format::tlv::TlvWriter;
 use prism_sync::format::tree::{Content, Node, NodeKind, TreeBlob, TreeChild};
 use prism_sync::id::{BlobId, IndexId, PackId, SnapshotId, hex_encode};
-use prism_sync::pack::PackWriter;
+use prism_sync::repository::pack_codec::PackWriter;
 use prism_sync::repository::seal_object_with_salt;
-use prism_sync::repository::session::SessionInfo;
 
 /// Mutated inputs tried per target, on top of the corpus files.
 const MUTATIONS_PER_TARGET: usize = 3000;
@@ -888,9 +888,11 @@ fn write_seed_corpus() {
     );
     let tree = pack(keys, BlobKind::Tree, 0xf2, &[leaf.encode()]);
     let empty = pack(keys, BlobKind::Data, 0xf3, &[]);
-    let (_, listed) = prism_sync::pack::read_table(keys, &data).expect("seed pack opens");
+    let (_, listed) =
+        prism_sync::repository::pack_codec::read_table(keys, &data).expect("seed pack opens");
     assert!(listed[1].compressed, "the RLE frame is stored compressed");
-    let opened = prism_sync::pack::salvage(keys, &data).expect("seed pack salvages");
+    let opened =
+        prism_sync::repository::pack_codec::salvage(keys, &data).expect("seed pack salvages");
     assert!(
         opened.iter().all(|s| s.plaintext.is_ok()),
         "every blob opens"

@@ -7,11 +7,11 @@
 //! from the same heads (each one's publish is held back until all have stepped), which is what
 //! three daemons woken by the same change do.
 
-mod common;
+mod cli_env;
 
 use std::path::PathBuf;
 
-use common::sets::{SET, World, listing};
+use cli_env::sets::{SET, World, listing};
 
 /// Every head file and its bytes.
 fn heads_now(w: &World) -> Vec<(PathBuf, Vec<u8>)> {

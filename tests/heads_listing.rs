@@ -1,7 +1,7 @@
 //! Reading a set's heads while other endpoints publish: a head deleted between the list and its
 //! read (its successor merges it) must never make the set look empty or drop a state.
 
-mod support;
+mod lib_fixtures;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,15 +72,15 @@ impl Backend for Racing {
 
 /// A reader whose head reads race with `races` publishes by another endpoint.
 fn racing_reader(tmp: &std::path::Path, races: usize) -> Repository {
-    let mem = support::memory();
-    let publisher = support::init_repo(mem.clone(), tmp);
+    let mem = lib_fixtures::memory();
+    let publisher = lib_fixtures::init_repo(mem.clone(), tmp);
     publish(&publisher, &head(1, None), &[]).unwrap();
     let racing = Arc::new(Racing {
         inner: mem,
         races: AtomicUsize::new(races),
         publisher: Mutex::new((publisher, 1)),
     });
-    Repository::open(racing, &support::creds(tmp)).unwrap()
+    Repository::open(racing, &lib_fixtures::creds(tmp)).unwrap()
 }
 
 #[test]

@@ -4,9 +4,9 @@
 //! index files and tree packs are write-once, so a cached copy is never stale). Before the
 //! cache, each of them read every snapshot of the set (one request each) every time.
 
-mod remote_support;
+mod servers;
 
-use remote_support::*;
+use servers::*;
 
 /// Requests one command sends (the second run: the first one may fill the cache).
 fn requests_of(server: &Serve, m: &Machine, args: &[&str]) -> Vec<(String, String)> {

@@ -3,11 +3,11 @@
 //! They used to fail on every attempt (a warning per `sync`, an error in `status`); now they
 //! are skipped and `status` says why, once, with the fix.
 
-mod remote_support;
+mod servers;
 
 use std::time::Duration;
 
-use remote_support::*;
+use servers::*;
 
 const SKIPPED: &str = "repository is append-only; run prune where the repository lives";
 

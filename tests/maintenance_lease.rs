@@ -2,15 +2,15 @@
 //! only after its holder's TTL plus the clock-skew bound; a released lease lets the next taker
 //! in at once; a holder that lost it notices before its next destructive phase.
 
-mod support;
+mod lib_fixtures;
 
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use lib_fixtures::*;
 use prism_sync::backend::{DynBackend, FsBackend, Kind};
 use prism_sync::repository::lease::{self, CLOCK_SKEW_MAX, LEASE_MARGIN, LEASE_TTL, Taken};
 use prism_sync::repository::{Repository, now_ns};
-use support::*;
 
 fn ns(d: Duration) -> i64 {
     d.as_nanos() as i64

@@ -5,8 +5,8 @@
 //! `umount` ending it with exit code 0. When the mount cannot be made, the tests fail and say
 //! why — they never skip.
 
-mod common;
-mod remote_support;
+mod cli_env;
+mod servers;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use remote_support::{Serve, TOKEN};
+use cli_env::*;
+use servers::{Serve, TOKEN};
 
 /// Generous: the machine is shared, and a debug binary opens the repository first.
 const MOUNT_DEADLINE: Duration = Duration::from_secs(60);

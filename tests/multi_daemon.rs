@@ -1,6 +1,6 @@
 //! The randomized multi-daemon test: three real daemons (the laptop through `prism-sync serve`,
 //! two workspaces on the repository directory), a seeded random workload on all three folders,
-//! then quiesce and check (see `multi_daemon_support` for what is checked and how).
+//! then quiesce and check (see `multi_daemon_harness` for what is checked and how).
 //!
 //! CI runs the short version below with a fixed seed. The soak is the same harness for longer:
 //!
@@ -14,10 +14,10 @@
 //! the one cargo builds, so the tree can be rebuilt while a soak runs; `benches/README.md`
 //! records the runs.)
 
-mod multi_daemon_support;
-mod remote_support;
+mod multi_daemon_harness;
+mod servers;
 
-use multi_daemon_support::{Config, World};
+use multi_daemon_harness::{Config, World};
 
 #[test]
 fn three_daemons_under_a_random_workload_converge_and_lose_nothing() {

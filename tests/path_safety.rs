@@ -3,14 +3,14 @@
 //! Each test is a reproduction of a way writes used to escape through a symlink; the folder
 //! outside (`victim`) must come out byte for byte and mode for mode as it went in.
 
-mod common;
-mod support;
+mod cli_env;
+mod lib_fixtures;
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
-use common::{Env, OutputExt, assert_exit, write};
+use cli_env::{Env, OutputExt, assert_exit, write};
 use prism_sync::endpoint::apply::{Failure, apply};
 use prism_sync::fsx::fold::Folding;
 use prism_sync::id::BlobId;
@@ -157,7 +157,7 @@ fn empty_file(name: &str) -> Node {
 #[test]
 fn apply_does_not_write_through_a_symlink_after_its_mkdir_failed() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = support::init_repo(support::memory(), tmp.path());
+    let repo = lib_fixtures::init_repo(lib_fixtures::memory(), tmp.path());
     let (root, victim) = (tmp.path().join("folder"), tmp.path().join("victim"));
     fs::create_dir_all(&root).unwrap();
     fs::create_dir_all(&victim).unwrap();
@@ -197,7 +197,7 @@ fn apply_does_not_write_through_a_symlink_after_its_mkdir_failed() {
 #[test]
 fn apply_treats_a_symlink_on_the_way_as_a_local_change() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = support::init_repo(support::memory(), tmp.path());
+    let repo = lib_fixtures::init_repo(lib_fixtures::memory(), tmp.path());
     let (root, victim) = (tmp.path().join("folder"), tmp.path().join("victim"));
     fs::create_dir_all(root.join("data")).unwrap();
     fs::create_dir_all(&victim).unwrap();

@@ -2,7 +2,7 @@
 //! memory, which do not depend on how busy the machine is. Speed itself is measured by
 //! `benches/` and `../shared/bench/compare` (benches/README.md).
 
-mod support;
+mod lib_fixtures;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -10,14 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use lib_fixtures::*;
 use prism_sync::archiver::{self, ArchiveOptions, BackupOptions, Progress};
 use prism_sync::backend::FsBackend;
 use prism_sync::crypto::Keys;
 use prism_sync::format::index::{IndexBlob, IndexFile, IndexPack};
 use prism_sync::format::pack::BlobKind;
 use prism_sync::id::{BlobId, IndexId, PackId};
-use prism_sync::index::Index;
-use support::*;
+use prism_sync::repository::index::Index;
 
 /// Counts the bytes live on each thread (allocations minus frees made by it), so a test can
 /// measure what one structure costs while other tests run on other threads.

@@ -1,11 +1,11 @@
 //! Peak memory of the real binary, in a test binary of its own: the kernel charges a child
 //! started with vfork the parent's peak RSS too, so nothing else may run in this process.
 
-mod support;
+mod lib_fixtures;
 
 use std::process::Command;
 
-use support::*;
+use lib_fixtures::*;
 
 /// Peak RSS of the real binary backing up one big file stays flat: memory must not grow with
 /// file size (chunks stream through bounded queues; one pack is open at a time).

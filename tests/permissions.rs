@@ -2,7 +2,7 @@
 //! `$PRISM_HOME`, and cannot reach the daemon; a silent client of the control socket blocks
 //! nobody. Commands run under umask 000, the most permissive a user could have.
 
-mod common;
+mod cli_env;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Env, OutputExt, write};
+use cli_env::{Env, OutputExt, write};
 
 /// Runs prism-sync with the test's environment under umask 000.
 fn run_umask0(env: &Env, args: &[&str]) -> Output {

@@ -3,9 +3,9 @@
 //! and retention; keys that are accepted but do nothing are named in a warning on `sync` and
 //! `status`; unknown keys are still refused with a one-line error.
 
-mod common;
+mod cli_env;
 
-use common::sets::{Ep, SET, World};
+use cli_env::sets::{Ep, SET, World};
 
 /// The plan's block (its directory-sync plan: policies `user_prompt` (default), `keep_local`,
 /// `keep_remote`, `keep_both`, per-pattern automatic rules with an `action:`, losing versions

@@ -3,13 +3,14 @@
 //! duplicates are fetched once, skipped files release their blobs, and a buffer far smaller
 //! than the data never stalls the consumers.
 
-mod support;
+mod lib_fixtures;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use lib_fixtures::{Call, Tapped, bytes};
 use prism_sync::archiver::{BackupOptions, backup};
 use prism_sync::backend::{DynBackend, Kind, MemoryBackend};
 use prism_sync::format::pack::BlobKind;
@@ -18,7 +19,6 @@ use prism_sync::repository::reader::{ReadOptions, with_prefetch};
 use prism_sync::repository::{InitOptions, Repository};
 use prism_sync::snapshot::NodeKind;
 use prism_sync::snapshot::tree::{file_blobs, walk};
-use support::{Call, Tapped, bytes};
 
 /// Ranged pack reads per (pack, offset, length), and in all.
 #[derive(Default)]
@@ -72,8 +72,8 @@ fn every_blob_arrives_in_order_each_read_once_within_a_tiny_buffer() {
         chunk_max_bytes: 1 << 20,
         ..Default::default()
     };
-    Repository::init(backend.clone(), &support::key_creds(&keys), &opts).unwrap();
-    let repo = Repository::open(backend, &support::key_creds(&keys)).unwrap();
+    Repository::init(backend.clone(), &lib_fixtures::key_creds(&keys), &opts).unwrap();
+    let repo = Repository::open(backend, &lib_fixtures::key_creds(&keys)).unwrap();
     let snap = backup(&repo, std::slice::from_ref(&src), &BackupOptions::default()).unwrap();
     repo.load_index().unwrap();
     let mut files: Vec<(String, Vec<BlobId>)> = Vec::new();

@@ -3,9 +3,9 @@
 //! lifecycle configuration and prints its id; running it again completes and reports the same
 //! one; `efs list` shows it. `efs://` URLs of file systems not mounted here fail clearly.
 
-mod remote_support;
+mod servers;
 
-use remote_support::*;
+use servers::*;
 
 #[test]
 fn efs_create_provisions_an_encrypted_file_system_and_list_shows_it() {

@@ -10,14 +10,14 @@
 //! error naming the problem; afterwards `check --read-data` passes and every snapshot that was
 //! reported restores bit for bit.
 
-mod remote_support;
+mod servers;
 
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use prism_sync::backend::{Backend, Kind, S3Backend};
-use remote_support::*;
+use servers::*;
 
 /// Uploads are slowed to this rate so that a backup takes seconds, not milliseconds.
 const RATE_BYTES_PER_SEC: u64 = 6 << 20;

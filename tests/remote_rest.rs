@@ -3,14 +3,14 @@
 //! the server's limits (spoken to in raw HTTP), and a hostile server that must not crash the
 //! client.
 
-mod remote_support;
+mod servers;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 use prism_sync::backend::{Backend, ErrorKind, Kind, RestBackend};
-use remote_support::*;
+use servers::*;
 
 fn name(i: u8) -> String {
     prism_sync::id::hex_encode(&[i; 32])

@@ -3,14 +3,14 @@
 //! capability, multipart uploads, listing pagination, and every repository command through the
 //! CLI.
 
-mod remote_support;
+mod servers;
 
 use std::sync::Arc;
 
 use prism_sync::backend::{Backend, DynBackend, ErrorKind, Kind, S3Backend};
 use prism_sync::format::config::Capabilities;
 use prism_sync::repository::{Credentials, InitOptions, Repository};
-use remote_support::*;
+use servers::*;
 
 fn name(i: u32) -> String {
     prism_sync::id::hex_encode(blake3::hash(&i.to_le_bytes()).as_bytes())

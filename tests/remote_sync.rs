@@ -2,11 +2,11 @@
 //! in sync through an S3 bucket and through `prism-sync serve`, using only the CLI:
 //! `init` / `sync` / `add-instance` / `join`.
 
-mod remote_support;
+mod servers;
 
 use std::path::Path;
 
-use remote_support::*;
+use servers::*;
 
 /// Edits flow both ways; simultaneous edits of one file are kept as a conflict, not lost.
 fn two_endpoints(laptop: Machine, ws: Machine, url: &str, tmp: &Path) {

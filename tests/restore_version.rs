@@ -2,11 +2,11 @@
 //! FILE --in-place | --beside`), through the real binary: it never overwrites an edit that no
 //! version keeps, never replaces an existing copy, and the next sync publishes the result.
 
-mod common;
+mod cli_env;
 
 use std::fs;
 
-use common::*;
+use cli_env::*;
 
 fn versions(env: &Env) -> Vec<String> {
     env.json(&["snapshots", "p"])

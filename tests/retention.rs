@@ -2,12 +2,12 @@
 //! forget exactly the set's snapshots outside it (never heads or each endpoint's newest, never
 //! another set's snapshots or plain backups) and prune, while two endpoints keep editing.
 
-mod common;
+mod cli_env;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::sets::{Ep, SET, World, wait_for};
+use cli_env::sets::{Ep, SET, World, wait_for};
 
 fn set_retention(ep: &Ep, set: &str, value: &str) {
     let path = ep.home.join(format!("sync/{set}.yml"));

@@ -5,7 +5,7 @@
 //! Most tests run the real `serve` binary; the ones that need short deadlines or a small memory
 //! budget run the library's server in-process with those [`Limits`].
 
-mod remote_support;
+mod servers;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use prism_sync::backend::{Backend, FsBackend, Kind, RestBackend};
 use prism_sync::serve::{Limits, ServeOptions};
-use remote_support::*;
+use servers::*;
 
 fn hex(i: u8) -> String {
     prism_sync::id::hex_encode(&[i; 32])

@@ -2,16 +2,16 @@
 //! change since my last step?") never skips a change. Real steps on one in-memory repository;
 //! a backend hook makes another endpoint publish at an exact moment of a step.
 
-mod support;
+mod lib_fixtures;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use lib_fixtures::{Call, Tapped};
 use prism_sync::backend::{DynBackend, Kind, MemoryBackend};
 use prism_sync::endpoint::{Endpoint, StepOptions, heads_changed, step};
 use prism_sync::repository::{InitOptions, Repository};
 use prism_sync::sync::Policy;
-use support::{Call, Tapped};
 
 const SET: &str = "h";
 
@@ -22,7 +22,7 @@ fn a_head_published_while_a_step_runs_is_not_recorded_as_merged() {
     let backend: DynBackend = Arc::new(MemoryBackend::new());
     Repository::init(
         backend.clone(),
-        &support::key_creds(&keys),
+        &lib_fixtures::key_creds(&keys),
         &InitOptions::default(),
     )
     .unwrap();
@@ -32,13 +32,13 @@ fn a_head_published_while_a_step_runs_is_not_recorded_as_merged() {
         std::fs::create_dir_all(&folders[i]).unwrap();
         Endpoint::create(
             &homes[i],
-            support::endpoint_config(SET, &folders[i], i, Policy::KeepBoth),
+            lib_fixtures::endpoint_config(SET, &folders[i], i, Policy::KeepBoth),
         )
         .unwrap();
     }
     let run = |i: usize, b: DynBackend| {
         let ep = Endpoint::open(&homes[i], SET).unwrap();
-        let repo = Repository::open(b, &support::key_creds(&keys)).unwrap();
+        let repo = Repository::open(b, &lib_fixtures::key_creds(&keys)).unwrap();
         step(&ep, &repo, &StepOptions::default()).unwrap();
     };
     std::fs::write(folders[0].join("a.txt"), b"first").unwrap();
@@ -53,7 +53,7 @@ fn a_head_published_while_a_step_runs_is_not_recorded_as_merged() {
     // Right after the workspace's first listing of heads was taken (before it is returned).
     let publish = Mutex::new(Some(move || {
         let ep = Endpoint::open(&laptop_home, SET).unwrap();
-        let repo = Repository::open(laptop_backend, &support::key_creds(&k)).unwrap();
+        let repo = Repository::open(laptop_backend, &lib_fixtures::key_creds(&k)).unwrap();
         let r = step(&ep, &repo, &StepOptions::default()).unwrap();
         assert!(r.published.is_some(), "the laptop published b.txt");
     }));
@@ -66,7 +66,7 @@ fn a_head_published_while_a_step_runs_is_not_recorded_as_merged() {
     }));
     run(1, hooked.clone());
     let ep = Endpoint::open(&homes[1], SET).unwrap();
-    let repo = Repository::open(backend.clone(), &support::key_creds(&keys)).unwrap();
+    let repo = Repository::open(backend.clone(), &lib_fixtures::key_creds(&keys)).unwrap();
     let arrived = folders[1].join("b.txt").exists();
     assert!(
         arrived || heads_changed(&ep, &repo).unwrap(),

@@ -8,7 +8,7 @@
 //! - a crash in the middle of applying a plan, followed by a rerun, gives the same result as
 //!   an uninterrupted step (random crashes in the histories, and every crash point of one plan).
 
-mod support;
+mod lib_fixtures;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -48,7 +48,7 @@ impl World {
         let keys = tmp.path().join("keys");
         Repository::init(
             backend.clone(),
-            &support::key_creds(&keys),
+            &lib_fixtures::key_creds(&keys),
             &InitOptions {
                 pack_target_bytes: 1 << 20,
                 ..Default::default()
@@ -60,7 +60,7 @@ impl World {
             let home = tmp.path().join(format!("home{i}"));
             let folder = tmp.path().join(format!("folder{i}"));
             std::fs::create_dir_all(&folder).unwrap();
-            let cfg = support::endpoint_config(SET, &folder, i, policy);
+            let cfg = lib_fixtures::endpoint_config(SET, &folder, i, policy);
             Endpoint::create(&home, cfg).unwrap();
             homes.push(home);
             folders.push(folder);
@@ -78,7 +78,8 @@ impl World {
     /// emptied the folder on purpose) is confirmed with `sync --allow-deletions`.
     fn sync(&self, i: usize, stop_after: Option<usize>) -> Result<StepReport, Error> {
         let ep = Endpoint::open(&self.homes[i], SET).unwrap();
-        let repo = Repository::open(self.backend.clone(), &support::key_creds(&self.keys)).unwrap();
+        let repo =
+            Repository::open(self.backend.clone(), &lib_fixtures::key_creds(&self.keys)).unwrap();
         let r = step(
             &ep,
             &repo,

@@ -2,14 +2,14 @@
 //! endpoints (separate `PRISM_HOME`s) on one repository, each run against the real binary.
 //! Every test is named after the failure it guards against.
 
-mod common;
+mod cli_env;
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::sets::{SET, World};
+use cli_env::sets::{SET, World};
 
 fn mode_of(p: &std::path::Path) -> u32 {
     std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
@@ -364,7 +364,7 @@ fn slow_mass_deletion_halts_over_the_rolling_window() {
     );
 }
 
-mod support;
+mod lib_fixtures;
 
 /// B7 of the randomized test: a head replaced between the listing of `heads/` and its read
 /// made the set look empty (no heads), and the step deleted every unchanged file everywhere.
@@ -429,15 +429,15 @@ fn a_head_replaced_between_list_and_read_is_still_a_head() {
     }
 
     let tmp = tempfile::tempdir().unwrap();
-    let mem = support::memory();
-    let repo = support::init_repo(mem.clone(), tmp.path());
+    let mem = lib_fixtures::memory();
+    let repo = lib_fixtures::init_repo(mem.clone(), tmp.path());
     publish(&repo, &head(1, "local", vec![]), &[]).unwrap();
     let racy = Arc::new(Racy {
         inner: mem,
         armed: AtomicBool::new(true),
         other: Mutex::new(Some(Arc::new(repo))),
     });
-    let reader = Repository::open(racy, &support::creds(tmp.path())).unwrap();
+    let reader = Repository::open(racy, &lib_fixtures::creds(tmp.path())).unwrap();
     let heads = list_heads(&reader, "s").unwrap();
     assert_eq!(
         heads.iter().map(|(_, h)| h.snapshot).collect::<Vec<_>>(),
@@ -455,7 +455,7 @@ fn an_edit_made_while_a_big_file_downloads_is_never_replaced() {
     a.write("big.bin", "old\n");
     a.sync();
     b.sync();
-    std::fs::write(a.path("big.bin"), common::random_bytes(96 << 20, 7)).unwrap();
+    std::fs::write(a.path("big.bin"), cli_env::random_bytes(96 << 20, 7)).unwrap();
     a.sync();
     let child = b
         .cmd(&["sync", SET])
@@ -527,7 +527,7 @@ fn temp_files_of_a_killed_writer_are_removed_and_keep_nothing_alive() {
     std::fs::write(&stale, vec![7u8; 9 << 20]).unwrap();
     let old = b.path("data/.d15.bin.prism-tmp-0a1b2c3d4e5f");
     std::fs::write(&old, b"partial").unwrap();
-    common::set_mtime(&old, common::now_secs() - 3600, 0);
+    cli_env::set_mtime(&old, cli_env::now_secs() - 3600, 0);
     let live = b.path(&format!(
         "busy/.y.bin.prism-tmp-{}-0a1b2c3d4e5f",
         std::process::id()
@@ -607,7 +607,7 @@ fn file_counts_are_right_after_a_deletion_meets_excluded_files() {
 
 /// Files and symlinks below a folder (what `status` counts as files).
 fn count_files(root: &std::path::Path) -> u64 {
-    common::sets::listing(root)
+    cli_env::sets::listing(root)
         .keys()
         .filter(|k| !k.ends_with('/'))
         .count() as u64

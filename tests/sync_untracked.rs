@@ -12,7 +12,7 @@
 //! Real steps on an in-memory repository; the daemon's event-driven scan is what the worker
 //! passes: the paths the watcher reported plus what the previous step asked to look at again.
 
-mod support;
+mod lib_fixtures;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -39,15 +39,15 @@ impl Pair {
     fn new(policy: Policy) -> Pair {
         let tmp = tempfile::tempdir().unwrap();
         let keys = tmp.path().join("keys");
-        let backend = support::memory();
-        support::init_repo(backend.clone(), &keys);
+        let backend = lib_fixtures::memory();
+        lib_fixtures::init_repo(backend.clone(), &keys);
         let homes: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("h{i}"))).collect();
         let folders: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("f{i}"))).collect();
         for i in 0..2 {
             std::fs::create_dir_all(&folders[i]).unwrap();
             Endpoint::create(
                 &homes[i],
-                support::endpoint_config(SET, &folders[i], i, policy),
+                lib_fixtures::endpoint_config(SET, &folders[i], i, policy),
             )
             .unwrap();
         }
@@ -69,7 +69,7 @@ impl Pair {
 
     fn step_on(&self, i: usize, backend: DynBackend, opts: &StepOptions) -> StepReport {
         let ep = Endpoint::open(&self.homes[i], SET).unwrap();
-        let repo = Repository::open(backend, &support::creds(&self.keys)).unwrap();
+        let repo = Repository::open(backend, &lib_fixtures::creds(&self.keys)).unwrap();
         step(&ep, &repo, opts).unwrap()
     }
 
@@ -80,7 +80,7 @@ impl Pair {
     /// Writes a file with an mtime an hour ago: settled for any step.
     fn write_old(&self, i: usize, rel: &str, data: &[u8]) {
         let p = self.folders[i].join(rel);
-        support::write(&p, data);
+        lib_fixtures::write(&p, data);
         set_old(&p);
     }
 }
@@ -134,7 +134,7 @@ fn a_file_left_for_later_inside_a_directory_kept_as_a_conflict_copy_is_published
     w.write_old(0, "d", b"d is a file now\n");
     assert!(w.sync(0).published.is_some());
     w.write_old(1, "d/p.txt", b"p v2 from the workspace\n");
-    support::write(&w.folders[1].join("d/q/x.txt"), b"x v2, being written\n");
+    lib_fixtures::write(&w.folders[1].join("d/q/x.txt"), b"x v2, being written\n");
     let first = w.step(
         1,
         &StepOptions {
@@ -235,11 +235,11 @@ fn a_directory_kept_because_a_file_appeared_in_it_is_removed_once_the_file_is_go
     let h = holder.clone();
     let armed = std::sync::Mutex::new(true);
     let hooked: DynBackend =
-        std::sync::Arc::new(support::Tapped::new(w.backend.clone(), move |call| {
+        std::sync::Arc::new(lib_fixtures::Tapped::new(w.backend.clone(), move |call| {
             let pack = matches!(
                 call,
-                support::Call::Read(Kind::Pack, _)
-                    | support::Call::ReadRange {
+                lib_fixtures::Call::Read(Kind::Pack, _)
+                    | lib_fixtures::Call::ReadRange {
                         kind: Kind::Pack,
                         ..
                     }
@@ -290,11 +290,11 @@ fn a_file_written_while_its_directory_becomes_a_conflict_copy_is_published() {
     let t = target.clone();
     let armed = std::sync::Mutex::new(true);
     let hooked: DynBackend =
-        std::sync::Arc::new(support::Tapped::new(w.backend.clone(), move |call| {
+        std::sync::Arc::new(lib_fixtures::Tapped::new(w.backend.clone(), move |call| {
             let pack = matches!(
                 call,
-                support::Call::Read(Kind::Pack, _)
-                    | support::Call::ReadRange {
+                lib_fixtures::Call::Read(Kind::Pack, _)
+                    | lib_fixtures::Call::ReadRange {
                         kind: Kind::Pack,
                         ..
                     }

@@ -7,7 +7,7 @@
 //! Chromium and chromedriver come from Debian (`chromium`, `chromium-driver`; `.ci/run` installs
 //! them). Without them these tests fail and say so — they never skip.
 
-mod common;
+mod cli_env;
 
 use std::fs;
 
@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ui::RunningUi;
-use common::*;
+use cli_env::ui::RunningUi;
+use cli_env::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 

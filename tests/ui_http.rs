@@ -3,14 +3,14 @@
 //! refused (DNS rebinding); changes need a POST that carries the token in its form; the app
 //! refuses a network address unless told; downloads stream the exact bytes of a version.
 
-mod common;
+mod cli_env;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::ui::RunningUi;
-use common::*;
+use cli_env::ui::RunningUi;
+use cli_env::*;
 
 /// Raw HTTP against a running app.
 trait Http {

@@ -12,12 +12,12 @@
 //! - connections (TLS handshakes) are reused, not made per request;
 //! - `--limit-upload` / `--limit-download` / a set's `limit_upload` hold.
 
-mod remote_support;
+mod servers;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use remote_support::*;
+use servers::*;
 
 /// A tree of `n` small files (1–6 KiB), a few duplicates and one 3 MiB file.
 fn tree(root: &Path, n: usize) {

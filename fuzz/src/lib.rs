@@ -16,11 +16,11 @@ use prism_sync::format::envelope::{self, EnvelopeHeader, ObjectKind};
 use prism_sync::format::index::IndexFile;
 use prism_sync::format::keyfile::{KeyFile, SEALED_LEN};
 use prism_sync::format::pack::{self as layout, BlobEntry};
+use prism_sync::format::session::SessionInfo;
 use prism_sync::format::snapshot::Snapshot;
 use prism_sync::format::tlv::{self, Fields, TlvWriter};
 use prism_sync::format::tree::TreeBlob;
 use prism_sync::id::hex_encode;
-use prism_sync::repository::session::SessionInfo;
 use prism_sync::repository::{self, OBJECT_PLAINTEXT_MAX};
 
 /// The logic of one target: panics when it finds a bug.
@@ -340,17 +340,17 @@ pub fn fuzz_filecache(data: &[u8]) {
     }
 }
 
-/// `pack::read_table` under the fixed keys.
+/// `pack_codec::read_table` under the fixed keys.
 pub fn fuzz_read_table(data: &[u8]) {
-    if let Ok((salt, entries)) = prism_sync::pack::read_table(keys(), data) {
+    if let Ok((salt, entries)) = prism_sync::repository::pack_codec::read_table(keys(), data) {
         assert_eq!(salt[..], data[16..layout::HEADER_LEN]);
         check_entries(&entries, data.len() as u64);
     }
 }
 
-/// `pack::salvage` under the fixed keys.
+/// `pack_codec::salvage` under the fixed keys.
 pub fn fuzz_salvage(data: &[u8]) {
-    if let Ok(found) = prism_sync::pack::salvage(keys(), data) {
+    if let Ok(found) = prism_sync::repository::pack_codec::salvage(keys(), data) {
         for s in found {
             let e = s.entry;
             assert!(e.offset as usize + e.length as usize <= data.len());

@@ -40,7 +40,7 @@ use crate::format::index::IndexPack;
 use crate::format::pack::{BLOB_HEADER_LEN, BlobKind, TAG_LEN};
 use crate::format::tree::valid_name;
 use crate::id::{BlobId, SnapshotId};
-use crate::pack::{Compressors, FinishedPack, PackWriter, compress_into};
+use crate::repository::pack_codec::{Compressors, FinishedPack, PackWriter, compress_into};
 use crate::repository::session::Session;
 use crate::repository::{Packer, Repository, hostname, now_ns, username};
 use crate::snapshot::tree::{write_content, write_dir};

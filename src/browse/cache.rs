@@ -136,14 +136,17 @@ impl<K: Eq + Hash + Clone, V> Lru<K, V> {
     }
 
     /// Total cost of the values kept now.
+    #[cfg(test)]
     pub fn cost(&self) -> u64 {
         self.inner.lock().expect("cache lock").cost
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.inner.lock().expect("cache lock").slots.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

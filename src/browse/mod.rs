@@ -158,13 +158,6 @@ impl Browser {
         self.current.read().expect("snapshots lock").clone()
     }
 
-    /// Lists the snapshots now, whatever the interval (after an action that wrote one).
-    pub fn refresh_now(&self) -> Result<Arc<Snapshots>> {
-        let mut k = self.known.lock().expect("known lock");
-        self.reload(&mut k)?;
-        Ok(self.current.read().expect("snapshots lock").clone())
-    }
-
     fn reload(&self, k: &mut Known) -> Result<()> {
         k.last = Some(Instant::now());
         let ids = self.repo.snapshot_ids()?;

@@ -30,8 +30,9 @@ fn ask(ctx: &Ctx, op: Op) -> Result<Option<serde_json::Value>> {
 fn launch(ctx: &Ctx, first: &str) -> Result<u32> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::invalid(format!("cannot find the prism-sync binary: {e}")))?;
-    let log_path = ctx.sync_dir().join("daemon.log");
-    crate::fsx::private::create_dir(&ctx.sync_dir()).map_err(|e| Error::io(ctx.sync_dir(), e))?;
+    let log_path = ctx.paths().daemon_file("log");
+    let sync_dir = ctx.paths().sync_dir();
+    crate::fsx::private::create_dir(&sync_dir).map_err(|e| Error::io(&sync_dir, e))?;
     let log = crate::fsx::private::append(&log_path).map_err(|e| Error::io(&log_path, e))?;
     let mut cmd = Command::new(exe);
     cmd.arg("--home")

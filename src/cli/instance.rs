@@ -39,10 +39,7 @@ pub struct AddInstance {
 
 /// Where the key to deliver to a workspace is kept on this machine (0600).
 pub fn delivery_path(ctx: &Ctx, set: &str, instance: &str) -> PathBuf {
-    ctx.sync_dir()
-        .join("instances")
-        .join(set)
-        .join(format!("{instance}.key"))
+    ctx.paths().instance_key(set, instance)
 }
 
 /// The workspace's key: the one made earlier if it is still in the repository and still here
@@ -78,7 +75,7 @@ fn workspace_key(
             folder: None,
         }),
     }
-    cfg.save(&ctx.sync_dir())?;
+    cfg.save(&ctx.paths())?;
     Ok((id, path, true))
 }
 
@@ -166,7 +163,7 @@ pub fn add_instance(ctx: &Ctx, a: &AddInstance) -> Result<Outcome> {
         && i.folder.as_deref() != Some(folder.as_str())
     {
         i.folder = Some(folder);
-        cfg.save(&ctx.sync_dir())?;
+        cfg.save(&ctx.paths())?;
     }
     let url = a.instance_repo.clone().unwrap_or_else(|| cfg.repo.clone());
     let user = a.user.clone().unwrap_or_else(username);

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Error;
+use crate::home::Home;
 use crate::repository::Credentials;
 pub use render::Out;
 
@@ -632,28 +633,22 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn sync_dir(&self) -> PathBuf {
-        self.home.join("sync")
+    /// The paths under `--home`.
+    pub fn paths(&self) -> Home {
+        Home::new(&self.home)
     }
 
     /// The repository URL: --repo, else the embedded default under the home directory.
     pub fn repo_url(&self) -> String {
         match &self.repo {
             Some(r) => r.clone(),
-            None => self
-                .sync_dir()
-                .join("repos")
-                .join("default")
-                .display()
-                .to_string(),
+            None => self.paths().default_repo().display().to_string(),
         }
     }
 
     /// Opens the repository at `url` with this home's metadata cache (remote repositories).
     pub fn open_repo(&self, url: &str) -> anyhow::Result<crate::repository::Repository> {
-        Ok(self
-            .open_url(url)?
-            .with_cache(&crate::repository::cache::cache_root(&self.home)))
+        Ok(self.open_url(url)?.with_cache(&self.paths().cache_root()))
     }
 
     /// Opens the repository at `url`; when it needs a password that neither the environment nor
@@ -696,7 +691,7 @@ impl Ctx {
         }
         Ok(Credentials {
             password,
-            local_keys_dir: self.sync_dir().join("keys"),
+            local_keys_dir: self.paths().local_keys_dir(),
         })
     }
 }

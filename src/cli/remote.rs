@@ -138,7 +138,7 @@ pub fn serve(ctx: &Ctx, a: &ServeArgs) -> Result<Outcome> {
     };
     let root = serve_root(&url)?;
     let listen = parse_listen(&a.listen)?;
-    let state_dir = ctx.sync_dir().join("serve");
+    let state_dir = ctx.paths().serve_dir();
     let (token, token_origin) = match &a.token_file {
         Some(f) => (read_token_file(f)?, absolute_display(f)),
         None => {

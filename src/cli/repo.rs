@@ -24,8 +24,9 @@ use crate::error::Error;
 use crate::format::keyfile::Kdf;
 use crate::format::pack::BlobKind;
 use crate::id::{SnapshotId, hex_encode};
-use crate::repository::check::{ReadData, parse_subset};
-use crate::repository::prune::PruneOptions;
+use crate::maintenance;
+use crate::maintenance::check::{ReadData, parse_subset};
+use crate::maintenance::prune::PruneOptions;
 use crate::repository::{self, InitOptions, Repository};
 use crate::restorer::{self, RestoreOptions, RestoreProgress};
 use crate::snapshot::diff::diff_trees;
@@ -190,7 +191,7 @@ fn open_or_create_default(ctx: &Ctx) -> Result<Repository> {
         }
         Ok(repo) => {
             warn_unused_password(ctx, &repo);
-            Ok(repo.with_cache(&crate::repository::cache::cache_root(&ctx.home)))
+            Ok(repo.with_cache(&ctx.paths().cache_root()))
         }
         Err(e) => Err(e.into()),
     }
@@ -208,11 +209,7 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
     let repo = open_or_create_default(ctx)?;
     let progress = Arc::new(Progress::default());
     let archive = ArchiveOptions {
-        file_cache: (!a.no_cache).then(|| {
-            ctx.sync_dir()
-                .join("cache")
-                .join(format!("{}.redb", hex_encode(&repo.repo_id())))
-        }),
+        file_cache: (!a.no_cache).then(|| ctx.paths().file_cache(&repo.repo_id())),
         ignore_ctime: a.ignore_ctime,
         ignore_inode: a.ignore_inode,
         progress: progress.clone(),
@@ -929,7 +926,7 @@ impl GroupBy {
 }
 
 fn run_prune(ctx: &Ctx, repo: &Repository, dry_run: bool, max_unused: f64) -> Result<Value> {
-    let r = repository::prune::prune(
+    let r = maintenance::prune::prune(
         repo,
         &PruneOptions {
             max_unused_percent: max_unused,
@@ -995,7 +992,7 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Outcome> {
         (None, false) => ReadData::None,
     };
     let repo = open(ctx)?;
-    let progress = Arc::new(repository::check::ReadProgress {
+    let progress = Arc::new(maintenance::check::ReadProgress {
         read_bytes_per_s: read_limit()?,
         ..Default::default()
     });
@@ -1022,7 +1019,7 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Outcome> {
             }
         })
     });
-    let r = repository::check::check_with_progress(&repo, &how, &progress);
+    let r = maintenance::check::check_with_progress(&repo, &how, &progress);
     if let Some(bar) = bar {
         bar.finish(r.is_ok());
     }

@@ -33,13 +33,13 @@ use crate::time::{format_local, format_rfc3339, parse_time};
 
 /// Is `name` a sync set configured here?
 pub fn is_set(ctx: &Ctx, name: &str) -> bool {
-    SetConfig::valid_name(name) && SetConfig::path(&ctx.sync_dir(), name).exists()
+    SetConfig::valid_name(name) && SetConfig::path(&ctx.paths(), name).exists()
 }
 
 /// The sync set a command is about: the one named (which must exist here), or, with no name,
 /// the only set there is. A name that is not a set gets the likely ones suggested.
 pub fn set_name(ctx: &Ctx, given: Option<String>) -> Result<String> {
-    let all = SetConfig::list(&ctx.sync_dir())?;
+    let all = SetConfig::list(&ctx.paths())?;
     match given {
         Some(n) if all.contains(&n) => Ok(n),
         Some(n) => {
@@ -113,7 +113,7 @@ pub fn name_and_path(
     path: Option<std::ffi::OsString>,
 ) -> Result<(String, Option<std::ffi::OsString>)> {
     match (name, path) {
-        (Some(n), None) if !is_set(ctx, &n) && SetConfig::list(&ctx.sync_dir())?.len() == 1 => {
+        (Some(n), None) if !is_set(ctx, &n) && SetConfig::list(&ctx.paths())?.len() == 1 => {
             Ok((set_name(ctx, None)?, Some(n.into())))
         }
         (n, p) => Ok((set_name(ctx, n)?, p)),
@@ -175,7 +175,7 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "folder".into());
     let name = a.name.clone().unwrap_or_else(|| format!("{base}-sync"));
-    if let Ok(existing) = SetConfig::load(&ctx.sync_dir(), &name)
+    if let Ok(existing) = SetConfig::load(&ctx.paths(), &name)
         && existing.local_path == dir
         && ctx.repo.as_ref().is_none_or(|r| {
             *r == existing.repo
@@ -187,8 +187,8 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         ctx.out.line(format!("💡 Sync now: prism-sync sync {name}"));
         return Ok(Outcome::ok());
     }
-    for other in SetConfig::list(&ctx.sync_dir())? {
-        if let Ok(c) = SetConfig::load(&ctx.sync_dir(), &other)
+    for other in SetConfig::list(&ctx.paths())? {
+        if let Ok(c) = SetConfig::load(&ctx.paths(), &other)
             && c.local_path == dir
         {
             bail!(Error::invalid(format!(
@@ -205,7 +205,7 @@ pub fn init(ctx: &Ctx, a: &SyncInitArgs) -> Result<Outcome> {
         None => ctx.repo_url(),
     };
     let creds = ctx.credentials()?;
-    let cache_root = crate::repository::cache::cache_root(&ctx.home);
+    let cache_root = ctx.paths().cache_root();
     let (repo, created) = match Repository::open_url(&url, &creds) {
         Ok(r) => (r.with_cache(&cache_root), false),
         Err(Error::RepoNotFound { .. }) => (
@@ -1227,19 +1227,11 @@ fn warn_ignored_keys(ctx: &Ctx, cfg: &SetConfig) {
 /// files (synced before), which from now on stay as they are in each folder. Says how to bring
 /// them back. Checked again (cheaply) while `*.log` is not excluded.
 fn notice_log_exclude(ctx: &Ctx, ep: &Endpoint, repo: Option<&Repository>) {
-    let marker = ctx
-        .sync_dir()
-        .join(format!(".{}.log-exclude-noticed", ep.cfg.name));
+    let marker = ctx.paths().set_marker(&ep.cfg.name, "log-exclude-noticed");
     if marker.exists() || ctx.out.json {
         return;
     }
-    let Some(tree) = ep
-        .state
-        .meta()
-        .ok()
-        .and_then(|m| m.base_tree)
-        .and_then(|t| crate::id::BlobId::from_hex(&t))
-    else {
+    let Some(tree) = ep.state.meta().ok().and_then(|m| m.base_tree) else {
         return; // not synced yet: nothing of it is shared
     };
     let root = &ep.cfg.local_path;
@@ -1289,10 +1281,10 @@ fn notice_log_exclude(ctx: &Ctx, ep: &Endpoint, repo: Option<&Repository>) {
 pub fn status(ctx: &Ctx, name: Option<&str>) -> Result<Outcome> {
     let names = match name {
         Some(n) => vec![n.to_string()],
-        None => SetConfig::list(&ctx.sync_dir())?,
+        None => SetConfig::list(&ctx.paths())?,
     };
     for n in &names {
-        if let Ok(cfg) = SetConfig::load(&ctx.sync_dir(), n) {
+        if let Ok(cfg) = SetConfig::load(&ctx.paths(), n) {
             warn_ignored_keys(ctx, &cfg);
         }
         if let Ok(ep) = Endpoint::open(&ctx.home, n) {

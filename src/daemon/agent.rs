@@ -11,6 +11,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::home::Home;
+
 pub use crate::sys::LoginAgent as AgentKind;
 
 /// What the agent runs: `exe --home HOME [--password-file F] [--rest-token-file F] start NAME
@@ -54,9 +56,7 @@ impl AgentSpec {
 
     /// Where the agent's output goes (the daemon also writes its own log).
     pub fn log_path(&self) -> PathBuf {
-        self.home
-            .join("sync")
-            .join(format!("agent-{}.log", self.name))
+        Home::new(&self.home).agent_log(&self.name)
     }
 }
 

@@ -8,13 +8,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::home::Home;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// A request line longer than this is refused (no request needs more).
@@ -87,13 +88,9 @@ impl Response {
     }
 }
 
-pub fn socket_path(home: &Path) -> PathBuf {
-    home.join("sync").join("daemon.sock")
-}
-
 /// Sends a request; `Ok(None)` if no daemon listens for this home.
 pub fn request(home: &Path, op: Op, timeout: Duration) -> Result<Option<Response>> {
-    let path = socket_path(home);
+    let path = Home::new(home).daemon_socket();
     let mut s = match UnixStream::connect(&path) {
         Ok(s) => s,
         Err(e)

@@ -25,7 +25,7 @@
 //! daemon at any moment loses nothing: the next start scans everything once and carries on.
 
 pub mod agent;
-pub mod control;
+pub(crate) mod control;
 mod watch;
 mod worker;
 
@@ -42,6 +42,7 @@ use serde_json::json;
 use crate::endpoint::Endpoint;
 use crate::endpoint::config::{SetConfig, write_atomic};
 use crate::error::{Error, Result};
+use crate::home::Home;
 use crate::repository::Credentials;
 use control::{Op, Response};
 pub use worker::{LiveStatus, WorkerState};
@@ -104,12 +105,8 @@ impl Settings {
 /// is paused either way; the answer says whether the worker has stopped yet).
 const PAUSE_WAIT: Duration = Duration::from_secs(20);
 
-pub fn sync_dir(home: &Path) -> PathBuf {
-    home.join("sync")
-}
-
 fn started_path(home: &Path) -> PathBuf {
-    sync_dir(home).join("daemon.yml")
+    Home::new(home).daemon_file("yml")
 }
 
 /// The sets the daemon keeps running (persisted so a restart resumes them).
@@ -147,7 +144,7 @@ pub fn keeps_set(home: &Path, set: &str) -> bool {
 
 /// The pid of the daemon serving `home`, if one runs.
 pub fn running_pid(home: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(sync_dir(home).join("daemon.pid"))
+    let pid: u32 = std::fs::read_to_string(Home::new(home).daemon_file("pid"))
         .ok()?
         .trim()
         .parse()
@@ -170,7 +167,7 @@ impl Daemon {
         if self.workers.contains_key(set) {
             return Ok(());
         }
-        SetConfig::load(&sync_dir(&self.home), set)?;
+        SetConfig::load(&Home::new(&self.home), set)?;
         let h = worker::spawn(&self.home, set, self.settings.clone(), self.creds.clone())?;
         self.workers.insert(set.to_string(), h);
         Ok(())
@@ -231,7 +228,7 @@ impl Daemon {
 }
 
 fn lock_daemon(home: &Path) -> Result<std::fs::File> {
-    let path = sync_dir(home).join("daemon.lock");
+    let path = Home::new(home).daemon_file("lock");
     let f = crate::fsx::private::options()
         .create(true)
         .truncate(false)
@@ -244,7 +241,7 @@ fn lock_daemon(home: &Path) -> Result<std::fs::File> {
         Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         Err(std::fs::TryLockError::WouldBlock) => {
             let pid =
-                std::fs::read_to_string(sync_dir(home).join("daemon.pid")).unwrap_or_default();
+                std::fs::read_to_string(Home::new(home).daemon_file("pid")).unwrap_or_default();
             return Err(Error::invalid(format!(
                 "a prism-sync daemon already runs for {} (pid {}): use it (prism-sync start NAME), or stop it first",
                 home.display(),
@@ -313,21 +310,21 @@ fn serve_control(daemon: &Mutex<Daemon>, stream: std::os::unix::net::UnixStream)
 /// Runs the daemon in this process until its last set is stopped. `first` is started (and
 /// remembered) before serving requests.
 pub fn run(home: &Path, first: Option<&str>, settings: Settings, creds: Credentials) -> Result<()> {
-    let dir = sync_dir(home);
+    let dir = Home::new(home).sync_dir();
     // 0700: the socket is bound inside a directory nobody else can enter, so there is no
     // moment in which another user could connect to it, whatever the umask.
     crate::fsx::private::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
     let _lock = lock_daemon(home)?;
-    let pid_path = dir.join("daemon.pid");
+    let pid_path = Home::new(home).daemon_file("pid");
     write_atomic(&pid_path, format!("{}\n", std::process::id()).as_bytes())?;
-    let sock = control::socket_path(home);
+    let sock = Home::new(home).daemon_socket();
     let _ = std::fs::remove_file(&sock); // a stale socket of a dead daemon: we hold the lock
     let listener = UnixListener::bind(&sock).map_err(|e| Error::io(&sock, e))?;
     let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
 
     let mut started = load_started(home)?;
     if let Some(f) = first {
-        SetConfig::load(&dir, f)?;
+        SetConfig::load(&Home::new(home), f)?;
         started.insert(f.to_string());
         save_started(home, &started)?;
     }

@@ -29,6 +29,7 @@ use crate::endpoint::config::SetConfig;
 use crate::endpoint::maintain::{self, Intervals};
 use crate::endpoint::{Endpoint, StepOptions, StepReport, step};
 use crate::error::{Error, Result};
+use crate::home::Home;
 use crate::repository::heads::head_names;
 use crate::repository::{Credentials, Repository, now_ns};
 use crate::time::format_rfc3339;
@@ -492,7 +493,7 @@ impl Worker {
         if repo.is_none() {
             match Repository::open_url(&ep.cfg.repo, &self.creds) {
                 Ok(r) => {
-                    let r = r.with_cache(&crate::repository::cache::cache_root(&self.home));
+                    let r = r.with_cache(&Home::new(&self.home).cache_root());
                     r.backend().set_bandwidth(ep.cfg.bandwidth());
                     *repo = Some(r)
                 }
@@ -578,7 +579,7 @@ impl Worker {
             .spawn(move || {
                 let run = || -> Result<()> {
                     let repo = Repository::open_url(&mine.cfg.repo, &creds)?
-                        .with_cache(&crate::repository::cache::cache_root(&home));
+                        .with_cache(&Home::new(&home).cache_root());
                     repo.backend().set_bandwidth(mine.cfg.bandwidth());
                     maintain::maintain(&mine, &repo, &iv, false).map(|_| ())
                 };
@@ -612,7 +613,7 @@ impl Worker {
             Some(std::mem::take(&mut sched.dirty))
         };
         sched.burst = None;
-        if let Ok(cfg) = SetConfig::load(&super::sync_dir(&self.home), &self.set) {
+        if let Ok(cfg) = SetConfig::load(&Home::new(&self.home), &self.set) {
             ep.cfg = cfg; // edits to the set's config take effect
             repo.backend().set_bandwidth(ep.cfg.bandwidth());
         }

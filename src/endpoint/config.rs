@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::home::Home;
 use crate::sync::rules::{Category, Rules, RulesBuilder, parse_size};
 use crate::sync::{Mode, Policy, Role};
 
@@ -147,12 +148,12 @@ impl SetConfig {
         }
     }
 
-    pub fn path(sync_dir: &Path, name: &str) -> PathBuf {
-        sync_dir.join(format!("{name}.yml"))
+    pub fn path(home: &Home, name: &str) -> PathBuf {
+        home.set_config(name)
     }
 
-    pub fn load(sync_dir: &Path, name: &str) -> Result<SetConfig> {
-        let path = Self::path(sync_dir, name);
+    pub fn load(home: &Home, name: &str) -> Result<SetConfig> {
+        let path = Self::path(home, name);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -239,8 +240,8 @@ impl SetConfig {
     }
 
     /// Writes the config via a temp file and rename.
-    pub fn save(&self, sync_dir: &Path) -> Result<()> {
-        let path = Self::path(sync_dir, &self.name);
+    pub fn save(&self, home: &Home) -> Result<()> {
+        let path = Self::path(home, &self.name);
         let text = serde_saphyr::to_string(self)
             .map_err(|e| Error::invalid(format!("cannot write {}: {e}", path.display())))?;
         let header =
@@ -259,13 +260,14 @@ impl SetConfig {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     }
 
-    /// Every set configured under `sync_dir`.
-    pub fn list(sync_dir: &Path) -> Result<Vec<String>> {
+    /// Every set configured under `home`.
+    pub fn list(home: &Home) -> Result<Vec<String>> {
         let mut v = Vec::new();
-        let rd = match std::fs::read_dir(sync_dir) {
+        let sync_dir = home.sync_dir();
+        let rd = match std::fs::read_dir(&sync_dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
-            Err(e) => return Err(Error::io(sync_dir, e)),
+            Err(e) => return Err(Error::io(&sync_dir, e)),
         };
         for e in rd.flatten() {
             if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".yml"))
@@ -392,7 +394,7 @@ pub fn research_preset() -> BTreeMap<String, CategoryRules> {
 
 impl RulesFile {
     pub fn load(home: &Path) -> Result<RulesFile> {
-        let path = home.join("sync-rules.yml");
+        let path = Home::new(home).rules_file();
         match std::fs::read_to_string(&path) {
             Ok(t) => serde_saphyr::from_str(&t).map_err(|e| yaml_error(&path, &e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RulesFile::default()),

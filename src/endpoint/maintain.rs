@@ -34,9 +34,9 @@ use super::Endpoint;
 use crate::error::Result;
 use crate::format::snapshot::Snapshot;
 use crate::id::SnapshotId;
+use crate::maintenance::prune::{COMPACT_BELOW_BYTES, PruneOptions, PruneReport, prune};
 use crate::repository::heads::read_heads;
 use crate::repository::lease::{self, LEASE_TTL, Taken};
-use crate::repository::prune::{COMPACT_BELOW_BYTES, PruneOptions, PruneReport, prune};
 use crate::repository::{Repository, now_ns};
 use crate::snapshot::retention::{self, Policy};
 use crate::time::format_rfc3339;
@@ -295,7 +295,7 @@ fn run(
         let (snaps, _unreadable) = repo.snapshots_lenient()?; // unreadable ones stay
         let mut protect = head_snapshots(repo, set)?;
         let meta = ep.state.meta()?;
-        protect.extend(meta.base_snapshot.as_deref().and_then(SnapshotId::from_hex));
+        protect.extend(meta.base_snapshot);
         let plan = plan_retention(&snaps, set, policy, &protect, &jiff::tz::TimeZone::system());
         // A head published since we looked is new (kept by the policy); check the heads once
         // more right before deleting all the same.

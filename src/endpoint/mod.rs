@@ -8,12 +8,12 @@
 pub mod apply;
 pub mod audit;
 pub mod config;
-pub mod leftovers;
+pub(crate) mod leftovers;
 pub mod maintain;
-pub mod restore;
-pub mod state;
+pub(crate) mod restore;
+pub(crate) mod state;
 mod step;
-pub mod trees;
+pub(crate) mod trees;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ pub use state::State;
 pub use step::{StepOptions, StepReport, combine_heads, heads_changed, step};
 
 use crate::error::{Error, Result};
+use crate::home::Home;
 
 pub struct Endpoint {
     pub home: PathBuf,
@@ -31,16 +32,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn sync_dir(home: &Path) -> PathBuf {
-        home.join("sync")
+    /// The paths under this endpoint's `$PRISM_HOME`.
+    pub fn paths(&self) -> Home {
+        Home::new(&self.home)
     }
 
     fn file(&self, suffix: &str) -> PathBuf {
-        Self::sync_dir(&self.home).join(format!("{}.{suffix}", self.cfg.name))
-    }
-
-    pub fn state_path(home: &Path, name: &str) -> PathBuf {
-        Self::sync_dir(home).join(format!("{name}.state.redb"))
+        self.paths().set_file(&self.cfg.name, suffix)
     }
 
     pub fn cache_path(&self) -> PathBuf {
@@ -57,7 +55,7 @@ impl Endpoint {
 
     /// Where the token of the set's `rest:` repository is kept.
     pub fn rest_token_path(home: &Path, name: &str) -> PathBuf {
-        Self::sync_dir(home).join(format!("{name}.rest-token"))
+        Home::new(home).set_file(name, "rest-token")
     }
 
     /// Keeps the token of the set's `rest:` repository with the set (0600).
@@ -68,7 +66,7 @@ impl Endpoint {
 
     /// Opens an existing set (and makes its stored `rest:` token known to this process).
     pub fn open(home: &Path, name: &str) -> Result<Endpoint> {
-        let cfg = SetConfig::load(&Self::sync_dir(home), name)?;
+        let cfg = SetConfig::load(&Home::new(home), name)?;
         if cfg.repo.starts_with("rest:") {
             let path = Self::rest_token_path(home, name);
             match std::fs::read_to_string(&path) {
@@ -80,7 +78,7 @@ impl Endpoint {
                 Err(e) => return Err(Error::io(&path, e)),
             }
         }
-        let state = State::open(&Self::state_path(home, name))?;
+        let state = State::open(&Home::new(home).set_state(name))?;
         Ok(Endpoint {
             home: home.to_path_buf(),
             cfg,
@@ -90,7 +88,7 @@ impl Endpoint {
 
     /// Creates a set at this endpoint (refuses if one of that name exists).
     pub fn create(home: &Path, cfg: SetConfig) -> Result<Endpoint> {
-        let dir = Self::sync_dir(home);
+        let dir = Home::new(home);
         if !SetConfig::valid_name(&cfg.name) {
             return Err(Error::invalid(format!(
                 "{:?} is not a usable set name: use letters, digits, '-', '_' and '.' (up to 64)",
@@ -104,7 +102,7 @@ impl Endpoint {
             )));
         }
         cfg.save(&dir)?;
-        let state = State::open(&Self::state_path(home, &cfg.name))?;
+        let state = State::open(&dir.set_state(&cfg.name))?;
         Ok(Endpoint {
             home: home.to_path_buf(),
             cfg,

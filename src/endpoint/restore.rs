@@ -9,7 +9,6 @@
 //! step runs at the same time. The next step publishes the result like any local edit.
 
 use crate::error::{Error, Result};
-use crate::id::BlobId;
 use crate::repository::Repository;
 use crate::snapshot::tree::find;
 use crate::snapshot::{NodeKind, Snapshot, display_path};
@@ -47,10 +46,6 @@ pub fn restored_name(name: &[u8], time_ns: i64) -> Vec<u8> {
     out
 }
 
-fn parse_tree(hex: &Option<String>) -> Option<BlobId> {
-    hex.as_deref().and_then(BlobId::from_hex)
-}
-
 /// Writes the file or symlink at `path` of `version` into the folder of `ep`; returns the
 /// path written (relative to the folder).
 pub fn restore_version(
@@ -77,7 +72,7 @@ pub fn restore_version(
     let meta = ep.state.meta()?;
     let (target, expect) = match placement {
         Placement::InPlace => {
-            let Some(applied) = parse_tree(&meta.applied_tree) else {
+            let Some(applied) = meta.applied_tree else {
                 return Err(Error::invalid(format!(
                     "{} has not synced yet: run `prism-sync sync {}` first",
                     ep.cfg.name, ep.cfg.name

@@ -18,6 +18,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId};
 use crate::sync::Policy;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -33,12 +34,12 @@ pub const ACTIVITY_KEPT: u64 = 1000;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Meta {
-    /// Hex tree id of the shared state this endpoint last agreed on.
-    pub base_tree: Option<String>,
-    /// Hex id of the snapshot that state came from (parents of the next publish).
-    pub base_snapshot: Option<String>,
-    /// Hex tree id of what the folder held after the last step.
-    pub applied_tree: Option<String>,
+    /// Tree of the shared state this endpoint last agreed on (kept as hex, like every id here).
+    pub base_tree: Option<BlobId>,
+    /// The snapshot that state came from (parents of the next publish).
+    pub base_snapshot: Option<SnapshotId>,
+    /// Tree of what the folder held after the last step.
+    pub applied_tree: Option<BlobId>,
     pub last_step_ns: Option<i64>,
     /// Set when the last step changed something.
     pub last_change_ns: Option<i64>,
@@ -74,13 +75,13 @@ pub struct Meta {
     /// when the repository cannot be reached.
     #[serde(default)]
     pub shared_conflicts: Vec<SharedConflictView>,
-    /// Hex ids of the trees `local_files`/`local_bytes` and `remote_files`/`remote_bytes`
-    /// count (files and symlinks; bytes of files): the next step carries them forward by the
-    /// difference. Absent: counted afresh.
+    /// The trees `local_files`/`local_bytes` and `remote_files`/`remote_bytes` count (files
+    /// and symlinks; bytes of files): the next step carries them forward by the difference.
+    /// Absent: counted afresh.
     #[serde(default)]
-    pub local_counted_tree: Option<String>,
+    pub local_counted_tree: Option<BlobId>,
     #[serde(default)]
-    pub shared_counted_tree: Option<String>,
+    pub shared_counted_tree: Option<BlobId>,
     /// Paths where the folder keeps its own version, different from the shared one, because of
     /// a one-way mode (the first [`UNSYNCED_KEPT`]), and how many in all.
     #[serde(default)]
@@ -161,8 +162,8 @@ impl SharedConflictView {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeletionWindow {
     pub start_ns: i64,
-    /// Hex id of the shared state (this endpoint's base) when the window began.
-    pub tree: String,
+    /// The shared state (this endpoint's base) when the window began.
+    pub tree: BlobId,
     /// Files in the folder or the shared state (the larger) then.
     pub files: u64,
 }
@@ -448,5 +449,60 @@ impl State {
             }
         }
         txn.commit().map_err(|e| err(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `meta` value as versions that kept ids as hex strings wrote it (every field, in
+    /// declaration order): it reads into typed ids and writes back byte for byte.
+    #[test]
+    fn a_state_written_with_hex_string_ids_reads_and_rewrites_identically() {
+        let (t, s, a, l, r, w) = (
+            "11".repeat(32),
+            "22".repeat(32),
+            "33".repeat(32),
+            "44".repeat(32),
+            "55".repeat(32),
+            "66".repeat(32),
+        );
+        let old = format!(
+            concat!(
+                r#"{{"base_tree":"{t}","base_snapshot":"{s}","applied_tree":"{a}","#,
+                r#""last_step_ns":5,"last_change_ns":null,"halt":null,"local_files":2,"#,
+                r#""local_bytes":3,"remote_files":4,"remote_bytes":5,"heads":["h1"],"#,
+                r#""last_error":null,"endpoints_seen":[["e",7]],"paused":false,"unsynced":[],"#,
+                r#""unsynced_total":0,"deletion_window":{{"start_ns":9,"tree":"{w}","files":10}},"#,
+                r#""shared_conflicts":[],"local_counted_tree":"{l}","shared_counted_tree":"{r}","#,
+                r#""kept_here":[],"kept_here_total":0,"large_files":[],"endpoint_places":[]}}"#
+            ),
+            t = t,
+            s = s,
+            a = a,
+            l = l,
+            r = r,
+            w = w,
+        );
+        let meta: Meta = serde_json::from_str(&old).unwrap();
+        assert_eq!(meta.base_tree, BlobId::from_hex(&t));
+        assert_eq!(meta.base_snapshot, SnapshotId::from_hex(&s));
+        assert_eq!(meta.applied_tree, BlobId::from_hex(&a));
+        assert_eq!(meta.local_counted_tree, BlobId::from_hex(&l));
+        assert_eq!(meta.shared_counted_tree, BlobId::from_hex(&r));
+        assert_eq!(
+            meta.deletion_window.as_ref().map(|d| d.tree),
+            BlobId::from_hex(&w)
+        );
+        assert_eq!(serde_json::to_string(&meta).unwrap(), old);
+
+        // A state of an endpoint that never synced: no ids at all.
+        let fresh: Meta = serde_json::from_str(r#"{"base_tree":null,"heads":[],"local_files":0,"local_bytes":0,"remote_files":0,"remote_bytes":0,"last_step_ns":null,"last_change_ns":null,"halt":null,"last_error":null,"base_snapshot":null,"applied_tree":null}"#).unwrap();
+        assert_eq!(fresh, Meta::default());
+        // An id that is not one is refused, naming the kind.
+        let bad = old.replace(&t, "not-hex");
+        let e = serde_json::from_str::<Meta>(&bad).unwrap_err().to_string();
+        assert!(e.contains("not a BlobId"), "{e}");
     }
 }

@@ -36,7 +36,7 @@
 //! check-then-rename are then used (and tested, in the `portable-sys` build).
 
 pub mod fold;
-pub mod private;
+pub(crate) mod private;
 
 use std::ffi::OsStr;
 use std::fs::File;

@@ -11,14 +11,14 @@
 //! Invariants:
 //! - Nothing is restored up front: a file's chunks are read when the kernel reads them, each
 //!   verified as every blob read is, and kept in the browser's bounded caches
-//!   ([`BrowseOptions`]: 64 MiB of chunks, 200 000 directory entries by default).
+//!   ([`crate::browse::BrowseOptions`]: 64 MiB of chunks, 200 000 directory entries by default).
 //! - Sizes, mtimes, modes and symlink targets are exactly the snapshot's. A sync set's trees
 //!   carry no owners, so its view shows the mounting user as owner; the repository view shows
 //!   the stored owner.
 //! - The mount is read-only (`ro,nosuid,nodev`): every write is refused by the kernel.
 //! - New snapshots show without remounting: the snapshot list is read again at most every
-//!   [`BrowseOptions::refresh`] when a virtual directory is visited, and the index with it when
-//!   snapshots were added.
+//!   [`crate::browse::BrowseOptions::refresh`] when a virtual directory is visited, and the
+//!   index with it when snapshots were added.
 //! - A damaged or missing object fails only the file or directory that needs it (EIO), with a
 //!   message naming it.
 
@@ -31,7 +31,7 @@ use std::sync::Arc;
 use fuser::{Config, MountOption};
 
 use crate::browse::Browser;
-pub use crate::browse::{BrowseOptions, Report};
+pub use crate::browse::Report;
 use crate::error::{Error, Result};
 pub use layout::View;
 

@@ -24,11 +24,6 @@ use std::path::{Path, PathBuf};
 use crate::crypto::random_bytes;
 use crate::id::hex_encode;
 
-/// Where the caches of every repository live: `$PRISM_HOME/sync/cache`.
-pub fn cache_root(home: &Path) -> PathBuf {
-    home.join("sync").join("cache")
-}
-
 /// What the cache holds; each kind is a directory of files named by object name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheKind {

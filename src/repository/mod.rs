@@ -5,18 +5,23 @@
 //! 2. an index file listing them,
 //! 3. the snapshot — the commit. A snapshot only refers to blobs in indexed packs.
 //!
-//! Owns: open/init, write ordering, sessions, check, prune (with compaction), the maintenance
-//! lease. Must not touch: local folders, printing.
+//! Three modules say which side of a pack they are: `format::pack` is the byte layout,
+//! [`pack_codec`] seals blobs into a pack and opens them (no I/O), [`packer`] writes packs to the
+//! backend; likewise `format::index` is an index file's bytes and [`index`] the in-memory index
+//! merged from those files.
+//!
+//! Owns: open/init, write ordering, sessions, the maintenance lease (check and prune, which walk
+//! trees, are `maintenance`'s). Must not touch: local folders, printing, snapshot trees.
 
-pub mod cache;
-pub mod check;
+pub(crate) mod cache;
 pub mod heads;
+pub mod index;
 mod keys;
 pub mod lease;
-pub mod packer;
-pub mod prune;
+pub mod pack_codec;
+pub(crate) mod packer;
 pub mod reader;
-pub mod session;
+pub(crate) mod session;
 mod url;
 
 use std::collections::HashMap;
@@ -33,9 +38,9 @@ use crate::format::index::{DeletionMark, IndexFile, IndexPack};
 use crate::format::pack::{BlobEntry, BlobKind};
 use crate::format::snapshot::Snapshot;
 use crate::id::{BlobId, IndexId, KeyId, PackId, SnapshotId, hex_encode};
-use crate::index::Index;
-use crate::pack::{self, FinishedPack};
 use cache::{CacheKind, MetaCache};
+use index::Index;
+use pack_codec::FinishedPack;
 
 pub use keys::{KeyInfo, add_key, add_workspace_key, list_keys, remove_key};
 pub use packer::Packer;
@@ -578,6 +583,12 @@ impl Repository {
         Ok((files, errors))
     }
 
+    /// Makes `index` the one reads use: `check` builds it from the index files it could read,
+    /// so blobs of the readable ones resolve even when another file is damaged.
+    pub(crate) fn set_index(&self, index: Index) {
+        *self.index.write().expect("index lock") = Arc::new(index);
+    }
+
     /// Loads the index; an unreadable index file is an error (run `check`).
     pub fn load_index(&self) -> Result<Arc<Index>> {
         let (files, mut errors) = self.index_files_lenient()?;
@@ -776,7 +787,7 @@ impl Repository {
         sealed: &[u8],
         what: &str,
     ) -> Result<Vec<u8>> {
-        pack::open_blob(&self.keys, &self.keys.pack_cipher(salt), entry, sealed)
+        pack_codec::open_blob(&self.keys, &self.keys.pack_cipher(salt), entry, sealed)
             .map_err(|e| Error::corrupt(format!("{what} in pack {}", pack_id.short()), e))
     }
 

@@ -5,11 +5,11 @@
 use std::collections::HashSet;
 
 use super::Repository;
+use super::pack_codec::{Compressors, PackWriter, compress};
 use crate::error::Result;
 use crate::format::index::IndexPack;
 use crate::format::pack::{BLOB_HEADER_LEN, BlobKind, TAG_LEN};
 use crate::id::BlobId;
-use crate::pack::{Compressors, PackWriter, compress};
 
 /// Tree packs are cut at this size even when data packs are bigger.
 pub const TREE_PACK_MAX: usize = 4 << 20;

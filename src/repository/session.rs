@@ -10,54 +10,17 @@ use crate::backend::Kind;
 use crate::crypto::random_bytes;
 use crate::error::{Error, Result};
 use crate::format::envelope::ObjectKind;
-use crate::format::tlv::{Fields, TlvWriter, fixed};
+use crate::format::session::SessionInfo;
 use crate::id::hex_encode;
 
 /// A session older than this is stale (its writer crashed): it no longer delays prune.
 pub const SESSION_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionInfo {
-    pub id: [u8; 32],
-    pub started_ns: i64,
-    pub host: String,
-    pub pid: u32,
-    pub command: String,
-    /// Fields of newer versions, kept so that re-encoding is exact.
-    pub extra: Vec<(u16, Vec<u8>)>,
-}
-
-impl SessionInfo {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = TlvWriter::new();
-        w.bytes(1, &self.id)
-            .i64(2, self.started_ns)
-            .bytes(3, self.host.as_bytes())
-            .u32(4, self.pid)
-            .bytes(5, self.command.as_bytes())
-            .extra(&self.extra);
-        w.finish()
-    }
-
-    pub fn decode(b: &[u8]) -> crate::format::DecodeResult<Self> {
-        const W: &str = "session";
-        let f = Fields::parse(b, W)?;
-        Ok(SessionInfo {
-            id: fixed(f.req(1, W)?, W)?,
-            started_ns: f.req_i64(2, W)?,
-            host: f.req_str(3, W)?,
-            pid: f.req_u32(4, W)?,
-            command: f.req_str(5, W)?,
-            extra: f.unknown(&[1, 2, 3, 4, 5], W)?,
-        })
-    }
-
-    /// Stale: older than [`SESSION_STALE_AFTER`], or started on this host by a process that no
-    /// longer exists (it was killed or crashed). A reused pid only makes us more careful.
-    pub fn is_stale(&self, now_ns: i64) -> bool {
-        now_ns.saturating_sub(self.started_ns) > SESSION_STALE_AFTER.as_nanos() as i64
-            || (self.host == hostname() && !pid_alive(self.pid))
-    }
+/// Stale: older than [`SESSION_STALE_AFTER`], or started on this host by a process that no
+/// longer exists (it was killed or crashed). A reused pid only makes us more careful.
+pub fn is_stale(s: &SessionInfo, now_ns: i64) -> bool {
+    now_ns.saturating_sub(s.started_ns) > SESSION_STALE_AFTER.as_nanos() as i64
+        || (s.host == hostname() && !pid_alive(s.pid))
 }
 
 /// Does a process with this id exist on this machine? (Unknown ids count as alive.)

@@ -30,6 +30,7 @@ use crate::format::DecodeError;
 use crate::format::catalog::{
     self as layout, CatalogFile, CatalogSnapshot, CatalogView, MAC_LEN, is_safety,
 };
+use crate::home::Home;
 use crate::id::{BlobId, SnapshotId, hex_encode};
 use crate::repository::{Repository, counters, map_parallel};
 
@@ -39,14 +40,6 @@ const DIR_CACHE_ENTRIES_MAX: usize = 4096;
 
 /// Where snapshots sort: by time, then id (the order `snapshots` lists them in).
 type Key = (i64, SnapshotId);
-
-/// `$PRISM_HOME/sync/catalog/<repository id hex>/<set name hex>`.
-pub fn catalog_path(home: &Path, repo_id: &[u8; 32], set: &str) -> PathBuf {
-    home.join("sync")
-        .join("catalog")
-        .join(hex_encode(repo_id))
-        .join(hex_encode(set.as_bytes()))
-}
 
 /// The MAC of a catalog body under the repository's keys.
 pub fn catalog_mac(keys: &Keys, body: &[u8]) -> [u8; MAC_LEN] {
@@ -144,7 +137,7 @@ impl Catalog {
     /// gives an empty catalog (filled from the repository by [`Catalog::refresh`]).
     pub fn open(home: &Path, repo: &Repository, set: &str) -> Catalog {
         let repo_id = repo.repo_id();
-        let file = catalog_path(home, &repo_id, set);
+        let file = Home::new(home).catalog(&repo_id, set);
         let stored = std::fs::read(&file)
             .ok()
             .and_then(|b| open_catalog_view(repo.keys(), b))

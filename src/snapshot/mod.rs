@@ -7,8 +7,8 @@
 //! Must not touch: the folders being backed up or synced.
 
 pub mod catalog;
-pub mod diff;
-pub mod retention;
+pub(crate) mod diff;
+pub(crate) mod retention;
 pub mod select;
 pub mod tree;
 

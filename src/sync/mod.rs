@@ -14,8 +14,8 @@
 pub mod merge;
 #[cfg(test)]
 mod merge_tests;
-pub mod rules;
-pub mod shared_conflicts;
+pub(crate) mod rules;
+pub(crate) mod shared_conflicts;
 
 use serde::{Deserialize, Serialize};
 

@@ -17,8 +17,8 @@
 //! must name the loopback address too (no DNS rebinding). Requests that change anything are
 //! POSTs that carry the token again in a form field, so another site cannot forge them.
 
-pub mod actions;
-pub mod pages;
+pub(crate) mod actions;
+pub(crate) mod pages;
 mod routes;
 
 use std::collections::{HashMap, VecDeque};

@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 
 use super::actions::{ActionRun, show};
 use super::pct_encode;
@@ -559,9 +559,4 @@ pub fn conflicts(v: &ConflictsView) -> Markup {
         p { a href="/" { "Back to the sync sets" } }
     };
     layout(&title, Section::Sets, body)
-}
-
-/// The stylesheet and script, served as they are.
-pub fn raw(s: &str) -> PreEscaped<&str> {
-    PreEscaped(s)
 }

@@ -28,6 +28,7 @@ use crate::browse::{Browser, FileChunks};
 use crate::endpoint::Endpoint;
 use crate::endpoint::config::SetConfig;
 use crate::error::Error;
+use crate::home::Home;
 use crate::id::SnapshotId;
 use crate::repository::now_ns;
 use crate::snapshot::{Node, NodeKind, Snapshot, display_path};
@@ -225,8 +226,7 @@ where
 }
 
 fn open_set(app: &App, name: &str) -> Result<Endpoint, Failure> {
-    if !SetConfig::valid_name(name) || !SetConfig::path(&app.opts.home.join("sync"), name).exists()
-    {
+    if !SetConfig::valid_name(name) || !SetConfig::path(&Home::new(&app.opts.home), name).exists() {
         return Err(not_found(format!("there is no sync set {name:?} here")));
     }
     Ok(Endpoint::open(&app.opts.home, name)?)
@@ -256,7 +256,7 @@ fn pick(
 // ---- dashboard ------------------------------------------------------------------------------------
 
 fn set_cards(app: &App) -> Result<Vec<pages::SetCard>, Failure> {
-    let names = SetConfig::list(&app.opts.home.join("sync"))?;
+    let names = SetConfig::list(&Home::new(&app.opts.home))?;
     let mut out = Vec::new();
     for name in names {
         let ep = Endpoint::open(&app.opts.home, &name)?;

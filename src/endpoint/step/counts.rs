@@ -80,6 +80,6 @@ pub(super) fn previous(cx: &Cx, local: bool) -> Option<(BlobId, Counts)> {
     } else {
         (&m.shared_counted_tree, m.remote_files, m.remote_bytes)
     };
-    let tree = tree.as_deref().and_then(BlobId::from_hex)?;
+    let tree = (*tree)?;
     Some((tree, Counts { files, bytes }))
 }

@@ -109,12 +109,7 @@ fn descends(repo: &Repository, from: &[SnapshotId], base: SnapshotId) -> Result<
 
 /// Why the step must halt before merging, if it must: the shared state's history.
 pub(super) fn history(cx: &Cx, remote: &Remote) -> Result<Option<String>> {
-    let Some(base) = cx
-        .meta
-        .base_snapshot
-        .as_deref()
-        .and_then(SnapshotId::from_hex)
-    else {
+    let Some(base) = cx.meta.base_snapshot else {
         return Ok(None); // never synced here: nothing to compare with
     };
     let name = &cx.ep.cfg.name;
@@ -172,7 +167,7 @@ pub(super) fn window(cx: &Cx, deletes: bool) -> Option<DeletionWindow> {
     match &cx.meta.deletion_window {
         Some(w) if w.start_ns > since || cx.meta.halt.is_some() => Some(w.clone()),
         _ if !deletes => None,
-        _ => cx.meta.base_tree.clone().map(|tree| DeletionWindow {
+        _ => cx.meta.base_tree.map(|tree| DeletionWindow {
             start_ns: cx.now,
             tree,
             files: files_before(cx),
@@ -194,11 +189,7 @@ pub(super) fn files_before(cx: &Cx) -> u64 {
 /// already and are not counted again.
 pub(super) fn counted_deletions(cx: &Cx, remote: &Remote, plan: &Plan) -> (u64, u64) {
     let (here, shared) = (plan.out.local_deletes, plan.out.publish_deletes);
-    let base = cx
-        .meta
-        .base_snapshot
-        .as_deref()
-        .and_then(SnapshotId::from_hex);
+    let base = cx.meta.base_snapshot;
     let vouched = match remote.heads.as_slice() {
         [(_, h)] => h.confirmed_deletions >= here && base.is_some_and(|b| h.merged.contains(&b)),
         _ => false,
@@ -254,12 +245,11 @@ pub(super) fn check(
     let Some(w) = window(cx, true) else {
         return Ok(None);
     };
-    let lost = match BlobId::from_hex(&w.tree).map(|t| lost_since(&cx.trees, t, plan)) {
-        Some(Ok(n)) => n,
+    let lost = match lost_since(&cx.trees, w.tree, plan) {
+        Ok(n) => n,
         // The window's first state is gone (pruned): judged by this step alone, as above.
-        Some(Err(e)) if super::is_missing(&e) => return Ok(None),
-        Some(Err(e)) => return Err(e),
-        None => return Ok(None),
+        Err(e) if super::is_missing(&e) => return Ok(None),
+        Err(e) => return Err(e),
     };
     let window_total = w.files.max(1);
     if let Some(pct) = over(lost, window_total) {

@@ -54,8 +54,8 @@ pub(super) fn plan(cx: &mut Cx, scanned: &Scanned, remote: &Remote) -> Result<Pl
         };
         merge(&cx.trees, &inp)
     };
-    let base_tree = cx.meta.base_tree.as_deref().and_then(BlobId::from_hex);
-    let applied_tree = cx.meta.applied_tree.as_deref().and_then(BlobId::from_hex);
+    let base_tree = cx.meta.base_tree;
+    let applied_tree = cx.meta.applied_tree;
     let (base_tree, consumed) = match rebase(cx, base_tree, remote) {
         Ok(r) => r,
         Err(e) if is_missing(&e) => (base_tree, vec![]),

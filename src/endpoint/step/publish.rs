@@ -73,8 +73,6 @@ pub(super) fn publish(
     let mut parents: Vec<SnapshotId> = cx
         .meta
         .base_snapshot
-        .as_deref()
-        .and_then(SnapshotId::from_hex)
         .into_iter()
         .chain(remote.snapshot)
         .collect();

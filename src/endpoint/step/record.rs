@@ -235,9 +235,9 @@ pub(super) fn record(
     let (unsynced, unsynced_total) = unsynced(cx);
     let (kept_here, kept_here_total) = kept_here(cx, plan, done)?;
     commit.meta = Meta {
-        base_tree: Some(done.base_tree.to_hex()),
-        base_snapshot: published.base_snapshot.map(|s| s.to_hex()),
-        applied_tree: Some(done.applied_tree.to_hex()),
+        base_tree: Some(done.base_tree),
+        base_snapshot: published.base_snapshot,
+        applied_tree: Some(done.applied_tree),
         last_step_ns: Some(cx.now),
         last_change_ns: if cx.report.changed() {
             Some(cx.now)
@@ -257,8 +257,8 @@ pub(super) fn record(
         unsynced_total,
         deletion_window,
         shared_conflicts: settled.shared_view(),
-        local_counted_tree: Some(done.applied_tree.to_hex()),
-        shared_counted_tree: Some(done.merged_tree.to_hex()),
+        local_counted_tree: Some(done.applied_tree),
+        shared_counted_tree: Some(done.merged_tree),
         kept_here,
         kept_here_total,
         large_files: large_files(cx),

@@ -11,7 +11,6 @@ use crate::archiver::{ArchiveOptions, ArchiveResult, Filter, Reuse, ScanFilter, 
 use crate::endpoint::config::{RulesFile, build_rules};
 use crate::endpoint::leftovers;
 use crate::error::{Error, Result};
-use crate::id::BlobId;
 use crate::sync::Force;
 use crate::sync::rules::{IGNORE_FILE, Rules};
 
@@ -91,7 +90,7 @@ pub(super) fn scan(cx: &mut Cx) -> Result<Scanned> {
         &RulesFile::load(&cx.ep.home)?,
         ignore.as_deref(),
     )?);
-    let previous = cx.meta.applied_tree.as_deref().and_then(BlobId::from_hex);
+    let previous = cx.meta.applied_tree;
     let reuse = match (&cx.opts.dirty, previous) {
         (Some(dirty), Some(tree)) if !dirty.contains(IGNORE_FILE.as_bytes()) => Some(Reuse {
             tree,

@@ -5,15 +5,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::session::list_sessions;
-use super::{Repository, now_ns};
 use crate::backend::Kind;
 use crate::error::{Error, Result};
 use crate::format::keyfile::KeyFile;
 use crate::format::pack::BlobKind;
 use crate::id::{BlobId, KeyId, PackId};
-use crate::index::Index;
-use crate::pack::{open_blob, read_table};
+use crate::repository::index::Index;
+use crate::repository::pack_codec::{open_blob, read_table};
+use crate::repository::session::{is_stale, list_sessions};
+use crate::repository::{Repository, now_ns};
 use crate::snapshot::tree::{Reachable, walk};
 use crate::snapshot::{Content, NodeKind, display_path};
 
@@ -146,7 +146,7 @@ pub fn check_with_progress(
     let (snaps, snap_errors) = repo.snapshots_lenient()?;
     r.errors.extend(snap_errors.iter().map(|e| e.to_string()));
     r.snapshots = snaps.len();
-    *repo.index.write().expect("index lock") = std::sync::Arc::new(index);
+    repo.set_index(index);
     let index = repo.index();
     let mut reach = Reachable::new();
     for (id, s) in &snaps {
@@ -209,7 +209,7 @@ pub fn check_with_progress(
     r.errors
         .extend(session_errors.iter().map(|e| e.to_string()));
     let now = now_ns();
-    for s in sessions.iter().filter(|s| s.is_stale(now)) {
+    for s in sessions.iter().filter(|s| is_stale(s, now)) {
         r.warnings.push(format!(
             "stale session from {} ({}, pid {}) started {}: its writer is gone; prune ignores it",
             s.host,

@@ -30,7 +30,7 @@ pub mod workload;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::remote_support::{Machine, Serve};
+use crate::servers::{Machine, Serve};
 use fsview::Item;
 use oracle::{Event, Oracle};
 use repo_view::RepoView;
