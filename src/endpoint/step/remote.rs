@@ -159,19 +159,9 @@ fn origin(
         }
         let mut id = *start;
         for _ in 0..ORIGIN_WALK_MAX {
-            let mut next = None;
-            for p in &s.parents {
-                let ps = match repo.load_snapshot(p) {
-                    Ok(ps) => ps,
-                    Err(Error::Missing { .. }) => continue,
-                    Err(e) => return Err(e),
-                };
-                if same_content(node_at(trees, Some(ps.tree), path)?.as_ref(), node) {
-                    next = Some((*p, ps));
-                    break;
-                }
-            }
-            let Some((p, ps)) = next else { break };
+            let Some((p, ps)) = parent_holding(repo, trees, &s, path, node)? else {
+                break;
+            };
             (id, s) = (p, ps);
         }
         let here = (
@@ -184,6 +174,27 @@ fn origin(
         }
     }
     Ok(best)
+}
+
+/// The first parent of `s` (forgotten ones skipped) that holds the same content at `path`.
+fn parent_holding(
+    repo: &Repository,
+    trees: &RepoTrees,
+    s: &Snapshot,
+    path: &[u8],
+    node: Option<&crate::snapshot::Node>,
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    for p in &s.parents {
+        let ps = match repo.load_snapshot(p) {
+            Ok(ps) => ps,
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if same_content(node_at(trees, Some(ps.tree), path)?.as_ref(), node) {
+            return Ok(Some((*p, ps)));
+        }
+    }
+    Ok(None)
 }
 
 /// Snapshots [`author`] reads at most.
@@ -199,29 +210,19 @@ fn author(repo: &Repository, trees: &RepoTrees, head: &Head, path: &[u8]) -> Res
         }
         let s = repo.load_snapshot(&id)?;
         let node = node_at(trees, Some(s.tree), path)?;
-        let mut next = None;
-        for p in &s.parents {
-            let ps = match repo.load_snapshot(p) {
-                Ok(ps) => ps,
-                Err(Error::Missing { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            if same_content(node_at(trees, Some(ps.tree), path)?.as_ref(), node.as_ref()) {
-                next = Some((*p, ps.endpoint.unwrap_or_else(|| "merge".into())));
-                break;
-            }
-        }
-        let Some((p, e)) = next else { break };
-        (id, endpoint) = (p, e);
+        let Some((p, ps)) = parent_holding(repo, trees, &s, path, node.as_ref())? else {
+            break;
+        };
+        (id, endpoint) = (p, ps.endpoint.unwrap_or_else(|| "merge".into()));
     }
     Ok(endpoint)
 }
 
 /// Combines several heads into one, deterministically: sorted by time, each merged into the
 /// accumulated state on their common ancestor. Where two heads changed a path differently, the
-/// accumulated (earlier) version is adopted — as if its publisher had won the race — and the
-/// other is recorded as a conflict in the combined head (`Unadopted`, naming the endpoint whose
-/// version it is, its head's snapshot and the common ancestor): every endpoint whose base
+/// version that appeared first ([`origin`]) is adopted — as if its publisher had won the race —
+/// and the other is recorded as a conflict in the combined head (`Unadopted`, naming the
+/// endpoint whose version it is, a snapshot holding it and the common ancestor): every endpoint whose base
 /// holds that version then meets it as a conflict of its own and applies its own policy
 /// (`user_prompt` parks it at once; nothing is settled for it here). The heads' conflict lists
 /// are combined by [`shared_conflicts::combine`] (a join: order and repetition do not matter).
