@@ -301,3 +301,64 @@ fn a_combination_adopts_the_version_published_first_whichever_heads_hold_it() {
         "{{B, C}} adopts the directory: the combination depends on which heads are combined"
     );
 }
+
+/// B17 (seed 7005, `user_prompt`): the laptop turns a directory into a symlink while ws1 edits
+/// a file inside it, a moment earlier. The combination adopts ws1's directory (published
+/// first), and the laptop parks the path — its head then holds the directory, as the shared
+/// state had it, not as a choice of the laptop's. ws2, which had already applied the symlink,
+/// publishes an unrelated edit from before that. Combining the laptop's parked head with ws2's
+/// makes the directory look like a change the laptop made over the symlink: ws2 must meet it as
+/// a conflict (the directory was made by someone who never had the symlink), not replace its
+/// symlink with it. (In the soak the same came back to the laptop itself after its parked
+/// conflict settled, and the symlink ended in no folder.)
+#[test]
+fn a_version_an_endpoint_parked_against_never_replaces_the_other_as_a_plain_change() {
+    let w = World::with(3, &["--conflict-policy", "user_prompt"], |laptop| {
+        laptop.write("d/f.txt", "v0\n");
+        laptop.write("other.txt", "o0\n");
+    });
+    for ep in &w.eps {
+        ep.sync();
+    }
+    let start = heads_now(&w);
+    let (laptop, ws1, ws2) = (&w.eps[0], &w.eps[1], &w.eps[2]);
+    // B: ws1 edits inside the directory.
+    ws1.write("d/f.txt", "v1 from ws1\n");
+    ws1.sync();
+    let b = heads_now(&w);
+    // A: the laptop, not having seen B, turns the directory into a symlink.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    set_heads(&w, &start);
+    std::fs::remove_dir_all(laptop.path("d")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", laptop.path("d")).unwrap();
+    laptop.sync();
+    let a = heads_now(&w);
+    // ws2 applies the symlink (it has no change of its own there).
+    ws2.sync();
+    assert!(ws2.path("d").is_symlink(), "ws2 took the laptop's symlink");
+    // The laptop meets ws1's directory, adopted because it was published first: it parks.
+    let ab: Vec<_> = a.iter().chain(&b).cloned().collect();
+    set_heads(&w, &ab);
+    laptop.sync();
+    assert!(
+        laptop.path("d").is_symlink(),
+        "the laptop keeps its symlink"
+    );
+    assert_eq!(conflicts_here(&laptop.status()), vec!["d".to_string()]);
+    let parked = heads_now(&w);
+    // ws2 publishes an unrelated edit, still from A.
+    set_heads(&w, &a);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    ws2.write("other.txt", "o1 from ws2\n");
+    ws2.sync();
+    let ws2_head = heads_now(&w);
+    // ws2 combines its head with the laptop's parked one.
+    let both: Vec<_> = parked.iter().chain(&ws2_head).cloned().collect();
+    set_heads(&w, &both);
+    ws2.sync();
+    assert!(
+        ws2.path("d").is_symlink(),
+        "ws2's symlink was replaced by a directory nobody chose over it"
+    );
+    assert_eq!(conflicts_here(&ws2.status()), vec!["d".to_string()]);
+}

@@ -1,9 +1,9 @@
 //! Phase 3: the three-way merge of base, folder and shared state (a pure function, in
 //! `sync::merge`) → merged tree, folder plan, conflicts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::remote::Remote;
+use super::remote::{Remote, made_over};
 use super::scan::Scanned;
 use super::{Cx, is_missing};
 use crate::endpoint::state::ConflictState;
@@ -14,7 +14,7 @@ use crate::id::BlobId;
 use crate::repository::Packer;
 use crate::sync::Policy;
 use crate::sync::merge::{Input, Output, merge};
-use crate::sync::merge::{MTree, TreeSource, same_content};
+use crate::sync::merge::{MTree, TreeSource, same, same_content};
 
 /// Conflicts of the set (path, endpoint) that this step met as conflicts of its own.
 pub(super) type Consumed = Vec<(Vec<u8>, String)>;
@@ -59,6 +59,11 @@ pub(super) fn plan(cx: &mut Cx, scanned: &Scanned, remote: &Remote) -> Result<Pl
     let (base_tree, consumed) = match rebase(cx, base_tree, remote) {
         Ok(r) => r,
         Err(e) if is_missing(&e) => (base_tree, vec![]),
+        Err(e) => return Err(e),
+    };
+    let base_tree = match unchosen(cx, base_tree, applied_tree, scanned, remote, &parked) {
+        Ok(b) => b,
+        Err(e) if is_missing(&e) => base_tree,
         Err(e) => return Err(e),
     };
     let (out, base_tree, applied_tree) = match run(base_tree, applied_tree) {
@@ -119,4 +124,65 @@ fn rebase(cx: &Cx, base: Option<BlobId>, remote: &Remote) -> Result<(Option<Blob
     let tree = write_tree(&mut packer, &e)?;
     cx.repo.write_index(packer.finish()?, vec![], vec![])?;
     Ok((Some(tree), consumed))
+}
+
+/// At a path the set's conflict list names (parked, not adopted or resolved — a resolution is
+/// carried for an hour), a change in the shared state replaces this folder's version only if
+/// whoever made it had that version ([`made_over`]). Otherwise it is concurrent with it: an
+/// endpoint that parked the path publishes the shared version as it was, not a choice of its
+/// own, and combining its head with one that still holds this version would otherwise turn it
+/// into a plain change (the randomized test, seed 7005: a directory turned into a symlink here
+/// while others edited inside it; the directory came back that way after this endpoint's
+/// parked conflict had settled, and the symlink was lost). There the base forgets its version,
+/// so the merge sees both sides changed and this endpoint's policy decides.
+fn unchosen(
+    cx: &Cx,
+    base: Option<BlobId>,
+    applied: Option<BlobId>,
+    scanned: &Scanned,
+    remote: &Remote,
+    parked: &BTreeMap<Vec<u8>, Option<Policy>>,
+) -> Result<Option<BlobId>> {
+    let (Some(base_id), Some(remote_snap)) = (base, remote.snapshot) else {
+        return Ok(base);
+    };
+    let paths: BTreeSet<&Vec<u8>> = remote.conflicts.iter().map(|c| &c.path).collect();
+    let mut entries: Option<Vec<MTree>> = None;
+    for p in paths {
+        let mode = scanned.rules.mode(p);
+        let role = cx.ep.cfg.role;
+        if parked.contains_key(p) || !mode.publishes(role) || !mode.applies(role) {
+            continue;
+        }
+        let l = node_at(&cx.trees, Some(scanned.result.tree), p)?;
+        let b = node_at(&cx.trees, Some(base_id), p)?;
+        let r = node_at(&cx.trees, remote.tree, p)?;
+        let plain_incoming = l.is_some()
+            && r.is_some()
+            && same(node_at(&cx.trees, applied, p)?.as_ref(), l.as_ref())
+            && same_content(l.as_ref(), b.as_ref())
+            && !same_content(b.as_ref(), r.as_ref());
+        let both_dirs =
+            b.as_ref().is_some_and(|n| n.is_dir()) && r.as_ref().is_some_and(|n| n.is_dir());
+        if !plain_incoming || both_dirs {
+            continue;
+        }
+        if made_over(cx.repo, &cx.trees, remote_snap, p, r.as_ref(), b.as_ref())? {
+            continue;
+        }
+        let e = entries.get_or_insert_with(|| {
+            cx.trees
+                .dir(&base_id)
+                .map(|v| v.into_iter().map(MTree::Same).collect())
+                .unwrap_or_default()
+        });
+        patch(&cx.trees, e, p, None)?;
+    }
+    let Some(e) = entries else {
+        return Ok(base);
+    };
+    let mut packer = Packer::new(cx.repo);
+    let tree = write_tree(&mut packer, &e)?;
+    cx.repo.write_index(packer.finish()?, vec![], vec![])?;
+    Ok(Some(tree))
 }

@@ -176,6 +176,80 @@ fn origin(
     Ok(best)
 }
 
+/// Snapshots [`made_over`] reads at most.
+const MADE_OVER_READS: usize = 1024;
+
+/// Whether the version `node` of `path` in the snapshot `start` descends from the version
+/// `before` through deliberate replacements: the snapshot where it first appeared (walking back
+/// through parents that hold it, as [`origin`] does) is an endpoint's step, and a parent of that
+/// step held `before` — or held a version that itself descends from `before` that way (a chain
+/// of edits, each made by an endpoint that had the previous one). A version that first appeared
+/// in a combination of concurrent heads, or whose chain never reaches `before` (within
+/// [`MADE_OVER_READS`] snapshots), replaced nothing it saw: it is concurrent with `before`.
+pub(super) fn made_over(
+    repo: &Repository,
+    trees: &RepoTrees,
+    start: SnapshotId,
+    path: &[u8],
+    node: Option<&crate::snapshot::Node>,
+    before: Option<&crate::snapshot::Node>,
+) -> Result<bool> {
+    let mut reads = 0usize;
+    let mut seen: BTreeSet<SnapshotId> = BTreeSet::new();
+    let mut todo: Vec<(SnapshotId, Option<crate::snapshot::Node>)> = vec![(start, node.cloned())];
+    while let Some((id, version)) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let mut s = match repo.load_snapshot(&id) {
+            Ok(s) => s,
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if !same_content(
+            node_at(trees, Some(s.tree), path)?.as_ref(),
+            version.as_ref(),
+        ) {
+            continue;
+        }
+        for _ in 0..ORIGIN_WALK_MAX {
+            reads += 1;
+            if reads > MADE_OVER_READS {
+                return Ok(false);
+            }
+            let Some((p, ps)) = parent_holding(repo, trees, &s, path, version.as_ref())? else {
+                break;
+            };
+            if !seen.insert(p) {
+                break;
+            }
+            s = ps;
+        }
+        if s.endpoint.as_deref().is_none_or(|e| e == "merge") {
+            continue;
+        }
+        for p in &s.parents {
+            reads += 1;
+            if reads > MADE_OVER_READS {
+                return Ok(false);
+            }
+            let ps = match repo.load_snapshot(p) {
+                Ok(ps) => ps,
+                Err(Error::Missing { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let previous = node_at(trees, Some(ps.tree), path)?;
+            if same_content(previous.as_ref(), before) {
+                return Ok(true);
+            }
+            if previous.is_some() {
+                todo.push((*p, previous));
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// The first parent of `s` (forgotten ones skipped) that holds the same content at `path`.
 fn parent_holding(
     repo: &Repository,
