@@ -434,7 +434,11 @@ impl<'a> Merger<'a> {
         } else {
             le
         };
-        let merged_exists = merged_v || !mc.is_empty();
+        // The folder deleted this directory, and publishing that waited for what stayed in it
+        // (a file parked there, say): once nothing of it is left in the shared state either,
+        // the deletion is published (seed 7003: an emptied directory stayed shared for good).
+        let deleted_here = !ae && !le && be && pubs && mc.is_empty();
+        let merged_exists = (merged_v || !mc.is_empty()) && !deleted_here;
         let applied_exists = applied_v || !ac.is_empty();
         let meta = |prefer_local: bool| {
             let n = if prefer_local { l.or(r) } else { r.or(l) }
