@@ -394,7 +394,14 @@ impl<'a> Merger<'a> {
         if let Some(f) = inp.force {
             return self.forced(p, f, a, l, b, r, merged, applied);
         }
-        if same(a, l) && same(b, r) && !self.resolution_at_or_below(p) {
+        // A directory the shared state holds and this folder has not held since the last step
+        // (its removal waited for something kept in it): `dir_entry` decides whether it can go
+        // now.
+        let held_one_side = pubs
+            && apps
+            && !self.inp.parked.contains_key(p)
+            && matches!((a, l, b, r), (None, None, Some(b), Some(_)) if b.is_dir());
+        if same(a, l) && same(b, r) && !self.resolution_at_or_below(p) && !held_one_side {
             push(merged, r);
             push(applied, l);
             return Ok(());
@@ -403,6 +410,15 @@ impl<'a> Merger<'a> {
         // parked as a whole, and a resolution applies to the whole of it.
         let parked = self.inp.parked.contains_key(p);
         if !parked && [a, l, b, r].iter().flatten().all(|n| n.is_dir()) {
+            return self.dir_entry(p, a, l, b, r, pubs, apps, merged, applied);
+        }
+        // Both sides made a directory where there was something else (a file turned into a
+        // directory on both, say): their contents merge as two new directories would, so that
+        // neither side's files are dropped for the other's (seed 7005: a symlink made inside
+        // one of them was lost when concurrent heads were combined).
+        if !parked && l.is_some_and(|n| n.is_dir()) && r.is_some_and(|n| n.is_dir()) {
+            let a = a.filter(|n| n.is_dir());
+            let b = b.filter(|n| n.is_dir());
             return self.dir_entry(p, a, l, b, r, pubs, apps, merged, applied);
         }
         self.leaf(p, a, l, b, r, pubs, apps, taken, merged, applied)
