@@ -374,7 +374,8 @@ impl Worker {
         let mut last_step = Instant::now();
         let mut maintainer: Option<JoinHandle<()>> = None;
         let started_ns = now_ns();
-        let mut beacon: Option<super::presence::Beacon> = None;
+        // Started once, with the first repository opened (`Some(None)`: it could not start).
+        let mut beacon: Option<Option<super::presence::Beacon>> = None;
         loop {
             let timeout = sched.wake_in(&s, paused, repo.is_some());
             match self.rx.recv_timeout(timeout) {
@@ -405,7 +406,7 @@ impl Worker {
             }
             let Some(r) = repo.as_ref() else { continue };
             if beacon.is_none() {
-                beacon = super::presence::Beacon::start(r, &ep, started_ns);
+                beacon = Some(super::presence::Beacon::start(r, &ep, started_ns));
             }
             let Some(full) = sched.due(&s, now) else {
                 if now >= next_maintenance && now.duration_since(last_step) >= maint.idle {

@@ -204,3 +204,47 @@ pub fn read_all(repo: &Repository, set: &str) -> Result<Vec<Presence>> {
         "the presence objects kept changing while they were read: try again",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn presence(host: &str, heartbeat_ns: i64, stopped: bool) -> Presence {
+        Presence {
+            set: "p".into(),
+            endpoint: "ws1".into(),
+            host: host.into(),
+            pid: 1,
+            folder: b"/data".to_vec(),
+            started_ns: 0,
+            heartbeat_ns,
+            interval_ms: 60_000,
+            version: "prism-sync 0.1.0".into(),
+            stopped,
+            extra: vec![],
+        }
+    }
+
+    #[test]
+    fn fresh_for_two_and_a_half_intervals_then_silent_and_stopped_at_once() {
+        const S: i64 = 1_000_000_000;
+        let elsewhere = "a-host-that-is-not-this-one.invalid";
+        let at = 1_000 * S;
+        let p = presence(elsewhere, at, false);
+        assert_eq!(liveness(&p, at + 149 * S), Liveness::Connected);
+        assert_eq!(liveness(&p, at + 151 * S), Liveness::Silent);
+        // A writer whose clock runs ahead: fresh.
+        assert_eq!(liveness(&p, at - 30 * S), Liveness::Connected);
+        assert_eq!(
+            liveness(&presence(elsewhere, at, true), at),
+            Liveness::Stopped
+        );
+        // On this machine, a process that is gone is not connected, however fresh.
+        let mut here = presence(&crate::repository::hostname(), at, false);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        here.pid = child.id(); // reaped: gone
+
+        assert_eq!(liveness(&here, at), Liveness::Silent);
+    }
+}
