@@ -41,6 +41,7 @@ impl Beacon {
         let join = std::thread::Builder::new()
             .name(format!("presence {}", ep.cfg.name))
             .spawn(move || {
+                writer.find_leftovers();
                 loop {
                     let _ = writer.beat(now_ns(), false);
                     match stopped.recv_timeout(every) {

@@ -102,25 +102,26 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer for `record`'s endpoint; lists `presence/` once to find leftovers.
+    /// A writer for `record`'s endpoint (no request yet).
     pub fn new(repo: &Repository, record: Presence) -> Writer {
-        let prefix = prefix(repo, &record.set, &record.endpoint);
-        let stale = repo
-            .backend()
-            .list(Kind::Presence)
-            .map(|l| {
-                l.into_iter()
-                    .map(|o| o.name)
-                    .filter(|n| n.starts_with(&prefix))
-                    .collect()
-            })
-            .unwrap_or_default();
         Writer {
+            prefix: prefix(repo, &record.set, &record.endpoint),
             backend: repo.backend().clone(),
             keys: repo.keys().clone(),
-            prefix,
-            stale,
+            stale: Vec::new(),
             record,
+        }
+    }
+
+    /// Lists `presence/` once for this endpoint's leftovers (a daemon that crashed), deleted
+    /// after the next heartbeat.
+    pub fn find_leftovers(&mut self) {
+        if let Ok(l) = self.backend.list(Kind::Presence) {
+            self.stale.extend(
+                l.into_iter()
+                    .map(|o| o.name)
+                    .filter(|n| n.starts_with(&self.prefix)),
+            );
         }
     }
 
