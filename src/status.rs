@@ -1,7 +1,7 @@
 //! What `status` reports about a sync set at this endpoint, as a typed value (`Serialize`) that
 //! the CLI renders as text or JSON. Works whether or not the daemon runs: it reads the set's
-//! state, lists the set's heads (one list call) and asks the daemon, if one answers, what it is
-//! doing.
+//! state, lists the set's heads and its endpoints' presence (one list call each, one read per
+//! head and per endpoint) and asks the daemon, if one answers, what it is doing.
 //!
 //! Owns: the in-sync rule (`format-spec/sync.md`, "In sync"). Must not touch: printing, merge
 //! decisions.
@@ -17,7 +17,9 @@ use crate::daemon::control::{Op, request};
 use crate::endpoint::Endpoint;
 use crate::endpoint::state::{SharedConflictView, Unsynced};
 use crate::error::Result;
+use crate::format::presence::Presence;
 use crate::repository::heads::read_heads;
+use crate::repository::presence::{Liveness, liveness, read_all as read_presence};
 use crate::repository::{Credentials, Repository, now_ns};
 use crate::snapshot::display_path;
 use crate::sync::Role;
@@ -91,18 +93,26 @@ pub struct InstanceView {
     pub name: String,
     /// This machine.
     pub here: bool,
-    /// Whether it is connected: here, a daemon runs the set; a workspace added but never
-    /// joined is not. `None`: another endpoint, whose daemon cannot be seen from here — see
-    /// `last_seen`.
+    /// Whether it is connected: here, a daemon runs the set; elsewhere, its daemon's
+    /// heartbeat (presence) is recent; a workspace added but never joined is not. `None`:
+    /// another endpoint whose daemon never ran the set — see `last_seen`.
     pub connected: Option<bool>,
-    /// One phrase: `connected`, `not connected: no daemon runs the set`, `last seen 2 minutes
-    /// ago`, `never joined (added 3 hours ago)`.
+    /// One phrase: `connected`, `not connected: no daemon runs the set`, `connected (heartbeat
+    /// 20 seconds ago)`, `not connected: its daemon stopped 5 minutes
+    /// ago`, `last seen 2 minutes ago`, `never joined (added 3 hours ago)`.
     pub state: String,
-    /// Its host name, from the last version it published.
+    /// Its host name: from its daemon's presence, else from the last version it published.
     pub host: Option<String>,
-    /// Where its folder is: here, the set's folder; elsewhere, the folder of the last version
-    /// it published, or the one `add-instance` was given.
+    /// Where its folder is: here, the set's folder; elsewhere, the folder its daemon's
+    /// presence names, else that of the last version it published, or the one `add-instance`
+    /// was given.
     pub folder: Option<String>,
+    /// Its daemon's last heartbeat (elsewhere; `None`: no daemon of it ran the set).
+    pub heartbeat: Option<String>,
+    pub heartbeat_ago: Option<String>,
+    /// When its daemon started running the set, and its program version.
+    pub daemon_started: Option<String>,
+    pub version: Option<String>,
     /// When it last published a version of the set.
     pub last_seen: Option<String>,
     pub last_seen_ago: Option<String>,
@@ -206,10 +216,13 @@ struct HeadsNow {
     conflicts: Vec<SharedConflictView>,
     /// Of each current head: its endpoint, and the host and folder of its snapshot.
     publishers: Vec<(String, String, String)>,
+    /// The newest presence of each endpoint whose daemon ran the set (empty when presence
+    /// could not be read: `status` then falls back to publish times).
+    presence: Vec<Presence>,
 }
 
-/// The set's heads as they are now (one list call, one read per head), or why they could not
-/// be read.
+/// The set's heads as they are now (one list call, one read per head) and its endpoints'
+/// presence (one list call, one read per endpoint), or why they could not be read.
 fn heads_now(ep: &Endpoint, creds: &Credentials) -> std::result::Result<HeadsNow, String> {
     let repo = Repository::open_url(&ep.cfg.repo, creds).map_err(|e| e.to_string())?;
     let listing = read_heads(&repo, &ep.cfg.name).map_err(|e| e.to_string())?;
@@ -245,10 +258,12 @@ fn heads_now(ep: &Endpoint, creds: &Credentials) -> std::result::Result<HeadsNow
             Some((h.endpoint.clone(), snap.host, folder))
         })
         .collect();
+    let presence = read_presence(&repo, &ep.cfg.name).unwrap_or_default();
     Ok(HeadsNow {
         names,
         conflicts,
         publishers,
+        presence,
     })
 }
 
@@ -424,7 +439,8 @@ pub fn set_status(
 }
 
 /// Every instance of the set as seen from here: this endpoint first, then the others that
-/// published (by name), then those `add-instance` recorded that never published.
+/// published or whose daemon ran the set (by name), then those `add-instance` recorded that
+/// never did either.
 fn instances(
     ep: &Endpoint,
     meta: &crate::endpoint::state::Meta,
@@ -450,6 +466,7 @@ fn instances(
                     .cloned()
             })
     };
+    let presence = |name: &str| heads.and_then(|h| h.presence.iter().find(|p| p.endpoint == name));
     let added = |name: &str| ep.cfg.instances.iter().find(|i| i.name == name);
     let mut out = Vec::new();
     let here_seen = seen(me);
@@ -467,11 +484,20 @@ fn instances(
         last_seen: here_seen.map(format_rfc3339),
         last_seen_ago: here_seen.map(|t| format_ago(t, now)),
         added: None,
+        heartbeat: None,
+        heartbeat_ago: None,
+        daemon_started: None,
+        version: None,
     });
     let mut others: Vec<&String> = meta
         .endpoints_seen
         .iter()
         .map(|(e, _)| e)
+        .chain(
+            heads
+                .iter()
+                .flat_map(|h| h.presence.iter().map(|p| &p.endpoint)),
+        )
         .filter(|e| *e != me)
         .collect();
     others.sort();
@@ -479,23 +505,52 @@ fn instances(
     for name in others {
         let t = seen(name);
         let p = published(name);
-        let folder = p
-            .as_ref()
-            .map(|(_, _, f)| f.clone())
+        let live = presence(name);
+        let folder = live
+            .map(|l| display_path(l.folder.as_slice()))
+            .or_else(|| p.as_ref().map(|(_, _, f)| f.clone()))
             .or_else(|| added(name).and_then(|i| i.folder.clone()));
+        let last_seen = match t {
+            Some(t) => format!("last seen {}", format_ago(t, now)),
+            None => "not seen yet".into(),
+        };
+        let (connected, state) = match live {
+            None => (None, last_seen),
+            Some(l) => match liveness(l, now) {
+                Liveness::Connected => (
+                    Some(true),
+                    format!("connected (heartbeat {})", format_ago(l.heartbeat_ns, now)),
+                ),
+                Liveness::Stopped => (
+                    Some(false),
+                    format!(
+                        "not connected: its daemon stopped {}; {last_seen}",
+                        format_ago(l.heartbeat_ns, now)
+                    ),
+                ),
+                Liveness::Silent => (
+                    Some(false),
+                    format!(
+                        "not connected: no heartbeat from its daemon since {}; {last_seen}",
+                        format_ago(l.heartbeat_ns, now)
+                    ),
+                ),
+            },
+        };
         out.push(InstanceView {
             name: name.clone(),
             here: false,
-            connected: None,
-            state: match t {
-                Some(t) => format!("last seen {}", format_ago(t, now)),
-                None => "not seen yet".into(),
-            },
-            host: p.map(|(_, h, _)| h),
+            connected,
+            state,
+            host: live.map(|l| l.host.clone()).or(p.map(|(_, h, _)| h)),
             folder,
             last_seen: t.map(format_rfc3339),
             last_seen_ago: t.map(|t| format_ago(t, now)),
             added: added(name).map(|i| i.added.clone()),
+            heartbeat: live.map(|l| format_rfc3339(l.heartbeat_ns)),
+            heartbeat_ago: live.map(|l| format_ago(l.heartbeat_ns, now)),
+            daemon_started: live.map(|l| format_rfc3339(l.started_ns)),
+            version: live.map(|l| l.version.clone()),
         });
     }
     for i in &ep.cfg.instances {
@@ -515,6 +570,10 @@ fn instances(
             last_seen: None,
             last_seen_ago: None,
             added: Some(i.added.clone()),
+            heartbeat: None,
+            heartbeat_ago: None,
+            daemon_started: None,
+            version: None,
         });
     }
     out

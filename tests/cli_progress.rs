@@ -202,3 +202,78 @@ fn a_sync_on_a_terminal_names_its_phase_and_ends_with_a_summary() {
         "{all}"
     );
 }
+
+/// Regression (issue 15, point 3): `prune` printed nothing until it ended. On a terminal it
+/// names each phase with what it counts against the phase's total (snapshots walked, packs
+/// deleted with their bytes) and ends with a summary line; on a pipe only the results.
+#[test]
+fn a_prune_on_a_terminal_names_its_phases_and_ends_with_a_summary() {
+    let env = Env::with_repo();
+    let dir = data(&env);
+    env.backup_id(&dir);
+    std::fs::remove_file(dir.join("a.bin")).unwrap();
+    write(&dir, "d.bin", &random_bytes(1_500_000, 4));
+    env.backup_id(&dir);
+    env.ok(&["forget", "--keep-last", "1"]);
+    let mut cmd = env.command::<&str>(&[]);
+    // The packs it repacks (about 6 MB) read at 2 MiB/s: a few seconds, redrawn every 200 ms.
+    cmd.env("PRISM_SYNC_READ_LIMIT_KIB", "2048");
+    let (code, shown) = on_terminal(cmd, &["prune"]);
+    assert_eq!(code, 0, "{shown}");
+    let lines: Vec<&str> = shown
+        .split(['\r', '\n'])
+        .filter(|l| l.contains("🔄 prune: "))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("🔄 prune: read index")),
+        "no first phase:\n{shown}"
+    );
+    let repack = lines
+        .iter()
+        .find(|l| {
+            l.contains("🔄 prune: repack ")
+                && l.contains(" packs repacked ")
+                && l.contains(" / ") // bytes against the phase's total
+                && has_percentage(l)
+                && l.contains("/s")
+                && l.contains("ETA ")
+        })
+        .unwrap_or_else(|| panic!("no repack line with packs, percentage, rate, ETA:\n{shown}"));
+    assert!(
+        repack.contains(" MiB  "),
+        "the total is the packs' size: {repack}"
+    );
+    let summary = shown
+        .split(['\r', '\n'])
+        .find(|l| l.contains("✅ prune: "))
+        .unwrap_or_else(|| panic!("no summary:\n{shown}"));
+    // The last phase deleted the pack(s) that held a.bin (after copying what is still used).
+    let deleted: u64 = summary
+        .split("✅ prune: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    let noun = if deleted == 1 {
+        " pack deleted, "
+    } else {
+        " packs deleted, "
+    };
+    assert!(
+        deleted >= 1 && summary.contains(noun) && summary.contains(" MiB in "),
+        "{summary}"
+    );
+    assert!(shown.contains("Pruned"), "the results follow:\n{shown}");
+
+    // On a pipe: the results only.
+    std::fs::remove_file(dir.join("d.bin")).unwrap();
+    env.backup_id(&dir);
+    env.ok(&["forget", "--keep-last", "1"]);
+    let o = env.run(&["prune"]);
+    assert_exit(&o, 0, "prune");
+    let all = o.out() + &o.err();
+    for word in ["🔄", "ETA", "✅ prune:"] {
+        assert!(!all.contains(word), "{word:?} on a pipe:\n{all}");
+    }
+    assert!(o.out().contains("Pruned"), "{all}");
+}

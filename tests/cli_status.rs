@@ -273,3 +273,72 @@ fn a_real_time_false_category_waits_for_the_next_step() {
     );
     assert_eq!(ws1.read("data/x.csv").as_deref(), Some("1,2\n"));
 }
+
+/// Regression (issue 15, point 5): other endpoints were shown by their last publish only, never
+/// as connected. Two real daemons on one repository: each sees the other connected, with its
+/// host and folder, from its heartbeat; a clean `stop` shows it not connected at once; a daemon
+/// killed without a word is not connected either (its process is gone from this machine).
+#[test]
+fn endpoints_whose_daemons_run_are_shown_connected_elsewhere() {
+    let w = World::new(2);
+    let (laptop, ws1) = (&w.eps[0], &w.eps[1]);
+    for ep in [laptop, ws1] {
+        let o = ep
+            .cmd(&["start", SET])
+            .env("PRISM_SYNC_PRESENCE_MS", "500")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    wait_for(
+        "each to see the other connected",
+        Duration::from_secs(60),
+        || {
+            instance(&laptop.status(), "ws1")["connected"] == true
+                && instance(&ws1.status(), "local")["connected"] == true
+        },
+    );
+    let s = laptop.status();
+    let other = instance(&s, "ws1");
+    assert_eq!(other["folder"], ws1.folder.to_str().unwrap(), "{other:#}");
+    assert!(other["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(other["heartbeat_ago"].as_str().unwrap().ends_with(" ago"));
+    assert!(
+        other["version"]
+            .as_str()
+            .unwrap()
+            .starts_with("prism-sync ")
+    );
+    assert!(!other["daemon_started"].is_null(), "{other:#}");
+    let text = laptop.ok(&["status", SET]);
+    assert!(text.contains("🟢 ws1: connected (heartbeat "), "{text}");
+    assert!(text.contains(ws1.folder.to_str().unwrap()), "{text}");
+    // Heartbeats replace each other: one object per endpoint (two while one is replaced).
+    let objects = std::fs::read_dir(w.repo.join("presence")).unwrap().count();
+    assert!((2..=4).contains(&objects), "{objects} presence objects");
+
+    ws1.ok(&["stop", SET]);
+    wait_for("ws1 to be shown stopped", Duration::from_secs(60), || {
+        let s = laptop.status();
+        let i = instance(&s, "ws1");
+        i["connected"] == false && i["state"].as_str().unwrap().contains("its daemon stopped")
+    });
+    let text = laptop.ok(&["status", SET]);
+    assert!(
+        text.contains("🔴 ws1: not connected: its daemon stopped"),
+        "{text}"
+    );
+
+    let pid = laptop.daemon_pid().expect("the laptop's daemon runs");
+    // SAFETY: signalling a daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_for(
+        "the killed daemon to be shown gone",
+        Duration::from_secs(60),
+        || {
+            let s = ws1.status();
+            let i = instance(&s, "local");
+            i["connected"] == false && i["state"].as_str().unwrap().contains("no heartbeat")
+        },
+    );
+}

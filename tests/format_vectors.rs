@@ -313,6 +313,32 @@ fn maintenance_lease_object() {
 }
 
 #[test]
+fn presence_object() {
+    use prism_sync::format::presence::Presence;
+    let p = Presence {
+        set: "project1-sync".into(),
+        endpoint: "ws-1".into(),
+        host: "ws-1.internal".into(),
+        pid: 31337,
+        folder: b"/home/researcher/project1".to_vec(),
+        started_ns: 1_764_000_000_000_000_000,
+        heartbeat_ns: 1_764_000_120_000_000_000,
+        interval_ms: 60_000,
+        version: "prism-sync 0.1.0".into(),
+        stopped: true,
+        extra: vec![],
+    };
+    let plain = vector(
+        "presence-plaintext",
+        "presence TLV plaintext: set, endpoint, host, pid 31337, folder, started, heartbeat 2 min later, interval 60 s, version, stopped",
+        &p.encode(),
+    );
+    let back = Presence::decode(&plain).unwrap();
+    assert_eq!(back, p);
+    assert_eq!(back.encode(), plain);
+}
+
+#[test]
 fn index_file() {
     let mut f = IndexFile {
         supersedes: vec![IndexId([0x01; 32])],

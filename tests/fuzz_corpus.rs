@@ -333,6 +333,22 @@ impl Seeds {
     }
 }
 
+fn presence() -> prism_sync::format::presence::Presence {
+    prism_sync::format::presence::Presence {
+        set: "p-sync".into(),
+        endpoint: "ws-1".into(),
+        host: "ws-1.internal".into(),
+        pid: 4243,
+        folder: b"/home/me/p".to_vec(),
+        started_ns: 1_700_000_000_000_000_010,
+        heartbeat_ns: 1_700_000_060_000_000_010,
+        interval_ms: 60_000,
+        version: "prism-sync 0.1.0".into(),
+        stopped: false,
+        extra: vec![],
+    }
+}
+
 fn id(b: u8) -> [u8; 32] {
     let mut v = [b; 32];
     v[0] = b.wrapping_mul(17);
@@ -536,6 +552,7 @@ fn write_seed_corpus() {
         (ObjectKind::Snapshot, "snapshot", snapshot(true).encode()),
         (ObjectKind::Session, "session", session().encode()),
         (ObjectKind::Head, "head", head().encode()),
+        (ObjectKind::Presence, "presence", presence().encode()),
     ];
     let mut env = Seeds::new("envelope");
     let mut open = Seeds::new("open_object");
@@ -812,6 +829,16 @@ fn write_seed_corpus() {
         ..lease.clone()
     };
     s.valid("released-future-field", &released.encode());
+
+    let mut s = Seeds::new("presence");
+    s.valid("running", &presence().encode());
+    let stopped = prism_sync::format::presence::Presence {
+        stopped: true,
+        folder: vec![b'/', 0xff, b'x'],
+        extra: vec![(11, b"future".to_vec())],
+        ..presence()
+    };
+    s.valid("stopped-future-field", &stopped.encode());
 
     let mut s = Seeds::new("catalog");
     let notes = Node {

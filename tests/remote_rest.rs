@@ -171,7 +171,7 @@ fn a_certificate_that_does_not_match_the_pin_is_refused() {
 }
 
 #[test]
-fn append_only_refuses_deletes_of_data_but_not_of_sessions_and_heads() {
+fn append_only_refuses_deletes_of_data_but_not_of_sessions_heads_and_presence() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Serve::start(tmp.path(), &tmp.path().join("served"), false, true);
     let b = RestBackend::with_token(&server.url, Some(TOKEN.into())).unwrap();
@@ -184,7 +184,13 @@ fn append_only_refuses_deletes_of_data_but_not_of_sessions_and_heads() {
         assert_eq!(b.read(kind, &name(1)).unwrap(), b"x");
     }
     let head = format!("{}-{}", &name(3)[..16], name(2));
-    for (kind, n) in [(Kind::Session, name(2)), (Kind::Head, head)] {
+    // A daemon's heartbeat replaces the one before it: deletable too.
+    let presence = format!("{0}-{0}-{0}", &name(4)[..16]);
+    for (kind, n) in [
+        (Kind::Session, name(2)),
+        (Kind::Head, head),
+        (Kind::Presence, presence),
+    ] {
         b.create(kind, &n, b"y").unwrap();
         b.delete(kind, &n).unwrap();
     }

@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("session", fuzz_session),
     ("head", fuzz_head),
     ("lease", fuzz_lease),
+    ("presence", fuzz_presence),
     ("catalog", fuzz_catalog),
     ("filecache", fuzz_filecache),
     ("read_table", fuzz_read_table),
@@ -53,13 +54,14 @@ pub const TARGETS: &[(&str, Target)] = &[
 ];
 
 /// Every kind of sealed object.
-pub const OBJECT_KINDS: [ObjectKind; 6] = [
+pub const OBJECT_KINDS: [ObjectKind; 7] = [
     ObjectKind::Config,
     ObjectKind::Index,
     ObjectKind::Snapshot,
     ObjectKind::Session,
     ObjectKind::Head,
     ObjectKind::Lease,
+    ObjectKind::Presence,
 ];
 
 /// The master key of the keyed targets; their seeds are sealed under it.
@@ -297,6 +299,17 @@ pub fn fuzz_lease(data: &[u8]) {
     }
 }
 
+/// `Presence::decode` (a daemon's heartbeat for one endpoint of a sync set).
+pub fn fuzz_presence(data: &[u8]) {
+    if let Ok(p) = prism_sync::format::presence::Presence::decode(data) {
+        assert_canonical("presence", data, &p.encode());
+        assert!(
+            p.heartbeat_ns >= p.started_ns && p.interval_ms > 0,
+            "a presence with a heartbeat before its start or no interval"
+        );
+    }
+}
+
 /// `CatalogFile::decode` (a set's local snapshot catalog, without its MAC), the in-place
 /// reader `CatalogView` (every accessor on whatever framing it accepts) and
 /// `snapshot::catalog::open_catalog` (the MAC check in front of them).
@@ -375,6 +388,7 @@ pub fn fuzz_open_object(data: &[u8]) {
                 ObjectKind::Session => fuzz_session(&plain),
                 ObjectKind::Head => fuzz_head(&plain),
                 ObjectKind::Lease => fuzz_lease(&plain),
+                ObjectKind::Presence => fuzz_presence(&plain),
             }
         }
     }

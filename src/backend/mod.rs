@@ -44,10 +44,11 @@ pub enum Kind {
     Session,
     Head,
     Lease,
+    Presence,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Config,
         Kind::Key,
         Kind::Pack,
@@ -56,6 +57,7 @@ impl Kind {
         Kind::Session,
         Kind::Head,
         Kind::Lease,
+        Kind::Presence,
     ];
 
     /// Directory (or key prefix) of the kind.
@@ -69,6 +71,7 @@ impl Kind {
             Kind::Session => "sessions",
             Kind::Head => "heads",
             Kind::Lease => "leases",
+            Kind::Presence => "presence",
         }
     }
 
@@ -82,6 +85,7 @@ impl Kind {
             Kind::Session => "session",
             Kind::Head => "head",
             Kind::Lease => "maintenance lease",
+            Kind::Presence => "presence",
         }
     }
 
@@ -168,7 +172,7 @@ fn lower_hex(s: &str, len: usize) -> bool {
 }
 
 /// Is `name` exactly the form the repository layout gives objects of `kind`? Keys, packs, index
-/// files, snapshots and sessions: 64 lowercase hex digits; heads: 16, `-`, 64; leases: 16; the
+/// files, snapshots and sessions: 64 lowercase hex digits; heads: 16, `-`, 64; leases: 16; presence: 16, `-`, 16, `-`, 16; the
 /// config: no name. `serve` stores nothing else (no `keys/ZZ_not_hex`, no new directories under `data/`).
 pub fn layout_name(kind: Kind, name: &str) -> bool {
     match kind {
@@ -177,6 +181,10 @@ pub fn layout_name(kind: Kind, name: &str) -> bool {
             .split_once('-')
             .is_some_and(|(set, snap)| lower_hex(set, 16) && lower_hex(snap, 64)),
         Kind::Lease => lower_hex(name, 16),
+        Kind::Presence => {
+            let parts: Vec<&str> = name.split('-').collect();
+            parts.len() == 3 && parts.iter().all(|p| lower_hex(p, 16))
+        }
         _ => lower_hex(name, 64),
     }
 }

@@ -39,6 +39,9 @@ pub struct Reading {
     pub bytes_total: Option<u64>,
     /// Anything else worth a word (`2.0 MiB uploaded`), after the numbers.
     pub note: Option<String>,
+    /// The counters start at zero in each phase (prune): rate and ETA count from the phase's
+    /// start, not the operation's.
+    pub per_phase: bool,
 }
 
 /// One progress line: `🔄 backup  12/40 files  3.00 MiB / 10.00 MiB  30%  1.00 MiB/s  ETA 0:07`.
@@ -50,6 +53,21 @@ pub fn plan(r: &Reading, elapsed: Duration) -> String {
         return parts.join("  ");
     }
     let noun = noun(r);
+    if let (None, 0, Some(t)) = (r.bytes_total, r.bytes_done, r.files_total) {
+        // A phase that counts items only (prune walking snapshots): no bytes to show.
+        let done = r.files_done.min(t);
+        parts.push(format!("{done}/{t} {noun}"));
+        parts.push(format!("{}%", percent(done, t)));
+        if let Some(rate) = rate(done, elapsed).filter(|r| *r > 0.0) {
+            let left = t.saturating_sub(done);
+            parts.push(format!(
+                "ETA {}",
+                clock(Duration::from_secs_f64(left as f64 / rate))
+            ));
+        }
+        parts.extend(r.note.clone());
+        return parts.join("  ");
+    }
     parts.push(match r.files_total {
         Some(t) => format!("{}/{t} {noun}", r.files_done.min(t)),
         None => format!("{} {noun}", r.files_done),
@@ -83,11 +101,14 @@ pub fn plan(r: &Reading, elapsed: Duration) -> String {
 
 /// The line printed when the operation ends: `✅ backup: 40 files, 10.00 MiB in 0:10 (1.00 MiB/s)`.
 pub fn summary(r: &Reading, elapsed: Duration) -> String {
+    let noun = match r.files_done {
+        1 => singular(noun(r)),
+        _ => noun(r).to_string(),
+    };
     let mut s = format!(
-        "✅ {}: {} {}, {} in {}",
+        "✅ {}: {} {noun}, {} in {}",
         r.op,
         r.files_done,
-        noun(r),
         bytes(r.bytes_done),
         clock(elapsed)
     );
@@ -101,6 +122,17 @@ pub fn summary(r: &Reading, elapsed: Duration) -> String {
         s.push_str(&format!("; {n}"));
     }
     s
+}
+
+/// `files` → `file`, `packs deleted` → `pack deleted`: the first word without its plural `s`.
+fn singular(noun: &str) -> String {
+    let (first, rest) = noun.split_once(' ').unwrap_or((noun, ""));
+    let first = first.strip_suffix('s').unwrap_or(first);
+    if rest.is_empty() {
+        first.to_string()
+    } else {
+        format!("{first} {rest}")
+    }
 }
 
 fn noun(r: &Reading) -> &'static str {
@@ -150,10 +182,16 @@ impl Bar {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let handle = std::thread::spawn(move || {
             let started = Instant::now();
+            let mut phase = (String::new(), started);
             let pb = indicatif::ProgressBar::new_spinner();
             pb.set_style(indicatif::ProgressStyle::with_template("{wide_msg}").expect("template"));
             loop {
-                pb.set_message(plan(&read(), started.elapsed()));
+                let r = read();
+                if r.phase != phase.0 {
+                    phase = (r.phase.clone(), Instant::now());
+                }
+                let since = if r.per_phase { phase.1 } else { started };
+                pb.set_message(plan(&r, since.elapsed()));
                 match stopped.recv_timeout(REDRAW_INTERVAL) {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     _ => break,
@@ -204,6 +242,7 @@ mod tests {
             bytes_done: done,
             bytes_total: total,
             note: None,
+            per_phase: false,
         }
     }
 
@@ -255,9 +294,38 @@ mod tests {
     }
 
     #[test]
+    fn a_phase_counting_items_only_shows_no_bytes() {
+        let r = Reading {
+            op: "prune",
+            phase: "prune: find used data".into(),
+            counting: true,
+            noun: "snapshots",
+            files_done: 5,
+            files_total: Some(20),
+            per_phase: true,
+            ..Reading::default()
+        };
+        assert_eq!(
+            plan(&r, Duration::from_secs(5)),
+            "🔄 prune: find used data  5/20 snapshots  25%  ETA 0:15"
+        );
+    }
+
+    #[test]
     fn the_summary_has_counts_time_and_rate() {
         let s = summary(&reading(10 << 20, Some(10 << 20)), Duration::from_secs(10));
         assert_eq!(s, "✅ backup: 3 files, 10.00 MiB in 0:10 (1.00 MiB/s)");
         assert_eq!(clock(Duration::from_secs(3723)), "1:02:03");
+        let one = Reading {
+            op: "prune",
+            noun: "packs deleted",
+            files_done: 1,
+            bytes_done: 3 << 20,
+            ..Reading::default()
+        };
+        assert_eq!(
+            summary(&one, Duration::from_secs(3)),
+            "✅ prune: 1 pack deleted, 3.00 MiB in 0:03 (1.00 MiB/s)"
+        );
     }
 }

@@ -26,7 +26,7 @@ use crate::format::pack::BlobKind;
 use crate::id::{SnapshotId, hex_encode};
 use crate::maintenance;
 use crate::maintenance::check::{ReadData, parse_subset};
-use crate::maintenance::prune::PruneOptions;
+use crate::maintenance::prune::{PruneOptions, PrunePhase, PruneProgress};
 use crate::repository::{self, InitOptions, Repository};
 use crate::restorer::{self, RestoreOptions, RestoreProgress};
 use crate::snapshot::diff::diff_trees;
@@ -292,7 +292,7 @@ pub fn backup(ctx: &Ctx, a: &BackupArgs) -> Result<Outcome> {
     })
 }
 
-/// `PRISM_SYNC_READ_LIMIT_KIB`: `backup` reads files, `check --read-data` packs, at most this
+/// `PRISM_SYNC_READ_LIMIT_KIB`: `backup` reads files, `check --read-data` and `prune` packs, at most this
 /// many KiB per second (to leave the disk or the link to other work, and for tests of the
 /// progress display).
 fn read_limit() -> Result<Option<u64>> {
@@ -340,6 +340,7 @@ fn backup_bar(
                 "{} new stored",
                 bytes(p.bytes_stored.load(Ordering::Relaxed))
             )),
+            per_phase: false,
         }
     })
 }
@@ -726,6 +727,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
         bytes_done: p.bytes.load(Ordering::Relaxed),
         bytes_total: (whole && files_total > 0).then_some(bytes_total),
         note: None,
+        per_phase: false,
     });
     let report = restorer::restore(&repo, &snap.tree, target, &opts);
     bar.finish(report.is_ok());
@@ -926,14 +928,19 @@ impl GroupBy {
 }
 
 fn run_prune(ctx: &Ctx, repo: &Repository, dry_run: bool, max_unused: f64) -> Result<Value> {
-    let r = maintenance::prune::prune(
+    let progress = Arc::new(PruneProgress::limited(read_limit()?));
+    let bar = prune_bar(ctx, progress.clone());
+    let r = maintenance::prune::prune_with_progress(
         repo,
         &PruneOptions {
             max_unused_percent: max_unused,
             compact_below_bytes: 0,
             dry_run,
         },
-    )?;
+        &progress,
+    );
+    bar.finish(r.is_ok());
+    let r = r?;
     if ctx.out.human() {
         let verb = if dry_run { "Would reclaim" } else { "Pruned" };
         ctx.out
@@ -959,6 +966,34 @@ fn run_prune(ctx: &Ctx, repo: &Repository, dry_run: bool, max_unused: f64) -> Re
         "packs_deleted": r.packs_deleted, "bytes_deleted": r.bytes_deleted, "packs_deferred": r.packs_deferred,
         "packs_recovered": r.packs_recovered, "orphans_deleted": r.orphans_deleted, "live_sessions": r.live_sessions,
     }))
+}
+
+/// Prune's progress: the phase, and in each phase what it counts (snapshots walked, packs
+/// repacked or deleted with their bytes) against the phase's total, with rate and ETA from the
+/// phase's start; the summary counts what the last phase did (packs deleted, bytes freed).
+fn prune_bar(ctx: &Ctx, p: Arc<PruneProgress>) -> Bar {
+    Bar::start(&ctx.out, move || {
+        let phase = p.phase();
+        let known = |n: u64| (n > 0).then_some(n);
+        let noun = match phase {
+            PrunePhase::FindUsed => "snapshots",
+            PrunePhase::Repack => "packs repacked",
+            PrunePhase::Delete => "packs deleted",
+            PrunePhase::ReadIndex | PrunePhase::Settle => "",
+        };
+        Reading {
+            op: "prune",
+            phase: format!("prune: {}", phase.name()),
+            counting: !noun.is_empty(),
+            noun,
+            files_done: p.done.load(Ordering::Relaxed),
+            files_total: Some(p.total.load(Ordering::Relaxed)),
+            bytes_done: p.bytes_done.load(Ordering::Relaxed),
+            bytes_total: known(p.bytes_total.load(Ordering::Relaxed)),
+            note: None,
+            per_phase: true,
+        }
+    })
 }
 
 pub fn prune(ctx: &Ctx, a: &PruneArgs) -> Result<Outcome> {
@@ -1016,6 +1051,7 @@ pub fn check(ctx: &Ctx, a: &CheckArgs) -> Result<Outcome> {
                 bytes_done: p.bytes_done.load(Ordering::Relaxed),
                 bytes_total: known(p.bytes_total.load(Ordering::Relaxed)),
                 note: None,
+                per_phase: false,
             }
         })
     });

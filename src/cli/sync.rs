@@ -473,6 +473,7 @@ fn sync_bar(ctx: &Ctx, ep: &Endpoint, p: Arc<Progress>) -> Bar {
                 + p.bytes_cached.load(Ordering::Relaxed),
             bytes_total: total.map(|t| t.1),
             note: None,
+            per_phase: false,
         };
         match p.phase() {
             StepPhase::Scan => Reading {

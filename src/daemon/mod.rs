@@ -21,11 +21,15 @@
 //! - **the safety net**: a full rescan every [`Settings::full_rescan`];
 //! - **requests**: pause, resume, flush, stop.
 //!
+//! Beside each worker, a heartbeat thread refreshes the endpoint's presence object in the
+//! repository (every minute; see `presence`), so `status` at other endpoints shows it connected.
+//!
 //! Everything a step decides is committed by the step itself (see `endpoint`), so killing the
 //! daemon at any moment loses nothing: the next start scans everything once and carries on.
 
 pub mod agent;
 pub(crate) mod control;
+mod presence;
 mod watch;
 mod worker;
 

@@ -373,6 +373,9 @@ impl Worker {
         let mut next_maintenance = Instant::now();
         let mut last_step = Instant::now();
         let mut maintainer: Option<JoinHandle<()>> = None;
+        let started_ns = now_ns();
+        // Started once, with the first repository opened (`Some(None)`: it could not start).
+        let mut beacon: Option<Option<super::presence::Beacon>> = None;
         loop {
             let timeout = sched.wake_in(&s, paused, repo.is_some());
             match self.rx.recv_timeout(timeout) {
@@ -402,6 +405,9 @@ impl Worker {
                 }
             }
             let Some(r) = repo.as_ref() else { continue };
+            if beacon.is_none() {
+                beacon = Some(super::presence::Beacon::start(r, &ep, started_ns));
+            }
             let Some(full) = sched.due(&s, now) else {
                 if now >= next_maintenance && now.duration_since(last_step) >= maint.idle {
                     next_maintenance = now + s.poll_interval.max(MAINTENANCE_CHECK_MIN);
@@ -416,6 +422,7 @@ impl Worker {
             }
             last_step = Instant::now();
         }
+        drop(beacon); // marks the endpoint stopped
         drop(watcher);
         drop(heads_watcher);
         drop(remote_heads);

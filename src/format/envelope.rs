@@ -1,5 +1,5 @@
-//! The envelope of every sealed small object (index, snapshot, session, head, lease, config
-//! body):
+//! The envelope of every sealed small object (index, snapshot, session, head, lease, presence,
+//! config body):
 //!
 //! ```text
 //! 0   4  magic "PRSO"
@@ -27,6 +27,7 @@ pub enum ObjectKind {
     Session = 4,
     Head = 5,
     Lease = 6,
+    Presence = 7,
 }
 
 impl ObjectKind {
@@ -38,6 +39,7 @@ impl ObjectKind {
             4 => ObjectKind::Session,
             5 => ObjectKind::Head,
             6 => ObjectKind::Lease,
+            7 => ObjectKind::Presence,
             _ => return None,
         })
     }

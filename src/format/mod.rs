@@ -13,6 +13,7 @@ pub mod index;
 pub mod keyfile;
 pub mod lease;
 pub mod pack;
+pub mod presence;
 pub mod session;
 pub mod snapshot;
 pub mod tlv;

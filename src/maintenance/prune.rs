@@ -9,6 +9,7 @@
 //! read, and any pack they use is kept ("recovered").
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use super::prune_plan::{self, PlanLimits, PrunePlan, Settlement};
 use crate::backend::Kind;
@@ -46,6 +47,88 @@ impl Default for PruneOptions {
     }
 }
 
+/// What prune does now, in order (for a progress display; see [`PruneProgress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrunePhase {
+    /// Reading the index files and listing the snapshots.
+    ReadIndex,
+    /// Walking every snapshot's trees for the blobs in use (counts snapshots).
+    FindUsed,
+    /// Copying the used blobs of packs that go (counts packs and their bytes).
+    Repack,
+    /// Writing the index, listing sessions, reading snapshots committed meanwhile.
+    Settle,
+    /// Deleting packs (counts packs and their bytes).
+    Delete,
+}
+
+impl PrunePhase {
+    const ALL: [PrunePhase; 5] = [
+        PrunePhase::ReadIndex,
+        PrunePhase::FindUsed,
+        PrunePhase::Repack,
+        PrunePhase::Settle,
+        PrunePhase::Delete,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PrunePhase::ReadIndex => "read index and snapshots",
+            PrunePhase::FindUsed => "find used data",
+            PrunePhase::Repack => "repack",
+            PrunePhase::Settle => "write index",
+            PrunePhase::Delete => "delete",
+        }
+    }
+}
+
+/// Prune's counters for a progress display: the phase, and within it items (snapshots, packs)
+/// and bytes done against their totals. Written by prune, read by anyone.
+#[derive(Debug, Default)]
+pub struct PruneProgress {
+    /// Read the packs it repacks at most this fast (bytes per second); `None`: as fast as
+    /// they come.
+    pub read_bytes_per_s: Option<u64>,
+    phase: AtomicU8,
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+}
+
+impl PruneProgress {
+    /// Counters for a prune that reads at most `read_bytes_per_s` (`None`: unlimited).
+    pub fn limited(read_bytes_per_s: Option<u64>) -> Self {
+        PruneProgress {
+            read_bytes_per_s,
+            ..Default::default()
+        }
+    }
+
+    pub fn phase(&self) -> PrunePhase {
+        let i = self.phase.load(Ordering::Relaxed) as usize;
+        PrunePhase::ALL[i.min(PrunePhase::ALL.len() - 1)]
+    }
+
+    /// Enters `phase`, whose work is `total` items of `bytes_total` bytes.
+    fn enter(&self, phase: PrunePhase, total: u64, bytes_total: u64) {
+        self.done.store(0, Ordering::Relaxed);
+        self.bytes_done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        self.bytes_total.store(bytes_total, Ordering::Relaxed);
+        let i = PrunePhase::ALL
+            .iter()
+            .position(|p| *p == phase)
+            .unwrap_or(0);
+        self.phase.store(i as u8, Ordering::Relaxed);
+    }
+
+    fn tick(&self, bytes: u64) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct PruneReport {
     pub packs_total: usize,
@@ -72,8 +155,10 @@ fn reachable(
     repo: &Repository,
     snaps: &[(SnapshotId, crate::snapshot::Snapshot)],
     reach: &mut Reachable,
+    progress: &PruneProgress,
 ) -> Result<()> {
     for (id, s) in snaps {
+        progress.tick(0);
         let mut first: Option<Error> = None;
         reach.add_tree(repo, &s.tree, &mut |_, e| {
             first.get_or_insert(e);
@@ -92,6 +177,16 @@ fn reachable(
 /// consolidated index with the new marks, [settles](prune_plan::settle) the marks against the
 /// live sessions and the snapshots committed meanwhile, then writes the final index and deletes.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    prune_with_progress(repo, opts, &PruneProgress::default())
+}
+
+/// [`prune`], counting its work into `progress`.
+pub fn prune_with_progress(
+    repo: &Repository,
+    opts: &PruneOptions,
+    progress: &PruneProgress,
+) -> Result<PruneReport> {
+    progress.enter(PrunePhase::ReadIndex, 0, 0);
     let session = Session::begin(repo, "prune")?;
     let own = session.info.id;
     let (files, errors) = repo.index_files_lenient()?;
@@ -113,7 +208,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     let seen: HashSet<SnapshotId> = snaps.iter().map(|(id, _)| *id).collect();
     let mut reach = Reachable::new();
-    reachable(repo, &snaps, &mut reach)?;
+    progress.enter(PrunePhase::FindUsed, snaps.len() as u64, 0);
+    reachable(repo, &snaps, &mut reach, progress)?;
 
     let limits = PlanLimits {
         max_unused_percent: opts.max_unused_percent,
@@ -137,7 +233,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         return Ok(report);
     }
 
-    let (bytes_repacked, new_packs) = repack(repo, &index, &full, &plan, &reach)?;
+    let (bytes_repacked, new_packs) = repack(repo, &index, &full, &plan, &reach, progress)?;
+    progress.enter(PrunePhase::Settle, 0, 0);
     report.bytes_repacked = bytes_repacked;
 
     // One consolidated index: every pack, the new marks, superseding all index files read.
@@ -174,7 +271,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .into_iter()
         .filter(|(id, _)| !seen.contains(id))
         .collect();
-    reachable(repo, &newer, &mut reach)?;
+    reachable(repo, &newer, &mut reach, &PruneProgress::default())?;
     let Settlement {
         delete,
         keep,
@@ -191,7 +288,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.packs_deferred = keep.len();
 
     // Packs in no index: from crashed or running backups. Only when nobody is writing.
-    let mut orphans: Vec<String> = Vec::new();
+    let mut orphans: Vec<(String, u64)> = Vec::new();
     if live.is_empty() {
         let (files_now, _) = repo.index_files_lenient()?;
         let indexed: HashSet<String> = collect_packs(&files_now)
@@ -203,8 +300,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             .backend()
             .list(Kind::Pack)?
             .into_iter()
-            .map(|o| o.name)
-            .filter(|n| !indexed.contains(n) && !all.contains(n))
+            .filter(|o| !indexed.contains(&o.name) && !all.contains(&o.name))
+            .map(|o| (o.name, o.size))
             .collect();
         let _ = repo
             .backend()
@@ -213,19 +310,25 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // The final index first (no longer listing what is deleted), then the deletions.
     let deleted: HashSet<PackId> = delete.into_iter().collect();
-    report.bytes_deleted = packs
+    let going: Vec<(String, u64)> = packs
         .iter()
         .filter(|p| deleted.contains(&p.id))
-        .map(|p| p.length as u64)
-        .sum();
+        .map(|p| (p.id.to_hex(), p.length as u64))
+        .collect();
+    report.bytes_deleted = going.iter().map(|(_, n)| n).sum();
     let remaining: Vec<IndexPack> = packs
         .into_iter()
         .filter(|p| !deleted.contains(&p.id))
         .collect();
     repo.write_index(remaining, first.clone(), keep)?;
     delete_all(repo, Kind::Index, first.iter().map(|i| i.to_hex()))?;
-    report.packs_deleted = delete_all(repo, Kind::Pack, deleted.iter().map(|p| p.to_hex()))?;
-    report.orphans_deleted = delete_all(repo, Kind::Pack, orphans.into_iter())?;
+    progress.enter(
+        PrunePhase::Delete,
+        (going.len() + orphans.len()) as u64,
+        report.bytes_deleted + orphans.iter().map(|(_, n)| n).sum::<u64>(),
+    );
+    report.packs_deleted = delete_packs(repo, going.into_iter(), progress)?;
+    report.orphans_deleted = delete_packs(repo, orphans.into_iter(), progress)?;
     repo.load_index()?;
     session.end()?;
     Ok(report)
@@ -240,12 +343,24 @@ fn repack(
     packs: &[IndexPack],
     plan: &PrunePlan,
     reach: &Reachable,
+    progress: &PruneProgress,
 ) -> Result<(u64, Vec<IndexPack>)> {
     let going: HashSet<PackId> = plan.repack.iter().chain(&plan.mark).copied().collect();
     let pack_of: HashMap<PackId, &IndexPack> = packs.iter().map(|p| (p.id, p)).collect();
+    let bytes_total = plan.repack.iter().map(|id| pack_of[id].length as u64).sum();
+    progress.enter(PrunePhase::Repack, plan.repack.len() as u64, bytes_total);
     let mut packer = Packer::new(repo);
+    let (started, mut read) = (std::time::Instant::now(), 0u64);
+    // Reads at most `read_bytes_per_s`, blob by blob.
+    let throttle = |read: u64| {
+        if let Some(per_s) = progress.read_bytes_per_s.filter(|&b| b > 0) {
+            let due = started + std::time::Duration::from_secs_f64(read as f64 / per_s as f64);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        }
+    };
     for id in &plan.repack {
         let p = pack_of[id];
+        let mut counted = 0u64;
         for b in &p.blobs {
             let elsewhere = index
                 .locations(p.kind, &b.id)
@@ -253,9 +368,17 @@ fn repack(
             if !prune_plan::reaches(reach, p.kind, &b.id) || elsewhere {
                 continue;
             }
+            read += b.length as u64;
+            throttle(read);
             let data = repo.read_blob(p.kind, &b.id)?;
             packer.add_unchecked(p.kind, b.id, &data)?;
+            counted += b.length as u64;
+            progress
+                .bytes_done
+                .fetch_add(b.length as u64, Ordering::Relaxed);
         }
+        // The rest of the pack (blobs not copied, headers): the pack is done.
+        progress.tick((p.length as u64).saturating_sub(counted));
     }
     let bytes = packer.stats.bytes_added_stored;
     Ok((bytes, packer.finish()?))
@@ -280,6 +403,33 @@ fn collect_packs(files: &[(IndexId, IndexFile)]) -> Vec<IndexPack> {
         }
     }
     out
+}
+
+/// Counts one item into the progress when dropped (after the work, whichever way it ends).
+struct Tick<'a>(&'a PruneProgress, u64);
+
+impl Drop for Tick<'_> {
+    fn drop(&mut self) {
+        self.0.tick(self.1);
+    }
+}
+
+/// Deletes packs (name, length), counting each into `progress`; returns how many were there.
+fn delete_packs(
+    repo: &Repository,
+    packs: impl Iterator<Item = (String, u64)>,
+    progress: &PruneProgress,
+) -> Result<usize> {
+    let mut n = 0;
+    for (name, length) in packs {
+        let _counted = Tick(progress, length);
+        match repo.backend().delete(Kind::Pack, &name) {
+            Ok(()) => n += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(n)
 }
 
 fn delete_all(repo: &Repository, kind: Kind, names: impl Iterator<Item = String>) -> Result<usize> {

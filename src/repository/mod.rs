@@ -20,6 +20,7 @@ mod keys;
 pub mod lease;
 pub mod pack_codec;
 pub(crate) mod packer;
+pub mod presence;
 pub mod reader;
 pub(crate) mod session;
 mod url;

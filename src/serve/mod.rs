@@ -573,11 +573,12 @@ fn text(status: StatusCode, msg: &str) -> Resp {
 }
 
 /// Deletes append-only mode still allows: sessions (a writer's "I am running" marker, removed
-/// when it finishes) and heads (a sync set's pointer to its current snapshot; a new head
-/// replaces the ones it merged). Neither holds data: the snapshots and packs they point to stay,
+/// when it finishes), heads (a sync set's pointer to its current snapshot; a new head
+/// replaces the ones it merged) and presence objects (a daemon's heartbeat, replaced by the
+/// next one). None holds data: the snapshots and packs they point to stay,
 /// so a hostile client can at worst make a sync set re-merge, never lose a version.
 pub fn deletable_in_append_only(kind: Kind) -> bool {
-    matches!(kind, Kind::Session | Kind::Head)
+    matches!(kind, Kind::Session | Kind::Head | Kind::Presence)
 }
 
 /// The route of a request path: `None` for `/`, `Some((kind, name))` for objects, name empty for
