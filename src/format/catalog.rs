@@ -24,7 +24,6 @@
 //! binary search over the rows or the paths, then one snapshot or one path entry).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 use super::snapshot::Snapshot;
 use super::tree::{Node, decode_node, encode_node};
@@ -219,6 +218,10 @@ pub trait Source {
     fn body_len(&self) -> usize;
     /// `len` bytes of the body from `at`; an error if they are not all there or do not verify.
     fn read(&self, at: usize, len: usize) -> DecodeResult<Vec<u8>>;
+    /// Says that the bytes from `at` on will be read: a stored file reads them in one call.
+    fn prefetch(&self, _at: usize, _len: usize) -> DecodeResult<()> {
+        Ok(())
+    }
 }
 
 impl Source for Vec<u8> {
@@ -298,7 +301,8 @@ pub struct Sealed<R> {
     key: [u8; 32],
     nonce: [u8; 16],
     body_len: usize,
-    blocks: RefCell<HashMap<usize, Vec<u8>>>,
+    /// The blocks read so far, by number.
+    blocks: RefCell<Vec<Option<Box<[u8]>>>>,
     /// Bytes read from `r` so far (blocks and their MACs).
     pub read: std::cell::Cell<u64>,
 }
@@ -339,7 +343,7 @@ impl<R: ReadAt> Sealed<R> {
             key: *key,
             nonce: prefix[12..28].try_into().expect("16 bytes"),
             body_len: usize::try_from(body_len).map_err(|_| DecodeError::Truncated(W))?,
-            blocks: RefCell::new(HashMap::new()),
+            blocks: RefCell::new(vec![None; body_len.div_ceil(BLOCK as u64) as usize]),
             read: std::cell::Cell::new(0),
         };
         s.load(0, 0)?;
@@ -355,12 +359,12 @@ impl<R: ReadAt> Sealed<R> {
     fn load(&self, first: usize, last: usize) -> DecodeResult<()> {
         let mut i = first;
         while i <= last {
-            if self.blocks.borrow().contains_key(&i) {
+            if self.blocks.borrow()[i].is_some() {
                 i += 1;
                 continue;
             }
             let mut j = i;
-            while j < last && !self.blocks.borrow().contains_key(&(j + 1)) {
+            while j < last && self.blocks.borrow()[j + 1].is_none() {
                 j += 1;
             }
             let at = i * (BLOCK + MAC_LEN);
@@ -385,7 +389,7 @@ impl<R: ReadAt> Sealed<R> {
                 {
                     return Err(damaged_block(b));
                 }
-                blocks.insert(b, data.to_vec());
+                blocks[b] = Some(data.into());
                 off += bl + MAC_LEN;
             }
             i = j + 1;
@@ -409,14 +413,25 @@ impl<R: ReadAt> Source for Sealed<R> {
         let (first, last) = (at / BLOCK, (end - 1) / BLOCK);
         self.load(first, last)?;
         let blocks = self.blocks.borrow();
+        if first == last {
+            let data = blocks[first].as_ref().expect("loaded above");
+            return Ok(data[at - first * BLOCK..end - first * BLOCK].to_vec());
+        }
         let mut out = Vec::with_capacity(len);
         for b in first..=last {
-            let data = &blocks[&b];
+            let data = blocks[b].as_ref().expect("loaded above");
             let from = at.max(b * BLOCK) - b * BLOCK;
             let to = end.min(b * BLOCK + data.len()) - b * BLOCK;
             out.extend_from_slice(&data[from..to]);
         }
         Ok(out)
+    }
+    fn prefetch(&self, at: usize, len: usize) -> DecodeResult<()> {
+        let end = at.saturating_add(len).min(self.body_len);
+        if at < end {
+            self.load(at / BLOCK, (end - 1) / BLOCK)?;
+        }
+        Ok(())
     }
 }
 
@@ -601,6 +616,16 @@ impl CatalogView {
             ));
         }
         Ok(s)
+    }
+
+    /// Reads the snapshots of rows `first..=last` in one go (they are read one by one next).
+    pub fn prefetch_snapshots(&self, first: usize, last: usize) -> DecodeResult<()> {
+        let (a, b) = (self.row(first)?, self.row(last)?);
+        if a.at <= b.at {
+            self.src
+                .prefetch(a.at as usize, (b.at - a.at) as usize + b.len as usize)?;
+        }
+        Ok(())
     }
 
     /// The position of the row of `(time_ns, id)`, if there is one.

@@ -373,6 +373,13 @@ impl Catalog {
             let Some(vs) = v.versions_of(path).map_err(|e| self.fail(e))? else {
                 return Ok(Vec::new());
             };
+            if let (Some(first), Some(last)) = (vs.first(), vs.last())
+                && vs.len() > 8
+            {
+                // Many versions: their snapshots lie together; read them in one call.
+                v.prefetch_snapshots(first.0 as usize, last.0 as usize)
+                    .map_err(|e| self.fail(e))?;
+            }
             return vs
                 .into_iter()
                 .map(|(i, n)| {
