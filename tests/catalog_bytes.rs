@@ -167,6 +167,8 @@ fn lookups_read_a_bounded_part_of_the_catalog_at_any_number_of_snapshots() {
         size_20k > 500 * size_10,
         "the file grew: {size_10} → {size_20k}"
     );
+    // Counted: at least the first block and the blocks of the snapshot found.
+    assert!(at_10 >= block && at_20k >= 2 * block, "{at_10} {at_20k}");
     // The first block, the blocks of the snapshot found and of the path's entry and version,
     // and one block per step of the binary searches (15 over 20,010 rows, 6 over 45 paths).
     assert!(

@@ -303,8 +303,6 @@ pub struct Sealed<R> {
     body_len: usize,
     /// The blocks read so far, by number.
     blocks: RefCell<Vec<Option<Box<[u8]>>>>,
-    /// Bytes read from `r` so far (blocks and their MACs).
-    pub read: std::cell::Cell<u64>,
 }
 
 fn damaged_block(i: usize) -> DecodeError {
@@ -344,7 +342,6 @@ impl<R: ReadAt> Sealed<R> {
             nonce: prefix[12..28].try_into().expect("16 bytes"),
             body_len: usize::try_from(body_len).map_err(|_| DecodeError::Truncated(W))?,
             blocks: RefCell::new(vec![None; body_len.div_ceil(BLOCK as u64) as usize]),
-            read: std::cell::Cell::new(0),
         };
         s.load(0, 0)?;
         Ok(s)
@@ -373,11 +370,6 @@ impl<R: ReadAt> Sealed<R> {
             self.r
                 .read_exact_at(&mut buf, at as u64)
                 .map_err(|_| DecodeError::Truncated(W))?;
-            self.read.set(self.read.get() + len as u64);
-            crate::repository::counters::add(
-                &crate::repository::counters::CATALOG_BYTES_READ,
-                len as u64,
-            );
             let mut off = 0;
             let mut blocks = self.blocks.borrow_mut();
             for b in i..=j {

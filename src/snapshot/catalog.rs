@@ -63,8 +63,21 @@ pub fn open_catalog(keys: &Keys, bytes: &[u8]) -> Option<CatalogFile> {
 /// (`None`: ignore it); other blocks are verified, and rows, snapshots and path entries
 /// checked, as they are read.
 pub fn open_catalog_view(keys: &Keys, file: std::fs::File) -> Option<CatalogView> {
-    let sealed = Sealed::open(file, &catalog_key(keys)).ok()?;
+    let sealed = Sealed::open(Counted(file), &catalog_key(keys)).ok()?;
     CatalogView::read_from(Box::new(sealed)).ok()
+}
+
+/// A catalog file whose reads are counted (`counters::CATALOG_BYTES_READ`).
+struct Counted(std::fs::File);
+
+impl layout::ReadAt for Counted {
+    fn size(&self) -> std::io::Result<u64> {
+        self.0.size()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+        counters::add(&counters::CATALOG_BYTES_READ, buf.len() as u64);
+        layout::ReadAt::read_exact_at(&self.0, buf, at)
+    }
 }
 
 struct Entry {
