@@ -205,20 +205,35 @@ fn the_catalog_says_what_the_trees_say_through_edits_forget_prune_and_damage() {
     ok(&w.home, &["--repo", w.repo_dir.to_str().unwrap(), "prune"]);
     w.check(&w.catalog());
 
-    // A damaged file is ignored and rebuilt: same answers.
+    // A damaged file is ignored and rebuilt: same answers. Its blocks are verified as they are
+    // read, so damage past the first block is found by the read that reaches it, which then
+    // rebuilds the catalog from the repository and answers from that.
     let mut bytes = std::fs::read(w.file()).unwrap();
-    let i = bytes.len() / 2;
+    let stride = prism_sync::format::catalog::BLOCK + 32;
+    let i = bytes.len() - 100;
+    assert!(i >= stride, "past the first block: {} bytes", bytes.len());
     bytes[i] ^= 0x20;
     std::fs::write(w.file(), &bytes).unwrap();
     let before = prism_sync::repository::counters::now();
-    let c = w.catalog();
+    let mut c = w.catalog();
+    let listed: prism_sync::Result<Vec<_>> = c.read(&w.repo, |c| Ok(c.snapshots(true)));
     let after = prism_sync::repository::counters::now();
+    assert_eq!(listed.unwrap().len(), w.set_snapshots().len());
     assert!(
         after.0 - before.0 >= w.set_snapshots().len() as u64,
         "a damaged catalog is not trusted: its snapshots are read again"
     );
     w.check(&c);
     assert_ne!(std::fs::read(w.file()).unwrap(), bytes, "and rewritten");
+    // Damage in the first block (the header): ignored when opened.
+    let mut bytes = std::fs::read(w.file()).unwrap();
+    bytes[60] ^= 1;
+    std::fs::write(w.file(), &bytes).unwrap();
+    let before = prism_sync::repository::counters::now();
+    let c = w.catalog();
+    let after = prism_sync::repository::counters::now();
+    assert!(after.0 - before.0 >= w.set_snapshots().len() as u64);
+    w.check(&c);
     // Truncated, or not a catalog at all.
     let good = std::fs::read(w.file()).unwrap();
     for bad in [&good[..good.len() - 1], &good[..10], b"garbage".as_slice()] {

@@ -547,6 +547,7 @@ fn snapshot_catalog_file() {
         ))
     };
     let f = CatalogFile {
+        nonce: [0x5a; 16],
         repo_id: [0x22; 32],
         set: "project1-sync".into(),
         listing: "41153ec5e22e7e1d208eec929ef45dcd".into(),
@@ -585,25 +586,31 @@ fn snapshot_catalog_file() {
     };
     let bytes = vector(
         "catalog",
-        "snapshot catalog (version 2) of set project1-sync, repository id 22…22, listing tag \
-         41153ec5…: two snapshots, two other ids, gone.txt deleted and notes.txt changed at the \
-         second; MAC under master key 11…11",
+        "snapshot catalog (version 3) of set project1-sync, repository id 22…22, nonce 5a…5a, \
+         listing tag 41153ec5…: two snapshots, two other ids, gone.txt deleted and notes.txt \
+         changed at the second; one block and its MAC under master key 11…11",
         &seal_catalog(&keys(), &f),
     );
     let back = open_catalog(&keys(), &bytes).expect("the MAC verifies and it decodes");
     assert_eq!(back, f);
     assert_eq!(seal_catalog(&keys(), &back), bytes);
+    // Shorter than one block: the body, then its one MAC.
     let body = &bytes[..bytes.len() - 32];
     assert_eq!(CatalogFile::decode(body).unwrap().encode(), body);
     // Read in place: one row, one snapshot, one path entry at a time.
     let view = prism_sync::format::catalog::CatalogView::parse(body.to_vec()).unwrap();
     assert_eq!(view.len(), 2);
+    assert_eq!(view.uncataloged(), 0);
     assert_eq!(view.listing, f.listing);
-    assert_eq!(view.row(1).id, SnapshotId([0x79; 32]));
-    assert_eq!(view.row(1).time_ns, f.snapshots[1].snapshot.time_ns);
+    assert_eq!(view.row(1).unwrap().id, SnapshotId([0x79; 32]));
+    assert_eq!(
+        view.row(1).unwrap().time_ns,
+        f.snapshots[1].snapshot.time_ns
+    );
     assert_eq!(view.snapshot(0).unwrap(), f.snapshots[0].snapshot);
     assert_eq!(
-        view.partition(|r| r.time_ns <= f.snapshots[0].snapshot.time_ns),
+        view.partition(|r| r.time_ns <= f.snapshots[0].snapshot.time_ns)
+            .unwrap(),
         1
     );
     assert_eq!(
@@ -612,10 +619,45 @@ fn snapshot_catalog_file() {
     );
     assert_eq!(view.versions_of(b"other.txt").unwrap(), None);
     assert_eq!(view.others_len(), 2);
-    assert_eq!(view.other(1), SnapshotId([0x32; 32]));
+    assert_eq!(view.other(1).unwrap(), SnapshotId([0x32; 32]));
     // Under another key, or with one bit flipped, it is ignored.
     assert!(open_catalog(&Keys::from_master([0x12; 32]), &bytes).is_none());
     let mut flipped = bytes.clone();
     flipped[40] ^= 1;
     assert!(open_catalog(&keys(), &flipped).is_none());
+    // Several blocks: a body longer than one block gets a MAC after each; a block moved,
+    // dropped or taken from another write (another nonce) does not verify.
+    let mut big = f.clone();
+    big.paths = (0..300)
+        .map(|i| {
+            (
+                format!("dir/file-{i:04}.txt").into_bytes(),
+                f.paths[1].1.clone(),
+            )
+        })
+        .collect();
+    let body = big.encode();
+    let sealed = seal_catalog(&keys(), &big);
+    let blocks = body.len().div_ceil(prism_sync::format::catalog::BLOCK);
+    assert!(blocks >= 3, "{blocks} blocks");
+    assert_eq!(sealed.len(), body.len() + 32 * blocks);
+    assert_eq!(open_catalog(&keys(), &sealed), Some(big.clone()));
+    let stride = prism_sync::format::catalog::BLOCK + 32;
+    let mut swapped = sealed.clone();
+    let (a, b) = swapped.split_at_mut(2 * stride);
+    a[stride..].swap_with_slice(&mut b[..stride]);
+    assert!(open_catalog(&keys(), &swapped).is_none(), "blocks swapped");
+    let other = seal_catalog(
+        &keys(),
+        &CatalogFile {
+            nonce: [0x5b; 16],
+            ..big.clone()
+        },
+    );
+    let mut spliced = sealed.clone();
+    spliced[stride..2 * stride].copy_from_slice(&other[stride..2 * stride]);
+    assert!(
+        open_catalog(&keys(), &spliced).is_none(),
+        "a block of another write"
+    );
 }

@@ -853,6 +853,7 @@ fn write_seed_corpus() {
         gid: 1000,
     };
     let catalog = prism_sync::format::catalog::CatalogFile {
+        nonce: [0xc5; 16],
         repo_id: id(0xc2),
         set: "p-sync".into(),
         listing: "af1349b9f5f9a1a6a0404dea36dcc949".into(),

@@ -209,6 +209,20 @@ fn running_daemons_forget_and_prune_exactly_outside_a_short_window_while_two_end
             })
         },
     );
+    // A prune deletes a pack it marked only once no session that was live at the mark can
+    // still refer to it: the prune that marks the packs of the last forgotten snapshots frees
+    // nothing, a later one does. On a loaded machine the daemons' steps overlap every prune
+    // during the edits (all deferred), so wait for the one that frees (one every 4 s when idle).
+    wait_for(
+        "a prune that frees the packs of forgotten snapshots",
+        Duration::from_secs(60),
+        || {
+            [a, b]
+                .iter()
+                .flat_map(|e| audit(e, "prune"))
+                .any(|p| p["freed_bytes"].as_u64().unwrap_or(0) > 0)
+        },
+    );
     for ep in [a, b] {
         ep.ok(&["stop", SET]);
     }

@@ -616,7 +616,10 @@ pub fn with_index<T: Send>(
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     std::thread::scope(|s| {
-        let index = s.spawn(|| repo.load_index());
+        let index = s.spawn(|| {
+            let _t = crate::timing::span("load the index");
+            repo.load_index()
+        });
         let r = f();
         index.join().expect("index loader")?;
         r

@@ -887,7 +887,7 @@ fn set_snapshots(
 ) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let mut catalog = set_catalog(ctx, repo, name)?;
     catalog.save(repo);
-    Ok(catalog.snapshots(include_safety))
+    catalog.read(repo, |c| Ok(c.snapshots(include_safety)))
 }
 
 pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome> {
@@ -899,7 +899,7 @@ pub fn history(ctx: &Ctx, name: &str, path: &std::ffi::OsStr) -> Result<Outcome>
     catalog.catalog_paths(&repo)?;
     catalog.save(&repo);
     // The snapshots at which the path's node changed; between two of them it stays the same.
-    let versions = catalog.versions(&p)?;
+    let versions = catalog.read(&repo, |c| c.versions(&p))?;
     drop(t);
     let mut last: Option<Option<Node>> = None;
     let mut rows = Vec::new();
@@ -1012,7 +1012,7 @@ fn state_at(
 ) -> Result<(SnapshotId, Snapshot)> {
     let mut catalog = set_catalog(ctx, repo, name)?;
     catalog.save(repo);
-    match at {
+    catalog.read(repo, |catalog| match at {
         Some(t) => match parse_time(t) {
             // The newest state at or before that moment: one lookup in the catalog.
             Ok(ns) => match catalog.at(Some(ns), false)? {
@@ -1039,7 +1039,7 @@ fn state_at(
             ))
             .into()
         }),
-    }
+    })
 }
 
 pub fn ls(ctx: &Ctx, a: &LsArgs) -> Result<Outcome> {
@@ -1127,6 +1127,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
     if let Some(p) = &a.path {
         include.push(p.as_bytes().to_vec());
     }
+    let t = crate::timing::span("restore the tree");
     let r = restore_tree(
         &repo,
         &snap.tree,
@@ -1137,6 +1138,7 @@ pub fn restore(ctx: &Ctx, a: &RestoreArgs) -> Result<Outcome> {
             ..Default::default()
         },
     )?;
+    drop(t);
     for e in &r.errors {
         eprintln!("❌ could not restore {}: {}", e.path.display(), e.message);
     }

@@ -93,8 +93,15 @@ impl Index {
                 }
             }
         }
-        idx.entries
-            .sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
+        // By id, then pack: the first 8 bytes compared as one integer decide almost always
+        // (the same order as comparing the bytes; a third of the time of a byte compare each).
+        let head = |e: &Entry| u64::from_be_bytes(e.id[..8].try_into().expect("8 bytes"));
+        idx.entries.sort_unstable_by(|a, b| {
+            head(a)
+                .cmp(&head(b))
+                .then_with(|| a.id.cmp(&b.id))
+                .then(a.pack.cmp(&b.pack))
+        });
         idx.build_buckets();
         idx
     }

@@ -553,6 +553,7 @@ impl Repository {
     /// Reads every index file (those not in the cache several at a time); returns them with
     /// the errors of unreadable ones.
     pub fn index_files_lenient(&self) -> Result<Lenient<(IndexId, IndexFile)>> {
+        let t = crate::timing::span("index: list");
         let ids: Vec<IndexId> = self
             .backend
             .list(Kind::Index)?
@@ -562,6 +563,8 @@ impl Repository {
         if let Some(c) = &self.cache {
             c.retain(CacheKind::Index, &ids.iter().map(|i| i.to_hex()).collect());
         }
+        drop(t);
+        let _t = crate::timing::span("index: read, open and decode the files");
         let loaded = map_parallel(ids, self.backend.parallelism(), |id| {
             let name = id.to_hex();
             let r = self
@@ -596,7 +599,10 @@ impl Repository {
         if let Some(e) = errors.pop() {
             return Err(e);
         }
+        let t = crate::timing::span("index: merge and sort");
         let idx = Arc::new(Index::from_files(files));
+        drop(t);
+        let _t = crate::timing::span("index: cache upkeep");
         if let Some(c) = &self.cache {
             // Tree packs that prune removed leave the cache too.
             let added = self.added.read().expect("index lock");
@@ -864,6 +870,18 @@ pub mod counters {
     /// Snapshots and path entries decoded from a stored snapshot catalog
     /// (`snapshot::catalog`).
     pub static CATALOG_ENTRIES_DECODED: AtomicU64 = AtomicU64::new(0);
+
+    /// Bytes read from stored snapshot catalog files (blocks and their MACs).
+    pub static CATALOG_BYTES_READ: AtomicU64 = AtomicU64::new(0);
+
+    /// Catalog bytes read so far.
+    pub fn catalog_bytes_read() -> u64 {
+        CATALOG_BYTES_READ.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
 
     /// Catalog entries decoded so far.
     pub fn catalog_decoded() -> u64 {

@@ -13,9 +13,11 @@
 //! comparing its tree with the snapshot before it (only directories whose ids differ are read).
 //! Snapshots are write-once, so an entry keyed by id is never stale.
 //!
-//! Local state a user, a crash or another program can damage: the file carries a MAC keyed by
-//! the repository's keys, and a file that does not verify or decode is ignored (the catalog is
-//! rebuilt from the repository), never trusted. Format: `format-spec/local-state.md`.
+//! Local state a user, a crash or another program can damage: the file is stored in blocks,
+//! each with a MAC keyed by the repository's keys, and verified block by block as it is read (a
+//! lookup reads the first block and the few blocks it needs, not the whole file). A file or a
+//! block that does not verify or decode is not trusted: the catalog is rebuilt from the
+//! repository ([`Catalog::read`]). Format: `format-spec/local-state.md`.
 
 use std::cell::{Cell, OnceCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -28,7 +30,7 @@ use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::format::DecodeError;
 use crate::format::catalog::{
-    self as layout, CatalogFile, CatalogSnapshot, CatalogView, MAC_LEN, is_safety,
+    self as layout, CatalogFile, CatalogSnapshot, CatalogView, Sealed, is_safety,
 };
 use crate::home::Home;
 use crate::id::{BlobId, SnapshotId, hex_encode};
@@ -41,38 +43,41 @@ const DIR_CACHE_ENTRIES_MAX: usize = 4096;
 /// Where snapshots sort: by time, then id (the order `snapshots` lists them in).
 type Key = (i64, SnapshotId);
 
-/// The MAC of a catalog body under the repository's keys.
-pub fn catalog_mac(keys: &Keys, body: &[u8]) -> [u8; MAC_LEN] {
-    let key = keys.keyed(b"prism-sync local snapshot catalog v1");
-    *blake3::keyed_hash(&key, body).as_bytes()
+/// The key of a catalog's block MACs under the repository's keys.
+pub fn catalog_key(keys: &Keys) -> [u8; 32] {
+    keys.keyed(b"prism-sync local snapshot catalog v1")
 }
 
-/// A catalog file's bytes: the body and its MAC.
+/// A catalog file's bytes: the body cut into blocks, each with its MAC.
 pub fn seal_catalog(keys: &Keys, file: &CatalogFile) -> Vec<u8> {
-    let mut bytes = file.encode();
-    let mac = catalog_mac(keys, &bytes);
-    bytes.extend_from_slice(&mac);
-    bytes
+    layout::seal(&catalog_key(keys), &file.encode())
 }
 
-/// The catalog in `bytes` if its MAC verifies and it decodes (`None`: ignore it).
+/// The catalog in `bytes` if every block verifies and it decodes (`None`: ignore it).
 pub fn open_catalog(keys: &Keys, bytes: &[u8]) -> Option<CatalogFile> {
-    CatalogFile::decode(verified_body(keys, bytes)?).ok()
+    let sealed = Sealed::open(bytes.to_vec(), &catalog_key(keys)).ok()?;
+    CatalogFile::from_view(&CatalogView::read_from(Box::new(sealed)).ok()?).ok()
 }
 
-/// The body of a stored catalog whose MAC verifies.
-fn verified_body<'a>(keys: &Keys, bytes: &'a [u8]) -> Option<&'a [u8]> {
-    let (body, mac) = layout::split_mac(bytes)?;
-    let want = blake3::Hash::from(catalog_mac(keys, body));
-    (want == blake3::Hash::from(*mac)).then_some(body)
+/// A stored catalog read in place, if its first block verifies and its header is sound
+/// (`None`: ignore it); other blocks are verified, and rows, snapshots and path entries
+/// checked, as they are read.
+pub fn open_catalog_view(keys: &Keys, file: std::fs::File) -> Option<CatalogView> {
+    let sealed = Sealed::open(Counted(file), &catalog_key(keys)).ok()?;
+    CatalogView::read_from(Box::new(sealed)).ok()
 }
 
-/// The catalog in `bytes` read in place, if its MAC verifies and its framing is sound (`None`:
-/// ignore it); its snapshots and path entries are checked as they are read.
-pub fn open_catalog_view(keys: &Keys, mut bytes: Vec<u8>) -> Option<CatalogView> {
-    let body_len = verified_body(keys, &bytes)?.len();
-    bytes.truncate(body_len);
-    CatalogView::parse(bytes).ok()
+/// A catalog file whose reads are counted (`counters::CATALOG_BYTES_READ`).
+struct Counted(std::fs::File);
+
+impl layout::ReadAt for Counted {
+    fn size(&self) -> std::io::Result<u64> {
+        self.0.size()
+    }
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+        counters::add(&counters::CATALOG_BYTES_READ, buf.len() as u64);
+        layout::ReadAt::read_exact_at(&self.0, buf, at)
+    }
 }
 
 struct Entry {
@@ -138,9 +143,9 @@ impl Catalog {
     pub fn open(home: &Path, repo: &Repository, set: &str) -> Catalog {
         let repo_id = repo.repo_id();
         let file = Home::new(home).catalog(&repo_id, set);
-        let stored = std::fs::read(&file)
+        let stored = std::fs::File::open(&file)
             .ok()
-            .and_then(|b| open_catalog_view(repo.keys(), b))
+            .and_then(|f| open_catalog_view(repo.keys(), f))
             .filter(|v| v.repo_id == repo_id && v.set == set);
         Catalog {
             file,
@@ -176,7 +181,41 @@ impl Catalog {
     fn mem_mut(&mut self) -> &mut Mem {
         self.mem();
         self.stored = None;
+        if self.broken.replace(false) {
+            // What the file held is lost: the next use lists the repository in full.
+            self.listing.clear();
+        }
         self.mem.get_mut().expect("decoded above")
+    }
+
+    /// The stored file failed while read: noted, so that [`Catalog::read`] rebuilds it.
+    fn fail(&self, e: DecodeError) -> Error {
+        self.broken.set(true);
+        damaged(&self.file, e)
+    }
+
+    /// Runs `f` on the catalog. If the stored file turns out damaged while `f` reads it (a
+    /// block whose MAC does not verify, or that does not decode), the file is not trusted: the
+    /// catalog is built again from the repository (every snapshot opened, every path
+    /// cataloged), saved, and `f` run again.
+    pub fn read<T, E: From<Error>>(
+        &mut self,
+        repo: &Repository,
+        f: impl Fn(&Catalog) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let r = f(self);
+        if !self.broken.get() {
+            return r;
+        }
+        self.stored = None;
+        self.mem = OnceCell::new();
+        self.broken.set(false);
+        self.listing.clear();
+        self.dirty = true;
+        self.refresh(repo)?;
+        self.catalog_paths(repo)?;
+        self.save(repo);
+        f(self)
     }
 
     /// The stored file, while it is all the catalog knows (nothing changed or decoded since).
@@ -260,7 +299,7 @@ impl Catalog {
     /// only then).
     pub fn catalog_paths(&mut self, repo: &Repository) -> Result<()> {
         let all = match self.view() {
-            Some(v) => (0..v.len()).all(|i| v.row(i).cataloged()),
+            Some(v) => v.uncataloged() == 0,
             None => self.mem().snaps.iter().all(|e| e.cataloged),
         };
         if all {
@@ -292,12 +331,13 @@ impl Catalog {
         let t = time_ns.unwrap_or(i64::MAX);
         match self.view() {
             Some(v) => {
-                let mut i = v.partition(|r| r.time_ns <= t);
+                let mut i = v.partition(|r| r.time_ns <= t).map_err(|e| self.fail(e))?;
                 while i > 0 {
                     i -= 1;
-                    if include_safety || !v.row(i).safety() {
-                        let s = stored_snapshot(v, i).map_err(|e| damaged(&self.file, e))?;
-                        return Ok(Some((v.row(i).id, s)));
+                    let row = v.row(i).map_err(|e| self.fail(e))?;
+                    if include_safety || !row.safety() {
+                        let s = stored_snapshot(v, i).map_err(|e| self.fail(e))?;
+                        return Ok(Some((row.id, s)));
                     }
                 }
                 Ok(None)
@@ -319,9 +359,10 @@ impl Catalog {
         match self.view() {
             Some(v) => {
                 for i in 0..v.len() {
-                    if include_safety || !v.row(i).safety() {
-                        let s = stored_snapshot(v, i).map_err(|e| damaged(&self.file, e))?;
-                        return Ok(Some((v.row(i).id, s)));
+                    let row = v.row(i).map_err(|e| self.fail(e))?;
+                    if include_safety || !row.safety() {
+                        let s = stored_snapshot(v, i).map_err(|e| self.fail(e))?;
+                        return Ok(Some((row.id, s)));
                     }
                 }
                 Ok(None)
@@ -342,14 +383,22 @@ impl Catalog {
     pub fn versions(&self, path: &[u8]) -> Result<Vec<(SnapshotId, Snapshot, Option<Node>)>> {
         if let Some(v) = self.view() {
             counters::count(&counters::CATALOG_ENTRIES_DECODED);
-            let Some(vs) = v.versions_of(path).map_err(|e| damaged(&self.file, e))? else {
+            let Some(vs) = v.versions_of(path).map_err(|e| self.fail(e))? else {
                 return Ok(Vec::new());
             };
+            if let (Some(first), Some(last)) = (vs.first(), vs.last())
+                && vs.len() > 8
+            {
+                // Many versions: their snapshots lie together; read them in one call.
+                v.prefetch_snapshots(first.0 as usize, last.0 as usize)
+                    .map_err(|e| self.fail(e))?;
+            }
             return vs
                 .into_iter()
                 .map(|(i, n)| {
-                    let s = stored_snapshot(v, i as usize).map_err(|e| damaged(&self.file, e))?;
-                    Ok((v.row(i as usize).id, s, n))
+                    let s = stored_snapshot(v, i as usize).map_err(|e| self.fail(e))?;
+                    let row = v.row(i as usize).map_err(|e| self.fail(e))?;
+                    Ok((row.id, s, n))
                 })
                 .collect();
         }
@@ -395,6 +444,7 @@ impl Catalog {
         let mut others: Vec<SnapshotId> = m.others.iter().copied().collect();
         others.sort();
         let file = CatalogFile {
+            nonce: crate::crypto::random_bytes::<16>(),
             repo_id: self.repo_id,
             set: self.set.clone(),
             listing: self.listing.clone(),
@@ -426,16 +476,19 @@ impl Catalog {
 
 /// A stored catalog decoded whole.
 fn decode_whole(v: &CatalogView) -> std::result::Result<Mem, DecodeError> {
+    v.check_all()?;
     let mut snaps = Vec::with_capacity(v.len());
     for i in 0..v.len() {
-        let row = v.row(i);
+        let row = v.row(i)?;
         snaps.push(Entry {
             id: row.id,
             snap: stored_snapshot(v, i)?,
             cataloged: row.cataloged(),
         });
     }
-    let others = (0..v.others_len()).map(|i| v.other(i)).collect();
+    let others = (0..v.others_len())
+        .map(|i| v.other(i))
+        .collect::<std::result::Result<_, _>>()?;
     let mut paths = BTreeMap::new();
     for j in 0..v.paths_len() {
         counters::count(&counters::CATALOG_ENTRIES_DECODED);
@@ -444,7 +497,7 @@ fn decode_whole(v: &CatalogView) -> std::result::Result<Mem, DecodeError> {
             .into_iter()
             .map(|(i, n)| (snaps[i as usize].key(), n))
             .collect();
-        paths.insert(p.to_vec(), vs);
+        paths.insert(p, vs);
     }
     Ok(Mem {
         snaps,
