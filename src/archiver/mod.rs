@@ -399,6 +399,25 @@ fn mtime_ns(md: &Metadata) -> i64 {
 /// middle of a truncation (see the archiver's walk).
 const TRUNCATE_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// Whether a file whose walk stat is `now` is in the middle of a truncation: its size differs
+/// from the cache's `known` entry while its mtime, ctime and inode do not, and a second look
+/// (`again`, a moment later) finds it changed (or gone).
+fn truncating(
+    known: &CacheEntry,
+    now: &CacheEntry,
+    again: impl FnOnce() -> Option<CacheEntry>,
+) -> bool {
+    let suspicious = known.size != now.size
+        && known.mtime_ns == now.mtime_ns
+        && known.ctime_ns == now.ctime_ns
+        && known.ino == now.ino;
+    suspicious
+        && again().is_none_or(|a| {
+            (a.size, a.mtime_ns, a.ctime_ns, a.ino)
+                != (now.size, now.mtime_ns, now.ctime_ns, now.ino)
+        })
+}
+
 fn stat_entry(md: &Metadata) -> CacheEntry {
     CacheEntry {
         size: md.len(),
@@ -762,30 +781,16 @@ impl Walker<'_, '_> {
             // here) a concurrent stat sees the file emptied by `open(O_TRUNC)` before the
             // truncation updates its mtime and ctime, so it looks old and empty (found by the
             // randomized test: empty files published, the state inside a program's truncate).
-            // A completed change moves the ctime past a trusted cache entry's; one the cache
-            // does not trust (its times were too recent to tell changes apart) is looked at
-            // again a moment later.
+            // Such a file is looked at again a moment later: still moving, it is left for the
+            // next scan; holding still, it is read (a file is never deferred for good).
             if self.shared.defer_changing
-                && let Some(c) = cached.as_ref().filter(|c| {
-                    c.size != stat.size
-                        && c.mtime_ns == stat.mtime_ns
-                        && c.ctime_ns == stat.ctime_ns
-                        && c.ino == stat.ino
+                && let Some(c) = cached.as_ref()
+                && truncating(c, &stat, || {
+                    std::thread::sleep(TRUNCATE_SETTLE);
+                    fs::symlink_metadata(path).ok().map(|md| stat_entry(&md))
                 })
             {
-                let moving = !c.racy || {
-                    std::thread::sleep(TRUNCATE_SETTLE);
-                    fs::symlink_metadata(path)
-                        .map(|md| {
-                            let again = stat_entry(&md);
-                            (again.size, again.mtime_ns, again.ctime_ns)
-                                != (stat.size, stat.mtime_ns, stat.ctime_ns)
-                        })
-                        .unwrap_or(true)
-                };
-                if moving {
-                    return self.send(Event::Deferred(rel.to_vec()));
-                }
+                return self.send(Event::Deferred(rel.to_vec()));
             }
             let node = base_node(
                 name,
@@ -1243,4 +1248,48 @@ pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Res
         errors: result.errors.clone(),
         warnings,
     })
+}
+
+#[cfg(test)]
+mod truncating_tests {
+    use super::{CacheEntry, truncating};
+
+    fn e(size: u64, mtime_ns: i64, ctime_ns: i64) -> CacheEntry {
+        CacheEntry {
+            size,
+            mtime_ns,
+            ctime_ns,
+            ino: 7,
+            dev: 1,
+            racy: false,
+            ids: vec![],
+        }
+    }
+
+    #[test]
+    fn a_file_emptied_with_its_old_times_and_moving_is_in_a_truncation() {
+        let known = e(1000, 5, 5);
+        let now = e(0, 5, 5);
+        // A moment later the truncation completed (times moved) or the content is there.
+        assert!(truncating(&known, &now, || Some(e(0, 9, 9))));
+        assert!(truncating(&known, &now, || Some(e(1200, 9, 9))));
+        assert!(truncating(&known, &now, || None));
+        // Holding still: read it (never deferred for good).
+        assert!(!truncating(&known, &now, || Some(e(0, 5, 5))));
+    }
+
+    #[test]
+    fn a_completed_change_is_not_looked_at_twice() {
+        let known = e(1000, 5, 5);
+        let mut looked = false;
+        assert!(!truncating(&known, &e(0, 9, 9), || {
+            looked = true;
+            None
+        }));
+        assert!(!truncating(&known, &e(1000, 5, 5), || {
+            looked = true;
+            None
+        }));
+        assert!(!looked);
+    }
 }
