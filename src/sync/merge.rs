@@ -124,6 +124,9 @@ pub struct Skipped {
     pub limit: u64,
 }
 
+/// Whether the folder's directory at a path holds entries that do not sync.
+pub type HeldBy<'a> = dyn Fn(&[u8]) -> bool + 'a;
+
 pub struct Input<'a> {
     pub applied: Option<BlobId>,
     pub local: Option<BlobId>,
@@ -139,6 +142,10 @@ pub struct Input<'a> {
     /// Local paths the scan could not read or skipped: their current state is unknown.
     pub untracked: &'a BTreeSet<Vec<u8>>,
     pub force: Option<Force>,
+    /// Whether the folder's directory at a path holds entries that do not sync (excluded
+    /// files, temp files of a writer): such a directory stays when the shared state removed
+    /// it. `None`: never asked (directories the shared state removed stay while they are kept).
+    pub held: Option<&'a HeldBy<'a>>,
 }
 
 #[derive(Debug, Default)]
@@ -278,6 +285,28 @@ fn push(v: &mut Vec<MTree>, n: Opt) {
 }
 
 impl<'a> Merger<'a> {
+    /// Whether any of `entries`, at any depth, is something other than a directory.
+    fn holds_files(&self, entries: &[MTree]) -> Result<bool> {
+        for e in entries {
+            let found = match e {
+                MTree::Dir(_, children) => self.holds_files(children)?,
+                MTree::Same(n) if n.is_dir() => {
+                    let children: Vec<MTree> = self
+                        .children(Some(n))?
+                        .into_iter()
+                        .map(MTree::Same)
+                        .collect();
+                    self.holds_files(&children)?
+                }
+                MTree::Same(_) => true,
+            };
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     fn children(&self, n: Opt) -> Result<Vec<Node>> {
         match n.map(|n| &n.kind) {
             Some(NodeKind::Dir { subtree }) => self.src.dir(subtree),
@@ -394,13 +423,16 @@ impl<'a> Merger<'a> {
         if let Some(f) = inp.force {
             return self.forced(p, f, a, l, b, r, merged, applied);
         }
-        // A directory the shared state holds and this folder has not held since the last step
-        // (its removal waited for something kept in it): `dir_entry` decides whether it can go
-        // now.
+        // A directory only one side holds, and has held since the last step (its removal on
+        // the other side waited for something kept in it): `dir_entry` decides whether it can
+        // go now.
         let held_one_side = pubs
             && apps
             && !self.inp.parked.contains_key(p)
-            && matches!((a, l, b, r), (None, None, Some(b), Some(_)) if b.is_dir());
+            && match (a, l, b, r) {
+                (Some(a), Some(_), None, None) | (None, None, Some(a), Some(_)) => a.is_dir(),
+                _ => false,
+            };
         if same(a, l) && same(b, r) && !self.resolution_at_or_below(p) && !held_one_side {
             push(merged, r);
             push(applied, l);
@@ -455,7 +487,19 @@ impl<'a> Merger<'a> {
         // the deletion is published (seed 7003: an emptied directory stayed shared for good).
         let deleted_here = !ae && !le && be && pubs && mc.is_empty();
         let merged_exists = (merged_v || !mc.is_empty()) && !deleted_here;
-        let applied_exists = applied_v || !ac.is_empty();
+        // The other way round: the shared state removed it while something in it was kept here
+        // (seed 7105: empty directories stayed in one folder after a file parked in them
+        // settled). Once no file of it is left in the folder tree, it goes here too — unless
+        // the folder's directory holds entries that do not sync (excluded files keep it).
+        let deleted_there = ae
+            && le
+            && !be
+            && !re
+            && pubs
+            && apps
+            && !self.holds_files(&ac)?
+            && self.inp.held.is_some_and(|held| !held(p));
+        let applied_exists = (applied_v || !ac.is_empty()) && !deleted_there;
         let meta = |prefer_local: bool| {
             let n = if prefer_local { l.or(r) } else { r.or(l) }
                 .or(a)

@@ -273,6 +273,8 @@ struct Case {
     /// Paths the scan could not read (untracked this step).
     untracked: &'static [&'static str],
     excludes: &'static [&'static str],
+    /// Directories of the folder that hold entries that do not sync.
+    held: &'static [&'static str],
     force: Option<Force>,
     // Expectations.
     merged: &'static str,
@@ -298,6 +300,7 @@ const CASE: Case = Case {
     parked: &[],
     untracked: &[],
     excludes: &[],
+    held: &[],
     force: None,
     merged: "",
     folder: "",
@@ -338,6 +341,7 @@ fn run(c: &Case) -> Result<(Mem, Output)> {
     let untracked: BTreeSet<Vec<u8>> = c.untracked.iter().map(|p| p.as_bytes().to_vec()).collect();
     let (b, l, r) = (m.tree(c.base), m.tree(c.local), m.tree(c.remote));
     let a = c.applied.map(|t| m.tree(t)).unwrap_or(b);
+    let held = |p: &[u8]| c.held.iter().any(|h| h.as_bytes() == p);
     let inp = Input {
         applied: Some(a),
         local: Some(l),
@@ -350,6 +354,7 @@ fn run(c: &Case) -> Result<(Mem, Output)> {
         parked: &parked,
         untracked: &untracked,
         force: c.force,
+        held: Some(&held),
     };
     let out = merge(&m, &inp)?;
     Ok((m, out))
@@ -511,6 +516,12 @@ const CASES: &[Case] = &[
     Case { name: "a file turned into a directory on both sides: the directories merge",
         base: "f=1 o=1", local: "f/a=1 o=1", remote: "f/b=2 o=1",
         merged: "f/a=1 f/b=2 o=1", folder: "f/a=1 f/b=2 o=1", actions: &["write f/b"], ..CASE },
+    Case { name: "a directory removed in the shared state goes here once a file parked in it settles",
+        base: "o=1", applied: Some("t/s/ o=1"), local: "t/s/ o=1", remote: "o=1",
+        merged: "o=1", folder: "o=1", actions: &["rmdir t/s", "rmdir t"], ..CASE },
+    Case { name: "a directory removed in the shared state stays here while excluded files hold it",
+        base: "o=1", applied: Some("t/ o=1"), local: "t/ o=1", remote: "o=1", held: &["t"],
+        merged: "o=1", folder: "t/ o=1", ..CASE },
     Case { name: "a shared edit meets a parked version: still a conflict",
         base: "a=3", applied: Some("a=2"), local: "a=2", remote: "a=4", parked: &["a"],
         merged: "a=4", folder: "a=2", conflicts: &["a:parked"], ..CASE },

@@ -290,7 +290,11 @@ fn moved_untracked(
 /// Does the directory at `rel` hold something, and only entries that do not sync (excluded by
 /// the rules, or temp files of a writer), at any depth? That is how a directory removed
 /// elsewhere stays here. Unreadable: assumed so (it stays, as before).
-fn held_by_unsynced(root: &std::path::Path, rel: &[u8], rules: &crate::sync::rules::Rules) -> bool {
+pub(super) fn held_by_unsynced(
+    root: &std::path::Path,
+    rel: &[u8],
+    rules: &crate::sync::rules::Rules,
+) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let dir = root.join(std::ffi::OsStr::from_bytes(rel));
     let Ok(entries) = std::fs::read_dir(&dir) else {

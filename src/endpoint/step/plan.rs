@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::execute::held_by_unsynced;
 use super::remote::{Remote, made_over};
 use super::scan::Scanned;
 use super::{Cx, is_missing};
@@ -38,6 +39,7 @@ pub(super) fn plan(cx: &mut Cx, scanned: &Scanned, remote: &Remote) -> Result<Pl
         .iter()
         .map(|(p, c)| (p.clone(), c.resolution))
         .collect();
+    let held = |p: &[u8]| held_by_unsynced(&cfg.local_path, p, &scanned.rules);
     let run = |base: Option<BlobId>, applied: Option<BlobId>| {
         let inp = Input {
             applied,
@@ -51,6 +53,7 @@ pub(super) fn plan(cx: &mut Cx, scanned: &Scanned, remote: &Remote) -> Result<Pl
             parked: &parked,
             untracked: &scanned.untracked,
             force: cx.opts.force,
+            held: Some(&held),
         };
         merge(&cx.trees, &inp)
     };

@@ -346,6 +346,7 @@ pub fn combine_heads(
             parked: &parked,
             untracked: &untracked,
             force: None,
+            held: None,
         };
         let mut out = merge(trees, &inp)?;
         for c in out
