@@ -328,3 +328,62 @@ fn a_file_written_while_its_directory_becomes_a_conflict_copy_is_published() {
         "{copy}/q/x.txt: the workspace's last version never published"
     );
 }
+
+/// B5 (seed 7002, `keep_both`): a burst's writer was descheduled between creating a file and
+/// writing it, for longer than the settle window; the daemon's step took the empty file and
+/// published it. An empty file just created or truncated waits longer than one with content
+/// (`EMPTY_SETTLE` in the spec) before a daemon's step takes it; a plain `sync` takes it at once.
+#[test]
+fn a_daemon_step_leaves_a_file_that_was_just_emptied_for_later() {
+    let w = Pair::new(Policy::KeepBoth);
+    w.write_old(0, "kept.txt", b"kept\n");
+    w.sync(0);
+
+    // Created empty and written 50 ms later: past a 1 ms settle window, not past the empty one.
+    lib_fixtures::write(&w.folders[0].join("new.txt"), b"");
+    lib_fixtures::write(&w.folders[0].join("full.txt"), b"content\n");
+    std::thread::sleep(Duration::from_millis(50));
+    let first = w.step(
+        0,
+        &next_daemon_step(&StepReport::default(), &[b"new.txt", b"full.txt"]),
+    );
+    assert_eq!(first.deferred, vec![b"new.txt".to_vec()], "{first:?}");
+    w.sync(1);
+    assert!(
+        !w.folders[1].join("new.txt").exists(),
+        "the empty state was published"
+    );
+    assert_eq!(
+        std::fs::read(w.folders[1].join("full.txt")).unwrap(),
+        b"content\n",
+        "a file with content waits for the settle window only"
+    );
+
+    // The writer comes back: the content is what the next step takes.
+    lib_fixtures::write(&w.folders[0].join("new.txt"), b"new content\n");
+    std::thread::sleep(Duration::from_millis(50));
+    let second = w.step(0, &next_daemon_step(&first, &[]));
+    assert!(second.deferred.is_empty(), "{second:?}");
+    w.sync(1);
+    assert_eq!(
+        std::fs::read(w.folders[1].join("new.txt")).unwrap(),
+        b"new content\n"
+    );
+
+    // A file meant to be empty is taken once it has held still long enough, and a plain `sync`
+    // (no settle window) takes it at once.
+    lib_fixtures::write(&w.folders[0].join("empty-for-good.txt"), b"");
+    lib_fixtures::write(&w.folders[0].join("__init__.py"), b"");
+    set_old(&w.folders[0].join("empty-for-good.txt"));
+    let third = w.step(
+        0,
+        &next_daemon_step(&second, &[b"empty-for-good.txt", b"__init__.py"]),
+    );
+    assert_eq!(third.deferred, vec![b"__init__.py".to_vec()], "{third:?}");
+    let plain = w.sync(0);
+    assert!(plain.deferred.is_empty(), "{plain:?}");
+    w.sync(1);
+    for name in ["empty-for-good.txt", "__init__.py"] {
+        assert_eq!(std::fs::read(w.folders[1].join(name)).unwrap(), b"");
+    }
+}

@@ -169,6 +169,11 @@ pub struct ArchiveOptions {
     /// Leave out files modified less than this long ago (ns), reporting them in `deferred`
     /// instead (the daemon's settle window). `None`: no age limit.
     pub defer_recent_ns: Option<i64>,
+    /// Leave out *empty* files modified less than this long ago (ns), like `defer_recent_ns`
+    /// but longer: a file just created or truncated is about to be written, and a writer that
+    /// is descheduled between its `open` and its first `write` leaves it empty for longer than
+    /// the settle window. `None`: no such limit.
+    pub defer_empty_recent_ns: Option<i64>,
     /// Leave out files whose size, mtime, ctime or inode changed while they were read,
     /// reporting them in `deferred` (sync: never publish a half-written file). `false`: store
     /// them as read with a warning (backups).
@@ -194,6 +199,7 @@ impl Default for ArchiveOptions {
             normalize: false,
             reuse: None,
             defer_recent_ns: None,
+            defer_empty_recent_ns: None,
             defer_changing: false,
             progress: Arc::new(Progress::default()),
             read_bytes_per_s: None,
@@ -770,8 +776,11 @@ impl Walker<'_, '_> {
             let stat = stat_entry(&md);
             // Still being written: modified less than `recent` before the scan started, or
             // after it started.
-            if let Some(recent) = self.opts.defer_recent_ns
-                && stat.mtime_ns > self.shared.now_ns - recent
+            let young = |recent: Option<i64>| {
+                recent.is_some_and(|r| stat.mtime_ns > self.shared.now_ns - r)
+            };
+            if young(self.opts.defer_recent_ns)
+                || (stat.size == 0 && young(self.opts.defer_empty_recent_ns))
             {
                 return self.send(Event::Deferred(rel.to_vec()));
             }

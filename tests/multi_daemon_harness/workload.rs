@@ -298,12 +298,14 @@ fn write_in_place(root: &Path, rel: &str, data: &[u8]) -> std::io::Result<(Item,
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d)?;
     }
+    // The transient (empty) state starts inside `open` and ends when the write returns; the
+    // writer can be descheduled between the two, so both are inside the measured span.
+    let t = Instant::now();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(&p)?;
-    let t = Instant::now();
     f.write_all(data)?;
     Ok((Item::file(data), t.elapsed().as_micros() as u64))
 }

@@ -38,6 +38,10 @@ type FileState = (u64, i64, i64, u64);
 /// How recent a file's mtime or ctime must be for the scan to look at it again at its end.
 const YOUNG_NS: i64 = 2_000_000_000;
 
+/// How long an empty file must have held still before a daemon's scan takes it (see
+/// `ArchiveOptions::defer_empty_recent_ns`); files with content wait for the settle window only.
+const EMPTY_SETTLE_NS: i64 = 2_000_000_000;
+
 /// How long after the scan the second look comes.
 const SECOND_LOOK: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -164,6 +168,10 @@ pub(super) fn scan(cx: &mut Cx) -> Result<Scanned> {
         progress: cx.opts.progress.clone().unwrap_or_default(),
         reuse,
         defer_recent_ns: cx.opts.defer_recent.map(|d| d.as_nanos() as i64),
+        defer_empty_recent_ns: cx
+            .opts
+            .defer_recent
+            .map(|d| (d.as_nanos() as i64).max(EMPTY_SETTLE_NS)),
         defer_changing: true,
         ..Default::default()
     };
