@@ -95,7 +95,7 @@ fn rebase(cx: &Cx, base: Option<BlobId>, remote: &Remote) -> Result<(Option<Blob
     let Some(base_id) = base else {
         return Ok((base, vec![]));
     };
-    let mut entries: Option<Vec<MTree>> = None;
+    let mut edits = BaseEdits::new(cx, base_id);
     let mut consumed = Vec::new();
     for c in &remote.conflicts {
         let (SharedState::Unadopted, Some(version)) = (c.state, c.version) else {
@@ -111,22 +111,10 @@ fn rebase(cx: &Cx, base: Option<BlobId>, remote: &Remote) -> Result<(Option<Blob
             Some(a) => node_at(&cx.trees, Some(cx.repo.load_snapshot(&a)?.tree), &c.path)?,
             None => None,
         };
-        let e = entries.get_or_insert_with(|| {
-            cx.trees
-                .dir(&base_id)
-                .map(|v| v.into_iter().map(MTree::Same).collect())
-                .unwrap_or_default()
-        });
-        patch(&cx.trees, e, &c.path, ancestor)?;
+        edits.set(&c.path, ancestor)?;
         consumed.push((c.path.clone(), c.endpoint.clone()));
     }
-    let Some(e) = entries else {
-        return Ok((base, consumed));
-    };
-    let mut packer = Packer::new(cx.repo);
-    let tree = write_tree(&mut packer, &e)?;
-    cx.repo.write_index(packer.finish()?, vec![], vec![])?;
-    Ok((Some(tree), consumed))
+    Ok((edits.finish()?.or(base), consumed))
 }
 
 /// At a path the set's conflict list names (parked, not adopted or resolved — a resolution is
@@ -150,7 +138,7 @@ fn unchosen(
         return Ok(base);
     };
     let paths: BTreeSet<&Vec<u8>> = remote.conflicts.iter().map(|c| &c.path).collect();
-    let mut entries: Option<Vec<MTree>> = None;
+    let mut edits = BaseEdits::new(cx, base_id);
     for p in paths {
         let mode = scanned.rules.mode(p);
         let role = cx.ep.cfg.role;
@@ -173,19 +161,48 @@ fn unchosen(
         if made_over(cx.repo, &cx.trees, remote_snap, p, r.as_ref(), b.as_ref())? {
             continue;
         }
-        let e = entries.get_or_insert_with(|| {
-            cx.trees
-                .dir(&base_id)
+        edits.set(p, None)?;
+    }
+    Ok(edits.finish()?.or(base))
+}
+
+/// Edits of a base tree, path by path, written once at the end: nothing is written when no
+/// path was edited.
+struct BaseEdits<'a> {
+    cx: &'a Cx<'a>,
+    base: BlobId,
+    entries: Option<Vec<MTree>>,
+}
+
+impl<'a> BaseEdits<'a> {
+    fn new(cx: &'a Cx<'a>, base: BlobId) -> Self {
+        BaseEdits {
+            cx,
+            base,
+            entries: None,
+        }
+    }
+
+    /// The base holds `node` at `path` (`None`: nothing there).
+    fn set(&mut self, path: &[u8], node: Option<crate::snapshot::Node>) -> Result<()> {
+        let (trees, base) = (&self.cx.trees, self.base);
+        let e = self.entries.get_or_insert_with(|| {
+            trees
+                .dir(&base)
                 .map(|v| v.into_iter().map(MTree::Same).collect())
                 .unwrap_or_default()
         });
-        patch(&cx.trees, e, p, None)?;
+        patch(trees, e, path, node)
     }
-    let Some(e) = entries else {
-        return Ok(base);
-    };
-    let mut packer = Packer::new(cx.repo);
-    let tree = write_tree(&mut packer, &e)?;
-    cx.repo.write_index(packer.finish()?, vec![], vec![])?;
-    Ok(Some(tree))
+
+    /// The edited tree, stored; `None` if nothing was edited.
+    fn finish(self) -> Result<Option<BlobId>> {
+        let Some(e) = self.entries else {
+            return Ok(None);
+        };
+        let mut packer = Packer::new(self.cx.repo);
+        let tree = write_tree(&mut packer, &e)?;
+        self.cx.repo.write_index(packer.finish()?, vec![], vec![])?;
+        Ok(Some(tree))
+    }
 }

@@ -149,21 +149,9 @@ fn origin(
 ) -> Result<Option<(i64, SnapshotId, String)>> {
     let mut best: Option<(i64, SnapshotId, String)> = None;
     for start in starts {
-        let mut s = match repo.load_snapshot(start) {
-            Ok(s) => s,
-            Err(Error::Missing { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        if !same_content(node_at(trees, Some(s.tree), path)?.as_ref(), node) {
+        let Some((id, s)) = first_appearance(repo, trees, *start, path, node, |_| true)? else {
             continue;
-        }
-        let mut id = *start;
-        for _ in 0..ORIGIN_WALK_MAX {
-            let Some((p, ps)) = parent_holding(repo, trees, &s, path, node)? else {
-                break;
-            };
-            (id, s) = (p, ps);
-        }
+        };
         let here = (
             s.time_ns,
             id,
@@ -174,6 +162,39 @@ fn origin(
         }
     }
     Ok(best)
+}
+
+/// The snapshot where the version `node` of `path` held by `start` first appeared: `start`
+/// itself, or the earliest reached walking back through first parents that hold it too (at
+/// most [`ORIGIN_WALK_MAX`] of them; `reach` is asked about each parent before the walk goes
+/// there, and `false` stops it). `None` if `start` is forgotten or does not hold `node`.
+fn first_appearance(
+    repo: &Repository,
+    trees: &RepoTrees,
+    start: SnapshotId,
+    path: &[u8],
+    node: Option<&crate::snapshot::Node>,
+    mut reach: impl FnMut(SnapshotId) -> bool,
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    let mut s = match repo.load_snapshot(&start) {
+        Ok(s) => s,
+        Err(Error::Missing { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !same_content(node_at(trees, Some(s.tree), path)?.as_ref(), node) {
+        return Ok(None);
+    }
+    let mut id = start;
+    for _ in 0..ORIGIN_WALK_MAX {
+        let Some((p, ps)) = parent_holding(repo, trees, &s, path, node)? else {
+            break;
+        };
+        if !reach(p) {
+            break;
+        }
+        (id, s) = (p, ps);
+    }
+    Ok(Some((id, s)))
 }
 
 /// Snapshots [`made_over`] reads at most.
@@ -201,29 +222,15 @@ pub(super) fn made_over(
         if !seen.insert(id) {
             continue;
         }
-        let mut s = match repo.load_snapshot(&id) {
-            Ok(s) => s,
-            Err(Error::Missing { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        if !same_content(
-            node_at(trees, Some(s.tree), path)?.as_ref(),
-            version.as_ref(),
-        ) {
-            continue;
-        }
-        for _ in 0..ORIGIN_WALK_MAX {
+        let Some((_, s)) = first_appearance(repo, trees, id, path, version.as_ref(), |p| {
             reads += 1;
-            if reads > MADE_OVER_READS {
-                return Ok(false);
-            }
-            let Some((p, ps)) = parent_holding(repo, trees, &s, path, version.as_ref())? else {
-                break;
-            };
-            if !seen.insert(p) {
-                break;
-            }
-            s = ps;
+            reads <= MADE_OVER_READS && seen.insert(p)
+        })?
+        else {
+            continue;
+        };
+        if reads > MADE_OVER_READS {
+            return Ok(false);
         }
         if s.endpoint.as_deref().is_none_or(|e| e == "merge") {
             continue;
