@@ -4,89 +4,37 @@
 //! the catalog file is damaged or missing. The oracle walks every snapshot's whole tree, which is
 //! what `history` did before the catalog; `history` prints the same with and without the file.
 
+mod lib_fixtures;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use prism_sync::backend::Kind;
-use prism_sync::endpoint::{Endpoint, StepOptions, step};
+use prism_sync::endpoint::{StepOptions, step};
 use prism_sync::home::Home;
-use prism_sync::repository::{Credentials, Repository};
 use prism_sync::snapshot::catalog::Catalog;
 use prism_sync::snapshot::tree::walk;
 use prism_sync::snapshot::{Node, Snapshot};
 
 const SET: &str = "s";
 
-fn cli(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_prism-sync"))
-        .args(args)
-        .env("PRISM_HOME", home)
-        .env_remove("PRISM_SYNC_PASSWORD")
-        .env_remove("PRISM_SYNC_REPO")
-        .output()
-        .unwrap()
-}
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let o = cli(home, args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+use lib_fixtures::cli_ok as ok;
 
 fn write(p: &Path, data: &str) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, data).unwrap();
 }
 
-struct World {
-    _tmp: tempfile::TempDir,
-    home: PathBuf,
-    folder: PathBuf,
-    repo_dir: PathBuf,
-    ep: Endpoint,
-    repo: Repository,
-}
+/// A set with a few files in nested directories.
+type World = lib_fixtures::CliSet;
 
 fn world() -> World {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let folder = tmp.path().join("folder");
-    let repo_dir = tmp.path().join("repo");
-    write(&folder.join("notes.txt"), "v0\n");
-    write(&folder.join("a.txt"), "a\n");
-    write(&folder.join("d/b.txt"), "b\n");
-    write(&folder.join("d/e/c.txt"), "c\n");
-    ok(
-        &home,
-        &[
-            "init",
-            folder.to_str().unwrap(),
-            "--repo",
-            repo_dir.to_str().unwrap(),
-            "--name",
-            SET,
-        ],
-    );
-    ok(&home, &["sync", SET]);
-    let ep = Endpoint::open(&home, SET).unwrap();
-    let creds = Credentials {
-        password: None,
-        local_keys_dir: home.join("sync/keys"),
-    };
-    let repo = Repository::open_url(&ep.cfg.repo, &creds).unwrap();
-    World {
-        _tmp: tmp,
-        home,
-        folder,
-        repo_dir,
-        ep,
-        repo,
-    }
+    lib_fixtures::CliSet::new(SET, |folder| {
+        write(&folder.join("notes.txt"), "v0\n");
+        write(&folder.join("a.txt"), "a\n");
+        write(&folder.join("d/b.txt"), "b\n");
+        write(&folder.join("d/e/c.txt"), "c\n");
+    })
 }
 
 impl World {

@@ -10,34 +10,19 @@
 //!
 //! Its own test binary: the counters are per process, and no other test may run beside it.
 
+mod lib_fixtures;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use prism_sync::endpoint::{Endpoint, StepOptions, step};
 use prism_sync::format::catalog::{BLOCK, CatalogSnapshot, MAC_LEN};
 use prism_sync::home::Home;
 use prism_sync::id::SnapshotId;
+use prism_sync::repository::Repository;
 use prism_sync::repository::counters;
-use prism_sync::repository::{Credentials, Repository};
 use prism_sync::snapshot::catalog::{Catalog, open_catalog, seal_catalog};
 
 const SET: &str = "s";
-
-fn ok(home: &Path, args: &[&str]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_prism-sync"))
-        .args(args)
-        .env("PRISM_HOME", home)
-        .env_remove("PRISM_SYNC_PASSWORD")
-        .env_remove("PRISM_SYNC_REPO")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// What `restore NAME --at T` and `history NAME d0/f0.txt` read from an up-to-date catalog:
 /// (catalog bytes read, snapshots opened, tree blobs read), and the snapshot found at T.
@@ -64,51 +49,22 @@ fn lookup_bytes(home: &Path, repo: &Repository, t: i64) -> ((u64, u64, u64), Sna
 
 #[test]
 fn lookups_read_a_bounded_part_of_the_catalog_at_any_number_of_snapshots() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let folder = tmp.path().join("folder");
-    for i in 0..40 {
-        let p = folder.join(format!("d{}/f{i}.txt", i % 4));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, format!("file {i}\n")).unwrap();
-    }
-    std::fs::write(folder.join("notes.txt"), "v0\n").unwrap();
-    let repo_dir = tmp.path().join("repo");
-    ok(
-        &home,
-        &[
-            "init",
-            folder.to_str().unwrap(),
-            "--repo",
-            repo_dir.to_str().unwrap(),
-            "--name",
-            SET,
-        ],
-    );
-    ok(&home, &["sync", SET]);
-    let ep = Endpoint::open(&home, SET).unwrap();
-    let creds = Credentials {
-        password: None,
-        local_keys_dir: home.join("sync/keys"),
-    };
-    let repo = Repository::open_url(&ep.cfg.repo, &creds).unwrap();
-    for n in 1..=10 {
-        std::fs::write(folder.join("notes.txt"), format!("v{n}\n")).unwrap();
-        step(&ep, &repo, &StepOptions::default()).unwrap();
-    }
+    let set = lib_fixtures::CliSet::new(SET, |f| lib_fixtures::numbered_files(f, 40, 4));
+    set.edit_notes(1..=10);
+    let (home, repo) = (&set.home, &set.repo);
     // The settled case: the listing is the snapshots directory's change stamp.
     std::thread::sleep(prism_sync::backend::STAMP_SETTLED + Duration::from_millis(200));
-    let mut c = Catalog::open(&home, &repo, SET);
-    assert!(c.refresh(&repo).unwrap().is_empty());
+    let mut c = Catalog::open(home, repo, SET);
+    assert!(c.refresh(repo).unwrap().is_empty());
     repo.load_index().unwrap();
-    c.catalog_paths(&repo).unwrap();
-    c.save(&repo);
+    c.catalog_paths(repo).unwrap();
+    c.save(repo);
     let snaps = c.snapshots(false);
     let (want, t) = (snaps[5].0, snaps[5].1.time_ns);
-    let file = Home::new(&home).catalog(&repo.repo_id(), SET);
+    let file = Home::new(home).catalog(&repo.repo_id(), SET);
     let real = open_catalog(repo.keys(), &std::fs::read(&file).unwrap()).expect("it verifies");
 
-    let (work_10, found) = lookup_bytes(&home, &repo, t);
+    let (work_10, found) = lookup_bytes(home, repo, t);
     assert_eq!(found, want);
     assert_eq!(
         (work_10.1, work_10.2),
@@ -146,7 +102,7 @@ fn lookups_read_a_bounded_part_of_the_catalog_at_any_number_of_snapshots() {
         }
         std::fs::write(&file, seal_catalog(repo.keys(), &f)).unwrap();
         let size = std::fs::metadata(&file).unwrap().len();
-        let (work, found) = lookup_bytes(&home, &repo, t);
+        let (work, found) = lookup_bytes(home, repo, t);
         assert_eq!(found, want, "with {extra} more snapshots");
         assert_eq!((work.1, work.2), (0, 0), "nothing opened, no tree read");
         assert_eq!(

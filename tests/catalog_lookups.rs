@@ -8,33 +8,18 @@
 //!
 //! Its own test binary: the counters are per process, and no other test may run beside it.
 
+mod lib_fixtures;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use prism_sync::endpoint::{Endpoint, StepOptions, step};
 use prism_sync::id::SnapshotId;
+use prism_sync::repository::Repository;
 use prism_sync::repository::counters;
-use prism_sync::repository::{Credentials, Repository};
 use prism_sync::snapshot::Snapshot;
 use prism_sync::snapshot::catalog::Catalog;
 
 const SET: &str = "s";
-
-fn ok(home: &Path, args: &[&str]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_prism-sync"))
-        .args(args)
-        .env("PRISM_HOME", home)
-        .env_remove("PRISM_SYNC_PASSWORD")
-        .env_remove("PRISM_SYNC_REPO")
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// (snapshots opened, tree blobs read) by what `history NAME notes.txt` does, and the number of
 /// versions it found.
@@ -84,41 +69,12 @@ fn set_snapshots(repo: &Repository) -> Vec<(SnapshotId, Snapshot)> {
 
 #[test]
 fn lookups_in_an_up_to_date_catalog_decode_as_much_after_62_steps_as_after_10() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path().join("home");
-    let folder = tmp.path().join("folder");
-    for i in 0..40 {
-        let p = folder.join(format!("d{}/f{i}.txt", i % 4));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, format!("file {i}\n")).unwrap();
-    }
-    std::fs::write(folder.join("notes.txt"), "v0\n").unwrap();
-    let repo_dir = tmp.path().join("repo");
-    ok(
-        &home,
-        &[
-            "init",
-            folder.to_str().unwrap(),
-            "--repo",
-            repo_dir.to_str().unwrap(),
-            "--name",
-            SET,
-        ],
-    );
-    ok(&home, &["sync", SET]);
-    let ep = Endpoint::open(&home, SET).unwrap();
-    let creds = Credentials {
-        password: None,
-        local_keys_dir: home.join("sync/keys"),
-    };
-    let repo = Repository::open_url(&ep.cfg.repo, &creds).unwrap();
+    let set = lib_fixtures::CliSet::new(SET, |f| lib_fixtures::numbered_files(f, 40, 4));
+    let (home, repo) = (&set.home, &set.repo);
     let mut n = 0;
     let mut steps_to = |to: u32| {
-        while n < to {
-            n += 1;
-            std::fs::write(folder.join("notes.txt"), format!("v{n}\n")).unwrap();
-            step(&ep, &repo, &StepOptions::default()).unwrap();
-        }
+        set.edit_notes(n + 1..=to);
+        n = to;
     };
     // A directory repository's listing is its change stamp once the directory has been left
     // alone for a moment: wait for that, so the lookups below are the settled case.
@@ -126,18 +82,18 @@ fn lookups_in_an_up_to_date_catalog_decode_as_much_after_62_steps_as_after_10() 
         || std::thread::sleep(prism_sync::backend::STAMP_SETTLED + Duration::from_millis(200));
     steps_to(10);
     settle();
-    let snaps = set_snapshots(&repo);
+    let snaps = set_snapshots(repo);
     let (want, at5) = (snaps[5].0, snaps[5].1.time_ns);
-    let _ = history_work(&home, &repo); // brings the catalog up to date
-    let (at_10, found) = lookup_work(&home, &repo, at5);
+    let _ = history_work(home, repo); // brings the catalog up to date
+    let (at_10, found) = lookup_work(home, repo, at5);
     assert_eq!(found, want, "the state at that moment");
     // One snapshot for the state at T, one path entry and its one version's snapshot.
     assert_eq!(at_10, (3, 0, 0), "decoded, opened, read after 10 steps");
 
     steps_to(62);
     settle();
-    let _ = history_work(&home, &repo);
-    let (at_62, found) = lookup_work(&home, &repo, at5);
+    let _ = history_work(home, repo);
+    let (at_62, found) = lookup_work(home, repo, at5);
     assert_eq!(found, want);
     assert_eq!(at_62, at_10, "the same work after 62 steps as after 10");
 
@@ -146,18 +102,18 @@ fn lookups_in_an_up_to_date_catalog_decode_as_much_after_62_steps_as_after_10() 
     repo.backend()
         .delete(prism_sync::backend::Kind::Snapshot, &want.to_hex())
         .unwrap();
-    let (_, found) = lookup_work(&home, &repo, at5);
+    let (_, found) = lookup_work(home, repo, at5);
     assert_eq!(found, snaps[4].0, "the forgotten one is not served");
 
     // Published by another endpoint after the catalog was written: seen at once.
-    let (_, last) = set_snapshots(&repo).pop().unwrap();
+    let (_, last) = set_snapshots(repo).pop().unwrap();
     let other = Snapshot {
         time_ns: last.time_ns + 1_000_000_000,
         endpoint: Some("elsewhere".into()),
         ..last
     };
     let other_id = repo.save_snapshot(&other).unwrap();
-    let mut c = Catalog::open(&home, &repo, SET);
-    assert!(c.refresh(&repo).unwrap().is_empty());
+    let mut c = Catalog::open(home, repo, SET);
+    assert!(c.refresh(repo).unwrap().is_empty());
     assert_eq!(c.at(None, false).unwrap().map(|(id, _)| id), Some(other_id));
 }

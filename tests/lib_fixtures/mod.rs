@@ -225,3 +225,101 @@ impl Backend for Tapped {
         self.parallelism.unwrap_or_else(|| self.inner.parallelism())
     }
 }
+
+/// Runs the real binary with `PRISM_HOME=home` (no password or repository taken from the
+/// environment); returns its output.
+pub fn cli(home: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_prism-sync"))
+        .args(args)
+        .env("PRISM_HOME", home)
+        .env_remove("PRISM_SYNC_PASSWORD")
+        .env_remove("PRISM_SYNC_REPO")
+        .output()
+        .unwrap()
+}
+
+/// [`cli`] that must succeed; returns its stdout.
+pub fn cli_ok(home: &Path, args: &[&str]) -> String {
+    let o = cli(home, args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// `files` small files spread over the directories `d0`, `d1`, … (`dirs` of them), and
+/// `notes.txt` holding `v0`.
+pub fn numbered_files(folder: &Path, files: usize, dirs: usize) {
+    for i in 0..files {
+        write(
+            &folder.join(format!("d{}/f{i}.txt", i % dirs)),
+            format!("file {i}\n").as_bytes(),
+        );
+    }
+    write(&folder.join("notes.txt"), b"v0\n");
+}
+
+/// A set made as a user makes one — `init FOLDER --repo DIR --name SET` and a first `sync`, by
+/// the real binary, on a directory repository — then opened in-process, so that a test can run
+/// steps and count their work.
+pub struct CliSet {
+    pub tmp: tempfile::TempDir,
+    pub home: PathBuf,
+    pub folder: PathBuf,
+    pub repo_dir: PathBuf,
+    pub ep: prism_sync::endpoint::Endpoint,
+    pub repo: Repository,
+}
+
+impl CliSet {
+    /// `fill` writes the folder's first content.
+    pub fn new(set: &str, fill: impl FnOnce(&Path)) -> CliSet {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let folder = tmp.path().join("folder");
+        let repo_dir = tmp.path().join("repo");
+        std::fs::create_dir_all(&folder).unwrap();
+        fill(&folder);
+        cli_ok(
+            &home,
+            &[
+                "init",
+                folder.to_str().unwrap(),
+                "--repo",
+                repo_dir.to_str().unwrap(),
+                "--name",
+                set,
+            ],
+        );
+        cli_ok(&home, &["sync", set]);
+        let ep = prism_sync::endpoint::Endpoint::open(&home, set).unwrap();
+        let creds = Credentials {
+            password: None,
+            local_keys_dir: home.join("sync/keys"),
+        };
+        let repo = Repository::open_url(&ep.cfg.repo, &creds).unwrap();
+        CliSet {
+            tmp,
+            home,
+            folder,
+            repo_dir,
+            ep,
+            repo,
+        }
+    }
+
+    /// One step per `n` in `versions`, each after writing `v{n}` into `notes.txt`.
+    pub fn edit_notes(&self, versions: std::ops::RangeInclusive<u32>) {
+        for n in versions {
+            write(&self.folder.join("notes.txt"), format!("v{n}\n").as_bytes());
+            prism_sync::endpoint::step(
+                &self.ep,
+                &self.repo,
+                &prism_sync::endpoint::StepOptions::default(),
+            )
+            .unwrap();
+        }
+    }
+}
