@@ -269,26 +269,21 @@ impl State {
     }
 
     pub fn conflicts(&self) -> Result<Vec<(Vec<u8>, ConflictState)>> {
-        let txn = self.db.begin_read().map_err(|e| err(&self.path, e))?;
-        let t = match txn.open_table(CONFLICTS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-            Err(e) => return Err(err(&self.path, e)),
-        };
-        let mut out = Vec::new();
-        for row in t.iter().map_err(|e| err(&self.path, e))? {
-            let (k, v) = row.map_err(|e| err(&self.path, e))?;
-            out.push((
-                k.value().to_vec(),
-                serde_json::from_slice(v.value()).map_err(|e| err(&self.path, e))?,
-            ));
-        }
-        Ok(out)
+        self.path_rows(CONFLICTS)
     }
 
     pub fn skipped(&self) -> Result<Vec<(Vec<u8>, SkippedFile)>> {
+        self.path_rows(SKIPPED)
+    }
+
+    /// Every row of a table keyed by path, its JSON value decoded; none if the table was
+    /// never written.
+    fn path_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+    ) -> Result<Vec<(Vec<u8>, T)>> {
         let txn = self.db.begin_read().map_err(|e| err(&self.path, e))?;
-        let t = match txn.open_table(SKIPPED) {
+        let t = match txn.open_table(table) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
             Err(e) => return Err(err(&self.path, e)),
