@@ -224,6 +224,26 @@ impl Backend for Tapped {
     fn parallelism(&self) -> usize {
         self.parallelism.unwrap_or_else(|| self.inner.parallelism())
     }
+    // What the medium says of itself comes from the backend below. (`list_unless` and
+    // `watch_list` keep their defaults: they list through `list`, which the tap sees.)
+    fn remove_stale_temp(&self, max_age: std::time::Duration) -> BResult<usize> {
+        self.inner.remove_stale_temp(max_age)
+    }
+    fn probe_capabilities(&self) -> BResult<prism_sync::format::config::Capabilities> {
+        self.inner.probe_capabilities()
+    }
+    fn append_only(&self) -> BResult<bool> {
+        self.inner.append_only()
+    }
+    fn use_capabilities(&self, caps: prism_sync::format::config::Capabilities) {
+        self.inner.use_capabilities(caps)
+    }
+    fn set_group_access(&self, on: bool) {
+        self.inner.set_group_access(on)
+    }
+    fn set_bandwidth(&self, limits: prism_sync::backend::limit::Bandwidth) {
+        self.inner.set_bandwidth(limits)
+    }
 }
 
 /// Runs the real binary with `PRISM_HOME=home` (no password or repository taken from the
