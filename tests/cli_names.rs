@@ -78,6 +78,11 @@ fn set_names_suggested_and_optional_with_one_set() {
     );
     laptop.ok(&["conflicts"]);
     laptop.ok(&["status"]);
+    // `restore --at` too (it once went to the embedded default repository, which does not
+    // exist here, and told the user to create one).
+    let r = laptop.json(&["restore", "--at", "now"]);
+    let t = r["target"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(format!("{t}/a.txt")).unwrap(), "a");
 
     // A mistyped name: one line with the likely one.
     let o = laptop.run(&["sync", "pp"]);

@@ -842,6 +842,18 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
         Command::Restore(a) if a.snapshot.as_deref().is_some_and(|s| sync::is_set(ctx, s)) => {
             sync::restore(ctx, &a)
         }
+        // `restore --at TIME` with no name and no repository of its own here: the sync set's
+        // versions (the only set, or an error naming them), as `history` takes them.
+        Command::Restore(mut a)
+            if a.snapshot.is_none()
+                && a.at.is_some()
+                && ctx.repo.is_none()
+                && !ctx.paths().default_repo().exists()
+                && !crate::endpoint::config::SetConfig::list(&ctx.paths())?.is_empty() =>
+        {
+            a.snapshot = Some(sync::set_name(ctx, None)?);
+            sync::restore(ctx, &a)
+        }
         Command::Restore(a) => repo::restore(ctx, &a),
         Command::Forget(a) => repo::forget(ctx, &a),
         Command::Prune(a) => repo::prune(ctx, &a),
