@@ -158,7 +158,7 @@ fn install_writes_a_systemd_user_unit_whose_command_runs_the_daemon_and_uninstal
             l.prism_home().to_str().unwrap(),
             "start",
             SET,
-            "--foreground"
+            "--agent"
         ],
         "{unit}"
     );
@@ -339,7 +339,7 @@ fn the_launch_agent_plist_parses_and_runs_the_foreground_daemon_at_login() {
             "/Users/me/pw \"file\"",
             "start",
             "thesis",
-            "--foreground"
+            "--agent"
         ]
     );
     assert_eq!(dict_get(dict, "RunAtLoad").name, "true");
@@ -350,4 +350,86 @@ fn the_launch_agent_plist_parses_and_runs_the_foreground_daemon_at_login() {
         "/Users/me/<prism>/sync/agent-thesis.log"
     );
     assert_eq!(dict_get(dict, "Umask").text, "63"); // 0o077
+}
+
+/// Whether the daemon of this laptop's home serves `set` now.
+fn served(l: &Laptop, set: &str) -> bool {
+    let st: serde_json::Value = serde_json::from_str(&l.ok(&["status", set, "--json"])).unwrap();
+    !st["daemon"]["live"].is_null()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Two sets in one home each get a login agent, and one daemon serves a home: the agent that
+/// comes second adds its set to the running daemon and waits (it used to fail with "a daemon
+/// already runs" and be restarted by the service manager every 10 s, its set never served);
+/// when the daemon goes away the waiting agent runs it, resuming both sets; `stop` of both ends
+/// it with success.
+#[test]
+fn two_sets_agents_share_the_home_s_daemon_and_the_survivor_takes_over() {
+    let l = laptop();
+    let second = l.tmp.path().join("notes-folder");
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::write(second.join("n.txt"), "n\n").unwrap();
+    let repo2 = l.tmp.path().join("repo2");
+    l.ok(&[
+        "init",
+        second.to_str().unwrap(),
+        "--repo",
+        repo2.to_str().unwrap(),
+        "--name",
+        "notes",
+    ]);
+    let agent = |set: &str| {
+        l.cmd(bin(), &["start", set, "--agent"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = agent(SET);
+    wait_for("the first agent's daemon serves its set", || {
+        served(&l, SET)
+    });
+    let mut other = agent("notes");
+    wait_for(
+        "the second agent's set is served by the running daemon",
+        || served(&l, "notes"),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the second agent waits beside the daemon instead of exiting"
+    );
+    assert!(served(&l, SET), "the first set is still served");
+
+    // The daemon (in the first agent's process) dies: the second agent runs it, both sets.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    wait_for("the waiting agent takes over with both sets", || {
+        served(&l, SET) && served(&l, "notes")
+    });
+    assert!(other.try_wait().unwrap().is_none());
+
+    l.ok(&["stop", SET]);
+    l.ok(&["stop", "notes"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = other.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not end after stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "a stopped agent exits with {status}");
 }

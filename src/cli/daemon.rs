@@ -117,6 +117,48 @@ pub fn start(ctx: &Ctx, name: &str, foreground: bool) -> Result<Outcome> {
     Ok(Outcome::ok())
 }
 
+/// How often a login agent whose set another process's daemon serves checks that it still runs.
+const AGENT_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `start NAME --agent`, what a login agent runs. One daemon serves every set of a home, and
+/// each set has its own agent: the first agent at login runs the daemon; one that finds it
+/// running adds its set to it and waits, and runs the daemon itself (resuming every started
+/// set) if that one goes away while its set is still started. A set stopped meanwhile
+/// (`prism-sync stop NAME`) ends its agent with success, so the service manager leaves it be.
+pub fn run_as_agent(ctx: &Ctx, name: &str) -> Result<Outcome> {
+    Endpoint::open(&ctx.home, name)?; // the set must exist here
+    let mut joined = false;
+    loop {
+        if let Some(pid) = running_pid(&ctx.home) {
+            if !joined {
+                ask(ctx, Op::Start { set: name.into() })?;
+                joined = true;
+            }
+            loop {
+                if !crate::daemon::is_started(&ctx.home, name)? {
+                    return Ok(Outcome::ok());
+                }
+                if running_pid(&ctx.home) != Some(pid) {
+                    break;
+                }
+                std::thread::sleep(AGENT_POLL);
+            }
+            continue;
+        }
+        match crate::daemon::run(
+            &ctx.home,
+            Some(name),
+            Settings::from_env(),
+            ctx.credentials()?,
+        ) {
+            Ok(()) => return Ok(Outcome::ok()),
+            // Another agent took the home a moment before: serve the set through it.
+            Err(_) if running_pid(&ctx.home).is_some() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// What the login agent of `name` runs, every path absolute (the agent starts in another
 /// directory, without this shell's environment).
 fn agent_spec(ctx: &Ctx, name: &str) -> Result<AgentSpec> {

@@ -240,6 +240,10 @@ pub enum Command {
         /// Run the daemon in this terminal instead of in the background.
         #[arg(long, conflicts_with_all = ["install", "uninstall"])]
         foreground: bool,
+        /// What a login agent runs: like --foreground, but with a daemon already running for
+        /// this home (another set's agent), adds the set to it and waits, taking over if it goes.
+        #[arg(long, hide = true, conflicts_with_all = ["install", "uninstall", "foreground"])]
+        agent: bool,
         /// Also start it at every login: write and load a login agent (a systemd user unit on
         /// Linux, a LaunchAgent on macOS).
         #[arg(long, conflicts_with = "uninstall")]
@@ -951,6 +955,9 @@ fn run(ctx: &Ctx, cmd: Command) -> anyhow::Result<Outcome> {
             uninstall: true,
             ..
         } => daemon::uninstall_agent(ctx, &sync::set_name(ctx, name)?),
+        Command::Start {
+            name, agent: true, ..
+        } => daemon::run_as_agent(ctx, &sync::set_name(ctx, name)?),
         Command::Start {
             name, foreground, ..
         } => daemon::start(ctx, &sync::set_name(ctx, name)?, foreground),

@@ -40,7 +40,7 @@ impl AgentSpec {
         if let Some(f) = &self.rest_token_file {
             v.extend(["--rest-token-file".into(), f.display().to_string()]);
         }
-        v.extend(["start".into(), self.name.clone(), "--foreground".into()]);
+        v.extend(["start".into(), self.name.clone(), "--agent".into()]);
         v
     }
 
@@ -335,7 +335,7 @@ mod tests {
             .expect("ExecStart");
         assert_eq!(
             exec,
-            r#""/opt/prism sync/bin/prism-sync" "--home" "/home/me/.prism" "--password-file" "/home/me/100%%$$pw \"x\"" "start" "thesis" "--foreground""#
+            r#""/opt/prism sync/bin/prism-sync" "--home" "/home/me/.prism" "--password-file" "/home/me/100%%$$pw \"x\"" "start" "thesis" "--agent""#
         );
         assert!(u.contains("\nRestart=on-failure\n"), "{u}");
         assert!(u.contains("\n[Install]\nWantedBy=default.target\n"), "{u}");

@@ -121,6 +121,12 @@ struct Started {
     sets: BTreeSet<String>,
 }
 
+/// Whether `set` is among the sets the daemon of `home` keeps running (or resumes when it
+/// restarts): `start` added it and no `stop` removed it since.
+pub fn is_started(home: &Path, set: &str) -> Result<bool> {
+    Ok(load_started(home)?.contains(set))
+}
+
 fn load_started(home: &Path) -> Result<BTreeSet<String>> {
     let p = started_path(home);
     match std::fs::read_to_string(&p) {
