@@ -114,7 +114,7 @@ Wants=network-online.target
 Type=simple
 User={user}
 Environment=PRISM_HOME={home}
-ExecStart=/usr/local/bin/prism-sync start {name} --foreground
+ExecStart=/usr/local/bin/prism-sync start {name} --agent
 Restart=on-failure
 RestartSec=5
 UMask=0077
