@@ -79,6 +79,10 @@ pub fn mount(ctx: &Ctx, a: &MountArgs) -> Result<Outcome> {
     Ok(Outcome::ok())
 }
 
+/// Unmount attempts per signal, and the pause between them.
+const UNMOUNT_TRIES: u32 = 5;
+const UNMOUNT_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Waits until the mount ends; Ctrl-C, SIGTERM or SIGHUP unmount it (a busy mount stays, with
 /// a message; the next signal tries again).
 fn wait_for_end(m: &mount::Mounted) -> Result<()> {
@@ -100,11 +104,22 @@ fn wait_for_end(m: &mount::Mounted) -> Result<()> {
             if m.is_finished() {
                 return Ok(());
             }
-            if asked && let Err(e) = m.unmount() {
-                eprintln!(
-                    "⚠️  cannot unmount {}: {e}. Leave it (cd elsewhere, close files in it), then press Ctrl-C again",
-                    m.mountpoint().display()
-                );
+            if !asked {
+                continue;
+            }
+            // A file closed a moment ago may still hold the mount: the kernel tells the file
+            // system of the close after `close` returns. Try a few times before calling it busy.
+            for attempt in 1..=UNMOUNT_TRIES {
+                match m.unmount() {
+                    Ok(()) => break,
+                    Err(_) if attempt < UNMOUNT_TRIES => {
+                        tokio::time::sleep(UNMOUNT_RETRY).await;
+                    }
+                    Err(e) => eprintln!(
+                        "⚠️  cannot unmount {}: {e}. Leave it (cd elsewhere, close files in it), then press Ctrl-C again",
+                        m.mountpoint().display()
+                    ),
+                }
             }
         }
     })
