@@ -405,23 +405,34 @@ fn mtime_ns(md: &Metadata) -> i64 {
 /// middle of a truncation (see the archiver's walk).
 const TRUNCATE_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// Looks [`truncating`] takes at a file found *empty* with its old times: the truncation of a
+/// big file on a loaded machine takes longer than one [`TRUNCATE_SETTLE`] (the randomized test,
+/// seed 7402: a 1.7 MB file published empty, its old times still shown after the second look).
+const EMPTIED_LOOKS: usize = 10;
+
 /// Whether a file whose walk stat is `now` is in the middle of a truncation: its size differs
-/// from the cache's `known` entry while its mtime, ctime and inode do not, and a second look
-/// (`again`, a moment later) finds it changed (or gone).
+/// from the cache's `known` entry while its mtime, ctime and inode do not, and a look a moment
+/// later (`again`, which waits first) finds it changed (or gone) — one look, or up to
+/// [`EMPTIED_LOOKS`] while it shows empty. Holding still through them, it is read.
 fn truncating(
     known: &CacheEntry,
     now: &CacheEntry,
-    again: impl FnOnce() -> Option<CacheEntry>,
+    mut again: impl FnMut() -> Option<CacheEntry>,
 ) -> bool {
     let suspicious = known.size != now.size
         && known.mtime_ns == now.mtime_ns
         && known.ctime_ns == now.ctime_ns
         && known.ino == now.ino;
-    suspicious
-        && again().is_none_or(|a| {
+    if !suspicious {
+        return false;
+    }
+    let looks = if now.size == 0 { EMPTIED_LOOKS } else { 1 };
+    (0..looks).any(|_| {
+        again().is_none_or(|a| {
             (a.size, a.mtime_ns, a.ctime_ns, a.ino)
                 != (now.size, now.mtime_ns, now.ctime_ns, now.ino)
         })
+    })
 }
 
 fn stat_entry(md: &Metadata) -> CacheEntry {
@@ -1283,8 +1294,31 @@ mod truncating_tests {
         assert!(truncating(&known, &now, || Some(e(0, 9, 9))));
         assert!(truncating(&known, &now, || Some(e(1200, 9, 9))));
         assert!(truncating(&known, &now, || None));
-        // Holding still: read it (never deferred for good).
-        assert!(!truncating(&known, &now, || Some(e(0, 5, 5))));
+        // Holding still: read it (never deferred for good), after up to ten looks while empty
+        // and one otherwise.
+        let mut looks = 0;
+        assert!(!truncating(&known, &now, || {
+            looks += 1;
+            Some(e(0, 5, 5))
+        }));
+        assert_eq!(looks, super::EMPTIED_LOOKS);
+        let mut looks = 0;
+        assert!(!truncating(&known, &e(400, 5, 5), || {
+            looks += 1;
+            Some(e(400, 5, 5))
+        }));
+        assert_eq!(looks, 1);
+    }
+
+    #[test]
+    fn a_slow_truncation_is_caught_by_a_later_look() {
+        let known = e(1_733_419, 5, 5);
+        let mut looks = 0;
+        assert!(truncating(&known, &e(0, 5, 5), || {
+            looks += 1;
+            Some(if looks < 4 { e(0, 5, 5) } else { e(0, 9, 9) })
+        }));
+        assert_eq!(looks, 4, "stops at the first look that sees it move");
     }
 
     #[test]
