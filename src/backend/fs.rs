@@ -21,6 +21,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -44,6 +45,10 @@ pub struct FsBackend {
     handles: Mutex<VecDeque<(String, Arc<File>)>>,
     /// Group access, once known (set at init, or read from the config file's mode).
     group: Mutex<Option<bool>>,
+    /// [`FsBackend::names_tag`]'s last answer per kind, with the directory stamp it was read at.
+    names_tags: Mutex<Vec<(Kind, String, String)>>,
+    /// Directories whose names [`FsBackend::names_tag`] read (not answered from `names_tags`).
+    names_read: AtomicU64,
 }
 
 /// Open pack handles kept by [`FsBackend`].
@@ -89,7 +94,60 @@ impl FsBackend {
             root: root.into(),
             handles: Mutex::new(VecDeque::new()),
             group: Mutex::new(None),
+            names_tags: Mutex::new(Vec::new()),
+            names_read: AtomicU64::new(0),
         }
+    }
+
+    /// The listing tag of `kind`'s names (`listing_tag` of what `list` returns), as a server
+    /// compares it with a client's `known` tag many times a minute. The directory's names are
+    /// read (no `stat` per object) only when it changed since the last answer or changed within
+    /// [`STAMP_SETTLED`]; otherwise the answer is remembered by the directory's change stamp: one
+    /// `fstat` for a directory of any size. Packs and the config are listed each time.
+    pub fn names_tag(&self, kind: Kind) -> BResult<String> {
+        if matches!(kind, Kind::Config | Kind::Pack) {
+            let names: Vec<String> = self.list(kind)?.into_iter().map(|o| o.name).collect();
+            return Ok(super::listing_tag(&names));
+        }
+        let root = match self.root_dir() {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(super::listing_tag(&[])),
+            Err(e) => return Err(io_err(kind, "*", e)),
+        };
+        let dir = match root.open_path(kind.dir().as_bytes()) {
+            Ok(d) => d,
+            Err(WalkError::Missing(_)) => return Ok(super::listing_tag(&[])),
+            Err(e) => return Err(walk_err(kind, "*", e)),
+        };
+        let stamp = stamp_tag(&dir).map_err(|e| io_err(kind, "*", e))?;
+        if let Some(stamp) = &stamp {
+            let known = self.names_tags.lock().expect("lock");
+            if let Some((_, _, tag)) = known.iter().find(|(k, s, _)| *k == kind && s == stamp) {
+                return Ok(tag.clone());
+            }
+        }
+        self.names_read.fetch_add(1, Ordering::Relaxed);
+        let names: Vec<String> = dir
+            .file_names()
+            .map_err(|e| io_err(kind, "*", e))?
+            .into_iter()
+            .filter_map(|raw| String::from_utf8(raw).ok())
+            .filter(|n| valid_object_name(n))
+            .collect();
+        let tag = super::listing_tag(&names);
+        // The stamp was taken before the names were read: a change in between gives the
+        // directory a new stamp, so a tag remembered here is never served for other names.
+        if let Some(stamp) = stamp {
+            let mut known = self.names_tags.lock().expect("lock");
+            known.retain(|(k, _, _)| *k != kind);
+            known.push((kind, stamp, tag.clone()));
+        }
+        Ok(tag)
+    }
+
+    /// How many times [`FsBackend::names_tag`] read a directory's names.
+    pub fn names_read(&self) -> u64 {
+        self.names_read.load(Ordering::Relaxed)
     }
 
     /// Makes a new repository group-accessible (call before `prepare`).
@@ -611,5 +669,54 @@ mod tests {
                 .is_err()
         );
         assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_names_tag_is_read_once_while_the_directory_is_left_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let b = FsBackend::new(t.path().join("r"));
+        b.prepare().unwrap();
+        let listed = |b: &FsBackend| -> String {
+            let names: Vec<String> = b
+                .list(Kind::Snapshot)
+                .unwrap()
+                .into_iter()
+                .map(|o| o.name)
+                .collect();
+            super::super::listing_tag(&names)
+        };
+        for i in 0..3u8 {
+            b.create(Kind::Snapshot, &format!("{i:02x}").repeat(32), b"s")
+                .unwrap();
+        }
+        // Changed just now: the names are read every time.
+        assert_eq!(b.names_tag(Kind::Snapshot).unwrap(), listed(&b));
+        assert_eq!(b.names_tag(Kind::Snapshot).unwrap(), listed(&b));
+        assert_eq!(b.names_read(), 2);
+        // Left alone: read once more, then answered from the directory's stamp.
+        std::thread::sleep(STAMP_SETTLED + Duration::from_millis(200));
+        let tag = b.names_tag(Kind::Snapshot).unwrap();
+        assert_eq!(tag, listed(&b));
+        for _ in 0..5 {
+            assert_eq!(b.names_tag(Kind::Snapshot).unwrap(), tag);
+        }
+        assert_eq!(b.names_read(), 3);
+        // A snapshot added, then removed, is seen at once (by another writer too).
+        let other = FsBackend::new(t.path().join("r"));
+        other
+            .create(Kind::Snapshot, &"aa".repeat(32), b"s")
+            .unwrap();
+        let added = b.names_tag(Kind::Snapshot).unwrap();
+        assert_ne!(added, tag);
+        assert_eq!(added, listed(&b));
+        other.delete(Kind::Snapshot, &"aa".repeat(32)).unwrap();
+        assert_eq!(b.names_tag(Kind::Snapshot).unwrap(), tag);
+        assert_eq!(b.names_read(), 5);
+        // Another kind is not answered from the snapshots' tag; an empty directory has the empty
+        // list's tag.
+        assert_eq!(
+            b.names_tag(Kind::Lease).unwrap(),
+            super::super::listing_tag(&[])
+        );
     }
 }

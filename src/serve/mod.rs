@@ -941,14 +941,19 @@ fn wait_query(query: Option<&str>) -> Option<(u64, String)> {
 async fn wait_list(state: Arc<State>, kind: Kind, secs: u64, known: String) -> Resp {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
+        // The names' tag first (a directory left alone: one `fstat`); the listing only when it
+        // differs.
         let fs = state.fs.clone();
-        let items = match blocking(move || fs.list(kind)).await {
-            Ok(items) => items,
+        let tag = match blocking(move || fs.names_tag(kind)).await {
+            Ok(tag) => tag,
             Err(e) => return backend_error(e),
         };
-        let names: Vec<String> = items.iter().map(|o| o.name.clone()).collect();
-        let mut r = if crate::backend::listing_tag(&names) != known {
-            listing(&items)
+        let mut r = if tag != known {
+            let fs = state.fs.clone();
+            match blocking(move || fs.list(kind)).await {
+                Ok(items) => listing(&items),
+                Err(e) => return backend_error(e),
+            }
         } else if tokio::time::Instant::now() + WAIT_CHECK_INTERVAL >= deadline {
             respond(StatusCode::NOT_MODIFIED, Bytes::new())
         } else {
