@@ -127,13 +127,7 @@ impl FsBackend {
             }
         }
         self.names_read.fetch_add(1, Ordering::Relaxed);
-        let names: Vec<String> = dir
-            .file_names()
-            .map_err(|e| io_err(kind, "*", e))?
-            .into_iter()
-            .filter_map(|raw| String::from_utf8(raw).ok())
-            .filter(|n| valid_object_name(n))
-            .collect();
+        let names = object_names(&dir, kind)?;
         let tag = super::listing_tag(&names);
         // The stamp was taken before the names were read: a change in between gives the
         // directory a new stamp, so a tag remembered here is never served for other names.
@@ -349,6 +343,17 @@ pub fn is_temp_name(name: &str) -> bool {
 /// (timestamps have a granularity: two changes within one tick look alike).
 pub const STAMP_SETTLED: Duration = Duration::from_secs(2);
 
+/// The names in an object directory that are object names (temp files and strays left out).
+fn object_names(dir: &Dir, kind: Kind) -> BResult<Vec<String>> {
+    Ok(dir
+        .file_names()
+        .map_err(|e| io_err(kind, "*", e))?
+        .into_iter()
+        .filter_map(|raw| String::from_utf8(raw).ok())
+        .filter(|n| valid_object_name(n))
+        .collect())
+}
+
 /// The tag of a directory that has not changed for [`STAMP_SETTLED`]: lowercase hex of the
 /// first 16 bytes of BLAKE3("prism-sync directory stamp" ‖ dev ‖ ino ‖ mtime ‖ ctime), little
 /// endian, prefixed `ff` so it never equals a names' tag of the same length; `None` while the
@@ -541,13 +546,7 @@ impl Backend for FsBackend {
         if stamp_tag.as_deref() == Some(known) {
             return Ok(None);
         }
-        let names: Vec<String> = dir
-            .file_names()
-            .map_err(|e| io_err(kind, "*", e))?
-            .into_iter()
-            .filter_map(|raw| String::from_utf8(raw).ok())
-            .filter(|n| valid_object_name(n))
-            .collect();
+        let names = object_names(&dir, kind)?;
         let tag = stamp_tag.unwrap_or_else(|| super::listing_tag(&names));
         Ok((tag != known).then_some(super::Listing { names, tag }))
     }
