@@ -195,17 +195,7 @@ fn install_writes_a_systemd_user_unit_whose_command_runs_the_daemon_and_uninstal
         std::thread::sleep(Duration::from_millis(100));
     }
     l.ok(&["stop", SET]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = daemon.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon did not exit after stop"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = exit_within_30s(&mut daemon, "the daemon did not exit after stop");
     assert!(status.success(), "stopped agent exits with {status}");
 
     let out = l.ok(&["start", SET, "--uninstall"]);
@@ -352,6 +342,18 @@ fn the_launch_agent_plist_parses_and_runs_the_foreground_daemon_at_login() {
     assert_eq!(dict_get(dict, "Umask").text, "63"); // 0o077
 }
 
+/// The exit status of `child`, which must end within 30 s (`what` says otherwise).
+fn exit_within_30s(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Whether the daemon of this laptop's home serves `set` now.
 fn served(l: &Laptop, set: &str) -> bool {
     let st: serde_json::Value = serde_json::from_str(&l.ok(&["status", set, "--json"])).unwrap();
@@ -420,16 +422,6 @@ fn two_sets_agents_share_the_home_s_daemon_and_the_survivor_takes_over() {
 
     l.ok(&["stop", SET]);
     l.ok(&["stop", "notes"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = other.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not end after stop"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = exit_within_30s(&mut other, "the agent did not end after stop");
     assert!(status.success(), "a stopped agent exits with {status}");
 }
